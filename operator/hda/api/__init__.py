@@ -1,0 +1,1 @@
+"""The HyperDriveAccelerator API: models, constants and the generated CRD."""

@@ -1,0 +1,49 @@
+"""Names shared by the API, the operator and the runtime: group, kinds, label and annotation keys."""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "hda.shitops.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "HyperDriveAccelerator"
+PLURAL: Final = "hyperdriveaccelerators"
+SINGULAR: Final = "hyperdriveaccelerator"
+SHORT_NAMES: Final = ("hda",)
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+FIELD_MANAGER: Final = "hda-operator"
+
+# Labels the operator sets on every child; selectors use these, never Argo CD's tracking label.
+LABEL_ACCELERATOR: Final = f"{GROUP}/accelerator"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_VERSION: Final = "app.kubernetes.io/version"
+
+# Node labels that mark Fibre Channel attached nodes.
+FC_NODE_LABEL: Final = f"{GROUP}/fibre-channel"
+NFD_FC_NODE_LABEL: Final = "feature.node.kubernetes.io/pci-0c04.present"
+
+# Where runtime pods find the rendered spec.
+RUNTIME_CONFIG_PATH: Final = "/etc/hda/hda.yaml"
+
+# --- The runtime contract: what the operator gives every runtime pod -------------------------
+# Command: `hda ingest|worker|output --config /etc/hda/hda.yaml` (the ConfigMap holds the whole
+# HyperDriveAccelerator manifest). Secrets and identity come from these environment variables.
+ENV_REDIS_URL: Final = "HDA_REDIS_URL"  # redis://<valkey client service>:6379/0
+ENV_REDIS_PASSWORD: Final = "HDA_REDIS_PASSWORD"
+ENV_INGEST_TOKEN: Final = "HDA_INGEST_TOKEN"
+ENV_POD_NAME: Final = "HDA_POD_NAME"  # consumer name of a worker or output pod
+ENV_LOG_FORMAT: Final = "HDA_LOG_FORMAT"  # json (default in pods) or text
+ENV_OUTPUT_DIR: Final = "HDA_OUTPUT_DIR"
+
+REDIS_PORT: Final = 6379
+INGEST_PORT: Final = 8080  # REST + WebSocket; /healthz /readyz /metrics
+OUTPUT_PORT: Final = 8081  # subscribe WebSocket; /healthz /readyz /metrics
+WORKER_HEALTH_PORT: Final = 8082  # /healthz /readyz /metrics
+OUTPUT_DATA_DIR: Final = "/var/lib/hda/output"
+OPERATOR_HEALTH_PORT: Final = 8080  # kopf liveness endpoint /healthz

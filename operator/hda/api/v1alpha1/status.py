@@ -1,0 +1,121 @@
+"""The `status` of a HyperDriveAccelerator: written by the operator only, through /status."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .types import ApiModel
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(ApiModel):
+    """A metav1.Condition."""
+
+    type: str = Field(
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        description="Condition type, e.g. Ready.",
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation this condition was computed for."
+    )
+    last_transition_time: str = Field(
+        description="When the status last changed (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="CamelCase reason.",
+    )
+    message: str = Field(default="", max_length=32768, description="Human-readable detail.")
+
+
+class ComponentStatus(ApiModel):
+    """Observed replicas of one component."""
+
+    desired_replicas: int = Field(default=0, ge=0, description="Replicas the operator asked for.")
+    ready_replicas: int = Field(default=0, ge=0, description="Replicas ready now.")
+
+
+class WorkersStatus(ComponentStatus):
+    """Worker replicas, also the scale subresource's view."""
+
+    replicas: int = Field(default=0, ge=0, description="Worker pods that exist (scale status).")
+    selector: str = Field(
+        default="", max_length=1024, description="Label selector of worker pods (for HPA/KEDA)."
+    )
+
+
+class ComponentsStatus(ApiModel):
+    """Per-component replicas."""
+
+    buffer: ComponentStatus = Field(default_factory=ComponentStatus, description="Valkey.")
+    ingest: ComponentStatus = Field(default_factory=ComponentStatus, description="Ingest.")
+    workers: WorkersStatus = Field(default_factory=WorkersStatus, description="Workers.")
+    output: ComponentStatus = Field(default_factory=ComponentStatus, description="Output.")
+
+
+class StreamStatus(ApiModel):
+    """Observed state of one logical stream, summed over its partitions."""
+
+    name: str = Field(max_length=63, description="Stream name.")
+    lag: int | None = Field(
+        default=None,
+        ge=0,
+        description="Entries not yet delivered to the workers (unknown after trims).",
+    )
+    pending: int = Field(default=0, ge=0, description="Entries delivered but not yet acknowledged.")
+    length: int = Field(default=0, ge=0, description="Entries currently held in Valkey.")
+    ingest_rate: float = Field(default=0.0, ge=0, description="Entries added per second, recently.")
+    process_rate: float = Field(
+        default=0.0, ge=0, description="Entries acknowledged per second, recently."
+    )
+    dead_letters: int = Field(default=0, ge=0, description="Entries in the dead-letter stream.")
+
+
+class Endpoints(ApiModel):
+    """Where clients connect."""
+
+    ingest: str | None = Field(
+        default=None, max_length=512, description="Ingest base URL inside the cluster."
+    )
+    subscribe: str | None = Field(
+        default=None, max_length=512, description="Output subscription base URL."
+    )
+    redis: str | None = Field(
+        default=None, max_length=512, description="Valkey address (host:port)."
+    )
+
+
+class HyperDriveAcceleratorStatus(ApiModel):
+    """Observed state, computed by the operator from what it sees."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation the status reflects."
+    )
+    conditions: Annotated[list[Condition], Field(max_length=32)] = Field(
+        default_factory=list,
+        description="Ready, Progressing, Degraded and per-component conditions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    components: ComponentsStatus = Field(
+        default_factory=ComponentsStatus, description="Per-component replicas."
+    )
+    workers_ready: str = Field(
+        default="0/0", max_length=32, description="Ready/desired workers, for `kubectl get`."
+    )
+    total_lag: int | None = Field(
+        default=None, ge=0, description="Undelivered plus pending entries over all streams."
+    )
+    streams: Annotated[list[StreamStatus], Field(max_length=64)] = Field(
+        default_factory=list,
+        description="Per-stream lag, pending and rates.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    endpoints: Endpoints = Field(default_factory=Endpoints, description="Connection addresses.")
