@@ -1,0 +1,61 @@
+# HyperDrive Accelerator. `make demo` runs the main job, `make test` runs every test tier.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help venv binaries lint test test-unit test-runtime test-cluster demo demo-down crd image clean
+
+help:
+	@echo "make demo      start a local cluster, the operator and examples/hda.yaml"
+	@echo "make test      lint, then every test tier (unit, runtime, cluster)"
+	@echo "make lint      ruff and mypy --strict"
+	@echo "make crd       regenerate crds/ from the models"
+	@echo "make image     build the container image (needs Docker)"
+
+$(BIN)/hda: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,lint]'
+	@touch $@
+
+venv: $(BIN)/hda
+
+# Builds kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok and helm once into
+# ~/.cache/hda/bin/<version-key>; a no-op when they are there.
+binaries:
+	@bash hack/build-binaries.sh >/dev/null
+
+lint: venv
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+
+# pytest exits 5 when it collects nothing; a tier with no tests is an error here too.
+test: lint binaries
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-runtime: venv
+	$(BIN)/pytest tests/runtime $(PYTEST_ARGS)
+
+test-cluster: venv binaries
+	$(BIN)/pytest tests/cluster $(PYTEST_ARGS)
+
+demo: venv binaries
+	bash hack/demo.sh
+
+demo-down: venv
+	$(BIN)/hda cluster down --name demo
+
+crd: venv
+	$(BIN)/hda crd > crds/hyperdriveaccelerators.hda.shitops.dev.yaml
+
+image:
+	docker build -t hyperdrive-accelerator:$$($(BIN)/python -c 'import hda; print(hda.__version__)') .
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

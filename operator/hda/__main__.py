@@ -1,0 +1,5 @@
+"""`python -m hda` is the `hda` command."""
+
+from hda.cli import main
+
+main()
