@@ -7,8 +7,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 k8s_version=v1.37.2
 helm_version=v3.22.0
-# The cache key covers every pinned version: any change to a wrapper module gives a new directory.
-key=$(cat "$root"/tools/*/go.mod "$root"/tools/*/go.sum "$0" | sha256sum | cut -c1-12)
+# The cache key covers every pinned version: any change to a wrapper module's requirements, or
+# to the build recipe revision below, gives a new directory.
+recipe_revision=1
+key=$( (cat "$root"/tools/*/go.mod; echo "$recipe_revision") | sha256sum | cut -c1-12)
 bin_dir=${HDA_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hda/bin/k8s-$k8s_version-$key}
 binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm)
 
