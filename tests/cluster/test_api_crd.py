@@ -1,0 +1,267 @@
+"""The CRD against the real kube-apiserver: examples accepted, defaults applied, bad input refused
+with a message naming the field, transition rules enforced, `kubectl explain` documented."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hda.api.v1alpha1 import HyperDriveAcceleratorSpec, load_manifest
+from hda.cluster.testing import ClusterHandle, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / "hyperdriveaccelerators.hda.shitops.dev.yaml"
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="module")
+def crd_installed(cluster: ClusterHandle) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/hyperdriveaccelerators.hda.shitops.dev",
+        "--timeout=60s",
+    )
+
+
+def hda(name: str, spec: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "hda.shitops.dev/v1alpha1",
+            "kind": "HyperDriveAccelerator",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+def one_stream(**fields: Any) -> dict[str, Any]:
+    return {"streams": [{"name": "events", **fields}]}
+
+
+def with_stream(**sections: Any) -> dict[str, Any]:
+    return {**one_stream(), **sections}
+
+
+def step(**kind: Any) -> dict[str, Any]:
+    return with_stream(workers={"pipeline": [kind]})
+
+
+def fc(**fibre_channel: Any) -> dict[str, Any]:
+    return with_stream(output={"replicas": 1, "fibreChannel": fibre_channel})
+
+
+# (case id, spec, text the apiserver's refusal must contain: the field path)
+INVALID: list[tuple[str, dict[str, Any], str]] = [
+    ("no-streams", {}, "spec.streams: Required value"),
+    ("empty-streams", {"streams": []}, "spec.streams: Invalid value"),
+    (
+        "duplicate-stream",
+        {"streams": [{"name": "a"}, {"name": "a"}]},
+        "spec.streams[1]: Duplicate value",
+    ),
+    ("stream-name-uppercase", {"streams": [{"name": "Events"}]}, "spec.streams[0].name"),
+    ("zero-partitions", one_stream(partitions=0), "spec.streams[0].partitions"),
+    ("too-many-partitions", one_stream(partitions=1000), "spec.streams[0].partitions"),
+    ("bad-max-age", one_stream(retention={"maxAge": "1 hour"}), "spec.streams[0].retention.maxAge"),
+    ("bad-partition-key", one_stream(partitionKey="a..b"), "spec.streams[0].partitionKey"),
+    ("paused-not-bool", {**one_stream(), "paused": "yes"}, "spec.paused"),
+    ("empty-image", {**one_stream(), "image": ""}, "spec.image"),
+    (
+        "append-fsync-no",
+        with_stream(redis={"persistence": {"appendFsync": "no"}}),
+        "spec.redis.persistence.appendFsync",
+    ),
+    (
+        "storage-not-quantity",
+        with_stream(redis={"storage": {"size": "ten"}}),
+        "spec.redis.storage.size",
+    ),
+    (
+        "service-type",
+        with_stream(ingest={"service": {"type": "ExternalName"}}),
+        "spec.ingest.service.type",
+    ),
+    ("service-port", with_stream(ingest={"service": {"port": 70000}}), "spec.ingest.service.port"),
+    (
+        "tiny-max-request",
+        with_stream(ingest={"maxRequestBytes": 10}),
+        "spec.ingest.maxRequestBytes",
+    ),
+    (
+        "min-above-max",
+        with_stream(workers={"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}),
+        "spec.workers.autoscaling.minReplicas",
+    ),
+    ("zero-deliveries", with_stream(workers={"maxDeliveries": 0}), "spec.workers.maxDeliveries"),
+    (
+        "step-two-kinds",
+        step(dropFields={"fields": ["a"]}, sample={"rate": 0.5}),
+        "spec.workers.pipeline[0]",
+    ),
+    ("step-no-kind", step(name="nothing"), "spec.workers.pipeline[0]"),
+    (
+        "filter-bad-op",
+        step(filter={"field": "a", "op": "like", "value": 1}),
+        "spec.workers.pipeline[0].filter.op",
+    ),
+    (
+        "filter-missing-value",
+        step(filter={"field": "a", "op": "eq"}),
+        "spec.workers.pipeline[0].filter.value",
+    ),
+    ("sample-rate", step(sample={"rate": 2}), "spec.workers.pipeline[0].sample.rate"),
+    (
+        "fc-both-modes",
+        fc(volumes=[{"wwids": ["abc"], "targetWWNs": ["500a0981891b8dc5"], "lun": 1}]),
+        "spec.output.fibreChannel.volumes[0]",
+    ),
+    (
+        "fc-wwn-without-lun",
+        fc(volumes=[{"targetWWNs": ["500a0981891b8dc5"]}]),
+        "spec.output.fibreChannel.volumes[0].lun",
+    ),
+    (
+        "fc-bad-wwn",
+        fc(volumes=[{"targetWWNs": ["xyz"], "lun": 0}]),
+        "spec.output.fibreChannel.volumes[0].targetWWNs[0]",
+    ),
+    (
+        "fc-inventory-too-small",
+        with_stream(output={"replicas": 3, "fibreChannel": {"volumes": [{"wwids": ["abc"]}]}}),
+        "spec.output.fibreChannel.volumes",
+    ),
+    ("fc-fs-type", fc(fsType="ntfs"), "spec.output.fibreChannel.fsType"),
+    (
+        "pvc-retention",
+        with_stream(output={"pvcRetentionPolicy": {"whenDeleted": "Keep"}}),
+        "spec.output.pvcRetentionPolicy.whenDeleted",
+    ),
+    (
+        "toleration-operator",
+        with_stream(template={"workers": {"tolerations": [{"operator": "Maybe"}]}}),
+        "spec.template.workers.tolerations[0].operator",
+    ),
+    ("unknown-field", with_stream(wokers={"replicas": 2}), 'unknown field "spec.wokers"'),
+]
+
+
+@pytest.mark.usefixtures("crd_installed")
+@pytest.mark.parametrize(("case", "spec", "expected"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_manifest_is_refused_naming_the_field(
+    cluster: ClusterHandle, module_namespace: str, case: str, spec: dict[str, Any], expected: str
+) -> None:
+    result = cluster.kubectl(
+        "create", "-n", module_namespace, "-f", "-", input=hda(case, spec), check=False
+    )
+    assert result.returncode != 0, f"{case} was accepted"
+    assert expected in result.stderr, result.stderr
+    missing = cluster.kubectl("get", "hda", case, "-n", module_namespace, check=False)
+    assert missing.returncode != 0, "a refused object must not exist"
+
+
+@pytest.mark.usefixtures("crd_installed")
+def test_name_longer_than_40_is_refused(cluster: ClusterHandle, module_namespace: str) -> None:
+    name = "n" * 41
+    result = cluster.kubectl(
+        "create", "-n", module_namespace, "-f", "-", input=hda(name, one_stream()), check=False
+    )
+    assert result.returncode != 0
+    assert "metadata.name" in result.stderr
+    assert "at most 40 characters" in result.stderr
+
+
+@pytest.mark.usefixtures("crd_installed")
+@pytest.mark.parametrize("example", ["hda.yaml", "hda-full.yaml"])
+def test_example_is_accepted_and_reads_back_unchanged(
+    cluster: ClusterHandle, namespace: str, example: str
+) -> None:
+    text = (EXAMPLES / example).read_text()
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=text)
+    local = load_manifest(text)
+    stored = json.loads(
+        cluster.kubectl("get", "hda", local.name, "-n", namespace, "-o", "json").stdout
+    )
+    # The apiserver's defaults are the models' defaults: the stored spec is the model's wire form.
+    assert stored["spec"] == local.spec.to_wire()
+    assert HyperDriveAcceleratorSpec.model_validate(stored["spec"]) == local.spec
+
+
+@pytest.mark.usefixtures("crd_installed")
+def test_defaults_appear_on_a_created_object(cluster: ClusterHandle, namespace: str) -> None:
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=hda("defaults", one_stream()))
+    spec = json.loads(
+        cluster.kubectl("get", "hda", "defaults", "-n", namespace, "-o", "json").stdout
+    )["spec"]
+    assert spec["streams"][0]["partitions"] == 4
+    assert spec["redis"]["image"] == "valkey/valkey:8.1"
+    assert spec["redis"]["persistence"]["appendFsync"] == "everysec"
+    assert spec["ingest"]["service"] == {"type": "ClusterIP", "port": 8080}
+    assert spec["output"]["fibreChannel"]["nodeSelector"] == {
+        "hda.shitops.dev/fibre-channel": "true"
+    }
+    assert spec["workers"]["maxDeliveries"] == 5
+
+
+@pytest.mark.usefixtures("crd_installed")
+def test_shrinking_partitions_is_refused(cluster: ClusterHandle, namespace: str) -> None:
+    cluster.kubectl(
+        "create", "-n", namespace, "-f", "-", input=hda("shrink", one_stream(partitions=8))
+    )
+    result = cluster.kubectl(
+        "patch", "hda", "shrink", "-n", namespace, "--type=json",
+        "-p", '[{"op": "replace", "path": "/spec/streams/0/partitions", "value": 4}]',
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "spec.streams[0].partitions" in result.stderr
+    assert "cannot be reduced" in result.stderr
+    grown = cluster.kubectl(
+        "patch", "hda", "shrink", "-n", namespace, "--type=json",
+        "-p", '[{"op": "replace", "path": "/spec/streams/0/partitions", "value": 16}]',
+    )  # fmt: skip
+    assert grown.returncode == 0
+
+
+@pytest.mark.usefixtures("crd_installed")
+def test_storage_class_is_immutable(cluster: ClusterHandle, namespace: str) -> None:
+    spec = with_stream(redis={"storage": {"storageClassName": "fast"}})
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=hda("immutable", spec))
+    result = cluster.kubectl(
+        "patch", "hda", "immutable", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"redis": {"storage": {"storageClassName": "slow"}}}}',
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "spec.redis.storage.storageClassName" in result.stderr
+
+
+@pytest.mark.usefixtures("crd_installed")
+def test_kubectl_explain_shows_the_descriptions(cluster: ClusterHandle) -> None:
+    def explained() -> str | None:
+        result = cluster.kubectl(
+            "explain", "hyperdriveaccelerator.spec.workers.autoscaling", check=False
+        )
+        return result.stdout if result.returncode == 0 else None
+
+    # The OpenAPI view of a new CRD is published a moment after it is Established.
+    text = wait_for(explained, timeout=60, message="kubectl explain never found the CRD")
+    assert "Scale workers on stream lag" in text
+    assert "minReplicas" in text
+    assert "Fewest workers." in text
+    assert "targetLagPerReplica" in text
+
+
+@pytest.mark.usefixtures("crd_installed")
+def test_scale_subresource_sets_worker_replicas(cluster: ClusterHandle, namespace: str) -> None:
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=hda("scaled", one_stream()))
+    cluster.kubectl("scale", "hda/scaled", "-n", namespace, "--replicas=5")
+    stored = yaml.safe_load(
+        cluster.kubectl("get", "hda", "scaled", "-n", namespace, "-o", "yaml").stdout
+    )
+    assert stored["spec"]["workers"]["replicas"] == 5
