@@ -1,0 +1,96 @@
+"""`hda cluster up|down|env`: the local control plane from the shell."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import click
+
+from hda.cluster.errors import ClusterError
+from hda.cluster.layout import DEFAULT_NAME, InvalidClusterNameError
+from hda.cluster.plane import LocalCluster
+
+_name_option = click.option(
+    "--name",
+    default=DEFAULT_NAME,
+    show_default=True,
+    help="Cluster name; clusters with different names run side by side.",
+)
+
+
+def _configure_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+
+
+def _cluster(name: str) -> LocalCluster:
+    try:
+        return LocalCluster(name)
+    except InvalidClusterNameError as error:
+        raise click.BadParameter(str(error), param_hint="--name") from error
+
+
+@click.group()
+def cluster() -> None:
+    """A local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+    kube-scheduler and kwok nodes) on 127.0.0.1, built from the upstream binaries."""
+
+
+@cluster.command()
+@_name_option
+@click.option("--nodes", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--fc-nodes",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="How many of the nodes carry the Fibre Channel labels.",
+)
+def up(name: str, nodes: int, fc_nodes: int) -> None:
+    """Start the cluster (or keep it, if it is healthy) and wait until every node is Ready.
+
+    Prints the `export KUBECONFIG=...` line on stdout.
+    """
+    if fc_nodes > nodes:
+        raise click.BadParameter(f"cannot exceed --nodes ({nodes})", param_hint="--fc-nodes")
+    _configure_logging()
+    plane = _cluster(name)
+    started = time.monotonic()
+    try:
+        plane.up(nodes=nodes, fc_nodes=fc_nodes)
+    except ClusterError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"cluster {name!r} ready in {time.monotonic() - started:.1f}s", err=True)
+    click.echo(plane.env_line())
+
+
+@cluster.command()
+@_name_option
+def down(name: str) -> None:
+    """Stop every process of the cluster and remove its state."""
+    _configure_logging()
+    plane = _cluster(name)
+    try:
+        plane.down()
+    except ClusterError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"cluster {name!r} is down", err=True)
+
+
+@cluster.command()
+@_name_option
+def env(name: str) -> None:
+    """Print `export KUBECONFIG=...` for the cluster (use: eval "$(hda cluster env)")."""
+    plane = _cluster(name)
+    if plane.state() is None:
+        raise click.ClickException(
+            f"cluster {name!r} is not up (no state in {plane.layout.state_dir}); "
+            f"run `hda cluster up --name {name}`"
+        )
+    click.echo(plane.env_line())

@@ -1,0 +1,181 @@
+"""Command lines of the control-plane components, and where each one reports health.
+
+Pure builders: `(bin_dir, layout, ports) -> argv`. Every listener binds 127.0.0.1 on a port from
+`Ports`, so two clusters can run side by side. Flags follow kwokctl's binary runtime and envtest
+(see notes/control-plane.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from hda.cluster.layout import (
+    APISERVER,
+    CONTROLLER_MANAGER,
+    ETCD,
+    KWOK,
+    SCHEDULER,
+    ClusterLayout,
+    Ports,
+)
+
+LOOPBACK: Final = "127.0.0.1"
+SERVICE_CLUSTER_IP_RANGE: Final = "10.96.0.0/16"
+#: First address of the service range: the `kubernetes` Service, so a SAN of the serving cert.
+KUBERNETES_SERVICE_IP: Final = "10.96.0.1"
+POD_CIDR: Final = "10.244.0.0/16"
+FAKE_NODE_IP: Final = "10.0.0.1"
+SERVICE_ACCOUNT_ISSUER: Final = "https://kubernetes.default.svc.cluster.local"
+NODE_LEASE_DURATION_SECONDS: Final = 40
+_HEALTH_PATHS: Final = "/healthz,/readyz,/livez,/metrics"
+
+# PKI file names (in `layout.pki_dir`).
+CA_CERT: Final = "ca.crt"
+CA_KEY: Final = "ca.key"
+APISERVER_CERT: Final = "apiserver.crt"
+APISERVER_KEY: Final = "apiserver.key"
+#: Serving certificate of controller-manager, scheduler and kwok (loopback SANs only).
+SERVING_CERT: Final = "serving.crt"
+SERVING_KEY: Final = "serving.key"
+ADMIN_CERT: Final = "admin.crt"
+ADMIN_KEY: Final = "admin.key"
+SA_KEY: Final = "sa.key"
+SA_PUB: Final = "sa.pub"
+
+
+def _url(scheme: str, port: int) -> str:
+    return f"{scheme}://{LOOPBACK}:{port}"
+
+
+def etcd_args(bin_dir: Path, layout: ClusterLayout, ports: Ports) -> list[str]:
+    client = _url("http", ports.etcd_client)
+    peer = _url("http", ports.etcd_peer)
+    return [
+        str(bin_dir / ETCD),
+        "--name=hda",
+        f"--data-dir={layout.etcd_data_dir}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=hda={peer}",
+        "--initial-cluster-state=new",
+        "--auto-compaction-retention=1",
+        # Test clusters are disposable: skip fsync, it dominates etcd latency on slow disks.
+        "--unsafe-no-fsync",
+        "--log-level=warn",
+    ]
+
+
+def apiserver_args(bin_dir: Path, layout: ClusterLayout, ports: Ports) -> list[str]:
+    pki = layout.pki
+    return [
+        str(bin_dir / APISERVER),
+        f"--etcd-servers={_url('http', ports.etcd_client)}",
+        f"--bind-address={LOOPBACK}",
+        f"--secure-port={ports.apiserver}",
+        # 1.37 rejects a loopback advertise address with the default `lease` reconciler; with
+        # `none` the `kubernetes` Service simply has no endpoints, which nothing here needs.
+        f"--advertise-address={LOOPBACK}",
+        "--endpoint-reconciler-type=none",
+        f"--tls-cert-file={pki(APISERVER_CERT)}",
+        f"--tls-private-key-file={pki(APISERVER_KEY)}",
+        f"--client-ca-file={pki(CA_CERT)}",
+        f"--service-account-key-file={pki(SA_PUB)}",
+        f"--service-account-signing-key-file={pki(SA_KEY)}",
+        f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+        f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+        "--authorization-mode=Node,RBAC",
+        # The default admission plugins stay on: PodSecurity, ServiceAccount, NodeRestriction...
+        "--allow-privileged=true",
+        f"--cert-dir={layout.state_dir / 'apiserver-certs'}",
+        "--profiling=false",
+    ]
+
+
+def _loopback_secure_serving(layout: ClusterLayout, port: int) -> list[str]:
+    return [
+        f"--kubeconfig={layout.kubeconfig}",
+        f"--authentication-kubeconfig={layout.kubeconfig}",
+        f"--authorization-kubeconfig={layout.kubeconfig}",
+        f"--bind-address={LOOPBACK}",
+        f"--secure-port={port}",
+        f"--tls-cert-file={layout.pki(SERVING_CERT)}",
+        f"--tls-private-key-file={layout.pki(SERVING_KEY)}",
+        f"--authorization-always-allow-paths={_HEALTH_PATHS}",
+        "--leader-elect=false",
+        "--profiling=false",
+    ]
+
+
+def controller_manager_args(bin_dir: Path, layout: ClusterLayout, ports: Ports) -> list[str]:
+    pki = layout.pki
+    return [
+        str(bin_dir / CONTROLLER_MANAGER),
+        *_loopback_secure_serving(layout, ports.controller_manager),
+        f"--root-ca-file={pki(CA_CERT)}",
+        f"--service-account-private-key-file={pki(SA_KEY)}",
+        # Each controller uses its own ServiceAccount, so RBAC is exercised as in production.
+        "--use-service-account-credentials=true",
+        f"--cluster-signing-cert-file={pki(CA_CERT)}",
+        f"--cluster-signing-key-file={pki(CA_KEY)}",
+        f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+    ]
+
+
+def scheduler_args(bin_dir: Path, layout: ClusterLayout, ports: Ports) -> list[str]:
+    return [str(bin_dir / SCHEDULER), *_loopback_secure_serving(layout, ports.scheduler)]
+
+
+def kwok_args(bin_dir: Path, layout: ClusterLayout, ports: Ports) -> list[str]:
+    return [
+        str(bin_dir / KWOK),
+        f"--config={layout.kwok_config}",
+        f"--kubeconfig={layout.kubeconfig}",
+        "--manage-all-nodes=false",
+        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+        f"--server-address={LOOPBACK}:{ports.kwok}",
+        f"--tls-cert-file={layout.pki(SERVING_CERT)}",
+        f"--tls-private-key-file={layout.pki(SERVING_KEY)}",
+        f"--cidr={POD_CIDR}",
+        f"--node-ip={FAKE_NODE_IP}",
+        f"--node-lease-duration-seconds={NODE_LEASE_DURATION_SECONDS}",
+    ]
+
+
+def component_args(component: str, bin_dir: Path, layout: ClusterLayout, ports: Ports) -> list[str]:
+    """The argv that starts `component` (one of `layout.COMPONENTS`)."""
+    builders = {
+        ETCD: etcd_args,
+        APISERVER: apiserver_args,
+        CONTROLLER_MANAGER: controller_manager_args,
+        SCHEDULER: scheduler_args,
+        KWOK: kwok_args,
+    }
+    try:
+        builder = builders[component]
+    except KeyError:
+        raise ValueError(f"unknown component {component!r}") from None
+    return builder(bin_dir, layout, ports)
+
+
+def health_url(component: str, ports: Ports) -> str:
+    """The URL that answers 200 once `component` is healthy."""
+    urls = {
+        ETCD: f"{_url('http', ports.etcd_client)}/health",
+        # /readyz turns 200 only after the bootstrap RBAC and priority-class hooks finished.
+        APISERVER: f"{_url('https', ports.apiserver)}/readyz",
+        CONTROLLER_MANAGER: f"{_url('https', ports.controller_manager)}/healthz",
+        SCHEDULER: f"{_url('https', ports.scheduler)}/healthz",
+        # kwok multiplexes plain HTTP and TLS on one port.
+        KWOK: f"{_url('http', ports.kwok)}/healthz",
+    }
+    try:
+        return urls[component]
+    except KeyError:
+        raise ValueError(f"unknown component {component!r}") from None
+
+
+def apiserver_url(ports: Ports) -> str:
+    return _url("https", ports.apiserver)

@@ -1,0 +1,425 @@
+"""The local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok.
+
+`LocalCluster(name).up()` starts the components in order, each gated on its health endpoint,
+then registers the fake nodes and waits until they are Ready. The processes outlive the caller;
+`state.json` in the cluster's state directory records their PIDs and ports for `down` and for an
+idempotent `up`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import yaml
+
+from hda.cluster import flags, pki, processes
+from hda.cluster.binaries import find_bin_dir
+from hda.cluster.errors import ClusterError, ComponentFailedError
+from hda.cluster.kwok_stages import KWOK_STAGES_YAML
+from hda.cluster.layout import (
+    APISERVER,
+    COMPONENTS,
+    CONTROLLER_MANAGER,
+    DEFAULT_NAME,
+    ETCD,
+    KWOK,
+    SCHEDULER,
+    ClusterLayout,
+    Ports,
+)
+from hda.cluster.manifests import NodeSpec, kubeconfig_manifest, node_manifest, node_specs
+from hda.cluster.processes import ProcessRecord
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+log = logging.getLogger(__name__)
+
+#: Seconds each component may take to report healthy after it was started.
+HEALTH_TIMEOUTS: Final[dict[str, float]] = {
+    ETCD: 30.0,
+    APISERVER: 120.0,
+    CONTROLLER_MANAGER: 60.0,
+    SCHEDULER: 60.0,
+    KWOK: 60.0,
+}
+NODE_READY_TIMEOUT: Final = 60.0
+_POLL_INTERVAL: Final = 0.2
+
+
+def allocate_ports() -> Ports:
+    """Free loopback ports, all distinct (the sockets are held until every port is chosen)."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(Ports.count()):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((flags.LOOPBACK, 0))
+            sockets.append(sock)
+        return Ports.from_list([sock.getsockname()[1] for sock in sockets])
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class ClusterState:
+    """Contents of `state.json`."""
+
+    name: str
+    bin_dir: str
+    ports: Ports
+    processes: list[ProcessRecord] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "name": self.name,
+                "bin_dir": self.bin_dir,
+                "ports": self.ports.to_dict(),
+                "processes": [record.to_dict() for record in self.processes],
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ClusterState:
+        data: dict[str, Any] = json.loads(text)
+        return cls(
+            name=str(data["name"]),
+            bin_dir=str(data["bin_dir"]),
+            ports=Ports.from_dict(data["ports"]),
+            processes=[ProcessRecord.from_dict(item) for item in data["processes"]],
+        )
+
+
+class LocalCluster:
+    """One named local cluster. Cheap to construct; nothing runs until `up`."""
+
+    def __init__(
+        self,
+        name: str = DEFAULT_NAME,
+        *,
+        state_root: Path | None = None,
+        bin_dir: Path | None = None,
+    ) -> None:
+        self.layout = ClusterLayout.for_name(name, state_root)
+        self._bin_dir = bin_dir
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.layout.name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.layout.kubeconfig
+
+    def env_line(self) -> str:
+        """The shell line that points kubectl (and the operator) at this cluster."""
+        return f"export KUBECONFIG={self.kubeconfig}"
+
+    def state(self) -> ClusterState | None:
+        """The recorded state, or None when the cluster was never started (or was removed)."""
+        try:
+            return ClusterState.from_json(self.layout.state_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as error:
+            raise ClusterError(f"corrupt state file {self.layout.state_file}: {error}") from error
+
+    def bin_dir(self) -> Path:
+        """The directory of the upstream binaries this cluster runs (recorded at `up`)."""
+        state = self.state()
+        if state is not None:
+            return Path(state.bin_dir)
+        if self._bin_dir is None:
+            self._bin_dir = find_bin_dir()
+        return self._bin_dir
+
+    def unhealthy_components(self) -> list[str]:
+        """Components that are not running or not healthy; empty when all are fine."""
+        state = self.state()
+        if state is None:
+            return list(COMPONENTS)
+        running = {
+            record.component
+            for record in state.processes
+            if processes.is_ours(record, str(self.layout.state_dir))
+        }
+        return [
+            component
+            for component in COMPONENTS
+            if component not in running or not self._healthy(component, state.ports)
+        ]
+
+    def is_up(self) -> bool:
+        return not self.unhealthy_components()
+
+    def up(self, nodes: int = 3, fc_nodes: int = 2) -> None:
+        """Start the plane (or keep it, if healthy) and make sure the requested nodes are Ready.
+
+        Raises `ComponentFailedError` naming the component and its log when something does not come
+        up; the processes started so far are stopped, the logs are kept.
+        """
+        specs = node_specs(nodes, fc_nodes)
+        started = time.monotonic()
+        state = self.state()
+        if state is not None:
+            unhealthy = self.unhealthy_components()
+            if not unhealthy:
+                log.info("cluster %r is already up", self.name)
+                self._ensure_nodes(specs)
+                return
+            log.warning(
+                "cluster %r is recorded but %s not healthy; restarting it from scratch",
+                self.name,
+                ", ".join(unhealthy),
+            )
+            self.down()
+
+        bin_dir = self._bin_dir or find_bin_dir()
+        self._prepare_files(bin_dir)
+        state = ClusterState(name=self.name, bin_dir=str(bin_dir), ports=allocate_ports())
+        self._write_state(state)
+        self._write_kubeconfig(state.ports)
+        try:
+            self._start_and_wait(state, [ETCD])
+            self._start_and_wait(state, [APISERVER])
+            self._start_and_wait(state, [CONTROLLER_MANAGER, SCHEDULER, KWOK])
+            self._ensure_nodes(specs)
+            self._wait_for_default_service_account(state)
+        except BaseException:
+            self._stop_processes(state)
+            raise
+        log.info("cluster %r is up in %.1fs", self.name, time.monotonic() - started)
+
+    def down(self, *, remove_state: bool = True) -> None:
+        """Stop every process this cluster started; remove its state dir unless told not to."""
+        state = self.state()
+        if state is not None:
+            self._stop_processes(state)
+        if remove_state and self.layout.state_dir.exists():
+            shutil.rmtree(self.layout.state_dir)
+            log.info("removed %s", self.layout.state_dir)
+
+    def api_client(self) -> ApiClient:
+        """A `kubernetes.client.ApiClient` for the cluster admin (a context manager)."""
+        from kubernetes import config  # noqa: PLC0415 (heavy import, only when needed)
+
+        api: ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.kubeconfig)
+        )
+        return api
+
+    def add_node(self, name: str, *, fc: bool = True, wait: bool = True) -> None:
+        """Register one more fake node (Fibre Channel labelled if `fc`) and wait until Ready."""
+        self._create_nodes([NodeSpec(name=name, fc=fc)], wait=wait)
+
+    def delete_node(self, name: str) -> None:
+        """Remove a node (kwok stops simulating it; its pods are garbage-collected)."""
+        from kubernetes import client  # noqa: PLC0415
+        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+        with self.api_client() as api:
+            try:
+                client.CoreV1Api(api).delete_node(name)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+    # -- start-up steps -----------------------------------------------------------------------
+
+    def _prepare_files(self, bin_dir: Path) -> None:
+        layout = self.layout
+        for directory in (layout.state_dir, layout.logs_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        layout.state_dir.chmod(0o700)  # holds the CA key and the admin credentials
+        if layout.etcd_data_dir.exists():  # a fresh start never reuses old etcd data
+            shutil.rmtree(layout.etcd_data_dir)
+        pki.ensure_pki(layout.pki_dir)
+        layout.kwok_config.write_text(KWOK_STAGES_YAML)
+        log.info(
+            "state of cluster %r in %s, binaries from %s", self.name, layout.state_dir, bin_dir
+        )
+
+    def _write_state(self, state: ClusterState) -> None:
+        tmp = self.layout.state_file.with_suffix(".tmp")
+        tmp.write_text(state.to_json())
+        tmp.replace(self.layout.state_file)
+
+    def _write_kubeconfig(self, ports: Ports) -> None:
+        pki_file = self.layout.pki
+        document = kubeconfig_manifest(
+            self.name,
+            flags.apiserver_url(ports),
+            ca_pem=pki_file(flags.CA_CERT).read_bytes(),
+            cert_pem=pki_file(flags.ADMIN_CERT).read_bytes(),
+            key_pem=pki_file(flags.ADMIN_KEY).read_bytes(),
+        )
+        path = self.layout.kubeconfig
+        path.touch(mode=0o600, exist_ok=True)
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    def _start_and_wait(self, state: ClusterState, components: list[str]) -> None:
+        bin_dir = Path(state.bin_dir)
+        for component in components:
+            argv = flags.component_args(component, bin_dir, self.layout, state.ports)
+            record = processes.start(
+                component, argv, self.layout.log_path(component), cwd=self.layout.state_dir
+            )
+            state.processes.append(record)
+            self._write_state(state)
+        for component in components:
+            record = next(r for r in state.processes if r.component == component)
+            self._wait_healthy(record, state.ports)
+
+    def _wait_healthy(self, record: ProcessRecord, ports: Ports) -> None:
+        component = record.component
+        timeout = HEALTH_TIMEOUTS[component]
+        started = time.monotonic()
+        last_error = "no answer yet"
+        while time.monotonic() - started < timeout:
+            code = processes.exit_status(record)
+            if code is not None or not processes.alive(record.pid):
+                raise self._failure(component, f"exited (code {code}) before it became healthy")
+            ok, last_error = self._probe(component, ports)
+            if ok:
+                log.info("%s healthy after %.1fs", component, time.monotonic() - started)
+                return
+            time.sleep(_POLL_INTERVAL)
+        raise self._failure(
+            component,
+            f"not healthy after {timeout:.0f}s at {flags.health_url(component, ports)}: {last_error}",
+        )
+
+    def _failure(self, component: str, reason: str) -> ComponentFailedError:
+        log_path = self.layout.log_path(component)
+        return ComponentFailedError(component, log_path, reason, processes.tail(log_path))
+
+    def _wait_for_default_service_account(self, state: ClusterState) -> None:
+        """The serviceaccount controller has run: pods can be admitted in `default` now."""
+        from kubernetes import client  # noqa: PLC0415
+        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+        def found(core: Any) -> bool:
+            try:
+                core.read_namespaced_service_account("default", "default")
+            except ApiException as error:
+                if error.status == 404:
+                    return False
+                raise
+            return True
+
+        with self.api_client() as api:
+            core = client.CoreV1Api(api)
+            self._wait_for(
+                CONTROLLER_MANAGER,
+                state,
+                lambda: found(core),
+                HEALTH_TIMEOUTS[CONTROLLER_MANAGER],
+                "ServiceAccount default/default was not created",
+            )
+
+    def _wait_for(
+        self,
+        component: str,
+        state: ClusterState,
+        predicate: Callable[[], bool],
+        timeout: float,
+        what: str,
+    ) -> None:
+        record = next(r for r in state.processes if r.component == component)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            if not processes.alive(record.pid):
+                raise self._failure(component, "exited")
+            time.sleep(_POLL_INTERVAL)
+        raise self._failure(component, f"{what} within {timeout:.0f}s")
+
+    def _ensure_nodes(self, specs: list[NodeSpec]) -> None:
+        self._create_nodes(specs, wait=True)
+
+    def _create_nodes(self, specs: list[NodeSpec], *, wait: bool) -> None:
+        from kubernetes import client  # noqa: PLC0415
+        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+        with self.api_client() as api:
+            core = client.CoreV1Api(api)
+            for spec in specs:
+                try:
+                    body: Any = node_manifest(spec)  # the client accepts plain dicts
+                    core.create_node(body)
+                    log.info(
+                        "registered node %s%s", spec.name, " (Fibre Channel)" if spec.fc else ""
+                    )
+                except ApiException as error:
+                    if error.status != 409:
+                        raise ClusterError(
+                            f"cannot create node {spec.name}: {error.status} {error.reason}"
+                        ) from error
+            if not wait:
+                return
+            pending = {spec.name for spec in specs}
+            state = self.state()
+            if state is None:
+                raise ClusterError(f"cluster {self.name!r} has no state; is it up?")
+            started = time.monotonic()
+
+            def all_ready() -> bool:
+                for name in sorted(pending):
+                    node = core.read_node_status(name)
+                    conditions = (node.status.conditions if node.status else None) or []
+                    if any(c.type == "Ready" and c.status == "True" for c in conditions):
+                        pending.discard(name)
+                return not pending
+
+            self._wait_for(
+                KWOK, state, all_ready, NODE_READY_TIMEOUT, f"nodes {sorted(pending)} not Ready"
+            )
+            if specs:
+                log.info("%d node(s) Ready after %.1fs", len(specs), time.monotonic() - started)
+
+    # -- health and shutdown --------------------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.layout.pki(flags.CA_CERT)))
+        context.load_cert_chain(
+            str(self.layout.pki(flags.ADMIN_CERT)), str(self.layout.pki(flags.ADMIN_KEY))
+        )
+        return context
+
+    def _probe(self, component: str, ports: Ports) -> tuple[bool, str]:
+        url = flags.health_url(component, ports)
+        context = self._ssl_context() if url.startswith("https:") else None
+        try:
+            with urllib.request.urlopen(url, timeout=2.0, context=context) as response:  # noqa: S310
+                body = response.read(200).decode(errors="replace")
+                return response.status == 200, f"HTTP {response.status} {body}"
+        except urllib.error.HTTPError as error:
+            return False, f"HTTP {error.code} {error.read(300).decode(errors='replace')}"
+        except (OSError, ssl.SSLError) as error:
+            return False, str(error)
+
+    def _healthy(self, component: str, ports: Ports) -> bool:
+        return self._probe(component, ports)[0]
+
+    def _stop_processes(self, state: ClusterState) -> None:
+        marker = str(self.layout.state_dir)
+        for record in reversed(state.processes):
+            with contextlib.suppress(OSError):
+                processes.stop(record, marker)
