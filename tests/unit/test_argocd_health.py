@@ -199,8 +199,15 @@ def test_every_input_is_a_hyperdriveaccelerator() -> None:
         {"metadata": {"generation": 2}, "status": {"observedGeneration": "2"}},
         {"spec": {"paused": "yes"}, "status": {"conditions": "not a list"}},
     ],
-    ids=["empty", "nulls", "null-conditions", "empty-condition", "ready-no-status", "odd-types",
-         "wrong-shapes"],
+    ids=[
+        "empty",
+        "nulls",
+        "null-conditions",
+        "empty-condition",
+        "ready-no-status",
+        "odd-types",
+        "wrong-shapes",
+    ],
 )
 def test_partial_objects_never_error(obj: dict[str, Any], tmp_path: Path) -> None:
     status, message = run_health(obj, tmp_path)
