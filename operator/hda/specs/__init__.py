@@ -1,0 +1,64 @@
+"""Pure builders: an HDA in, Kubernetes objects (plain dicts ready for server-side apply) out.
+
+One Kubernetes kind per module, no I/O, no kopf. The controller decides what to apply and when;
+these functions only say what each child should look like.
+"""
+
+from .children import desired_children
+from .configmaps import runtime_configmap, runtime_manifest, valkey_conf, valkey_configmap
+from .deployments import ingest_deployment, workers_deployment
+from .hashing import CONFIG_HASH_ANNOTATION, config_hash
+from .labels import (
+    LABEL_NAMESPACE,
+    Component,
+    owner_reference,
+    selector_labels,
+    standard_labels,
+    worker_selector,
+)
+from .names import ChildNames, child_names
+from .networkpolicies import valkey_network_policy
+from .persistentvolumes import fc_persistent_volumes, pv_selector
+from .poddisruptionbudgets import pod_disruption_budget
+from .secrets import PASSWORD_KEY, generated_password_secret
+from .serviceaccounts import runtime_service_account
+from .services import (
+    ingest_service,
+    output_headless_service,
+    valkey_headless_service,
+    valkey_service,
+)
+from .statefulsets import output_statefulset, valkey_statefulset
+
+__all__ = [
+    "CONFIG_HASH_ANNOTATION",
+    "LABEL_NAMESPACE",
+    "PASSWORD_KEY",
+    "ChildNames",
+    "Component",
+    "child_names",
+    "config_hash",
+    "desired_children",
+    "fc_persistent_volumes",
+    "generated_password_secret",
+    "ingest_deployment",
+    "ingest_service",
+    "output_headless_service",
+    "output_statefulset",
+    "owner_reference",
+    "pod_disruption_budget",
+    "pv_selector",
+    "runtime_configmap",
+    "runtime_manifest",
+    "runtime_service_account",
+    "selector_labels",
+    "standard_labels",
+    "valkey_conf",
+    "valkey_configmap",
+    "valkey_headless_service",
+    "valkey_network_policy",
+    "valkey_service",
+    "valkey_statefulset",
+    "worker_selector",
+    "workers_deployment",
+]

@@ -1,0 +1,48 @@
+"""Every desired child of an HDA, in the order the controller should apply them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hda.api.v1alpha1 import HyperDriveAccelerator
+
+from .configmaps import runtime_configmap, valkey_configmap
+from .deployments import ingest_deployment, workers_deployment
+from .labels import Component
+from .networkpolicies import valkey_network_policy
+from .persistentvolumes import fc_persistent_volumes
+from .poddisruptionbudgets import pod_disruption_budget
+from .serviceaccounts import runtime_service_account
+from .services import (
+    ingest_service,
+    output_headless_service,
+    valkey_headless_service,
+    valkey_service,
+)
+from .statefulsets import output_statefulset, valkey_statefulset
+
+
+def desired_children(hda: HyperDriveAccelerator, *, worker_replicas: int) -> list[dict[str, Any]]:
+    """All children except the generated password Secret (created once, never re-applied).
+
+    Dependencies come first: identity and config, then Valkey, then its clients, and the
+    cluster-scoped FC PersistentVolumes before the output StatefulSet that claims them.
+    """
+    return [
+        runtime_service_account(hda),
+        runtime_configmap(hda),
+        valkey_configmap(hda),
+        valkey_network_policy(hda),
+        valkey_headless_service(hda),
+        valkey_service(hda),
+        valkey_statefulset(hda),
+        ingest_service(hda),
+        ingest_deployment(hda),
+        pod_disruption_budget(hda, Component.INGEST),
+        workers_deployment(hda, replicas=worker_replicas),
+        pod_disruption_budget(hda, Component.WORKERS),
+        *fc_persistent_volumes(hda),
+        output_headless_service(hda),
+        output_statefulset(hda),
+        pod_disruption_budget(hda, Component.OUTPUT),
+    ]

@@ -1,0 +1,104 @@
+"""Names of every child of an HDA, bounded to what Kubernetes accepts."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Final
+
+from hda.api.v1alpha1 import HyperDriveAccelerator
+
+# StatefulSet pods carry `controller-revision-hash: <sts>-<10 chars>` (a 63-char label value), so
+# 52 is the longest StatefulSet name that works; every namespaced child uses the same bound so a
+# Service and its StatefulSet share a prefix.
+MAX_CHILD_NAME: Final = 52
+MAX_OBJECT_NAME: Final = 253  # DNS subdomain, e.g. a cluster-scoped PersistentVolume
+MAX_LABEL_VALUE: Final = 63
+
+
+def _digest(text: str, length: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def bounded(name: str, limit: int) -> str:
+    """`name` if it fits, else a prefix plus a hash of the whole name (still unique, stable)."""
+    if len(name) <= limit:
+        return name
+    suffix = _digest(name)
+    prefix = name[: limit - len(suffix) - 1].rstrip("-.")
+    return f"{prefix}-{suffix}"
+
+
+def label_value(value: str) -> str:
+    """A label value (≤63 chars, alphanumeric at both ends) naming `value`."""
+    return bounded(value, MAX_LABEL_VALUE)
+
+
+def child_name(hda: HyperDriveAccelerator, suffix: str) -> str:
+    """`<hda name>-<suffix>`, shortened with a hash when the HDA name is long."""
+    return bounded(f"{hda.name}-{suffix}", MAX_CHILD_NAME)
+
+
+def fc_volume_name(hda: HyperDriveAccelerator, index: int) -> str:
+    """Cluster-scoped PV name for LUN `index`: unique across namespaces."""
+    return bounded(f"hda-{hda.namespace}-{hda.name}-lun-{index}", MAX_OBJECT_NAME)
+
+
+# The output StatefulSet's volumeClaimTemplate; its claims are `<template>-<sts>-<ordinal>`.
+OUTPUT_DATA_VOLUME: Final = "data"
+VALKEY_DATA_VOLUME: Final = "data"
+
+
+@dataclass(frozen=True)
+class ChildNames:
+    """Every object name the operator derives from one HDA."""
+
+    valkey_statefulset: str
+    valkey_headless_service: str
+    valkey_service: str
+    valkey_configmap: str
+    valkey_password_secret: str
+    valkey_password_secret_is_generated: bool
+    ingest_deployment: str
+    ingest_service: str
+    ingest_pdb: str
+    workers_deployment: str
+    workers_pdb: str
+    output_statefulset: str
+    output_headless_service: str
+    output_pdb: str
+    runtime_configmap: str
+    service_account: str
+    network_policy: str
+    fc_volumes: tuple[str, ...]
+    """PersistentVolume names, one per LUN of `spec.output.fibreChannel.volumes` (in order)."""
+
+    def output_claim(self, ordinal: int) -> str:
+        """The claim the output StatefulSet creates for pod `ordinal`."""
+        return f"{OUTPUT_DATA_VOLUME}-{self.output_statefulset}-{ordinal}"
+
+
+def child_names(hda: HyperDriveAccelerator) -> ChildNames:
+    """All child names of `hda`."""
+    existing_secret = hda.spec.redis.auth.existing_secret
+    volumes = hda.spec.output.fibre_channel.volumes or []
+    return ChildNames(
+        valkey_statefulset=child_name(hda, "valkey"),
+        valkey_headless_service=child_name(hda, "valkey-headless"),
+        valkey_service=child_name(hda, "valkey"),
+        valkey_configmap=child_name(hda, "valkey-config"),
+        valkey_password_secret=existing_secret or child_name(hda, "valkey-password"),
+        valkey_password_secret_is_generated=existing_secret is None,
+        ingest_deployment=child_name(hda, "ingest"),
+        ingest_service=child_name(hda, "ingest"),
+        ingest_pdb=child_name(hda, "ingest"),
+        workers_deployment=child_name(hda, "workers"),
+        workers_pdb=child_name(hda, "workers"),
+        output_statefulset=child_name(hda, "output"),
+        output_headless_service=child_name(hda, "output-headless"),
+        output_pdb=child_name(hda, "output"),
+        runtime_configmap=child_name(hda, "config"),
+        service_account=child_name(hda, "runtime"),
+        network_policy=child_name(hda, "valkey"),
+        fc_volumes=tuple(fc_volume_name(hda, index) for index in range(len(volumes))),
+    )

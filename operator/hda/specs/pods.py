@@ -1,0 +1,292 @@
+"""Pieces every pod template shares: restricted security, resources, probes, user overrides."""
+
+from __future__ import annotations
+
+import copy
+import posixpath
+from typing import Any, Final
+
+from hda.api.consts import (
+    ENV_LOG_FORMAT,
+    ENV_POD_NAME,
+    ENV_REDIS_PASSWORD,
+    ENV_REDIS_URL,
+    REDIS_PORT,
+    RUNTIME_CONFIG_PATH,
+)
+from hda.api.v1alpha1 import HyperDriveAccelerator, PodTemplate, parse_quantity
+from hda.api.v1alpha1.spec import ResourceRequirements
+
+from .hashing import CONFIG_HASH_ANNOTATION
+from .labels import Component, standard_labels
+from .names import child_names
+
+RUNTIME_UID: Final = 10001
+VALKEY_UID: Final = 999  # the `valkey` user of the official image
+
+TMP_VOLUME: Final = "tmp"
+
+# Requests follow the API's documented defaults; limits keep a runaway pod from starving a node.
+DEFAULT_RUNTIME_RESOURCES: Final[dict[str, dict[str, str]]] = {
+    "requests": {"cpu": "250m", "memory": "256Mi"},
+    "limits": {"cpu": "2", "memory": "1Gi"},
+}
+DEFAULT_VALKEY_RESOURCES: Final[dict[str, dict[str, str]]] = {
+    "requests": {"cpu": "250m", "memory": "512Mi"},
+    "limits": {"cpu": "2", "memory": "1Gi"},
+}
+
+
+def pod_override(hda: HyperDriveAccelerator, component: Component) -> PodTemplate | None:
+    """`spec.template.<component>`: the user's per-component pod overrides."""
+    templates = hda.spec.template
+    return {
+        Component.VALKEY: templates.redis,
+        Component.INGEST: templates.ingest,
+        Component.WORKERS: templates.workers,
+        Component.OUTPUT: templates.output,
+    }.get(component)
+
+
+def component_resources(
+    hda: HyperDriveAccelerator, component: Component
+) -> ResourceRequirements | None:
+    """`spec.<component>.resources`."""
+    spec = hda.spec
+    return {
+        Component.VALKEY: spec.redis.resources,
+        Component.INGEST: None,  # IngestSpec has no resources; spec.template.ingest does
+        Component.WORKERS: spec.workers.resources,
+        Component.OUTPUT: spec.output.resources,
+    }.get(component)
+
+
+def resources(hda: HyperDriveAccelerator, component: Component) -> dict[str, dict[str, str]]:
+    """Requests and limits: defaults, then spec.<component>.resources, then the template's.
+
+    Keys merge one by one. A limit the user did not set is raised to the request when the
+    default would be lower, so a larger request never yields an invalid pod.
+    """
+    defaults = (
+        DEFAULT_VALKEY_RESOURCES if component is Component.VALKEY else DEFAULT_RUNTIME_RESOURCES
+    )
+    requests = dict(defaults["requests"])
+    limits = dict(defaults["limits"])
+    user_limits: set[str] = set()
+    override = pod_override(hda, component)
+    for source in (component_resources(hda, component), override.resources if override else None):
+        if source is None:
+            continue
+        requests.update(source.requests or {})
+        limits.update(source.limits or {})
+        user_limits.update(source.limits or {})
+    for key, request in requests.items():
+        limit = limits.get(key)
+        if key not in user_limits and (
+            limit is None or parse_quantity(limit) < parse_quantity(request)
+        ):
+            limits[key] = request
+    return {"requests": dict(sorted(requests.items())), "limits": dict(sorted(limits.items()))}
+
+
+def memory_limit_bytes(resource_spec: dict[str, dict[str, str]]) -> int | None:
+    limit = resource_spec["limits"].get("memory")
+    return None if limit is None else int(parse_quantity(limit).to_integral_value())
+
+
+def pod_security_context(uid: int) -> dict[str, Any]:
+    """Restricted Pod Security Standard at pod level; fsGroup makes PVCs writable."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """Restricted Pod Security Standard at container level, plus a read-only root."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def tmp_volume() -> dict[str, Any]:
+    """Writable /tmp for a read-only root filesystem."""
+    return {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}
+
+
+def tmp_mount() -> dict[str, Any]:
+    return {"name": TMP_VOLUME, "mountPath": "/tmp"}  # noqa: S108 - an emptyDir, not shared /tmp
+
+
+def http_probes(port_name: str) -> dict[str, Any]:
+    """Liveness on /healthz, readiness on /readyz: what every runtime component serves."""
+    return {
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": port_name},
+            "initialDelaySeconds": 5,
+            "periodSeconds": 10,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": port_name},
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        },
+    }
+
+
+def redis_url(hda: HyperDriveAccelerator) -> str:
+    """Address of the Valkey client Service, namespace-qualified and cluster-domain free."""
+    service = child_names(hda).valkey_service
+    return f"redis://{service}.{hda.namespace}.svc:{REDIS_PORT}/0"
+
+
+def password_env(hda: HyperDriveAccelerator, env_name: str) -> dict[str, Any]:
+    """An env var read from the Valkey password Secret (key `password`)."""
+    secret = child_names(hda).valkey_password_secret
+    return {
+        "name": env_name,
+        "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}},
+    }
+
+
+def runtime_env(hda: HyperDriveAccelerator) -> list[dict[str, Any]]:
+    """Environment every runtime container gets (the runtime contract in hda.api.consts)."""
+    return [
+        {"name": ENV_REDIS_URL, "value": redis_url(hda)},
+        password_env(hda, ENV_REDIS_PASSWORD),
+        {"name": ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": ENV_LOG_FORMAT, "value": "json"},
+    ]
+
+
+def _node_affinity_terms_with(affinity: dict[str, Any], required: dict[str, str]) -> dict[str, Any]:
+    """`affinity` whose every required node selector term also demands the `required` labels."""
+    merged = copy.deepcopy(affinity)
+    expressions = [
+        {"key": key, "operator": "In", "values": [value]} for key, value in sorted(required.items())
+    ]
+    node_affinity = merged.setdefault("nodeAffinity", {})
+    selector = node_affinity.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
+    terms = selector.get("nodeSelectorTerms") or [{}]
+    selector["nodeSelectorTerms"] = [
+        {**term, "matchExpressions": [*term.get("matchExpressions", []), *expressions]}
+        for term in terms
+    ]
+    return merged
+
+
+def pod_template(
+    hda: HyperDriveAccelerator,
+    component: Component,
+    *,
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    config_digest: str,
+    uid: int,
+    required_node_labels: dict[str, str] | None = None,
+    termination_grace_seconds: int = 30,
+) -> dict[str, Any]:
+    """A complete pod template with labels, hash annotation, security and user overrides.
+
+    `required_node_labels` are enforced twice, as `nodeSelector` and as required node affinity,
+    so a user's own affinity cannot loosen them.
+    """
+    override = pod_override(hda, component) or PodTemplate()
+    # The operator's labels and annotations win over the user's: selectors depend on them.
+    labels = {**(override.labels or {}), **standard_labels(hda, component)}
+    annotations = {**(override.annotations or {}), CONFIG_HASH_ANNOTATION: config_digest}
+    node_selector = {**(override.node_selector or {}), **(required_node_labels or {})}
+    affinity: dict[str, Any] = dict(override.affinity or {})
+    if required_node_labels:
+        affinity = _node_affinity_terms_with(affinity, required_node_labels)
+
+    spec: dict[str, Any] = {
+        "serviceAccountName": child_names(hda).service_account,
+        "automountServiceAccountToken": False,
+        # Service links would inject *_PORT variables of every Service in the namespace.
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(uid),
+        "terminationGracePeriodSeconds": termination_grace_seconds,
+        "containers": containers,
+        "volumes": volumes,
+    }
+    if node_selector:
+        spec["nodeSelector"] = dict(sorted(node_selector.items()))
+    if affinity:
+        spec["affinity"] = affinity
+    if override.tolerations:
+        spec["tolerations"] = [toleration.to_wire() for toleration in override.tolerations]
+    if override.priority_class_name:
+        spec["priorityClassName"] = override.priority_class_name
+    return {
+        "metadata": {"labels": labels, "annotations": annotations},
+        "spec": spec,
+    }
+
+
+CONFIG_VOLUME: Final = "config"
+
+
+def runtime_container(
+    hda: HyperDriveAccelerator,
+    component: Component,
+    *,
+    command: str,
+    port_name: str,
+    port: int,
+    extra_env: list[dict[str, Any]] | None = None,
+    extra_mounts: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The one container of an ingest, worker or output pod: `hda <command> --config ...`."""
+    return {
+        "name": command,
+        "image": hda.spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["hda"],
+        "args": [command, "--config", RUNTIME_CONFIG_PATH],
+        "env": [*runtime_env(hda), *(extra_env or [])],
+        "ports": [{"name": port_name, "containerPort": port, "protocol": "TCP"}],
+        "resources": resources(hda, component),
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {
+                "name": CONFIG_VOLUME,
+                "mountPath": posixpath.dirname(RUNTIME_CONFIG_PATH),
+                "readOnly": True,
+            },
+            tmp_mount(),
+            *(extra_mounts or []),
+        ],
+        **http_probes(port_name),
+    }
+
+
+def runtime_volumes(hda: HyperDriveAccelerator) -> list[dict[str, Any]]:
+    """The mounted HDA manifest and /tmp."""
+    return [
+        {
+            "name": CONFIG_VOLUME,
+            "configMap": {
+                "name": child_names(hda).runtime_configmap,
+                "items": [
+                    {
+                        "key": posixpath.basename(RUNTIME_CONFIG_PATH),
+                        "path": posixpath.basename(RUNTIME_CONFIG_PATH),
+                    }
+                ],
+            },
+        },
+        tmp_volume(),
+    ]

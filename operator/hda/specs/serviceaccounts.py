@@ -1,0 +1,19 @@
+"""The ServiceAccount of the runtime pods: an identity without API permissions or a token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hda.api.v1alpha1 import HyperDriveAccelerator
+
+from .labels import Component, object_metadata
+from .names import child_names
+
+
+def runtime_service_account(hda: HyperDriveAccelerator) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": object_metadata(hda, child_names(hda).service_account, Component.RUNTIME),
+        "automountServiceAccountToken": False,
+    }
