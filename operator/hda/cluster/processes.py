@@ -69,13 +69,16 @@ def start(component: str, argv: list[str], log_path: Path, cwd: Path) -> Process
 
 
 def alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
+    """True while `pid` exists and is not a zombie (our own exited children are reaped)."""
     _reap(pid)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return False
-    return stat.rsplit(")", 1)[-1].split()[0] not in {"Z", "X"}
+    if stat.rsplit(")", 1)[-1].split()[0] in {"Z", "X"}:
+        _reap(pid)
+        return False
+    return True
 
 
 def cmdline(pid: int) -> list[str] | None:

@@ -1,0 +1,191 @@
+"""Fixtures for tests that need a Kubernetes cluster. Every test under tests/cluster/ is marked
+`cluster` automatically, so `pytest -m "not cluster"` runs without one.
+
+By default the session starts its own local control plane (`hda.cluster.LocalCluster`: etcd,
+kube-apiserver, kube-controller-manager, kube-scheduler, kwok) with 3 nodes, 2 of them Fibre
+Channel labelled, in pytest's temporary directory; logs stay there after the run
+(`/tmp/pytest-of-$USER/pytest-N/hda-state0/clusters/<name>/logs/`).
+
+With `HDA_TEST_CLUSTER=existing` the tests use the current kubeconfig (`$KUBECONFIG` or
+`~/.kube/config`, e.g. a kind cluster) and only create and delete their own namespaces.
+
+Fixtures:
+- `cluster` (session): `hda.cluster.testing.ClusterHandle` with `.kubeconfig: Path`,
+  `.api_client` (kubernetes ApiClient), `.kubectl(*args)`, `.bin_dir`, `.is_local`,
+  `.add_node(name, fc=True)` / `.delete_node(name)` (local plane only), `.env()`.
+- `namespace` (function): a fresh namespace name, deleted afterwards.
+- `restricted_namespace` (function): same, labelled `pod-security.kubernetes.io/enforce=restricted`.
+- `namespace_factory` (function): `make(*, restricted=False, labels=None) -> str` for more.
+- `module_namespace` (module): one fresh namespace shared by a module's tests.
+- `core_v1`, `apps_v1`, `rbac_v1`, `storage_v1` (session): typed API objects on `cluster`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from hda.cluster import LocalCluster
+from hda.cluster.testing import EXISTING_ENV, ClusterHandle, wait_for
+
+_HERE = Path(__file__).resolve().parent
+
+#: Labels of a namespace where the restricted Pod Security Standard is enforced.
+RESTRICTED_PSS_LABELS: dict[str, str] = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+#: Every namespace the fixtures create carries this label (easy cleanup of leftovers).
+TEST_NAMESPACE_LABEL = "hda.shitops.dev/test-namespace"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.cluster)
+
+
+def _existing_cluster() -> Iterator[ClusterHandle]:
+    paths = os.environ.get("KUBECONFIG", "") or str(Path.home() / ".kube" / "config")
+    kubeconfig = Path(paths.split(os.pathsep)[0]).expanduser()
+    if not kubeconfig.is_file():
+        pytest.fail(f"{EXISTING_ENV}=existing but there is no kubeconfig at {kubeconfig}")
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    bin_dir = Path(os.environ["HDA_BIN_DIR"]) if os.environ.get("HDA_BIN_DIR") else None
+    try:
+        yield ClusterHandle(kubeconfig=kubeconfig, api_client=api, bin_dir=bin_dir)
+    finally:
+        api.close()
+
+
+def _local_cluster(state_root: Path) -> Iterator[ClusterHandle]:
+    name = os.environ.get("HDA_TEST_CLUSTER_NAME", f"pytest-{os.getpid()}")
+    plane = LocalCluster(name, state_root=state_root)
+    plane.up(nodes=3, fc_nodes=2)
+    try:
+        api = plane.api_client()
+        try:
+            yield ClusterHandle(
+                kubeconfig=plane.kubeconfig, api_client=api, bin_dir=plane.bin_dir(), local=plane
+            )
+        finally:
+            api.close()
+    finally:
+        # Keep the logs for post-mortems; the etcd data is of no use once the plane is gone.
+        plane.down(remove_state=False)
+        shutil.rmtree(plane.layout.etcd_data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]:
+    """The cluster under test (see the module docstring)."""
+    mode = os.environ.get(EXISTING_ENV, "local")
+    if mode == "existing":
+        yield from _existing_cluster()
+    elif mode == "local":
+        yield from _local_cluster(tmp_path_factory.mktemp("hda-state"))
+    else:
+        raise pytest.UsageError(f"{EXISTING_ENV} must be 'local' (default) or 'existing'")
+
+
+@pytest.fixture(scope="session")
+def core_v1(cluster: ClusterHandle) -> client.CoreV1Api:
+    return client.CoreV1Api(cluster.api_client)
+
+
+@pytest.fixture(scope="session")
+def apps_v1(cluster: ClusterHandle) -> client.AppsV1Api:
+    return client.AppsV1Api(cluster.api_client)
+
+
+@pytest.fixture(scope="session")
+def rbac_v1(cluster: ClusterHandle) -> client.RbacAuthorizationV1Api:
+    return client.RbacAuthorizationV1Api(cluster.api_client)
+
+
+@pytest.fixture(scope="session")
+def storage_v1(cluster: ClusterHandle) -> client.StorageV1Api:
+    return client.StorageV1Api(cluster.api_client)
+
+
+class NamespaceFactory:
+    """Creates namespaces (waiting for their `default` ServiceAccount) and deletes them later."""
+
+    def __init__(self, core: client.CoreV1Api) -> None:
+        self._core = core
+        self.created: list[str] = []
+
+    def __call__(
+        self,
+        *,
+        restricted: bool = False,
+        labels: dict[str, str] | None = None,
+        prefix: str = "hda-test",
+    ) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        all_labels = {TEST_NAMESPACE_LABEL: "true", **(labels or {})}
+        if restricted:
+            all_labels.update(RESTRICTED_PSS_LABELS)
+        self._core.create_namespace({"metadata": {"name": name, "labels": all_labels}})
+        self.created.append(name)
+        # ServiceAccount admission rejects pods until the controller made `default`.
+        wait_for(
+            lambda: _service_account_exists(self._core, name),
+            timeout=30,
+            message=f"ServiceAccount {name}/default was never created",
+        )
+        return name
+
+    def cleanup(self) -> None:
+        for name in self.created:
+            try:
+                self._core.delete_namespace(name)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+        self.created.clear()
+
+
+def _service_account_exists(core: client.CoreV1Api, namespace: str) -> bool:
+    try:
+        core.read_namespaced_service_account("default", namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+@pytest.fixture
+def namespace_factory(core_v1: client.CoreV1Api) -> Iterator[NamespaceFactory]:
+    """`namespace_factory(restricted=False, labels=None) -> name`; all deleted after the test."""
+    factory = NamespaceFactory(core_v1)
+    yield factory
+    factory.cleanup()
+
+
+@pytest.fixture
+def namespace(namespace_factory: NamespaceFactory) -> str:
+    """A fresh namespace (no Pod Security labels), deleted after the test."""
+    return namespace_factory()
+
+
+@pytest.fixture
+def restricted_namespace(namespace_factory: NamespaceFactory) -> str:
+    """A fresh namespace enforcing the restricted Pod Security Standard."""
+    return namespace_factory(restricted=True)
+
+
+@pytest.fixture(scope="module")
+def module_namespace(core_v1: client.CoreV1Api) -> Iterator[str]:
+    """One fresh namespace shared by the tests of a module."""
+    factory = NamespaceFactory(core_v1)
+    yield factory()
+    factory.cleanup()
