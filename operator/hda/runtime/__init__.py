@@ -1,0 +1,1 @@
+"""The HDA runtime (data plane): ingest, workers and output on Valkey Streams."""

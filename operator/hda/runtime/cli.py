@@ -1,0 +1,262 @@
+"""Click commands of the runtime: `hda ingest|worker|output|run|bench`.
+
+Pods run `hda ingest`, `hda worker` and `hda output` with the spec mounted at /etc/hda/hda.yaml;
+secrets and identity come from the environment (see `config.py` for the variable names).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import click
+
+from .config import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_INGEST_PORT,
+    DEFAULT_OUTPUT_DIR,
+    DEFAULT_OUTPUT_PORT,
+    DEFAULT_REDIS_URL,
+    ENV_CONFIG,
+    ENV_INGEST_TOKEN,
+    ENV_OUTPUT_DIR,
+    ENV_REDIS_PASSWORD,
+    ENV_REDIS_URL,
+    RuntimeConfig,
+    consumer_name,
+    load_config,
+)
+from .logs import setup_logging
+from .resp import RedisAddress
+
+DEFAULT_WORKER_PORT = 8082
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    envvar=ENV_CONFIG,
+    default=DEFAULT_CONFIG_PATH,
+    show_default=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=f"HDA manifest or rendered spec (env {ENV_CONFIG}).",
+)
+redis_option = click.option(
+    "--redis-url",
+    envvar=ENV_REDIS_URL,
+    default=DEFAULT_REDIS_URL,
+    show_default=True,
+    help=f"Valkey URL (env {ENV_REDIS_URL}); the password comes from {ENV_REDIS_PASSWORD}.",
+)
+log_option = click.option("--log-level", default="INFO", show_default=True)
+
+
+def _address(redis_url: str) -> RedisAddress:
+    return RedisAddress.from_url(redis_url, password=os.environ.get(ENV_REDIS_PASSWORD) or None)
+
+
+def _with_overrides(
+    config: RuntimeConfig,
+    *,
+    claim_idle: float | None = None,
+    max_events_per_entry: int | None = None,
+    trim_interval: float | None = None,
+) -> RuntimeConfig:
+    from dataclasses import replace
+
+    if claim_idle is not None:
+        config = replace(config, claim_idle_seconds=claim_idle)
+    if max_events_per_entry is not None:
+        config = replace(config, max_events_per_entry=max_events_per_entry)
+    if trim_interval is not None:
+        config = replace(config, trim_interval_seconds=trim_interval)
+    return config
+
+
+@click.command()
+@config_option
+@redis_option
+@click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104 (a server binds all)
+@click.option("--port", envvar="HDA_INGEST_PORT", default=DEFAULT_INGEST_PORT, show_default=True)
+@click.option("--reuse-port", is_flag=True, help="Share the port with sibling processes.")
+@click.option("--max-events-per-entry", type=int, default=None)
+@log_option
+def ingest(
+    config_path: Path,
+    redis_url: str,
+    host: str,
+    port: int,
+    reuse_port: bool,
+    max_events_per_entry: int | None,
+    log_level: str,
+) -> None:
+    """REST and WebSocket ingest (token from HDA_INGEST_TOKEN, comma-separated for several)."""
+    from .ingest import serve_ingest
+    from .supervise import stop_on_signals
+
+    setup_logging("ingest", log_level)
+    config = _with_overrides(load_config(config_path), max_events_per_entry=max_events_per_entry)
+    tokens = [t.strip() for t in os.environ.get(ENV_INGEST_TOKEN, "").split(",") if t.strip()]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await serve_ingest(
+            config, _address(redis_url), host=host, port=port, tokens=tokens, stop=stop,
+            reuse_port=reuse_port,
+        )  # fmt: skip
+
+    asyncio.run(main())
+
+
+@click.command()
+@config_option
+@redis_option
+@click.option("--consumer", default=None, help="Consumer name (default: HDA_CONSUMER_NAME, HOSTNAME).")
+@click.option("--claim-idle", type=float, default=None, help="Seconds before idle entries are reclaimed.")
+@click.option("--trim-interval", type=float, default=None)
+@click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104
+@click.option("--port", envvar="HDA_WORKER_PORT", default=DEFAULT_WORKER_PORT, show_default=True,
+              help="Probes and metrics; 0 disables.")  # fmt: skip
+@log_option
+def worker(
+    config_path: Path,
+    redis_url: str,
+    consumer: str | None,
+    claim_idle: float | None,
+    trim_interval: float | None,
+    host: str,
+    port: int,
+    log_level: str,
+) -> None:
+    """Consume input partitions, run the pipeline, commit results and acks atomically."""
+    from .worker import serve_worker
+
+    setup_logging("worker", log_level)
+    config = _with_overrides(
+        load_config(config_path), claim_idle=claim_idle, trim_interval=trim_interval
+    )
+    asyncio.run(
+        serve_worker(config, _address(redis_url), consumer=consumer_name(consumer), host=host, port=port)
+    )
+
+
+@click.command()
+@config_option
+@redis_option
+@click.option("--consumer", default=None, help="Consumer name (default: HDA_CONSUMER_NAME, HOSTNAME).")
+@click.option("--data-dir", envvar=ENV_OUTPUT_DIR, default=DEFAULT_OUTPUT_DIR, show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))  # fmt: skip
+@click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104
+@click.option("--port", envvar="HDA_OUTPUT_PORT", default=DEFAULT_OUTPUT_PORT, show_default=True)
+@log_option
+def output(
+    config_path: Path,
+    redis_url: str,
+    consumer: str | None,
+    data_dir: Path,
+    host: str,
+    port: int,
+    log_level: str,
+) -> None:
+    """Write output streams to fsync'd segment files and serve live subscribers."""
+    from .output import serve_output
+    from .supervise import stop_on_signals
+
+    setup_logging("output", log_level)
+    config = load_config(config_path)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await serve_output(
+            config, _address(redis_url), consumer=consumer_name(consumer), data_dir=data_dir,
+            host=host, port=port, stop=stop,
+        )  # fmt: skip
+
+    asyncio.run(main())
+
+
+@click.command()
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--redis-url", default=None, help="Use this Valkey instead of the embedded one.")
+@click.option("--data-dir", default=Path("hda-data"), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Output segments and the embedded Valkey's files go here.")  # fmt: skip
+@click.option("--workers", type=int, default=None, help="Worker processes (default: spec.workers.replicas).")
+@click.option("--ingest-port", default=DEFAULT_INGEST_PORT, show_default=True)
+@click.option("--output-port", default=DEFAULT_OUTPUT_PORT, show_default=True)
+@click.option("--appendfsync", type=click.Choice(["always", "everysec"]), default=None,
+              help="Embedded Valkey AOF fsync (default: spec.redis.persistence.appendFsync).")  # fmt: skip
+@log_option
+def run(
+    manifest: Path,
+    redis_url: str | None,
+    data_dir: Path,
+    workers: int | None,
+    ingest_port: int,
+    output_port: int,
+    appendfsync: str | None,
+    log_level: str,
+) -> None:
+    """Run the pipeline MANIFEST describes as local processes on an embedded Valkey."""
+    from .local import LocalPipeline
+
+    setup_logging("run", log_level)
+    pipeline = LocalPipeline(
+        manifest,
+        data_dir=data_dir,
+        redis_url=redis_url,
+        workers=workers,
+        ingest_port=ingest_port,
+        output_port=output_port,
+        appendfsync=appendfsync,
+        log_level=log_level,
+    )
+    pipeline.run_until_interrupted(
+        announce=lambda text: click.echo(text, err=True),
+    )
+
+
+@click.command()
+@click.option("--seconds", default=10.0, show_default=True, help="Duration of each measurement.")
+@click.option("--event-bytes", default=200, show_default=True)
+@click.option("--events-per-request", default=200, show_default=True)
+@click.option("--partitions", default=4, show_default=True)
+@click.option("--workers", default=1, show_default=True)
+@click.option("--ingest-processes", default=1, show_default=True)
+@click.option("--connections", default=16, show_default=True, help="Concurrent HTTP producers.")
+@click.option("--appendfsync", type=click.Choice(["always", "everysec"]), default="everysec",
+              show_default=True)  # fmt: skip
+@click.option("--pipeline-steps/--no-pipeline-steps", default=False, show_default=True,
+              help="Run a filter + setFields + dropFields pipeline instead of pass-through.")  # fmt: skip
+@log_option
+def bench(
+    seconds: float,
+    event_bytes: int,
+    events_per_request: int,
+    partitions: int,
+    workers: int,
+    ingest_processes: int,
+    connections: int,
+    appendfsync: str,
+    pipeline_steps: bool,
+    log_level: str,
+) -> None:
+    """Raw Valkey XADD ceiling, then the whole pipeline: throughput and ack->durable latency."""
+    from .bench import BenchOptions, run_bench
+
+    setup_logging("bench", "WARNING" if log_level == "INFO" else log_level)
+    options = BenchOptions(
+        seconds=seconds,
+        event_bytes=event_bytes,
+        events_per_request=events_per_request,
+        partitions=partitions,
+        workers=workers,
+        ingest_processes=ingest_processes,
+        connections=connections,
+        appendfsync=appendfsync,
+        pipeline_steps=pipeline_steps,
+    )
+    for line in run_bench(options):
+        click.echo(line)

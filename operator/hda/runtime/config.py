@@ -1,0 +1,117 @@
+"""The runtime's view of an HDA spec: plain frozen dataclasses, built by one adapter.
+
+The data path only needs a few numbers and the pipeline; keeping them in small dataclasses keeps
+the hot loops free of pydantic attribute lookups, and the adapter (`from_spec`) is the one place
+where the API model's meaning is translated.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hda.api.v1alpha1 import HyperDriveAcceleratorSpec, load_manifest, parse_duration, parse_quantity
+from hda.api.v1alpha1.spec import PipelineStep
+
+# Environment variables: the contract between the operator's pod templates and the runtime.
+ENV_CONFIG = "HDA_CONFIG"
+ENV_REDIS_URL = "HDA_REDIS_URL"
+ENV_REDIS_PASSWORD = "HDA_REDIS_PASSWORD"
+ENV_INGEST_TOKEN = "HDA_INGEST_TOKEN"
+ENV_CONSUMER_NAME = "HDA_CONSUMER_NAME"
+ENV_OUTPUT_DIR = "HDA_OUTPUT_DIR"
+DEFAULT_CONFIG_PATH = "/etc/hda/hda.yaml"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_OUTPUT_DIR = "/var/lib/hda/output"
+DEFAULT_INGEST_PORT = 8080
+DEFAULT_OUTPUT_PORT = 8081
+
+WORKER_GROUP = "hda-workers"
+OUTPUT_GROUP = "hda-output"
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    name: str
+    partitions: int = 4
+    partition_key: str | None = None
+    retention_max_length: int | None = None
+    retention_max_age_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    streams: tuple[StreamConfig, ...]
+    max_request_bytes: int = 8 * 1024 * 1024
+    max_backlog_events: int = 1_000_000
+    retry_after_seconds: int = 1
+    pipeline: tuple[PipelineStep, ...] = ()
+    max_deliveries: int = 5
+    batch_size: int = 64
+    segment_max_bytes: int = 256 * 1024 * 1024
+    segment_max_age_seconds: float = 600.0
+    subscriber_max_buffered_entries: int = 10_000
+    subscribers_enabled: bool = True
+    # Knobs the API does not expose (yet): ops defaults, overridable by CLI flags for tests.
+    max_events_per_entry: int = 1000
+    claim_idle_seconds: float = 30.0
+    trim_interval_seconds: float = 5.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def stream(self, name: str) -> StreamConfig | None:
+        return next((s for s in self.streams if s.name == name), None)
+
+
+def from_spec(spec: HyperDriveAcceleratorSpec) -> RuntimeConfig:
+    """The one adapter from the API model to the runtime's configuration."""
+    segment_files = spec.output.sinks.segment_files
+    subscribers = spec.output.sinks.subscribers
+    return RuntimeConfig(
+        streams=tuple(
+            StreamConfig(
+                name=stream.name,
+                partitions=stream.partitions,
+                partition_key=stream.partition_key,
+                retention_max_length=stream.retention.max_length,
+                retention_max_age_seconds=parse_duration(stream.retention.max_age)
+                if stream.retention.max_age
+                else None,
+            )
+            for stream in spec.streams
+        ),
+        max_request_bytes=spec.ingest.max_request_bytes,
+        max_backlog_events=spec.ingest.backpressure.max_backlog,
+        retry_after_seconds=spec.ingest.backpressure.retry_after_seconds,
+        pipeline=tuple(spec.workers.pipeline),
+        max_deliveries=spec.workers.max_deliveries,
+        batch_size=spec.workers.batch_size,
+        segment_max_bytes=int(parse_quantity(segment_files.max_segment_bytes)),
+        segment_max_age_seconds=parse_duration(segment_files.max_segment_age),
+        subscriber_max_buffered_entries=subscribers.max_buffered_entries,
+        subscribers_enabled=subscribers.enabled,
+    )
+
+
+def load_config_text(text: str, *, source: str) -> RuntimeConfig:
+    """A whole HDA manifest (what `hda run` gets) or a bare spec (what the operator mounts)."""
+    data = yaml.safe_load(text)
+    if isinstance(data, dict) and "kind" in data:
+        return from_spec(load_manifest(text, source=source).spec)
+    return from_spec(HyperDriveAcceleratorSpec.model_validate(data))
+
+
+def load_config(path: str | Path) -> RuntimeConfig:
+    path = Path(path)
+    return load_config_text(path.read_text(), source=str(path))
+
+
+def consumer_name(explicit: str | None = None) -> str:
+    """The pod's identity: stable across container restarts, so a restart re-reads its own PEL."""
+    return explicit or os.environ.get(ENV_CONSUMER_NAME) or os.environ.get("HOSTNAME") or (
+        socket.gethostname()
+    )

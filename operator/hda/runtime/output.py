@@ -1,0 +1,322 @@
+"""`hda output`: output streams -> fsync'd segment files -> XACK, plus live WebSocket subscribers.
+
+Exactly once across crashes: within a partition this consumer writes entries in ID order (its own
+pending entries first after a restart, then new ones; it never claims another replica's
+entries), so "the last record of partition P in the files" splits everything it was ever
+delivered into durable (ack without rewriting) and not (write now).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from .codec import (
+    FIELD_COUNT,
+    FIELD_DATA,
+    FIELD_SOURCE,
+    StreamId,
+    decode_fields,
+    output_key,
+    parse_record_id,
+    parse_stream_id,
+)
+from .config import OUTPUT_GROUP, RuntimeConfig
+from .groups import ensure_groups
+from .metrics import Metrics
+from .resp import Arg, RedisAddress, RespConnection, raise_errors
+from .supervise import run_until_stopped
+from .segments import (
+    FilePosition,
+    SegmentWriter,
+    encode_record,
+    find_resume_position,
+    iter_lines,
+    list_segments,
+    record_position,
+)
+
+log = logging.getLogger(__name__)
+
+CLOSE_SLOW_SUBSCRIBER = 4008
+ReadReply = list[tuple[bytes, list[tuple[bytes, list[bytes] | None]]]]
+
+
+@dataclass
+class Subscriber:
+    limit: int
+    queue: collections.deque[bytes] = field(default_factory=collections.deque)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    overflowed: bool = False
+
+
+class SubscriberHub:
+    """Fans durable records out to live subscribers without ever waiting for them."""
+
+    def __init__(self) -> None:
+        self.subscribers: dict[str, set[Subscriber]] = collections.defaultdict(set)
+
+    def register(self, stream: str, limit: int) -> Subscriber:
+        subscriber = Subscriber(limit)
+        self.subscribers[stream].add(subscriber)
+        return subscriber
+
+    def unregister(self, stream: str, subscriber: Subscriber) -> None:
+        self.subscribers[stream].discard(subscriber)
+
+    def publish(self, stream: str, lines: list[bytes]) -> None:
+        for subscriber in self.subscribers.get(stream, ()):
+            if subscriber.overflowed:
+                continue
+            if len(subscriber.queue) + len(lines) > subscriber.limit:
+                subscriber.overflowed = True  # the handler closes it; the pipeline never waits
+                subscriber.queue.clear()
+            else:
+                subscriber.queue.extend(lines)
+            subscriber.wakeup.set()
+
+
+class OutputProcess:
+    def __init__(
+        self, config: RuntimeConfig, address: RedisAddress, consumer: str, data_dir: Path
+    ) -> None:
+        self.config = config
+        self.address = address
+        self.consumer = consumer
+        self.data_dir = data_dir
+        self.writers = {
+            stream.name: SegmentWriter(
+                data_dir / stream.name,
+                stream.name,
+                max_bytes=config.segment_max_bytes,
+                max_age_seconds=config.segment_max_age_seconds,
+            )
+            for stream in config.streams
+        }
+        self.keys: list[tuple[str, int, str]] = [
+            (stream.name, partition, output_key(stream.name, partition))
+            for stream in config.streams
+            for partition in range(stream.partitions)
+        ]
+        self._by_key = {key.encode(): (stream, partition) for stream, partition, key in self.keys}
+        self.hub = SubscriberHub()
+        self.metrics = Metrics()
+        self.metrics.describe("hda_output_entries_total", "counter", "Entries made durable")
+        self.metrics.describe("hda_output_events_total", "counter", "Events made durable")
+        self.metrics.describe("hda_output_subscribers", "gauge", "Live subscribers")
+        self.metrics.describe("hda_output_slow_disconnects_total", "counter", "Slow subscribers cut")
+        self.ready = False
+        self.durable_last: dict[tuple[str, int], StreamId] = {}
+
+    # --- the durable path ---
+
+    def recover_files(self) -> None:
+        for stream, writer in self.writers.items():
+            for partition, last in writer.recover().items():
+                self.durable_last[(stream, partition)] = last
+        log.info(
+            "segments recovered",
+            extra={"last": {f"{s}/{p}": f"{i[0]}-{i[1]}" for (s, p), i in self.durable_last.items()}},
+        )
+
+    async def write_batch(self, connection: RespConnection, reply: ReadReply) -> int:
+        """Append, fsync, publish, then XACK; entries already durable are only acked."""
+        records: dict[str, list[tuple[int, StreamId, bytes]]] = collections.defaultdict(list)
+        acks: dict[str, list[bytes]] = collections.defaultdict(list)
+        events: dict[str, int] = collections.defaultdict(int)
+        for key, entries in reply:
+            stream, partition = self._by_key[key]
+            durable = self.durable_last.get((stream, partition))
+            for entry_id, flat in entries:
+                acks[key.decode()].append(entry_id)
+                parsed_id = parse_stream_id(entry_id)
+                if (durable is not None and parsed_id <= durable) or not flat:
+                    continue  # written before a crash (or trimmed): acknowledge only
+                fields = decode_fields(flat)
+                count = int(fields.get(FIELD_COUNT, b"0"))
+                line = encode_record(
+                    partition, entry_id, fields.get(FIELD_SOURCE, b""), count, fields.get(FIELD_DATA, b"")
+                )
+                records[stream].append((partition, parsed_id, line))
+                events[stream] += count
+        for stream, stream_records in records.items():
+            self.writers[stream].append(stream_records)
+        for stream in records:
+            self.writers[stream].sync()
+            for partition, parsed_id, _ in records[stream]:
+                self.durable_last[(stream, partition)] = parsed_id
+            self.hub.publish(stream, [line[:-1] for _, _, line in records[stream]])
+            self.metrics.inc("hda_output_entries_total", len(records[stream]), stream=stream)
+            self.metrics.inc("hda_output_events_total", events[stream], stream=stream)
+        if acks:
+            raise_errors(
+                await connection.pipeline(
+                    [("XACK", key, OUTPUT_GROUP, *ids) for key, ids in acks.items()]
+                )
+            )
+        return sum(len(r) for r in records.values())
+
+    async def drain_own_pending(self, connection: RespConnection) -> None:
+        """Re-read this consumer's pending entries (history) in ID order until none is left."""
+        cursors: list[Arg] = ["0"] * len(self.keys)
+        while True:
+            reply = await connection.execute(
+                "XREADGROUP", "GROUP", OUTPUT_GROUP, self.consumer, "COUNT", 1000, "STREAMS",
+                *[key for _, _, key in self.keys], *cursors,
+            )  # fmt: skip
+            entries = [(key, items) for key, items in reply or [] if items]
+            if not entries:
+                return
+            await self.write_batch(connection, entries)
+            last_by_key = {key: items[-1][0] for key, items in entries}
+            cursors = [
+                last_by_key.get(key.encode(), cursor)
+                for (_, _, key), cursor in zip(self.keys, cursors, strict=True)
+            ]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        connection = await RespConnection.connect(self.address)
+        try:
+            await ensure_groups(connection, self.config)
+            await self.drain_own_pending(connection)
+            self.ready = True
+            read_command: list[Arg] = [
+                "XREADGROUP", "GROUP", OUTPUT_GROUP, self.consumer,
+                "COUNT", max(1, self.config.batch_size * 4), "BLOCK", 1000, "STREAMS",
+                *[key for _, _, key in self.keys], *([">"] * len(self.keys)),
+            ]  # fmt: skip
+            while not stop.is_set():
+                reply = await connection.execute(*read_command)
+                if reply:
+                    await self.write_batch(connection, reply)
+        finally:
+            connection.close()
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+
+    # --- subscribers ---
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v1/streams/{stream}/subscribe", self.subscribe)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_handler)
+        return app
+
+    async def subscribe(self, request: web.Request) -> web.StreamResponse:
+        stream = request.match_info["stream"]
+        writer = self.writers.get(stream)
+        if writer is None or not self.config.subscribers_enabled:
+            return web.json_response({"error": f"unknown stream {stream!r}"}, status=404)
+        start_text = request.query.get("from")
+        directory = writer.directory
+        try:
+            start = await asyncio.to_thread(_resume_position, directory, start_text)
+        except ValueError as error:
+            return web.json_response({"error": str(error)}, status=400)
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        # Register before snapshotting the durable end: every record is either in the files
+        # up to `history_end` or published to the queue afterwards, never both, never neither.
+        subscriber = self.hub.register(stream, self.config.subscriber_max_buffered_entries)
+        history_end = writer.durable_position
+        last_sent = start_text or ""
+        try:
+            if start is not None and start < history_end:
+                for line in await asyncio.to_thread(_read_range, directory, start, history_end):
+                    await ws.send_str(line.decode())
+                    last_sent = _id_of(line) or last_sent
+            while not ws.closed:
+                await subscriber.wakeup.wait()
+                subscriber.wakeup.clear()
+                if subscriber.overflowed:
+                    self.metrics.inc("hda_output_slow_disconnects_total", stream=stream)
+                    await ws.close(
+                        code=CLOSE_SLOW_SUBSCRIBER,
+                        message=f"subscriber too slow; resume with from={last_sent}".encode()[:120],
+                    )
+                    break
+                while subscriber.queue:
+                    line = subscriber.queue.popleft()
+                    await ws.send_str(line.decode())
+                    last_sent = _id_of(line) or last_sent
+        except ConnectionError:
+            pass
+        finally:
+            self.hub.unregister(stream, subscriber)
+        return ws
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ready": self.ready}, status=200 if self.ready else 503)
+
+    async def metrics_handler(self, request: web.Request) -> web.Response:
+        for stream, subscribers in self.hub.subscribers.items():
+            self.metrics.set("hda_output_subscribers", len(subscribers), stream=stream)
+        return web.Response(text=self.metrics.render(), content_type="text/plain")
+
+
+def _id_of(line: bytes) -> str | None:
+    position = record_position(line)
+    return None if position is None else f"{position[0]}/{position[1][0]}-{position[1][1]}"
+
+
+def _resume_position(directory: Path, start_text: str | None) -> FilePosition | None:
+    """None: live only. `0`: from the oldest segment. `P/MS-SEQ`: after that record."""
+    if start_text is None or start_text in ("", "$"):
+        return None
+    if start_text == "0":
+        segments = list_segments(directory)
+        return FilePosition(segments[0][0], 0) if segments else None
+    try:
+        partition, entry_id = parse_record_id(start_text)
+    except ValueError as error:
+        raise ValueError(f"from={start_text!r}: expected 0, $ or PARTITION/MS-SEQ") from error
+    return find_resume_position(directory, partition, entry_id)
+
+
+def _read_range(directory: Path, start: FilePosition, end: FilePosition) -> list[bytes]:
+    lines: list[bytes] = []
+    for number, path in list_segments(directory):
+        if number < start.segment or number > end.segment:
+            continue
+        data = path.read_bytes()
+        if number == end.segment:
+            data = data[: end.offset]
+        begin = start.offset if number == start.segment else 0
+        lines.extend(line for _, line in iter_lines(data, begin) if record_position(line))
+    return lines
+
+
+async def serve_output(
+    config: RuntimeConfig,
+    address: RedisAddress,
+    *,
+    consumer: str,
+    data_dir: Path,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+) -> None:
+    process = OutputProcess(config, address, consumer, data_dir)
+    process.recover_files()
+    runner = web.AppRunner(process.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    log.info("output listening", extra={"host": host, "port": port, "dir": str(data_dir)})
+    try:
+        await run_until_stopped(lambda: process.run(stop), stop, "output")
+    finally:
+        process.close()
+        await runner.cleanup()

@@ -1,0 +1,282 @@
+"""Segment files: the durable record of output. Pure parsing first, then the writer.
+
+A segment is NDJSON. Its first line is a header carrying, per partition, the last record ID
+written before the segment began, so recovery and resume read one segment, not all of them:
+
+    {"segment":3,"stream":"events","createdMs":1700000000000,"last":{"0":"1700-0","1":"1699-4"}}
+    {"id":"0/1700000000001-0","src":"1699999999999-0","n":2,"events":[{...},{...}]}
+
+Every record line carries its output stream ID (partition/entry ID) and its input entry ID.
+A line without its newline is a torn write from a crash: recovery truncates it away.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from .codec import StreamId, format_stream_id, parse_stream_id
+
+SEGMENT_PREFIX = "segment-"
+SEGMENT_SUFFIX = ".ndjson"
+_RECORD_PREFIX = b'{"id":"'
+
+
+def segment_name(number: int) -> str:
+    return f"{SEGMENT_PREFIX}{number:08d}{SEGMENT_SUFFIX}"
+
+
+def segment_number(path: Path) -> int | None:
+    name = path.name
+    if not (name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX)):
+        return None
+    digits = name[len(SEGMENT_PREFIX) : -len(SEGMENT_SUFFIX)]
+    return int(digits) if digits.isdigit() else None
+
+
+def encode_record(partition: int, entry_id: bytes, source_id: bytes, count: int, payload: bytes) -> bytes:
+    """One record line; the payload's NDJSON lines are spliced into a JSON array unchanged."""
+    return b"".join(
+        (
+            b'{"id":"%d/' % partition,
+            entry_id,
+            b'","src":"',
+            source_id,
+            b'","n":%d,"events":[' % count,
+            payload.replace(b"\n", b","),
+            b"]}\n",
+        )
+    )
+
+
+def encode_header(number: int, stream: str, created_ms: int, last: dict[int, StreamId]) -> bytes:
+    header = {
+        "segment": number,
+        "stream": stream,
+        "createdMs": created_ms,
+        "last": {str(p): format_stream_id(i) for p, i in sorted(last.items())},
+    }
+    return orjson.dumps(header) + b"\n"
+
+
+def record_position(line: bytes) -> tuple[int, StreamId] | None:
+    """(partition, entry ID) of a record line without parsing its events; None for a header."""
+    if not line.startswith(_RECORD_PREFIX):
+        return None
+    end = line.index(b'"', len(_RECORD_PREFIX))
+    partition, _, entry_id = line[len(_RECORD_PREFIX) : end].partition(b"/")
+    return int(partition), parse_stream_id(entry_id)
+
+
+@dataclass
+class SegmentScan:
+    """What a segment holds: its header's starting positions, the last ID per partition,
+    the byte length of its intact prefix, and where each record starts."""
+
+    header_last: dict[int, StreamId] = field(default_factory=dict)
+    last: dict[int, StreamId] = field(default_factory=dict)
+    intact_length: int = 0
+    records: int = 0
+    created_ms: int | None = None
+
+
+def scan_segment(data: bytes) -> SegmentScan:
+    """Parse a segment's bytes; stops at the first torn or unreadable line."""
+    scan = SegmentScan()
+    offset = 0
+    while True:
+        newline = data.find(b"\n", offset)
+        if newline < 0:
+            break  # a torn tail (or nothing) after the last newline
+        line = data[offset:newline]
+        position = record_position(line) if line.startswith(_RECORD_PREFIX) else None
+        if position is not None:
+            if not line.endswith(b"]}"):
+                break
+            partition, entry_id = position
+            scan.last[partition] = entry_id
+            scan.records += 1
+        else:
+            try:
+                header = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                break
+            if offset != 0 or not isinstance(header, dict) or "segment" not in header:
+                break
+            scan.header_last = {int(p): parse_stream_id(i) for p, i in header["last"].items()}
+            scan.last = dict(scan.header_last)
+            scan.created_ms = int(header.get("createdMs", 0))
+        offset = newline + 1
+    scan.intact_length = offset
+    return scan
+
+
+def iter_lines(data: bytes, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(end offset, line without newline) of each complete line from `start`."""
+    offset = start
+    while True:
+        newline = data.find(b"\n", offset)
+        if newline < 0:
+            return
+        yield newline + 1, data[offset:newline]
+        offset = newline + 1
+
+
+@dataclass(frozen=True, order=True)
+class FilePosition:
+    """A byte position in a stream's sequence of segments: orders all records of one replica."""
+
+    segment: int
+    offset: int
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    if not directory.is_dir():
+        return []
+    found = [(segment_number(path), path) for path in directory.iterdir()]
+    return sorted((number, path) for number, path in found if number is not None)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SegmentWriter:
+    """Appends records of one stream; `sync` makes everything written so far durable."""
+
+    def __init__(
+        self, directory: Path, stream: str, *, max_bytes: int, max_age_seconds: float
+    ) -> None:
+        self.directory = directory
+        self.stream = stream
+        self.max_bytes = max_bytes
+        self.max_age_seconds = max_age_seconds
+        self.durable_last: dict[int, StreamId] = {}
+        self._written_last: dict[int, StreamId] = {}
+        self._number = 0
+        self._size = 0
+        self._created = 0.0
+        self._file: int | None = None
+        self._dirty = False
+        self.durable_position = FilePosition(0, 0)
+
+    def recover(self) -> dict[int, StreamId]:
+        """Open the newest segment, cut a torn tail, fsync; returns the last durable ID per
+        partition (everything intact in the files counts: we fsync it before returning)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        segments = list_segments(self.directory)
+        if not segments:
+            self._open_new(1, {})
+            return {}
+        number, path = segments[-1]
+        data = path.read_bytes()
+        scan = scan_segment(data)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        if scan.intact_length < len(data):
+            os.ftruncate(fd, scan.intact_length)
+        if scan.intact_length == 0:  # even the header was torn: rewrite it
+            previous = scan_segment(segments[-2][1].read_bytes()).last if len(segments) > 1 else {}
+            os.write(fd, encode_header(number, self.stream, int(time.time() * 1000), previous))
+            scan = scan_segment(encode_header(number, self.stream, 0, previous))
+        os.fsync(fd)
+        self._file = fd
+        self._number = number
+        self._size = os.fstat(fd).st_size
+        self._created = (scan.created_ms or int(time.time() * 1000)) / 1000
+        self.durable_last = dict(scan.last)
+        self._written_last = dict(scan.last)
+        self.durable_position = FilePosition(number, self._size)
+        return dict(scan.last)
+
+    def _open_new(self, number: int, last: dict[int, StreamId]) -> None:
+        path = self.directory / segment_name(number)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        now = time.time()
+        header = encode_header(number, self.stream, int(now * 1000), last)
+        os.write(fd, header)
+        os.fsync(fd)
+        _fsync_directory(self.directory)
+        self._file = fd
+        self._number = number
+        self._size = len(header)
+        self._created = now
+        self.durable_position = FilePosition(number, self._size)
+
+    def _rotate_if_due(self) -> None:
+        if self._size >= self.max_bytes or time.time() - self._created >= self.max_age_seconds:
+            assert self._file is not None
+            os.fsync(self._file)
+            os.close(self._file)
+            self._open_new(self._number + 1, dict(self._written_last))
+
+    def append(self, records: list[tuple[int, StreamId, bytes]]) -> None:
+        """Write records (partition, entry ID, line); durable only after `sync`."""
+        if not records:
+            return
+        self._rotate_if_due()
+        assert self._file is not None
+        data = b"".join(line for _, _, line in records)
+        view = memoryview(data)
+        while view:
+            written = os.write(self._file, view)
+            view = view[written:]
+        self._size += len(data)
+        for partition, entry_id, _ in records:
+            self._written_last[partition] = entry_id
+        self._dirty = True
+
+    def sync(self) -> FilePosition:
+        if self._dirty and self._file is not None:
+            os.fsync(self._file)
+            self._dirty = False
+        self.durable_last = dict(self._written_last)
+        self.durable_position = FilePosition(self._number, self._size)
+        return self.durable_position
+
+    def close(self) -> None:
+        if self._file is not None:
+            self.sync()
+            os.close(self._file)
+            self._file = None
+
+
+def find_resume_position(
+    directory: Path, partition: int, after: StreamId
+) -> FilePosition | None:
+    """Position just after record `partition/after` in file order (records of one partition are
+    in ID order, so this is also after everything written before it); None if past the end."""
+    segments = list_segments(directory)
+    candidate: tuple[int, Path] | None = None
+    for number, path in segments:
+        with path.open("rb") as handle:
+            header_line = handle.readline()
+        try:
+            header = orjson.loads(header_line)
+            started_after = header["last"].get(str(partition))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            started_after = None
+        if started_after is not None and parse_stream_id(started_after) >= after:
+            break  # this segment starts past the record: it is in an earlier one
+        candidate = (number, path)
+    if candidate is None:
+        return FilePosition(segments[0][0], 0) if segments else None
+    number, path = candidate
+    data = path.read_bytes()
+    for end, line in iter_lines(data):
+        position = record_position(line)
+        if position is None or position[0] != partition:
+            continue
+        if position[1] == after:
+            return FilePosition(number, end)
+        if position[1] > after:
+            return FilePosition(number, end - len(line) - 1)
+    return None

@@ -1,0 +1,39 @@
+"""Running a component until it is told to stop: signals, and reconnecting after Valkey failures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from .resp import RespError
+
+log = logging.getLogger(__name__)
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM (Kubernetes) and SIGINT (Ctrl-C) both mean: finish the current batch, then exit."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+
+async def run_until_stopped(
+    body: Callable[[], Awaitable[None]], stop: asyncio.Event, component: str
+) -> None:
+    """Run `body()` again after Valkey connection failures (with back-off) until `stop`."""
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            await body()
+            return
+        except (OSError, RespError) as error:
+            log.warning(
+                "Valkey connection failed; retrying",
+                extra={"component": component, "error": str(error), "retry_in": delay},
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 5.0)
