@@ -243,7 +243,7 @@ def test_deployment_is_one_recreated_standalone_replica() -> None:
     )
     assert pod["spec"]["serviceAccountName"] == RELEASE
     container = operator_container(docs)
-    assert container["image"] == "ghcr.io/shitops/hda:0.1.0"
+    assert container["image"] == "ghcr.io/shitops/hyperdrive-accelerator:0.1.0"
     assert "command" not in container, "the image's entrypoint is `hda`"
     assert container["args"] == [
         "operator",

@@ -1,0 +1,495 @@
+"""The Helm chart against a real API server: every values scenario passes a server-side
+dry-run, `helm install` gives an operator that works with exactly its ServiceAccount's
+permissions, `helm upgrade` upgrades the CRD, `helm uninstall` keeps the CRD and the HDAs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hda.cluster.testing import ClusterHandle, wait_for
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "hda-operator"
+SCENARIOS = sorted(path.name.removesuffix("-values.yaml") for path in (CHART / "ci").glob("*.yaml"))
+CRD_NAME = "hyperdriveaccelerators.hda.shitops.dev"
+EXAMPLE = ROOT / "examples" / "hda.yaml"
+# What Argo CD puts on the objects it manages (label and annotation tracking).
+TRACKING_LABEL = "app.kubernetes.io/instance"
+TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
+READY_TIMEOUT = float(os.environ.get("HDA_TEST_READY_TIMEOUT", "300"))
+# Kinds the operator creates next to an HDA (DESIGN.md); checked for copied tracking metadata.
+CHILD_KINDS = (
+    "deployments.apps",
+    "statefulsets.apps",
+    "services",
+    "configmaps",
+    "secrets",
+    "serviceaccounts",
+    "persistentvolumeclaims",
+    "poddisruptionbudgets.policy",
+    "networkpolicies.networking.k8s.io",
+)
+
+
+def helm(
+    cluster: ClusterHandle, home: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **cluster.env(),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+    result = subprocess.run(
+        [cluster.binary("helm"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=300,
+    )
+    if check:
+        assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture
+def helm_home(tmp_path: Path) -> Path:
+    home = tmp_path / "helm"
+    home.mkdir()
+    return home
+
+
+def release_name() -> str:
+    return f"hda-{uuid.uuid4().hex[:6]}"
+
+
+def adopt_crd(cluster: ClusterHandle, release: str, namespace: str) -> None:
+    """Let `release` own an existing CRD (applied by kubectl or left by an uninstalled release).
+
+    Helm refuses to install over an object without its ownership metadata; this is Helm's
+    documented way to adopt one (docs/gitops.md, "Adopting an existing CRD").
+    """
+    if cluster.kubectl("get", "crd", CRD_NAME, check=False).returncode != 0:
+        return
+    cluster.kubectl(
+        "annotate", "--overwrite", "crd", CRD_NAME,
+        f"meta.helm.sh/release-name={release}",
+        f"meta.helm.sh/release-namespace={namespace}",
+    )  # fmt: skip
+    cluster.kubectl("label", "--overwrite", "crd", CRD_NAME, "app.kubernetes.io/managed-by=Helm")
+
+
+def get_json(cluster: ClusterHandle, *args: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+    return result
+
+
+class Release:
+    """A Helm release that is uninstalled after the test, whatever happens."""
+
+    def __init__(self, cluster: ClusterHandle, home: Path, namespace: str) -> None:
+        self.cluster = cluster
+        self.home = home
+        self.namespace = namespace
+        self.name = release_name()
+        self.installed = False
+
+    def install(self, *args: str) -> subprocess.CompletedProcess[str]:
+        adopt_crd(self.cluster, self.name, self.namespace)
+        result = helm(
+            self.cluster, self.home, "install", self.name, str(CHART),
+            "--namespace", self.namespace, *args,
+        )  # fmt: skip
+        self.installed = True
+        self.cluster.kubectl(
+            "wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s"
+        )
+        return result
+
+    def upgrade(self, chart: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return helm(
+            self.cluster, self.home, "upgrade", self.name, str(chart),
+            "--namespace", self.namespace, *args,
+        )  # fmt: skip
+
+    def uninstall(self) -> subprocess.CompletedProcess[str]:
+        result = helm(
+            self.cluster, self.home, "uninstall", self.name, "--namespace", self.namespace,
+            "--wait", "--timeout", "120s",
+        )  # fmt: skip
+        self.installed = False
+        return result
+
+
+@pytest.fixture
+def release(cluster: ClusterHandle, helm_home: Path, namespace: str) -> Iterator[Release]:
+    handle = Release(cluster, helm_home, namespace)
+    try:
+        yield handle
+    finally:
+        if handle.installed:
+            helm(
+                cluster, helm_home, "uninstall", handle.name, "--namespace", namespace,
+                check=False,
+            )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# helm template | kubectl apply --dry-run=server, for every values scenario
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_rendering_passes_a_server_side_dry_run(
+    scenario: str,
+    cluster: ClusterHandle,
+    helm_home: Path,
+    namespace: str,
+    namespace_factory: Callable[..., str],
+) -> None:
+    args = [
+        "template", release_name(), str(CHART), "--namespace", namespace,
+        "--values", str(CHART / "ci" / f"{scenario}-values.yaml"),
+    ]  # fmt: skip
+    if scenario == "namespaced":
+        watched = [namespace_factory(), namespace_factory()]
+        args += ["--set", "watchNamespaces={" + ",".join(watched) + "}"]
+    # What `helm install` would render here: the cluster's own API versions (no ServiceMonitor
+    # unless the Prometheus Operator is installed).
+    api_versions = cluster.kubectl("api-versions").stdout.split()
+    for api in api_versions:
+        args += ["--api-versions", api]
+    rendered = helm(cluster, helm_home, *args).stdout
+    kinds = [doc["kind"] for doc in yaml.safe_load_all(rendered) if doc]
+    assert "Deployment" in kinds
+    # Server-side apply with strict field validation: unknown or misplaced fields are errors.
+    result = cluster.kubectl(
+        "apply", "--dry-run=server", "--server-side", "--force-conflicts",
+        "--field-manager=hda-chart-test", "--validate=strict", "-f", "-",
+        input=rendered, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    applied = [line for line in result.stdout.splitlines() if "(server dry run)" in line]
+    assert len(applied) == len(kinds), result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# helm install, then the operator with exactly the chart's ServiceAccount credentials
+
+
+def service_account_kubeconfig(
+    cluster: ClusterHandle, namespace: str, account: str, path: Path
+) -> Path:
+    """A kubeconfig whose only credential is a TokenRequest token for `account`."""
+    token = cluster.kubectl(
+        "create", "token", account, "--namespace", namespace, "--duration=2h"
+    ).stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    context = next(
+        item["context"] for item in admin["contexts"] if item["name"] == admin["current-context"]
+    )
+    server = next(
+        item["cluster"] for item in admin["clusters"] if item["name"] == context["cluster"]
+    )
+    cluster_entry = {"server": server["server"]}
+    if "certificate-authority-data" in server:
+        cluster_entry["certificate-authority-data"] = server["certificate-authority-data"]
+    elif "certificate-authority" in server:
+        ca = Path(server["certificate-authority"])
+        if not ca.is_absolute():
+            ca = cluster.kubeconfig.parent / ca
+        cluster_entry["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": cluster_entry}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": "cluster", "user": account}}],
+        "current-context": account,
+    }
+    path.write_text(yaml.safe_dump(kubeconfig))
+    path.chmod(0o600)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def forbidden_requests(cluster: ClusterHandle) -> dict[str, float]:
+    """apiserver_request_total with code 403, per label set, from the API server's metrics."""
+    metrics = cluster.kubectl("get", "--raw", "/metrics").stdout
+    counts: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("apiserver_request_total{") and 'code="403"' in line:
+            labels, _, value = line.rpartition(" ")
+            counts[labels] = float(value)
+    return counts
+
+
+class Operator:
+    """`hda operator` as a subprocess, with its output in a file."""
+
+    def __init__(self, kubeconfig: Path, log: Path) -> None:
+        self.log = log
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "HDA_LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self._log_file = log.open("w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "hda", "operator", "--standalone", "--all-namespaces",
+                f"--liveness=http://127.0.0.1:{self.port}/healthz",
+            ],
+            env=env, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=log.parent,
+        )  # fmt: skip
+
+    def output(self) -> str:
+        self._log_file.flush()
+        return self.log.read_text(errors="replace")
+
+    def assert_running(self) -> None:
+        code = self.process.poll()
+        assert code is None, f"hda operator exited with {code}:\n{self.output()[-6000:]}"
+
+    def healthy(self) -> bool:
+        self.assert_running()
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port}/healthz", timeout=2
+            ) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log_file.close()
+
+
+def hda_condition(cluster: ClusterHandle, namespace: str, name: str, kind: str) -> dict[str, Any]:
+    obj = get_json(cluster, "hyperdriveaccelerators.hda.shitops.dev", name, "-n", namespace)
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            found: dict[str, Any] = condition
+            return found
+    return {}
+
+
+def delete_hda(cluster: ClusterHandle, namespace: str, name: str) -> None:
+    cluster.kubectl(
+        "delete", "hyperdriveaccelerators.hda.shitops.dev", name, "-n", namespace,
+        "--ignore-not-found", "--wait=true", "--timeout=90s", check=False,
+    )  # fmt: skip
+    # If the operator could not release its finalizers, do not leave the namespace stuck.
+    cluster.kubectl(
+        "patch", "hyperdriveaccelerators.hda.shitops.dev", name, "-n", namespace,
+        "--type=merge", "-p", '{"metadata":{"finalizers":null}}', check=False,
+    )  # fmt: skip
+
+
+def test_installed_chart_credentials_run_the_operator_to_ready(
+    cluster: ClusterHandle,
+    release: Release,
+    namespace_factory: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    installed = release.install()
+    assert "kubectl wait --for=condition=Ready" in installed.stdout, "NOTES.txt is printed"
+    accounts = get_json(cluster, "serviceaccounts", "-n", release.namespace)["items"]
+    names = [item["metadata"]["name"] for item in accounts]
+    # The chart's full name: "<release>-hda-operator".
+    account = next(name for name in names if name.startswith(release.name))
+    deployment = get_json(cluster, "deployment", account, "-n", release.namespace)
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == account
+
+    kubeconfig = service_account_kubeconfig(
+        cluster, release.namespace, account, tmp_path / "operator.kubeconfig"
+    )
+    whoami = json.loads(
+        cluster.kubectl("--kubeconfig", str(kubeconfig), "auth", "whoami", "-o", "json").stdout
+    )
+    assert whoami["status"]["userInfo"]["username"] == (
+        f"system:serviceaccount:{release.namespace}:{account}"
+    )
+
+    pipelines = namespace_factory()
+    forbidden_before = forbidden_requests(cluster)
+    operator = Operator(kubeconfig, tmp_path / "operator.log")
+    hda = yaml.safe_load(EXAMPLE.read_text())
+    name = hda["metadata"]["name"]
+    # As Argo CD would have it: tracking label and annotation on the HDA.
+    hda["metadata"].setdefault("labels", {})[TRACKING_LABEL] = "gitops-pipelines"
+    hda["metadata"].setdefault("annotations", {})[TRACKING_ANNOTATION] = (
+        f"gitops-pipelines:hda.shitops.dev/HyperDriveAccelerator:{pipelines}/{name}"
+    )
+    try:
+        wait_for(operator.healthy, timeout=60, message=operator.output)
+        cluster.kubectl("apply", "-n", pipelines, "-f", "-", input=yaml.safe_dump(hda))
+
+        def ready() -> bool:
+            operator.assert_running()
+            return hda_condition(cluster, pipelines, name, "Ready").get("status") == "True"
+
+        wait_for(
+            ready,
+            timeout=READY_TIMEOUT,
+            interval=1.0,
+            message=lambda: (
+                f"HDA {pipelines}/{name} never became Ready: "
+                f"{json.dumps(get_json(cluster, 'hda', name, '-n', pipelines).get('status'))}\n"
+                f"operator log tail:\n{operator.output()[-6000:]}"
+            ),
+        )
+        time.sleep(5)  # let in-flight watches and reconciles run into any missing permission
+        operator.assert_running()
+
+        # No request of the operator was refused.
+        log = operator.output()
+        refused = [line for line in log.splitlines() if re.search(r"forbidden|\b403\b", line, re.I)]
+        assert not refused, "operator hit missing permissions:\n" + "\n".join(refused[:20])
+        forbidden_after = forbidden_requests(cluster)
+        grown = {
+            labels: count
+            for labels, count in forbidden_after.items()
+            if count > forbidden_before.get(labels, 0.0)
+        }
+        assert not grown, f"the API server refused requests: {grown}"
+
+        # The operator never writes the spec: generation counts spec changes.
+        obj = get_json(cluster, "hda", name, "-n", pipelines)
+        assert obj["metadata"]["generation"] == 1
+        assert obj["status"]["observedGeneration"] == 1
+        for entry in obj["metadata"].get("managedFields", []):
+            if entry["manager"].startswith("kubectl"):
+                continue
+            assert "f:spec" not in entry.get("fieldsV1", {}), entry
+
+        # ... and never copies Argo CD tracking metadata onto its children.
+        uid = obj["metadata"]["uid"]
+        children = []
+        for kind in CHILD_KINDS:
+            for item in get_json(cluster, kind, "-n", pipelines)["items"]:
+                owners = item["metadata"].get("ownerReferences") or []
+                if any(owner.get("uid") == uid for owner in owners):
+                    children.append(item)
+        assert children, "the operator created no owned children"
+        for child in children:
+            meta = child["metadata"]
+            where = f"{child['kind']}/{meta['name']}"
+            labels = meta.get("labels") or {}
+            annotations = meta.get("annotations") or {}
+            assert labels.get(TRACKING_LABEL) != "gitops-pipelines", where
+            assert TRACKING_ANNOTATION not in annotations, where
+            assert not [
+                key for key in {**labels, **annotations} if key.startswith("argocd.argoproj.io/")
+            ], where
+    finally:
+        delete_hda(cluster, pipelines, name)
+        operator.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# helm upgrade with a changed CRD, helm uninstall with crds.keep
+
+
+def chart_with_changed_crd(tmp_path: Path) -> Path:
+    """A copy of the chart, version 0.1.1, whose CRD has an extra printer column."""
+    chart = tmp_path / "hda-operator"
+    shutil.copytree(CHART, chart)
+    crd_path = chart / "files" / "crds" / f"{CRD_NAME}.yaml"
+    crd = yaml.safe_load(crd_path.read_text())
+    for version in crd["spec"]["versions"]:
+        version.setdefault("additionalPrinterColumns", []).append(
+            {
+                "name": "UpgradeProbe",
+                "type": "string",
+                "jsonPath": ".metadata.annotations.hda\\.shitops\\.dev/upgrade-probe",
+                "priority": 1,
+            }
+        )
+    crd_path.write_text(yaml.safe_dump(crd, sort_keys=False))
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    meta["version"] = "0.1.1"
+    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    return chart
+
+
+def printer_columns(cluster: ClusterHandle) -> list[str]:
+    crd = get_json(cluster, "crd", CRD_NAME)
+    return [
+        column["name"]
+        for version in crd["spec"]["versions"]
+        for column in version.get("additionalPrinterColumns", [])
+    ]
+
+
+def test_upgrade_with_a_changed_crd_updates_the_crd(
+    cluster: ClusterHandle, release: Release, tmp_path: Path
+) -> None:
+    release.install()
+    assert "UpgradeProbe" not in printer_columns(cluster)
+    try:
+        release.upgrade(chart_with_changed_crd(tmp_path))
+        assert "UpgradeProbe" in printer_columns(cluster)
+        crd = get_json(cluster, "crd", CRD_NAME)
+        assert crd["metadata"]["labels"]["helm.sh/chart"] == "hda-operator-0.1.1"
+    finally:
+        # Back to the repository's CRD for the other tests (and the downgrade path works too).
+        release.upgrade(CHART)
+    assert "UpgradeProbe" not in printer_columns(cluster)
+
+
+def test_uninstall_with_crds_keep_leaves_the_crd_and_the_hdas(
+    cluster: ClusterHandle, release: Release
+) -> None:
+    release.install()
+    crd_uid = get_json(cluster, "crd", CRD_NAME)["metadata"]["uid"]
+    cluster.kubectl("apply", "-n", release.namespace, "-f", str(EXAMPLE))
+    name = yaml.safe_load(EXAMPLE.read_text())["metadata"]["name"]
+    try:
+        uninstalled = release.uninstall()
+        assert "kept due to the resource policy" in uninstalled.stdout + uninstalled.stderr
+        assert get_json(cluster, "crd", CRD_NAME)["metadata"]["uid"] == crd_uid
+        assert get_json(cluster, "hda", name, "-n", release.namespace)["metadata"]["name"] == name
+        # Everything else of the release is gone.
+        for kind in ("deployments", "serviceaccounts"):
+            items = get_json(cluster, kind, "-n", release.namespace)["items"]
+            assert not [i for i in items if i["metadata"]["name"].startswith(release.name)], kind
+        roles = get_json(cluster, "clusterroles")["items"]
+        assert not [r for r in roles if r["metadata"]["name"].startswith(release.name)]
+    finally:
+        delete_hda(cluster, release.namespace, name)
