@@ -40,8 +40,15 @@ def child_name(hda: HyperDriveAccelerator, suffix: str) -> str:
 
 
 def fc_volume_name(hda: HyperDriveAccelerator, index: int) -> str:
-    """Cluster-scoped PV name for LUN `index`: unique across namespaces."""
-    return bounded(f"hda-{hda.namespace}-{hda.name}-lun-{index}", MAX_OBJECT_NAME)
+    """Cluster-scoped PV name for LUN `index`: `hda-<namespace>-<name>-<hash>-lun-<i>`.
+
+    Both names may contain hyphens (namespace `a-b` with HDA `c` and namespace `a` with HDA
+    `b-c` would read alike), so a hash of `namespace/name` keeps PVs of different HDAs apart.
+    """
+    owner = _digest(f"{hda.namespace}/{hda.name}", 6)
+    suffix = f"-{owner}-lun-{index}"
+    prefix = bounded(f"hda-{hda.namespace}-{hda.name}", MAX_OBJECT_NAME - len(suffix))
+    return prefix + suffix
 
 
 # The output StatefulSet's volumeClaimTemplate; its claims are `<template>-<sts>-<ordinal>`.
