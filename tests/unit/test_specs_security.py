@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.unit.test_specs_support import EXAMPLE_FILES, children, edited, example, find, pod_templates
+from tests.unit.test_specs_support import (
+    EXAMPLE_FILES,
+    children,
+    edited,
+    example,
+    find,
+    pod_templates,
+)
 
 # https://kubernetes.io/docs/concepts/security/pod-security-standards/ (baseline + restricted)
 ALLOWED_VOLUME_SOURCES = {
