@@ -47,6 +47,16 @@ def test_schema_has_no_refs_or_nullable_unions() -> None:
             assert node.get("x-kubernetes-int-or-string") is True, path
 
 
+def test_exclusive_bounds_use_the_openapi_v3_0_form() -> None:
+    rate = schema()["properties"]["spec"]["properties"]["workers"]["properties"]["pipeline"]
+    sample = rate["items"]["properties"]["sample"]["properties"]["rate"]
+    assert sample["minimum"] == 0
+    assert sample["exclusiveMinimum"] is True
+    for path, node in walk(schema()):
+        for bound in ("exclusiveMinimum", "exclusiveMaximum"):
+            assert isinstance(node.get(bound, True), bool), path
+
+
 def test_every_field_is_typed() -> None:
     for path, node in walk(schema()):
         typed = "type" in node or node.get("x-kubernetes-int-or-string") or node.get(

@@ -35,8 +35,8 @@ RUNTIME_CONFIG_PATH: Final = "/etc/hda/hda.yaml"
 # Command: `hda ingest|worker|output --config /etc/hda/hda.yaml` (the ConfigMap holds the whole
 # HyperDriveAccelerator manifest). Secrets and identity come from these environment variables.
 ENV_REDIS_URL: Final = "HDA_REDIS_URL"  # redis://<valkey client service>:6379/0
-ENV_REDIS_PASSWORD: Final = "HDA_REDIS_PASSWORD"
-ENV_INGEST_TOKEN: Final = "HDA_INGEST_TOKEN"
+ENV_REDIS_PASSWORD: Final = "HDA_REDIS_PASSWORD"  # noqa: S105 (a variable name, not a secret)
+ENV_INGEST_TOKEN: Final = "HDA_INGEST_TOKEN"  # noqa: S105 (a variable name, not a secret)
 ENV_POD_NAME: Final = "HDA_POD_NAME"  # consumer name of a worker or output pod
 ENV_LOG_FORMAT: Final = "HDA_LOG_FORMAT"  # json (default in pods) or text
 ENV_OUTPUT_DIR: Final = "HDA_OUTPUT_DIR"

@@ -24,7 +24,6 @@ _ROOT_RULES = [
     {
         "rule": "size(self.metadata.name) <= 40",
         "message": "metadata.name must be at most 40 characters: child object names add a suffix",
-        "fieldPath": ".metadata.name",
     },
 ]
 
@@ -71,6 +70,11 @@ def _clean(schema: Any) -> Any:
         if key == "additionalProperties" and value is False:
             continue  # structural schemas forbid properties + additionalProperties together
         if key == "default" and value is None:
+            continue
+        if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            # JSON Schema 2020 writes the bound here; OpenAPI v3.0 wants minimum + a flag.
+            cleaned[key.replace("exclusiveM", "m")] = value
+            cleaned[key] = True
             continue
         if key == "properties":
             cleaned[key] = {name: _clean(sub) for name, sub in value.items()}

@@ -347,16 +347,17 @@ class FilterStep(ApiModel):
 
     field: FieldPath = Field(description="Field to test.")
     op: FilterOperator = Field(description="Comparison.")
-    value: JsonValue = Field(
+    value: str | None = Field(
         default=None,
-        description="Operand for eq, ne, gt, gte, lt, lte, matches (a regular expression).",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        max_length=1024,
+        description=(
+            "Operand for eq, ne, gt, gte, lt, lte (numbers compare numerically when both sides "
+            "are numbers) and matches (a regular expression)."
+        ),
     )
-    values: Annotated[list[JsonValue], Field(max_length=256)] | None = Field(
-        default=None,
-        description="Operands for in and notIn.",
-        json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
-    )
+    values: (
+        Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=256)] | None
+    ) = Field(default=None, description="Operands for in and notIn.")
 
     @model_validator(mode="after")
     def _operand_present(self) -> Self:
@@ -365,9 +366,7 @@ class FilterStep(ApiModel):
         if self.op not in ("in", "notIn", "exists", "notExists") and self.value is None:
             raise ValueError(f"value is required for op {self.op}")
         if self.op == "matches":
-            if not isinstance(self.value, str):
-                raise ValueError("value must be a regular expression string for op matches")
-            _compile_pattern(self.value)
+            _compile_pattern(str(self.value))
         return self
 
 
@@ -491,7 +490,9 @@ class WorkersSpec(ApiModel):
         default=None, description="Lag-driven scaling; when set, it decides the replica count."
     )
     pipeline: Annotated[list[PipelineStep], Field(max_length=64)] = Field(
-        default_factory=list, description="Processing steps, applied in order to every event."
+        default_factory=list,
+        description="Processing steps, applied in order to every event.",
+        json_schema_extra={"default": []},
     )
     max_deliveries: int = Field(
         default=5,
@@ -642,7 +643,8 @@ class OutputSpec(ApiModel):
 
     model_config = cel_rules(
         cel(
-            "!has(self.fibreChannel.volumes) || size(self.fibreChannel.volumes) >= self.replicas",
+            "!has(self.fibreChannel) || !has(self.fibreChannel.volumes) || !has(self.replicas) "
+            "|| size(self.fibreChannel.volumes) >= self.replicas",
             "the LUN inventory needs at least one volume per output replica",
             field_path=".fibreChannel.volumes",
         ),

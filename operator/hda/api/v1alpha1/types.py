@@ -132,7 +132,8 @@ def _check_duration(value: object) -> object:
 Duration = Annotated[
     str,
     BeforeValidator(_check_duration),
-    Field(pattern=DURATION_PATTERN, max_length=32),
+    Field(max_length=32),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "maxLength": 32}),
 ]
 
 # --- Names ------------------------------------------------------------------------------------
