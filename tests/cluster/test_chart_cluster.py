@@ -473,6 +473,14 @@ def test_upgrade_with_a_changed_crd_updates_the_crd(
     assert "UpgradeProbe" not in printer_columns(cluster)
 
 
+def test_turning_crds_install_off_keeps_the_crd(cluster: ClusterHandle, release: Release) -> None:
+    """The documented hand-over to `kubectl apply --server-side -f crds/` loses nothing."""
+    release.install()
+    crd_uid = get_json(cluster, "crd", CRD_NAME)["metadata"]["uid"]
+    release.upgrade(CHART, "--set", "crds.install=false")
+    assert get_json(cluster, "crd", CRD_NAME)["metadata"]["uid"] == crd_uid
+
+
 def test_uninstall_with_crds_keep_leaves_the_crd_and_the_hdas(
     cluster: ClusterHandle, release: Release
 ) -> None:
