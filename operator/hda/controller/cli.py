@@ -1,0 +1,88 @@
+"""`hda operator`: run the kopf operator against the current kubeconfig (or in-cluster)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from hda.api.consts import ENV_LOG_FORMAT, OPERATOR_HEALTH_PORT
+
+
+@click.command("operator")
+@click.option(
+    "-n",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Watch only this namespace (repeatable; glob patterns allowed).",
+)
+@click.option("-A", "--all-namespaces", is_flag=True, help="Watch every namespace (the default).")
+@click.option(
+    "--liveness",
+    default=f"http://0.0.0.0:{OPERATOR_HEALTH_PORT}/healthz",
+    show_default=True,
+    help="Health endpoint URL; an empty string disables it.",
+)
+@click.option(
+    "--resync",
+    type=click.FloatRange(min=1.0),
+    default=15.0,
+    show_default=True,
+    help="Seconds between full reconciles of each HDA when nothing happens.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "text"]),
+    default=None,
+    help=f"Log format; default ${ENV_LOG_FORMAT}, else text on a terminal and json otherwise.",
+)
+@click.option(
+    "--standalone",
+    is_flag=True,
+    help="Accepted for kopf compatibility: the operator always runs standalone (no peering).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def operator(  # noqa: PLR0917 - click passes options positionally
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    liveness: str,
+    resync: float,
+    log_format: str | None,
+    standalone: bool,
+    verbose: bool,
+) -> None:
+    """Run the HyperDriveAccelerator operator (standalone: one replica, no peering)."""
+    import kopf  # noqa: PLC0415 - `hda --help` must not pay for kopf
+
+    from . import handlers  # noqa: F401, PLC0415 - importing registers the handlers
+
+    if all_namespaces and namespaces:
+        raise click.UsageError("--all-namespaces and --namespace exclude each other")
+    chosen = (
+        log_format or os.environ.get(ENV_LOG_FORMAT) or ("text" if sys.stderr.isatty() else "json")
+    )
+    kopf.configure(
+        verbose=verbose,
+        log_format=kopf.LogFormat.JSON if chosen == "json" else kopf.LogFormat.FULL,
+        log_prefix=chosen != "json",
+    )
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_routine_handlers)
+    memo = kopf.Memo(resync_seconds=resync)
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
+        liveness_endpoint=liveness or None,
+        memo=memo,
+    )
+
+
+def _quiet_routine_handlers(record: logging.LogRecord) -> bool:
+    """Drop kopf's per-event "Handler 'hda_wake_…' succeeded." lines (one per child event)."""
+    message = str(record.msg)
+    return not (message.startswith("Handler 'hda_") and message.endswith("succeeded."))

@@ -1,0 +1,204 @@
+"""Thin kopf handlers: settings, watch-fed indexes, wake-ups, the per-HDA daemon, the finalizer.
+
+kopf waits until every index below has listed its objects before it starts any daemon, so the
+first reconcile after a restart already sees every child and writes nothing if all is right.
+Only `@kopf.index`, `@kopf.on.event`, one daemon and one deletion handler are registered: no
+create/update handlers, so kopf keeps no progress on the HDA and writes to it only its
+finalizer and (once per spec change) the diff-base annotation, both under `hda.shitops.dev`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from typing import Any, Final
+
+import kopf
+
+from hda.api.consts import GROUP, LABEL_ACCELERATOR, PLURAL, VERSION
+
+from .kube import KINDS, Kind, Kube
+from .observe import NodeSummary, VolumeSummary, node_summary, volume_summary
+from .reconcile import Controller, Key, child_key, key_of
+
+log = logging.getLogger("hda.controller")
+
+HDA: Final = (f"{GROUP}/{VERSION}", PLURAL)
+_ALL: Final = "all"
+
+
+def _index_id(kind: Kind) -> str:
+    return f"hda_children_{kind.plural}"
+
+
+class KopfCache:
+    """The `Cache` the reconciler reads, backed by kopf's indexes."""
+
+    def __init__(self, indexes: Mapping[str, Any]) -> None:
+        self._indexes = indexes
+
+    def children(self, kind: Kind, namespace: str, accelerator: str) -> list[dict[str, Any]]:
+        index = self._indexes[_index_id(kind)]
+        store = index.get((namespace, accelerator))
+        return list(store) if store is not None else []
+
+    def nodes(self) -> list[NodeSummary]:
+        store = self._indexes["hda_nodes"].get(_ALL)
+        return list(store) if store is not None else []
+
+    def volumes(self, storage_class: str) -> list[VolumeSummary]:
+        store = self._indexes["hda_volumes"].get(storage_class)
+        return list(store) if store is not None else []
+
+    def storage_class_exists(self, name: str) -> bool:
+        return name in self._indexes["hda_storage_classes"]
+
+
+def _controller(memo: Any) -> Controller:
+    controller: Controller = memo["controller"]
+    return controller
+
+
+# --- settings and lifecycle -----------------------------------------------------------------
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.peering.standalone = True
+    settings.posting.level = logging.INFO
+    settings.posting.loggers = False  # only explicit events, never log lines
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.error_backoffs = [1, 2, 5, 10]
+    settings.batching.worker_limit = 1000
+    if "controller" not in memo:
+        resync = float(memo.get("resync_seconds", 15.0))
+        memo["controller"] = Controller(Kube.from_environment(), resync_seconds=resync)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    controller = memo.get("controller")
+    if isinstance(controller, Controller):
+        stats = controller.stats
+        log.info(
+            "operator stopping",
+            extra={
+                "reconciles": stats.reconciles,
+                "reconcile_seconds": round(stats.reconcile_seconds, 3),
+                "applies": stats.applies,
+                "status_writes": stats.status_writes,
+            },
+        )
+        controller.kube.close()
+
+
+# --- indexes and wake-ups of owned children --------------------------------------------------
+
+
+def _snapshot(body: kopf.Body) -> dict[str, Any]:
+    raw = copy.deepcopy(dict(body))
+    raw.get("metadata", {}).pop("managedFields", None)
+    return raw
+
+
+def _register_child(kind: Kind) -> None:
+    def index(body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]] | None:
+        key = child_key(body)
+        return {key: _snapshot(body)} if key is not None else None
+
+    def wake(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        _controller(memo).wake(child_key(body))
+
+    labels = {LABEL_ACCELERATOR: kopf.PRESENT}
+    kopf.index(kind.api_version, kind.plural, id=_index_id(kind), labels=labels)(index)
+    kopf.on.event(kind.api_version, kind.plural, id=f"hda_wake_{kind.plural}", labels=labels)(wake)
+
+
+for _kind in KINDS:
+    _register_child(_kind)
+
+
+@kopf.index("v1", "nodes", id="hda_nodes")
+def index_nodes(body: kopf.Body, **_: Any) -> dict[str, NodeSummary]:
+    return {_ALL: node_summary(body)}
+
+
+@kopf.on.event("v1", "nodes", id="hda_wake_nodes")
+def wake_on_nodes(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    # Heartbeats change a node every few seconds; only what placement depends on wakes HDAs.
+    summaries: dict[str, NodeSummary] = memo.setdefault("node_summaries", {})
+    name = str(body["metadata"]["name"])
+    if type == "DELETED":
+        changed = summaries.pop(name, None) is not None
+    else:
+        summary = node_summary(body)
+        changed = summaries.get(name) != summary
+        summaries[name] = summary
+    if changed and type is not None:
+        _controller(memo).wake_all()
+
+
+@kopf.index("v1", "persistentvolumes", id="hda_volumes")
+def index_volumes(body: kopf.Body, **_: Any) -> dict[str, VolumeSummary] | None:
+    summary = volume_summary(body)
+    return {summary.storage_class: summary} if summary.storage_class else None
+
+
+@kopf.on.event("v1", "persistentvolumes", id="hda_wake_volumes")
+def wake_on_volumes(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    summaries: dict[str, VolumeSummary] = memo.setdefault("volume_summaries", {})
+    name = str(body["metadata"]["name"])
+    if type == "DELETED":
+        changed = summaries.pop(name, None) is not None
+    else:
+        summary = volume_summary(body)
+        changed = summaries.get(name) != summary
+        summaries[name] = summary
+    if changed and type is not None:
+        _controller(memo).wake_all()
+
+
+@kopf.index("storage.k8s.io/v1", "storageclasses", id="hda_storage_classes")
+def index_storage_classes(name: str, **_: Any) -> dict[str, bool]:
+    return {name: True}
+
+
+@kopf.on.event("storage.k8s.io/v1", "storageclasses", id="hda_wake_storage_classes")
+def wake_on_storage_classes(type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    if type is not None:
+        _controller(memo).wake_all()
+
+
+# --- the HDA itself --------------------------------------------------------------------------
+
+
+@kopf.on.event(*HDA, id="hda_wake_self")
+def wake_on_change(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    if type is not None:
+        meta = body["metadata"]
+        _controller(memo).wake(key_of(meta["namespace"], meta["name"]))
+
+
+@kopf.daemon(*HDA, id="reconcile", cancellation_timeout=10.0, backoff=5.0)
+async def reconcile_daemon(
+    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    controller = _controller(memo)
+    if controller.cache is None:
+        controller.cache = KopfCache(kwargs)
+    await controller.run(body, stopped)
+
+
+@kopf.on.delete(*HDA, id="release")
+async def release(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    controller = _controller(memo)
+    if controller.cache is None:
+        controller.cache = KopfCache(kwargs)
+    await controller.release(body)

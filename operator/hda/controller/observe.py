@@ -1,0 +1,343 @@
+"""Observe an HDA's world: children, nodes, claims and volumes from kopf's watch-fed indexes
+(no API request), and Valkey stream lag over the network (fail-soft, rate-limited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any, Protocol
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from hda.api.consts import REDIS_PORT
+from hda.api.v1alpha1 import HyperDriveAccelerator, parse_quantity
+from hda.api.v1alpha1.status import Endpoints
+from hda.runtime.codec import dead_letter_key, input_key
+from hda.runtime.config import WORKER_GROUP
+from hda.specs import PASSWORD_KEY, ChildNames, worker_selector
+
+from .kube import KINDS, Kind, Kube, kind_of
+from .status import Claim, Lag, Observation, StreamLag, Workload
+
+log = logging.getLogger("hda.controller")
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSummary:
+    """What matters about a node for FC placement."""
+
+    name: str
+    labels: Mapping[str, str]
+    ready: bool
+    schedulable: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeSummary:
+    """What matters about a PersistentVolume for binding output claims."""
+
+    name: str
+    storage_class: str
+    phase: str
+    capacity: Decimal
+    claim: tuple[str, str] | None  # (namespace, name) it is reserved for or bound to
+
+
+class Cache(Protocol):
+    """The live objects the operator watches (kopf indexes in production, dicts in tests)."""
+
+    def children(self, kind: Kind, namespace: str, accelerator: str) -> list[dict[str, Any]]: ...
+
+    def nodes(self) -> list[NodeSummary]: ...
+
+    def volumes(self, storage_class: str) -> list[VolumeSummary]: ...
+
+    def storage_class_exists(self, name: str) -> bool: ...
+
+
+def node_summary(body: Mapping[str, Any]) -> NodeSummary:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return NodeSummary(
+        name=str(body["metadata"]["name"]),
+        labels=dict(body["metadata"].get("labels") or {}),
+        ready=ready,
+        schedulable=not (body.get("spec") or {}).get("unschedulable", False),
+    )
+
+
+def volume_summary(body: Mapping[str, Any]) -> VolumeSummary:
+    spec = body.get("spec") or {}
+    ref = spec.get("claimRef")
+    try:
+        capacity = parse_quantity(str((spec.get("capacity") or {}).get("storage", "0")))
+    except ValueError:
+        capacity = Decimal(0)
+    return VolumeSummary(
+        name=str(body["metadata"]["name"]),
+        storage_class=str(spec.get("storageClassName") or ""),
+        phase=str((body.get("status") or {}).get("phase") or "Pending"),
+        capacity=capacity,
+        claim=(str(ref.get("namespace")), str(ref.get("name"))) if ref else None,
+    )
+
+
+def matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def selector_string(selector: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+def _workload(name: str, live: dict[str, Any] | None, desired: int) -> Workload:
+    if live is None:
+        return Workload(name=name, desired=desired)
+    status = live.get("status") or {}
+    generation = int(live["metadata"].get("generation") or 0)
+    return Workload(
+        name=name,
+        exists=True,
+        desired=int((live.get("spec") or {}).get("replicas", desired)),
+        ready=int(status.get("readyReplicas") or 0),
+        updated=int(status.get("updatedReplicas") or 0),
+        current=int(status.get("replicas") or 0),
+        rolled_out=int(status.get("observedGeneration") or 0) >= generation,
+    )
+
+
+def _by_name(items: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {str(i["metadata"]["name"]): i for i in items}
+
+
+def observe(
+    hda: HyperDriveAccelerator,
+    names: ChildNames,
+    cache: Cache,
+    *,
+    accelerator: str,
+    desired: list[dict[str, Any]],
+    worker_replicas: int,
+    apply_errors: tuple[str, ...],
+    lag: Lag,
+) -> Observation:
+    """Build the Observation of one HDA from the cache (no I/O)."""
+    namespace = hda.namespace
+    missing: list[str] = []
+    for obj in desired:
+        kind = kind_of(obj)
+        present = _by_name(cache.children(kind, namespace, accelerator))
+        if obj["metadata"]["name"] not in present:
+            missing.append(f"{obj['kind']}/{obj['metadata']['name']}")
+
+    def live(kind_name: str, name: str) -> dict[str, Any] | None:
+        kind = next(k for k in _kinds() if k.kind == kind_name)
+        return _by_name(cache.children(kind, namespace, accelerator)).get(name)
+
+    spec = hda.spec
+    fc = spec.output.fibre_channel
+    fc_nodes = [
+        n
+        for n in cache.nodes()
+        if n.ready and n.schedulable and matches(n.labels, fc.node_selector)
+    ]
+    claims_live = _by_name(cache.children(_kind("PersistentVolumeClaim"), namespace, accelerator))
+    claims = tuple(
+        Claim(
+            name=names.output_claim(i),
+            phase=(claims_live.get(names.output_claim(i)) or {}).get("status", {}).get("phase")
+            if names.output_claim(i) in claims_live
+            else None,
+        )
+        for i in range(spec.output.replicas)
+    )
+    wanted = {(namespace, c.name) for c in claims if c.phase != "Bound"}
+    try:
+        size = parse_quantity(fc.size)
+    except ValueError:
+        size = Decimal(0)
+    available = sum(
+        1
+        for v in cache.volumes(fc.storage_class_name)
+        if v.phase == "Available" and v.capacity >= size and (v.claim is None or v.claim in wanted)
+    )
+    autoscaling = spec.workers.autoscaling
+    ingest_port = spec.ingest.service.port
+    return Observation(
+        generation=int(hda.metadata.get("generation") or 0),
+        apply_errors=apply_errors,
+        missing_children=tuple(missing),
+        buffer=_workload(
+            names.valkey_statefulset, live("StatefulSet", names.valkey_statefulset), 1
+        ),
+        ingest=_workload(
+            names.ingest_deployment,
+            live("Deployment", names.ingest_deployment),
+            spec.ingest.replicas,
+        ),
+        workers=_workload(
+            names.workers_deployment,
+            live("Deployment", names.workers_deployment),
+            worker_replicas,
+        ),
+        output=_workload(
+            names.output_statefulset,
+            live("StatefulSet", names.output_statefulset),
+            spec.output.replicas,
+        ),
+        fc_node_selector=selector_string(fc.node_selector),
+        fc_nodes=len(fc_nodes),
+        storage_class=fc.storage_class_name,
+        storage_class_exists=cache.storage_class_exists(fc.storage_class_name),
+        claims=claims,
+        available_volumes=available,
+        lag=lag,
+        target_lag_per_replica=autoscaling.target_lag_per_replica if autoscaling else 10_000,
+        worker_selector=selector_string(worker_selector(hda)),
+        endpoints=Endpoints(
+            ingest=f"http://{names.ingest_service}.{namespace}.svc:{ingest_port}",
+            subscribe=f"ws://{names.output_headless_service}.{namespace}.svc:8081",
+            redis=f"{names.valkey_service}.{namespace}.svc:{REDIS_PORT}",
+        ),
+    )
+
+
+def _kinds() -> tuple[Kind, ...]:
+    return KINDS
+
+
+def _kind(name: str) -> Kind:
+    return next(k for k in _kinds() if k.kind == name)
+
+
+# --- Valkey lag --------------------------------------------------------------------------------
+
+
+class LagProbe:
+    """Reads stream lag from an HDA's Valkey, at most every `interval` seconds.
+
+    Lag is advisory: any failure (DNS, connection, auth, timeout) gives `Lag(error=...)` with a
+    stable message, and the next attempt waits for the interval again.
+    """
+
+    def __init__(self, kube: Kube, *, interval: float = 15.0, timeout: float = 2.0) -> None:
+        self._kube = kube
+        self._interval = interval
+        self._timeout = timeout
+        self._last: dict[str, tuple[float, Lag]] = {}
+        self._secrets: dict[tuple[str, str], tuple[float, str | None]] = {}
+
+    def forget(self, key: str) -> None:
+        self._last.pop(key, None)
+
+    async def lag(
+        self,
+        key: str,
+        hda: HyperDriveAccelerator,
+        names: ChildNames,
+        cache: Cache,
+        *,
+        accelerator: str,
+        buffer_ready: bool,
+    ) -> Lag:
+        now = time.monotonic()
+        previous = self._last.get(key)
+        if previous is not None and now - previous[0] < self._interval:
+            return previous[1]
+        if not buffer_ready:
+            result = Lag(error="Valkey is not ready")
+        else:
+            result = await self._measure(hda, names, cache, accelerator=accelerator)
+        self._last[key] = (now, result)
+        return result
+
+    async def _password(
+        self, hda: HyperDriveAccelerator, names: ChildNames, cache: Cache, accelerator: str
+    ) -> str | None:
+        secret: dict[str, Any] | None
+        if names.valkey_password_secret_is_generated:
+            secrets = _by_name(cache.children(_kind("Secret"), hda.namespace, accelerator))
+            secret = secrets.get(names.valkey_password_secret)
+        else:
+            cache_key = (hda.namespace, names.valkey_password_secret)
+            cached = self._secrets.get(cache_key)
+            if cached is not None and time.monotonic() - cached[0] < 300:
+                return cached[1]
+            secret = await self._kube.get(
+                _kind("Secret"), hda.namespace, names.valkey_password_secret
+            )
+            value = _decode(secret)
+            self._secrets[cache_key] = (time.monotonic(), value)
+            return value
+        return _decode(secret)
+
+    async def _measure(
+        self, hda: HyperDriveAccelerator, names: ChildNames, cache: Cache, *, accelerator: str
+    ) -> Lag:
+        try:
+            password = await self._password(hda, names, cache, accelerator)
+        except Exception as error:  # lag is advisory
+            log.debug("password Secret unreadable", extra={"error": repr(error)})
+            return Lag(error="password Secret unreadable")
+        if password is None:
+            return Lag(error=f"password Secret {names.valkey_password_secret} not found")
+        host = f"{names.valkey_service}.{hda.namespace}.svc"
+        client = redis.Redis(
+            host=host,
+            port=REDIS_PORT,
+            password=password,
+            socket_connect_timeout=self._timeout,
+            socket_timeout=self._timeout,
+        )
+        try:
+            streams = []
+            async with asyncio.timeout(self._timeout * 2):
+                for stream in hda.spec.streams:
+                    lag_total: int | None = 0
+                    pending = length = dead = 0
+                    for partition in range(stream.partitions):
+                        key = input_key(stream.name, partition)
+                        pipe = client.pipeline(transaction=False)
+                        pipe.xlen(key)
+                        pipe.xlen(dead_letter_key(stream.name, partition))
+                        length_p, dead_p = await pipe.execute()
+                        length += int(length_p)
+                        dead += int(dead_p)
+                        try:
+                            groups = await client.xinfo_groups(key)
+                        except RedisError:
+                            groups = []  # no such key yet
+                        for group in groups:
+                            name = group.get("name")
+                            if name in (WORKER_GROUP, WORKER_GROUP.encode()):
+                                pending += int(group.get("pending") or 0)
+                                value = group.get("lag")
+                                if value is None or lag_total is None:
+                                    lag_total = None
+                                else:
+                                    lag_total += int(value)
+                    streams.append(StreamLag(stream.name, lag_total, pending, length, dead))
+            return Lag(streams=tuple(streams))
+        except (OSError, RedisError, TimeoutError) as error:
+            return Lag(
+                error=f"Valkey at {host}:{REDIS_PORT} not reachable ({type(error).__name__})"
+            )
+        finally:
+            await client.aclose()
+
+
+def _decode(secret: dict[str, Any] | None) -> str | None:
+    if secret is None:
+        return None
+    data = secret.get("data") or {}
+    raw = data.get(PASSWORD_KEY)
+    if raw is None:
+        return None
+    return base64.b64decode(raw).decode()
