@@ -112,8 +112,12 @@ def ingest(
 @click.command()
 @config_option
 @redis_option
-@click.option("--consumer", default=None, help="Consumer name (default: HDA_CONSUMER_NAME, HOSTNAME).")
-@click.option("--claim-idle", type=float, default=None, help="Seconds before idle entries are reclaimed.")
+@click.option(
+    "--consumer", default=None, help="Consumer name (default: HDA_CONSUMER_NAME, HOSTNAME)."
+)
+@click.option(
+    "--claim-idle", type=float, default=None, help="Seconds before idle entries are reclaimed."
+)
 @click.option("--trim-interval", type=float, default=None)
 @click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104
 @click.option("--port", envvar="HDA_WORKER_PORT", default=DEFAULT_WORKER_PORT, show_default=True,
@@ -137,14 +141,18 @@ def worker(
         load_config(config_path), claim_idle=claim_idle, trim_interval=trim_interval
     )
     asyncio.run(
-        serve_worker(config, _address(redis_url), consumer=consumer_name(consumer), host=host, port=port)
+        serve_worker(
+            config, _address(redis_url), consumer=consumer_name(consumer), host=host, port=port
+        )
     )
 
 
 @click.command()
 @config_option
 @redis_option
-@click.option("--consumer", default=None, help="Consumer name (default: HDA_CONSUMER_NAME, HOSTNAME).")
+@click.option(
+    "--consumer", default=None, help="Consumer name (default: HDA_CONSUMER_NAME, HOSTNAME)."
+)
 @click.option("--data-dir", envvar=ENV_OUTPUT_DIR, default=DEFAULT_OUTPUT_DIR, show_default=True,
               type=click.Path(file_okay=False, path_type=Path))  # fmt: skip
 @click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104
@@ -183,7 +191,9 @@ def output(
 @click.option("--data-dir", default=Path("hda-data"), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Output segments and the embedded Valkey's files go here.")  # fmt: skip
-@click.option("--workers", type=int, default=None, help="Worker processes (default: spec.workers.replicas).")
+@click.option(
+    "--workers", type=int, default=None, help="Worker processes (default: spec.workers.replicas)."
+)
 @click.option("--ingest-port", default=DEFAULT_INGEST_PORT, show_default=True)
 @click.option("--output-port", default=DEFAULT_OUTPUT_PORT, show_default=True)
 @click.option("--appendfsync", type=click.Choice(["always", "everysec"]), default=None,

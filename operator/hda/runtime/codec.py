@@ -125,9 +125,7 @@ def parse_ndjson(body: bytes, *, key_field: str | None = None) -> ParsedBatch:
             try:
                 loads(line)
             except orjson.JSONDecodeError as error:
-                raise BadInputError(
-                    f"line {line_numbers[index]}: invalid JSON: {error}"
-                ) from None
+                raise BadInputError(f"line {line_numbers[index]}: invalid JSON: {error}") from None
         raise  # unreachable: the batch parse failed, so one line must fail
     for index, obj in enumerate(objects):
         if type(obj) is not dict:

@@ -15,7 +15,12 @@ from typing import Any
 
 import yaml
 
-from hda.api.v1alpha1 import HyperDriveAcceleratorSpec, load_manifest, parse_duration, parse_quantity
+from hda.api.v1alpha1 import (
+    HyperDriveAcceleratorSpec,
+    load_manifest,
+    parse_duration,
+    parse_quantity,
+)
 from hda.api.v1alpha1.spec import PipelineStep
 
 # Environment variables: the contract between the operator's pod templates and the runtime.
@@ -112,6 +117,9 @@ def load_config(path: str | Path) -> RuntimeConfig:
 
 def consumer_name(explicit: str | None = None) -> str:
     """The pod's identity: stable across container restarts, so a restart re-reads its own PEL."""
-    return explicit or os.environ.get(ENV_CONSUMER_NAME) or os.environ.get("HOSTNAME") or (
-        socket.gethostname()
+    return (
+        explicit
+        or os.environ.get(ENV_CONSUMER_NAME)
+        or os.environ.get("HOSTNAME")
+        or (socket.gethostname())
     )

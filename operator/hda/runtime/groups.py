@@ -13,8 +13,26 @@ async def ensure_groups(connection: RespConnection, config: RuntimeConfig) -> No
     commands: list[tuple[bytes | str | int, ...]] = []
     for stream in config.streams:
         for partition in range(stream.partitions):
-            commands.append(("XGROUP", "CREATE", input_key(stream.name, partition), WORKER_GROUP, "0", "MKSTREAM"))
-            commands.append(("XGROUP", "CREATE", output_key(stream.name, partition), OUTPUT_GROUP, "0", "MKSTREAM"))
+            commands.append(
+                (
+                    "XGROUP",
+                    "CREATE",
+                    input_key(stream.name, partition),
+                    WORKER_GROUP,
+                    "0",
+                    "MKSTREAM",
+                )
+            )
+            commands.append(
+                (
+                    "XGROUP",
+                    "CREATE",
+                    output_key(stream.name, partition),
+                    OUTPUT_GROUP,
+                    "0",
+                    "MKSTREAM",
+                )
+            )
     for reply in await connection.pipeline(commands):
         if isinstance(reply, RespError) and not str(reply).startswith("BUSYGROUP"):
             raise reply

@@ -91,9 +91,7 @@ class EntryWriter:
             line_groups = {p: [lines[i] for i in indexes] for p, indexes in groups.items()}
             where = {i: (p, n) for p, indexes in groups.items() for n, i in enumerate(indexes)}
             first, last = where[0], where[len(lines) - 1]
-        submission = _Submission(
-            stream, line_groups, first, last, len(lines), loop.create_future()
-        )
+        submission = _Submission(stream, line_groups, first, last, len(lines), loop.create_future())
         self._pending.append(submission)
         if not self._scheduled:
             self._scheduled = True
@@ -135,7 +133,15 @@ class EntryWriter:
             first_command[(stream, partition)] = len(commands)
             for chunk in chunks:
                 commands.append(
-                    ("XADD", input_key(stream, partition), "*", "n", len(chunk), "d", b"\n".join(chunk))
+                    (
+                        "XADD",
+                        input_key(stream, partition),
+                        "*",
+                        "n",
+                        len(chunk),
+                        "d",
+                        b"\n".join(chunk),
+                    )
                 )
                 self.events_written += len(chunk)
         self.entries_written += len(commands)
@@ -186,7 +192,9 @@ class BacklogMonitor:
     entry, which is what maxBacklog (in events) is compared with.
     """
 
-    def __init__(self, config: RuntimeConfig, connection: Reconnecting, writer: EntryWriter) -> None:
+    def __init__(
+        self, config: RuntimeConfig, connection: Reconnecting, writer: EntryWriter
+    ) -> None:
         self.config = config
         self.connection = connection
         self.writer = writer
@@ -200,12 +208,16 @@ class BacklogMonitor:
         return not self.open[stream].is_set()
 
     async def poll_once(self) -> None:
-        events_per_entry = max(1.0, self.writer.events_written / max(1, self.writer.entries_written))
+        events_per_entry = max(
+            1.0, self.writer.events_written / max(1, self.writer.entries_written)
+        )
         connection = await self.connection.get()
         for stream in self.config.streams:
             entries = 0
             for partition in range(stream.partitions):
-                entries += await self._partition_backlog(connection, input_key(stream.name, partition))
+                entries += await self._partition_backlog(
+                    connection, input_key(stream.name, partition)
+                )
             backlog = entries * events_per_entry
             self.backlog_events[stream.name] = backlog
             if backlog > self.config.max_backlog_events:
@@ -325,7 +337,10 @@ class IngestServer:
         if problem is not None:
             return problem
         assert stream is not None and self.monitor is not None and self.writer is not None
-        if request.content_length is not None and request.content_length > self.config.max_request_bytes:
+        if (
+            request.content_length is not None
+            and request.content_length > self.config.max_request_bytes
+        ):
             return self._error(
                 413, f"body exceeds maxRequestBytes ({self.config.max_request_bytes})", stream.name
             )
@@ -396,9 +411,13 @@ class IngestServer:
                 try:
                     batch = parse_frame(data, key_field=stream.partition_key)
                 except BadInputError as error:
-                    await acks.put((sequence, {"seq": sequence, "status": 400, "error": str(error)}))
+                    await acks.put(
+                        (sequence, {"seq": sequence, "status": 400, "error": str(error)})
+                    )
                     continue
-                future = self.writer.submit(stream.name, batch, self._partition_groups(stream, batch))
+                future = self.writer.submit(
+                    stream.name, batch, self._partition_groups(stream, batch)
+                )
                 await acks.put((sequence, future))
         finally:
             await acks.put(None)
@@ -421,7 +440,11 @@ class IngestServer:
                     reply = {"seq": sequence, **receipt.as_json()}
                     self.metrics.inc("hda_ingest_events_total", receipt.count, stream=stream)
                 except (OSError, RespError) as error:
-                    reply = {"seq": sequence, "status": 503, "error": f"Valkey unavailable: {error}"}
+                    reply = {
+                        "seq": sequence,
+                        "status": 503,
+                        "error": f"Valkey unavailable: {error}",
+                    }
             if not ws.closed:
                 with contextlib.suppress(ConnectionError):
                     await ws.send_bytes(orjson.dumps(reply))

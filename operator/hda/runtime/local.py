@@ -146,7 +146,8 @@ class LocalPipeline:
         reuse = ["--reuse-port"] if self.ingest_processes > 1 else []
         self.components = [
             self._component(
-                f"ingest-{i}", ["ingest", "--port", str(self.ingest_port), *reuse, *self.ingest_args]
+                f"ingest-{i}",
+                ["ingest", "--port", str(self.ingest_port), *reuse, *self.ingest_args],
             )
             for i in range(self.ingest_processes)
         ]

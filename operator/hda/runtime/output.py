@@ -47,7 +47,7 @@ CLOSE_SLOW_SUBSCRIBER = 4008
 ReadReply = list[tuple[bytes, list[tuple[bytes, list[bytes] | None]]]]
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: kept in a set
 class Subscriber:
     limit: int
     queue: collections.deque[bytes] = field(default_factory=collections.deque)
@@ -109,7 +109,9 @@ class OutputProcess:
         self.metrics.describe("hda_output_entries_total", "counter", "Entries made durable")
         self.metrics.describe("hda_output_events_total", "counter", "Events made durable")
         self.metrics.describe("hda_output_subscribers", "gauge", "Live subscribers")
-        self.metrics.describe("hda_output_slow_disconnects_total", "counter", "Slow subscribers cut")
+        self.metrics.describe(
+            "hda_output_slow_disconnects_total", "counter", "Slow subscribers cut"
+        )
         self.ready = False
         self.durable_last: dict[tuple[str, int], StreamId] = {}
 
@@ -121,7 +123,9 @@ class OutputProcess:
                 self.durable_last[(stream, partition)] = last
         log.info(
             "segments recovered",
-            extra={"last": {f"{s}/{p}": f"{i[0]}-{i[1]}" for (s, p), i in self.durable_last.items()}},
+            extra={
+                "last": {f"{s}/{p}": f"{i[0]}-{i[1]}" for (s, p), i in self.durable_last.items()}
+            },
         )
 
     async def write_batch(self, connection: RespConnection, reply: ReadReply) -> int:
@@ -140,7 +144,11 @@ class OutputProcess:
                 fields = decode_fields(flat)
                 count = int(fields.get(FIELD_COUNT, b"0"))
                 line = encode_record(
-                    partition, entry_id, fields.get(FIELD_SOURCE, b""), count, fields.get(FIELD_DATA, b"")
+                    partition,
+                    entry_id,
+                    fields.get(FIELD_SOURCE, b""),
+                    count,
+                    fields.get(FIELD_DATA, b""),
                 )
                 records[stream].append((partition, parsed_id, line))
                 events[stream] += count

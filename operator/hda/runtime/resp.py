@@ -151,6 +151,10 @@ class RespConnection:
         self._transport.write(payload)
         return futures
 
+    def send_raw(self, payload: bytes, count: int) -> list[asyncio.Future[RespValue]]:
+        """Write pre-packed commands expecting `count` replies (benchmarks)."""
+        return self._send(payload, count)
+
     async def execute(self, *args: Arg) -> RespValue:
         """Send one command; raise RespError on an error reply."""
         (future,) = self._send(hiredis.pack_command(args), 1)

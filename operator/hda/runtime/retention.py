@@ -124,5 +124,7 @@ async def trim_key(
         return 0
     removed = int(await connection.execute("XTRIM", key, "MINID", "~", format_stream_id(minid)))
     if removed:
-        log.debug("trimmed", extra={"key": key, "minid": format_stream_id(minid), "removed": removed})
+        log.debug(
+            "trimmed", extra={"key": key, "minid": format_stream_id(minid), "removed": removed}
+        )
     return removed

@@ -39,7 +39,9 @@ def segment_number(path: Path) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-def encode_record(partition: int, entry_id: bytes, source_id: bytes, count: int, payload: bytes) -> bytes:
+def encode_record(
+    partition: int, entry_id: bytes, source_id: bytes, count: int, payload: bytes
+) -> bytes:
     """One record line; the payload's NDJSON lines are spliced into a JSON array unchanged."""
     return b"".join(
         (
@@ -249,9 +251,7 @@ class SegmentWriter:
             self._file = None
 
 
-def find_resume_position(
-    directory: Path, partition: int, after: StreamId
-) -> FilePosition | None:
+def find_resume_position(directory: Path, partition: int, after: StreamId) -> FilePosition | None:
     """Position just after record `partition/after` in file order (records of one partition are
     in ID order, so this is also after everything written before it); None if past the end."""
     segments = list_segments(directory)

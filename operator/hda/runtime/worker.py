@@ -68,7 +68,9 @@ class Delivered:
     deliveries: int
 
 
-def dead_letter_lines(result: EntryResult, stream: str, partition: int, entry_id: bytes) -> list[bytes]:
+def dead_letter_lines(
+    result: EntryResult, stream: str, partition: int, entry_id: bytes
+) -> list[bytes]:
     return [
         orjson.dumps(
             {
@@ -108,7 +110,9 @@ class Worker:
         self.metrics.describe("hda_worker_entries_total", "counter", "Input entries committed")
         self.metrics.describe("hda_worker_events_total", "counter", "Events written to output")
         self.metrics.describe("hda_worker_dead_letters_total", "counter", "Events dead-lettered")
-        self.metrics.describe("hda_worker_failed_deliveries_total", "counter", "Entries left for retry")
+        self.metrics.describe(
+            "hda_worker_failed_deliveries_total", "counter", "Entries left for retry"
+        )
         self.ready = False
 
     # --- processing ---
@@ -153,7 +157,9 @@ class Worker:
     def _partition_of(stream: str, item: Delivered) -> int:
         return item.partition
 
-    async def process(self, connection: RespConnection, batch: dict[tuple[str, int], list[Delivered]]) -> int:
+    async def process(
+        self, connection: RespConnection, batch: dict[tuple[str, int], list[Delivered]]
+    ) -> int:
         """Run the pipeline over delivered entries and commit them, one script call per partition."""
         calls: list[tuple[list[str], list[Arg]]] = []
         counted: list[tuple[str, int]] = []
@@ -183,7 +189,9 @@ class Worker:
             self.metrics.inc("hda_worker_events_total", events, stream=stream)
         return committed
 
-    def _group_reply(self, reply: Sequence[object] | None) -> dict[tuple[str, int], list[Delivered]]:
+    def _group_reply(
+        self, reply: Sequence[object] | None
+    ) -> dict[tuple[str, int], list[Delivered]]:
         batch: dict[tuple[str, int], list[Delivered]] = {}
         for key, entries in reply or []:  # type: ignore[misc]
             stream, partition = self._by_key[key]
@@ -222,7 +230,12 @@ class Worker:
                 )
                 counts = {row[0]: int(row[3]) + 1 for row in rows}  # XCLAIM counted one more
                 items = [
-                    Delivered(partition, entry_id, decode_fields(fields) if fields else None, counts[entry_id])
+                    Delivered(
+                        partition,
+                        entry_id,
+                        decode_fields(fields) if fields else None,
+                        counts[entry_id],
+                    )
                     for entry_id, fields in claimed
                     if entry_id is not None
                 ]
@@ -238,7 +251,14 @@ class Worker:
             cursor: bytes = b"0-0"
             for _ in range(100):  # bounded: each call scans at most 10x COUNT
                 reply = await connection.execute(
-                    "XAUTOCLAIM", key, WORKER_GROUP, self.consumer, min_idle_ms, cursor, "COUNT", 100
+                    "XAUTOCLAIM",
+                    key,
+                    WORKER_GROUP,
+                    self.consumer,
+                    min_idle_ms,
+                    cursor,
+                    "COUNT",
+                    100,
                 )
                 cursor, entries = reply[0], reply[1]
                 entries = [(entry_id, fields) for entry_id, fields in entries if entry_id]
@@ -299,7 +319,9 @@ class Worker:
         """Delete this consumer only when nothing is pending for it (DELCONSUMER drops its PEL)."""
         pending = 0
         for _, _, key in self.keys:
-            rows = await connection.execute("XPENDING", key, WORKER_GROUP, "-", "+", 1, self.consumer)
+            rows = await connection.execute(
+                "XPENDING", key, WORKER_GROUP, "-", "+", 1, self.consumer
+            )
             pending += len(rows)
         if pending:
             log.info("keeping consumer: entries still pending", extra={"consumer": self.consumer})

@@ -1,0 +1,285 @@
+"""`hda bench`: the raw Valkey XADD ceiling and the whole pipeline, measured in one run.
+
+(a) pipelined XADD of 200-byte entries against the same embedded Valkey settings;
+(b) HTTP ingest -> workers -> fsync'd output with ~200-byte JSON events: the sustained rate
+    (events made durable per second while producers push as fast as ingest accepts), then
+    latency from the ingest acknowledgement to the record arriving at a live subscriber
+    (which output publishes only after the fsync) at half that rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import hiredis
+import orjson
+
+from .embedded import EmbeddedValkey, free_port
+from .local import LocalPipeline
+from .resp import RedisAddress, RespConnection
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    seconds: float = 10.0
+    event_bytes: int = 200
+    events_per_request: int = 200
+    partitions: int = 4
+    workers: int = 1
+    ingest_processes: int = 1
+    connections: int = 16
+    appendfsync: str = "everysec"
+    pipeline_steps: bool = False
+
+
+@dataclass(frozen=True)
+class PipelineFigures:
+    sustained_events_per_second: float
+    accepted_events_per_second: float
+    latency_rate: float
+    p50_ms: float
+    p99_ms: float
+    samples: int
+
+
+def sample_event(sequence: int, size: int) -> bytes:
+    """A log-like JSON event of about `size` bytes."""
+    event = {
+        "ts": 1_700_000_000.123,
+        "host": "web-017",
+        "service": "checkout",
+        "level": "info",
+        "msg": "GET /api/v1/items/123456 200",
+        "seq": sequence,
+        "pad": "",
+    }
+    base = len(orjson.dumps(event))
+    event["pad"] = "x" * max(0, size - base)
+    return orjson.dumps(event)
+
+
+# --- (a) the raw ceiling ---
+
+
+async def _xadd_ceiling(address: RedisAddress, seconds: float, entry_bytes: int) -> float:
+    value = b"v" * entry_bytes
+    depth = 64
+    payload = hiredis.pack_command(("XADD", "bench:ceiling", "*", "d", value)) * depth
+    connections = [await RespConnection.connect(address) for _ in range(2)]
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def pump(connection: RespConnection) -> None:
+        nonlocal done
+        in_flight: list[asyncio.Future[object]] = []
+        while time.perf_counter() < deadline:
+            while len(in_flight) < 4 * depth:
+                in_flight.extend(connection.send_raw(payload, depth))
+            batch, in_flight = in_flight[:depth], in_flight[depth:]
+            await asyncio.gather(*batch)
+            done += depth
+        await asyncio.gather(*in_flight)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(pump(c) for c in connections))
+    elapsed = time.perf_counter() - started
+    await connections[0].execute("DEL", "bench:ceiling")
+    for connection in connections:
+        connection.close()
+    return done / elapsed
+
+
+# --- (b) the pipeline ---
+
+
+def _manifest(options: BenchOptions) -> str:
+    steps = ""
+    if options.pipeline_steps:
+        steps = """
+    pipeline:
+      - filter: {field: level, op: ne, value: debug}
+      - setFields: {fields: {env: bench}}
+      - dropFields: {fields: [pad]}"""
+    return f"""apiVersion: hda.shitops.dev/v1alpha1
+kind: HyperDriveAccelerator
+metadata: {{name: bench}}
+spec:
+  streams:
+    - {{name: bench, partitions: {options.partitions}}}
+  ingest:
+    maxRequestBytes: 67108864
+    backpressure: {{maxBacklog: 2000000}}
+  workers:
+    replicas: {options.workers}
+    batchSize: 64{steps}
+  output:
+    sinks:
+      subscribers: {{maxBufferedEntries: 100000}}
+"""
+
+
+async def _output_events(port: int) -> float:
+    # Its own session: the producers' connection pool is always busy.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        text = await response.text()
+    match = re.search(r'^hda_output_events_total\{stream="bench"\} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+async def _throughput(
+    options: BenchOptions, ingest_port: int, output_port: int
+) -> tuple[float, float]:
+    lines = [sample_event(i, options.event_bytes) for i in range(options.events_per_request)]
+    body = b"\n".join(lines) + b"\n"
+    url = f"http://127.0.0.1:{ingest_port}/v1/streams/bench/events"
+    headers = {"Content-Type": "application/x-ndjson"}
+    accepted = 0
+    stop_at = time.perf_counter() + options.seconds + 2.0
+    connector = aiohttp.TCPConnector(limit=options.connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def producer() -> None:
+            nonlocal accepted
+            while time.perf_counter() < stop_at:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status == 202:
+                        accepted += options.events_per_request
+                    else:
+                        await asyncio.sleep(0.05)  # 429: backlog above the watermark
+
+        producers = [asyncio.create_task(producer()) for _ in range(options.connections)]
+        await asyncio.sleep(2.0)  # warm-up
+        accepted_start, durable_start = accepted, await _output_events(output_port)
+        started = time.perf_counter()
+        await asyncio.sleep(options.seconds)
+        elapsed = time.perf_counter() - started
+        accepted_end, durable_end = accepted, await _output_events(output_port)
+        await asyncio.gather(*producers)
+        # Let the backlog drain before the latency run.
+        previous = -1.0
+        while (current := await _output_events(output_port)) != previous:
+            previous = current
+            await asyncio.sleep(1.0)
+    return (durable_end - durable_start) / elapsed, (accepted_end - accepted_start) / elapsed
+
+
+_PROBE = re.compile(rb'"probe":(\d+)')
+
+
+async def _latency(
+    options: BenchOptions, ingest_port: int, output_port: int, rate: float
+) -> tuple[float, float, int]:
+    rest = b"\n".join(
+        sample_event(i, options.event_bytes) for i in range(1, options.events_per_request)
+    )
+    url = f"http://127.0.0.1:{ingest_port}/v1/streams/bench/events"
+    headers = {"Content-Type": "application/x-ndjson"}
+    interval = options.events_per_request / rate
+    acked: dict[int, float] = {}
+    durable: dict[int, float] = {}
+    connector = aiohttp.TCPConnector(limit=options.connections * 4)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        ws = await session.ws_connect(f"http://127.0.0.1:{output_port}/v1/streams/bench/subscribe")
+
+        async def subscriber() -> None:
+            async for message in ws:
+                now = time.perf_counter()
+                for probe in _PROBE.findall(message.data.encode()):
+                    durable[int(probe)] = now
+
+        listening = asyncio.create_task(subscriber())
+
+        async def send(probe: int) -> None:
+            first = orjson.dumps({"probe": probe, "pad": "x" * (options.event_bytes - 30)})
+            async with session.post(url, data=first + b"\n" + rest, headers=headers) as response:
+                await response.read()
+                if response.status == 202:
+                    acked[probe] = time.perf_counter()
+
+        tasks = []
+        started = time.perf_counter()
+        total = int(options.seconds / interval)
+        for probe in range(total):
+            delay = started + probe * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send(probe)))
+        await asyncio.gather(*tasks)
+        deadline = time.perf_counter() + 10
+        while len(durable) < len(acked) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.1)
+        await ws.close()
+        listening.cancel()
+    latencies = sorted(max(0.0, durable[p] - acked[p]) * 1000 for p in acked if p in durable)
+    if not latencies:
+        return float("nan"), float("nan"), 0
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return statistics.median(latencies), p99, len(latencies)
+
+
+def _machine() -> str:
+    model = "unknown CPU"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} CPUs"
+
+
+def run_bench(options: BenchOptions) -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="hda-bench-") as temp:
+        root = Path(temp)
+        yield f"machine: {_machine()}"
+        yield (
+            f"settings: valkey appendfsync={options.appendfsync}, {options.partitions} partitions, "
+            f"{options.ingest_processes} ingest / {options.workers} worker / 1 output process(es), "
+            f"{options.events_per_request} events of {options.event_bytes} B per request, "
+            f"{options.connections} HTTP connections, "
+            f"pipeline: {'filter+setFields+dropFields' if options.pipeline_steps else 'pass-through'}"
+        )
+        with EmbeddedValkey(root / "ceiling", appendfsync=options.appendfsync) as valkey:
+            ceiling = asyncio.run(
+                _xadd_ceiling(RedisAddress(port=valkey.port), options.seconds, options.event_bytes)
+            )
+        manifest = root / "bench.yaml"
+        manifest.write_text(_manifest(options))
+        ingest_port, output_port = free_port(), free_port()
+        local = LocalPipeline(
+            manifest,
+            data_dir=root / "pipeline",
+            ingest_port=ingest_port,
+            output_port=output_port,
+            appendfsync=options.appendfsync,
+            log_level="WARNING",
+            ingest_processes=options.ingest_processes,
+        )
+        local.start()
+        try:
+            sustained, accepted = asyncio.run(_throughput(options, ingest_port, output_port))
+            rate = sustained / 2
+            p50, p99, samples = asyncio.run(_latency(options, ingest_port, output_port, rate))
+        finally:
+            local.stop()
+    yield ""
+    yield "| measurement | result |"
+    yield "|---|---|"
+    yield f"| (a) raw Valkey XADD ceiling, pipelined {options.event_bytes} B entries | {ceiling:,.0f} entries/s |"
+    yield f"| (b) pipeline sustained (durable in output) | {sustained:,.0f} events/s |"
+    yield f"| (b) ingest accepted during the same window | {accepted:,.0f} events/s |"
+    yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p50 | {p50:.1f} ms |"
+    yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p99 | {p99:.1f} ms ({samples} requests) |"
+    yield f"| ratio (b)/(a) | {sustained / ceiling:.2f} |"
