@@ -18,6 +18,7 @@ from .config import (
     DEFAULT_OUTPUT_DIR,
     DEFAULT_OUTPUT_PORT,
     DEFAULT_REDIS_URL,
+    DEFAULT_WORKER_PORT,
     ENV_CONFIG,
     ENV_INGEST_TOKEN,
     ENV_OUTPUT_DIR,
@@ -29,8 +30,6 @@ from .config import (
 )
 from .logs import setup_logging
 from .resp import RedisAddress
-
-DEFAULT_WORKER_PORT = 8082
 
 config_option = click.option(
     "--config",
@@ -113,7 +112,7 @@ def ingest(
 @config_option
 @redis_option
 @click.option(
-    "--consumer", default=None, help="Consumer name (default: HDA_CONSUMER_NAME, HOSTNAME)."
+    "--consumer", default=None, help="Consumer name (default: HDA_POD_NAME, then HOSTNAME)."
 )
 @click.option(
     "--claim-idle", type=float, default=None, help="Seconds before idle entries are reclaimed."
@@ -151,7 +150,7 @@ def worker(
 @config_option
 @redis_option
 @click.option(
-    "--consumer", default=None, help="Consumer name (default: HDA_CONSUMER_NAME, HOSTNAME)."
+    "--consumer", default=None, help="Consumer name (default: HDA_POD_NAME, then HOSTNAME)."
 )
 @click.option("--data-dir", envvar=ENV_OUTPUT_DIR, default=DEFAULT_OUTPUT_DIR, show_default=True,
               type=click.Path(file_okay=False, path_type=Path))  # fmt: skip

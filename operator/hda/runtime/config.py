@@ -15,6 +15,19 @@ from typing import Any
 
 import yaml
 
+from hda.api.consts import (
+    ENV_INGEST_TOKEN,
+    ENV_LOG_FORMAT,
+    ENV_OUTPUT_DIR,
+    ENV_POD_NAME,
+    ENV_REDIS_PASSWORD,
+    ENV_REDIS_URL,
+    INGEST_PORT,
+    OUTPUT_DATA_DIR,
+    OUTPUT_PORT,
+    RUNTIME_CONFIG_PATH,
+    WORKER_HEALTH_PORT,
+)
 from hda.api.v1alpha1 import (
     HyperDriveAcceleratorSpec,
     load_manifest,
@@ -23,18 +36,15 @@ from hda.api.v1alpha1 import (
 )
 from hda.api.v1alpha1.spec import PipelineStep
 
-# Environment variables: the contract between the operator's pod templates and the runtime.
+# The runtime contract (what the operator gives every runtime pod) lives in hda.api.consts.
 ENV_CONFIG = "HDA_CONFIG"
-ENV_REDIS_URL = "HDA_REDIS_URL"
-ENV_REDIS_PASSWORD = "HDA_REDIS_PASSWORD"
-ENV_INGEST_TOKEN = "HDA_INGEST_TOKEN"
-ENV_CONSUMER_NAME = "HDA_CONSUMER_NAME"
-ENV_OUTPUT_DIR = "HDA_OUTPUT_DIR"
-DEFAULT_CONFIG_PATH = "/etc/hda/hda.yaml"
+ENV_CONSUMER_NAME = ENV_POD_NAME
+DEFAULT_CONFIG_PATH = RUNTIME_CONFIG_PATH
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_OUTPUT_DIR = "/var/lib/hda/output"
-DEFAULT_INGEST_PORT = 8080
-DEFAULT_OUTPUT_PORT = 8081
+DEFAULT_OUTPUT_DIR = OUTPUT_DATA_DIR
+DEFAULT_INGEST_PORT = INGEST_PORT
+DEFAULT_OUTPUT_PORT = OUTPUT_PORT
+DEFAULT_WORKER_PORT = WORKER_HEALTH_PORT
 
 WORKER_GROUP = "hda-workers"
 OUTPUT_GROUP = "hda-output"

@@ -311,15 +311,17 @@ class IngestServer:
         offered_bytes = offered.encode()
         return any(hmac.compare_digest(offered_bytes, token) for token in self.tokens)
 
-    def _error(self, status: int, message: str, stream: str = "", **headers: str) -> web.Response:
+    def _error(
+        self, status: int, message: str, stream: str = "", headers: dict[str, str] | None = None
+    ) -> web.Response:
         self.metrics.inc("hda_ingest_requests_total", code=str(status), stream=stream)
-        return web.json_response({"error": message}, status=status, headers=headers or None)
+        return web.json_response({"error": message}, status=status, headers=headers)
 
     def _precheck(self, request: web.Request) -> tuple[StreamConfig | None, web.Response | None]:
         name = request.match_info["stream"]
         if not self._authorized(request):
             return None, self._error(
-                401, "missing or wrong bearer token", WWW_Authenticate="Bearer"
+                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
         stream = self.config.stream(name)
         if stream is None:
@@ -349,7 +351,7 @@ class IngestServer:
                 429,
                 "backlog above the watermark; retry later",
                 stream.name,
-                Retry_After=str(self.config.retry_after_seconds),
+                headers={"Retry-After": str(self.config.retry_after_seconds)},
             )
         content_type = request.content_type
         if content_type not in NDJSON_TYPES and content_type not in JSON_TYPES:
@@ -375,7 +377,7 @@ class IngestServer:
             )
         except (OSError, RespError) as error:
             log.error("write to Valkey failed", extra={"error": str(error)})
-            return self._error(503, "Valkey unavailable; retry", stream.name, Retry_After="1")
+            return self._error(503, "Valkey unavailable; retry", stream.name, headers={"Retry-After": "1"})
         self.metrics.inc("hda_ingest_events_total", receipt.count, stream=stream.name)
         self.metrics.inc("hda_ingest_requests_total", code="202", stream=stream.name)
         return web.Response(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Any
 
 import orjson
+
+from hda.api.consts import ENV_LOG_FORMAT
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -35,8 +38,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(component: str, level: str = "INFO") -> None:
+    """JSON lines by default; HDA_LOG_FORMAT=text for a human at a terminal."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(component))
+    if os.environ.get(ENV_LOG_FORMAT, "json") == "text":
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {component} %(levelname)s %(message)s"))
+    else:
+        handler.setFormatter(JsonFormatter(component))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
