@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
 from .codec import (
@@ -53,6 +54,7 @@ class Subscriber:
     queue: collections.deque[bytes] = field(default_factory=collections.deque)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
+    gone: bool = False  # the client closed, or the server is shutting down
 
 
 class SubscriberHub:
@@ -68,6 +70,12 @@ class SubscriberHub:
 
     def unregister(self, stream: str, subscriber: Subscriber) -> None:
         self.subscribers[stream].discard(subscriber)
+
+    def shut_down(self) -> None:
+        for subscribers in self.subscribers.values():
+            for subscriber in subscribers:
+                subscriber.gone = True
+                subscriber.wakeup.set()
 
     def publish(self, stream: str, lines: list[bytes]) -> None:
         for subscriber in self.subscribers.get(stream, ()):
@@ -213,6 +221,11 @@ class OutputProcess:
 
     def app(self) -> web.Application:
         app = web.Application()
+
+        async def on_shutdown(app: web.Application) -> None:
+            self.hub.shut_down()
+
+        app.on_shutdown.append(on_shutdown)
         app.router.add_get("/v1/streams/{stream}/subscribe", self.subscribe)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -237,6 +250,14 @@ class OutputProcess:
         subscriber = self.hub.register(stream, self.config.subscriber_max_buffered_entries)
         history_end = writer.durable_position
         last_sent = start_text or ""
+
+        async def watch_client() -> None:  # subscribers only listen; a read is their close
+            async for _ in ws:
+                pass
+            subscriber.gone = True
+            subscriber.wakeup.set()
+
+        watcher = asyncio.create_task(watch_client())
         try:
             if start is not None and start < history_end:
                 for line in await asyncio.to_thread(_read_range, directory, start, history_end):
@@ -245,6 +266,9 @@ class OutputProcess:
             while not ws.closed:
                 await subscriber.wakeup.wait()
                 subscriber.wakeup.clear()
+                if subscriber.gone:
+                    await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
+                    break
                 if subscriber.overflowed:
                     self.metrics.inc("hda_output_slow_disconnects_total", stream=stream)
                     await ws.close(
@@ -260,6 +284,7 @@ class OutputProcess:
             pass
         finally:
             self.hub.unregister(stream, subscriber)
+            watcher.cancel()
         return ws
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -221,10 +221,22 @@ class SegmentWriter:
             self._open_new(self._number + 1, dict(self._written_last))
 
     def append(self, records: list[tuple[int, StreamId, bytes]]) -> None:
-        """Write records (partition, entry ID, line); durable only after `sync`."""
+        """Write records (partition, entry ID, line); durable only after `sync`. Rotation can
+        happen between any two records, so a segment never grows far past its size."""
         if not records:
             return
-        self._rotate_if_due()
+        start = 0
+        while start < len(records):
+            self._rotate_if_due()
+            end = start
+            size = self._size
+            while end < len(records) and (end == start or size < self.max_bytes):
+                size += len(records[end][2])
+                end += 1
+            self._write(records[start:end])
+            start = end
+
+    def _write(self, records: list[tuple[int, StreamId, bytes]]) -> None:
         assert self._file is not None
         data = b"".join(line for _, _, line in records)
         view = memoryview(data)
