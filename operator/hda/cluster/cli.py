@@ -55,6 +55,7 @@ def cluster() -> None:
 def up(name: str, nodes: int, fc_nodes: int) -> None:
     """Start the cluster (or keep it, if it is healthy) and wait until every node is Ready.
 
+    On a running cluster this only adds missing nodes.
     Prints the `export KUBECONFIG=...` line on stdout.
     """
     if fc_nodes > nodes:

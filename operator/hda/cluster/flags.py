@@ -38,6 +38,10 @@ APISERVER_KEY: Final = "apiserver.key"
 #: Serving certificate of controller-manager, scheduler and kwok (loopback SANs only).
 SERVING_CERT: Final = "serving.crt"
 SERVING_KEY: Final = "serving.key"
+#: Client certificate the apiserver presents to aggregated APIs (front proxy).
+FRONT_PROXY_CERT: Final = "front-proxy-client.crt"
+FRONT_PROXY_KEY: Final = "front-proxy-client.key"
+FRONT_PROXY_COMMON_NAME: Final = "front-proxy-client"
 ADMIN_CERT: Final = "admin.crt"
 ADMIN_KEY: Final = "admin.key"
 SA_KEY: Final = "sa.key"
@@ -89,6 +93,15 @@ def apiserver_args(bin_dir: Path, layout: ClusterLayout, ports: Ports) -> list[s
         "--authorization-mode=Node,RBAC",
         # The default admission plugins stay on: PodSecurity, ServiceAccount, NodeRestriction...
         "--allow-privileged=true",
+        # Front-proxy (request header) authentication, as kubeadm sets it up: the controllers'
+        # delegated authentication reads this CA, and aggregated APIs would trust it.
+        f"--requestheader-client-ca-file={pki(CA_CERT)}",
+        f"--requestheader-allowed-names={FRONT_PROXY_COMMON_NAME}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki(FRONT_PROXY_CERT)}",
+        f"--proxy-client-key-file={pki(FRONT_PROXY_KEY)}",
         f"--cert-dir={layout.state_dir / 'apiserver-certs'}",
         "--profiling=false",
     ]

@@ -75,6 +75,12 @@ def certificate_requests() -> list[CertRequest]:
             ip_addresses=(flags.LOOPBACK,),
         ),
         CertRequest(
+            cert_file=flags.FRONT_PROXY_CERT,
+            key_file=flags.FRONT_PROXY_KEY,
+            common_name=flags.FRONT_PROXY_COMMON_NAME,
+            client=True,
+        ),
+        CertRequest(
             cert_file=flags.ADMIN_CERT,
             key_file=flags.ADMIN_KEY,
             common_name=ADMIN_COMMON_NAME,

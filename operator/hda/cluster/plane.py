@@ -9,6 +9,7 @@ idempotent `up`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import shutil
@@ -17,7 +18,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -168,13 +169,30 @@ class LocalCluster:
     def is_up(self) -> bool:
         return not self.unhealthy_components()
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise `up` and `down` of this cluster across processes."""
+        lock_path = self.layout.state_dir.with_name(f".{self.name}.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
     def up(self, nodes: int = 3, fc_nodes: int = 2) -> None:
         """Start the plane (or keep it, if healthy) and make sure the requested nodes are Ready.
 
-        Raises `ComponentFailedError` naming the component and its log when something does not come
+        On a healthy cluster this only adds missing nodes (it never removes any). Raises
+        `ComponentFailedError` naming the component and its log when something does not come
         up; the processes started so far are stopped, the logs are kept.
         """
         specs = node_specs(nodes, fc_nodes)
+        with self._locked():
+            self._up(specs)
+
+    def _up(self, specs: list[NodeSpec]) -> None:
         started = time.monotonic()
         state = self.state()
         if state is not None:
@@ -188,7 +206,7 @@ class LocalCluster:
                 self.name,
                 ", ".join(unhealthy),
             )
-            self.down()
+            self._down(remove_state=True)
 
         bin_dir = self._bin_dir or find_bin_dir()
         self._prepare_files(bin_dir)
@@ -208,6 +226,10 @@ class LocalCluster:
 
     def down(self, *, remove_state: bool = True) -> None:
         """Stop every process this cluster started; remove its state dir unless told not to."""
+        with self._locked():
+            self._down(remove_state=remove_state)
+
+    def _down(self, *, remove_state: bool) -> None:
         state = self.state()
         if state is not None:
             self._stop_processes(state)
