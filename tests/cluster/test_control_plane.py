@@ -209,7 +209,7 @@ def second_cluster(
     assert not plane.layout.state_dir.exists()
 
 
-def test_without_fc_nodes_pods_stay_pending_with_scheduler_reason(
+def test_without_fc_nodes_pods_stay_pending_until_an_fc_node_joins(
     second_cluster: ClusterHandle,
 ) -> None:
     core = client.CoreV1Api(second_cluster.api_client)
@@ -219,6 +219,19 @@ def test_without_fc_nodes_pods_stay_pending_with_scheduler_reason(
     core.create_namespace({"metadata": {"name": namespace}})
     wait_for(lambda: not _not_found(core.read_namespaced_service_account, "default", namespace))
     _assert_pending_unschedulable(core, apps, namespace)
+
+    # An FC node joining (what `ClusterHandle.add_node` offers other tests) unblocks them.
+    second_cluster.add_node("fc-late-0", fc=True)
+    try:
+        pods = wait_for(
+            lambda: _running_pods(core, namespace, "app=fc-app", 2),
+            timeout=60,
+            message=lambda: f"still not Running: {_describe_pods(core, namespace, 'app=fc-app')}",
+        )
+        assert {pod.spec.node_name for pod in pods if pod.spec} == {"fc-late-0"}
+    finally:
+        core.delete_namespace(namespace)
+        second_cluster.delete_node("fc-late-0")
 
 
 def test_without_fc_nodes_on_existing_cluster(

@@ -20,7 +20,7 @@ def openssl(*args: str) -> str:
 def test_ensure_pki_creates_a_verifiable_chain(tmp_path: Path) -> None:
     pki.ensure_pki(tmp_path)
     ca = str(tmp_path / "ca.crt")
-    for leaf in ("apiserver.crt", "serving.crt", "admin.crt"):
+    for leaf in ("apiserver.crt", "serving.crt", "front-proxy-client.crt", "admin.crt"):
         assert "OK" in openssl("verify", "-CAfile", ca, str(tmp_path / leaf))
     admin = openssl(
         "x509", "-in", str(tmp_path / "admin.crt"), "-noout", "-subject", "-ext", "extendedKeyUsage"
