@@ -122,7 +122,7 @@ async def trim_key(
     minid = trim_minid(safe, retention, has_retention=has_retention)
     if minid is None:
         return 0
-    removed = int(await connection.execute("XTRIM", key, "MINID", "~", format_stream_id(minid)))
+    removed = int(await connection.execute("XTRIM", key, "MINID", format_stream_id(minid)))
     if removed:
         log.debug(
             "trimmed", extra={"key": key, "minid": format_stream_id(minid), "removed": removed}
