@@ -74,8 +74,17 @@ def parse_record_id(text: str) -> tuple[int, StreamId]:
 
 def partition_for_key(value: Any, partitions: int) -> int:
     """Stable across processes and restarts (unlike hash()): crc32 of the key's JSON text."""
-    text = value.encode() if isinstance(value, str) else orjson.dumps(value)
-    return zlib.crc32(text) % partitions
+    return zlib.crc32(key_bytes(value)) % partitions
+
+
+def key_bytes(value: Any) -> bytes:
+    """A key's identity as bytes: strings as themselves, anything else as its JSON text."""
+    if isinstance(value, str):
+        return value.encode()
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # e.g. an integer beyond 64 bits
+        return str(value).encode()
 
 
 def lookup(event: dict[str, Any], path: str) -> Any:

@@ -20,7 +20,7 @@ import orjson
 from hda.api.v1alpha1 import parse_duration
 from hda.api.v1alpha1.spec import FilterStep, PipelineStep
 
-from .codec import lookup
+from .codec import key_bytes, lookup
 
 Event = dict[str, Any]
 EventStep = Callable[[Event], Event | None]  # None drops the event
@@ -86,17 +86,43 @@ def _parse_json(field: str, target: str | None) -> EventStep:
     return step
 
 
-def _compare(op: str, actual: Any, operand: Any) -> bool:
-    try:
-        if op == "gt":
-            return bool(actual > operand)
-        if op == "gte":
-            return bool(actual >= operand)
-        if op == "lt":
-            return bool(actual < operand)
-        return bool(actual <= operand)
-    except TypeError:
-        return False  # incomparable types (e.g. "abc" > 3) simply do not match
+@dataclass(frozen=True)
+class Operand:
+    """A filter operand as written in the spec (a string), with its numeric reading if any:
+    numbers compare numerically when both sides are numbers, strings compare as strings."""
+
+    text: str
+    number: float | None
+
+    @classmethod
+    def of(cls, text: str) -> Operand:
+        try:
+            number: float | None = float(text)
+        except ValueError:
+            number = None
+        return cls(text, number)
+
+    def key(self, actual: Any) -> tuple[Any, Any] | None:
+        """(actual, operand) in one comparable domain, or None when they cannot compare."""
+        if isinstance(actual, bool):
+            return ("true" if actual else "false"), self.text
+        if isinstance(actual, int | float):
+            return (actual, self.number) if self.number is not None else None
+        if isinstance(actual, str):
+            return actual, self.text
+        return None
+
+    def equals(self, actual: Any) -> bool:
+        pair = self.key(actual)
+        return pair is not None and pair[0] == pair[1]
+
+
+_ORDERINGS: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": lambda a, b: bool(a > b),
+    "gte": lambda a, b: bool(a >= b),
+    "lt": lambda a, b: bool(a < b),
+    "lte": lambda a, b: bool(a <= b),
+}
 
 
 def filter_predicate(spec: FilterStep) -> Callable[[Event], bool]:
@@ -105,26 +131,29 @@ def filter_predicate(spec: FilterStep) -> Callable[[Event], bool]:
         return lambda event: lookup(event, field) is not None
     if op == "notExists":
         return lambda event: lookup(event, field) is None
-    if op == "eq":
-        return lambda event: lookup(event, field) == spec.value
-    if op == "ne":
-        return lambda event: lookup(event, field) != spec.value
     if op in ("in", "notIn"):
-        values = list(spec.values or [])
-        hashable = {v for v in values if isinstance(v, str | int | float | bool)}
+        operands = [Operand.of(v) for v in spec.values or []]
         if op == "in":
-            return lambda event: _member(lookup(event, field), hashable, values)
-        return lambda event: not _member(lookup(event, field), hashable, values)
+            return lambda event: any(o.equals(lookup(event, field)) for o in operands)
+        return lambda event: not any(o.equals(lookup(event, field)) for o in operands)
+    operand = Operand.of(spec.value or "")
+    if op == "eq":
+        return lambda event: operand.equals(lookup(event, field))
+    if op == "ne":
+        return lambda event: not operand.equals(lookup(event, field))
     if op == "matches":
-        pattern = re.compile(str(spec.value))
+        pattern = re.compile(operand.text)
         return lambda event: isinstance(v := lookup(event, field), str) and bool(pattern.search(v))
-    return lambda event: _compare(op, lookup(event, field), spec.value)
+    ordering = _ORDERINGS[op]
 
+    def ordered(event: Event) -> bool:
+        actual = lookup(event, field)
+        if isinstance(actual, bool):
+            return False  # booleans have no order
+        pair = operand.key(actual)
+        return pair is not None and ordering(pair[0], pair[1])
 
-def _member(value: Any, hashable: set[Any], values: list[Any]) -> bool:
-    if isinstance(value, str | int | float | bool):
-        return value in hashable
-    return value in values
+    return ordered
 
 
 def _filter(spec: FilterStep) -> EventStep:
@@ -178,8 +207,7 @@ def _redact(fields: list[str], pattern: str, replacement: str) -> EventStep:
 
 def sample_keeps(key_value: Any, rate: float) -> bool:
     """Deterministic by key: every event of a key is kept, or none is."""
-    text = key_value.encode() if isinstance(key_value, str) else orjson.dumps(key_value)
-    return zlib.crc32(text) < rate * 2**32
+    return zlib.crc32(key_bytes(key_value)) < rate * 2**32
 
 
 def _sample(rate: float, key: str | None) -> EventStep:
@@ -196,7 +224,7 @@ def _count_by_key(key: str, window: str) -> AggregateStep:
         counts: dict[bytes, tuple[Any, int]] = {}
         for event in events:
             value = lookup(event, key)
-            identity = orjson.dumps(value)
+            identity = type(value).__name__.encode() + b":" + key_bytes(value)
             previous = counts.get(identity)
             counts[identity] = (value, 1 if previous is None else previous[1] + 1)
         return [

@@ -1,0 +1,37 @@
+"""The adapter from the API model to the runtime configuration."""
+
+from __future__ import annotations
+
+from hda.runtime.config import load_config_text
+
+
+def test_manifest_and_bare_spec_give_the_same_runtime_config() -> None:
+    spec = """
+streams:
+  - {name: events, partitions: 3, partitionKey: host, retention: {maxLength: 100, maxAge: 1h}}
+ingest: {maxRequestBytes: 2048, backpressure: {maxBacklog: 10, retryAfterSeconds: 3}}
+workers:
+  maxDeliveries: 2
+  pipeline:
+    - filter: {field: level, op: eq, value: error}
+output:
+  sinks:
+    segmentFiles: {maxSegmentBytes: 1Mi, maxSegmentAge: 30s}
+    subscribers: {maxBufferedEntries: 7}
+"""
+    manifest = "apiVersion: hda.shitops.dev/v1alpha1\nkind: HyperDriveAccelerator\nmetadata: {name: x}\nspec:\n" + "\n".join(
+        "  " + line for line in spec.strip().splitlines()
+    )
+    from_manifest = load_config_text(manifest, source="m.yaml")
+    from_spec = load_config_text(spec, source="spec.yaml")
+    assert from_manifest == from_spec
+    config = from_spec
+    stream = config.stream("events")
+    assert stream is not None
+    assert (stream.partitions, stream.partition_key) == (3, "host")
+    assert (stream.retention_max_length, stream.retention_max_age_seconds) == (100, 3600.0)
+    assert (config.max_request_bytes, config.max_backlog_events, config.retry_after_seconds) == (2048, 10, 3)
+    assert config.max_deliveries == 2 and len(config.pipeline) == 1
+    assert (config.segment_max_bytes, config.segment_max_age_seconds) == (1 << 20, 30.0)
+    assert config.subscriber_max_buffered_entries == 7
+    assert config.stream("other") is None

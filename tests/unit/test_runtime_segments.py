@@ -1,0 +1,100 @@
+"""Segment files: record encoding, scanning, torn tails, recovery and resume positions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hda.runtime.segments import (
+    FilePosition,
+    SegmentWriter,
+    encode_header,
+    encode_record,
+    find_resume_position,
+    list_segments,
+    record_position,
+    scan_segment,
+)
+
+
+def record(partition: int, ms: int, *events: bytes) -> bytes:
+    return encode_record(partition, b"%d-0" % ms, b"1-0", len(events), b"\n".join(events))
+
+
+def test_a_record_is_one_json_line_with_its_ids_and_events() -> None:
+    line = record(3, 1700, b'{"a":1}', b'{"b":[1,2]}')
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert orjson.loads(line) == {"id": "3/1700-0", "src": "1-0", "n": 2, "events": [{"a": 1}, {"b": [1, 2]}]}
+    assert record_position(line) == (3, (1700, 0))
+    assert record_position(encode_header(1, "s", 0, {})) is None
+
+
+def test_scan_uses_the_header_and_stops_at_a_torn_tail() -> None:
+    header = encode_header(2, "s", 5, {0: (10, 0), 1: (11, 0)})
+    body = record(0, 20, b"{}") + record(0, 21, b"{}")
+    torn = record(1, 22, b"{}")[:-7]
+    scan = scan_segment(header + body + torn)
+    assert scan.header_last == {0: (10, 0), 1: (11, 0)}
+    assert scan.last == {0: (21, 0), 1: (11, 0)}
+    assert scan.records == 2
+    assert scan.intact_length == len(header + body)
+
+
+@given(st.integers(min_value=0, max_value=400))
+def test_any_cut_of_a_segment_scans_to_a_whole_record_prefix(cut: int) -> None:
+    data = encode_header(1, "s", 0, {}) + b"".join(record(p % 2, 100 + p, b'{"i":%d}' % p) for p in range(6))
+    scan = scan_segment(data[:cut])
+    assert data.startswith(data[: scan.intact_length])
+    assert scan.intact_length <= cut
+    assert data[: scan.intact_length].endswith(b"\n") or scan.intact_length == 0
+
+
+def test_writer_recovers_by_cutting_the_torn_tail(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path, "s", max_bytes=1 << 20, max_age_seconds=600)
+    assert writer.recover() == {}
+    writer.append([(0, (5, 0), record(0, 5, b"{}")), (1, (6, 0), record(1, 6, b"{}"))])
+    writer.sync()
+    writer.append([(0, (7, 0), record(0, 7, b"{}")[:10])])  # a crash mid-write
+    writer.close()
+    again = SegmentWriter(tmp_path, "s", max_bytes=1 << 20, max_age_seconds=600)
+    assert again.recover() == {0: (5, 0), 1: (6, 0)}
+    ((_, path),) = list_segments(tmp_path)
+    assert path.read_bytes().endswith(record(1, 6, b"{}"))
+
+
+def test_rotation_carries_the_last_ids_in_the_next_header(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path, "s", max_bytes=200, max_age_seconds=600)
+    writer.recover()
+    writer.append([(p % 2, (100 + p, 0), record(p % 2, 100 + p, b'{"pad":"%s"}' % (b"x" * 50))) for p in range(8)])
+    writer.sync()
+    writer.close()
+    segments = list_segments(tmp_path)
+    assert len(segments) > 2
+    last_scan = scan_segment(segments[-1][1].read_bytes())
+    assert last_scan.last == {0: (106, 0), 1: (107, 0)}
+    fresh = SegmentWriter(tmp_path, "s", max_bytes=200, max_age_seconds=600)
+    assert fresh.recover() == {0: (106, 0), 1: (107, 0)}
+
+
+def test_resume_position_is_just_after_the_named_record(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path, "s", max_bytes=150, max_age_seconds=600)
+    writer.recover()
+    lines = [record(p % 2, 100 + p, b"{}") for p in range(10)]
+    writer.append([(p % 2, (100 + p, 0), line) for p, line in enumerate(lines)])
+    writer.close()
+    everything = b"".join(path.read_bytes() for _, path in list_segments(tmp_path))
+    for p in range(10):
+        position = find_resume_position(tmp_path, p % 2, (100 + p, 0))
+        assert position is not None
+        number, offset = position.segment, position.offset
+        path = dict(list_segments(tmp_path))[number]
+        remainder = path.read_bytes()[offset:]
+        following = lines[p + 1] if p < 9 else b""
+        assert remainder.startswith(following) or remainder.startswith(b'{"segment"') or remainder == b""
+        assert lines[p] in everything
+    # an ID between records resumes at the next record of that partition
+    between = find_resume_position(tmp_path, 0, (101, 0))
+    assert between is not None and between >= FilePosition(1, 0)
