@@ -231,7 +231,7 @@ class LagProbe:
         self._kube = kube
         self._interval = interval
         self._timeout = timeout
-        self._last: dict[str, tuple[float, Lag]] = {}
+        self._last: dict[str, tuple[float, bool, Lag]] = {}
         self._secrets: dict[tuple[str, str], tuple[float, str | None]] = {}
 
     def forget(self, key: str) -> None:
@@ -249,13 +249,18 @@ class LagProbe:
     ) -> Lag:
         now = time.monotonic()
         previous = self._last.get(key)
-        if previous is not None and now - previous[0] < self._interval:
-            return previous[1]
+        # A cached result holds for the interval, unless Valkey's readiness changed since.
+        if (
+            previous is not None
+            and now - previous[0] < self._interval
+            and previous[1] == buffer_ready
+        ):
+            return previous[2]
         if not buffer_ready:
             result = Lag(error="Valkey is not ready")
         else:
             result = await self._measure(hda, names, cache, accelerator=accelerator)
-        self._last[key] = (now, result)
+        self._last[key] = (now, buffer_ready, result)
         return result
 
     async def _password(

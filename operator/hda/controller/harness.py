@@ -1,0 +1,347 @@
+"""Run the operator for real, with exactly the chart's permissions, and count its API requests.
+
+Used by the cluster tests and the operator benchmark:
+
+- `install_chart_rbac` renders the chart's ServiceAccount, ClusterRoles and bindings with
+  `helm template` and applies them, so the operator gets what the chart grants and nothing more;
+- `token_kubeconfig` writes a kubeconfig whose only credential is that ServiceAccount's token,
+  pointing at a `CountingProxy`: a plain-HTTP pass-through to the API server on 127.0.0.1 that
+  records the method, path and status of every request (watches are streamed through);
+- `OperatorProcess` runs `hda operator` as a subprocess with that kubeconfig.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+WRITE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "upgrade",
+        "proxy-connection",
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One request the proxy passed on."""
+
+    at: float
+    method: str
+    path: str
+    query: str
+    status: int
+
+    @property
+    def write(self) -> bool:
+        return self.method in WRITE_METHODS and "dryRun" not in self.query
+
+    @property
+    def watch(self) -> bool:
+        return "watch=" in self.query and "watch=false" not in self.query
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class CountingProxy:
+    """A plain-HTTP proxy on 127.0.0.1 in front of the API server that records every request."""
+
+    def __init__(self, upstream: str, ca_data: bytes | None) -> None:
+        self.upstream = upstream.rstrip("/")
+        self._ca_data = ca_data
+        self.port = free_port()
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="counting-proxy", daemon=True)
+        self._started = threading.Event()
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> CountingProxy:
+        self._thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError("the counting proxy did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def snapshot(self) -> list[Request]:
+        with self._lock:
+            return list(self.requests)
+
+    def since(self, moment: float) -> list[Request]:
+        return [r for r in self.snapshot() if r.at >= moment]
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        context = ssl.create_default_context()
+        if self._ca_data is not None:
+            context.load_verify_locations(cadata=self._ca_data.decode())
+        connector = aiohttp.TCPConnector(ssl=context, limit=0)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False
+        ) as session:
+            app = web.Application(client_max_size=64 * 1024 * 1024)
+
+            async def handle(request: web.Request) -> web.StreamResponse:
+                return await self._forward(session, request)
+
+            app.router.add_route("*", "/{tail:.*}", handle)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", self.port)
+            await site.start()
+            self._stop = asyncio.Event()
+            self._started.set()
+            await self._stop.wait()
+            await runner.cleanup()
+
+    async def _forward(
+        self, session: aiohttp.ClientSession, request: web.Request
+    ) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers.pop("Host", None)
+        body = await request.read()
+        url = self.upstream + request.rel_url.path_qs
+        status = 502
+        try:
+            async with session.request(
+                request.method, url, headers=headers, data=body or None, allow_redirects=False
+            ) as upstream:
+                status = upstream.status
+                self._record(request, status)
+                response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+                for key, value in upstream.headers.items():
+                    if key.lower() not in _HOP_BY_HOP:
+                        response.headers[key] = value
+                if "Content-Encoding" in upstream.headers:
+                    response.headers["Content-Encoding"] = upstream.headers["Content-Encoding"]
+                await response.prepare(request)
+                try:
+                    async for chunk in upstream.content.iter_any():
+                        await response.write(chunk)
+                    await response.write_eof()
+                except (aiohttp.ClientError, ConnectionResetError):
+                    pass  # a watch ended on either side: nothing to pass on
+                return response
+        except (aiohttp.ClientError, ConnectionResetError) as error:
+            if status == 502:
+                self._record(request, status)
+            return web.Response(status=502, text=f"proxy: {error}")
+
+    def _record(self, request: web.Request, status: int) -> None:
+        entry = Request(
+            at=time.time(),
+            method=request.method,
+            path=request.rel_url.path,
+            query=request.rel_url.query_string,
+            status=status,
+        )
+        with self._lock:
+            self.requests.append(entry)
+
+
+# --- credentials ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AdminAccess:
+    """The API server address and CA of an admin kubeconfig."""
+
+    server: str
+    ca_data: bytes | None
+
+
+def admin_access(kubeconfig: Path) -> AdminAccess:
+    config = yaml.safe_load(kubeconfig.read_text())
+    context = next(
+        c["context"] for c in config["contexts"] if c["name"] == config["current-context"]
+    )
+    cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
+    ca: bytes | None = None
+    if "certificate-authority-data" in cluster:
+        ca = base64.b64decode(cluster["certificate-authority-data"])
+    elif "certificate-authority" in cluster:
+        path = Path(cluster["certificate-authority"])
+        ca = (path if path.is_absolute() else kubeconfig.parent / path).read_bytes()
+    return AdminAccess(server=str(cluster["server"]), ca_data=ca)
+
+
+def token_kubeconfig(server: str, token: str, path: Path, *, user: str = "hda-operator") -> Path:
+    """A kubeconfig whose only credential is `token`, for `server` (plain HTTP: the proxy)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": {"server": server}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": {"cluster": "cluster", "user": user}}],
+        "current-context": user,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def install_chart_rbac(
+    *,
+    helm: str,
+    kubectl: Callable[..., subprocess.CompletedProcess[str]],
+    chart: Path,
+    namespace: str,
+    release: str = "hda",
+) -> str:
+    """Apply the chart's ServiceAccount and RBAC into `namespace`; return the account's name."""
+    rendered = subprocess.run(
+        [
+            helm,
+            "template",
+            release,
+            str(chart),
+            "--namespace",
+            namespace,
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/clusterrole.yaml",
+            "--show-only",
+            "templates/rolebindings.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HELM_CACHE_HOME": tempfile.gettempdir() + "/hda-helm-cache"},
+    ).stdout
+    kubectl("apply", "--server-side", "-f", "-", input=rendered)
+    account = next(
+        doc["metadata"]["name"]
+        for doc in yaml.safe_load_all(rendered)
+        if doc and doc.get("kind") == "ServiceAccount"
+    )
+    return str(account)
+
+
+# --- the operator process -----------------------------------------------------------------------
+
+
+class OperatorProcess:
+    """`hda operator` as a subprocess with its output in a file."""
+
+    def __init__(self, kubeconfig: Path, log: Path, *, extra_args: Sequence[str] = ()) -> None:
+        self.kubeconfig = kubeconfig
+        self.log = log
+        self.extra_args = tuple(extra_args)
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    def start(self) -> OperatorProcess:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "HDA_LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+        }
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "hda",
+                    "operator",
+                    "--all-namespaces",
+                    f"--liveness=http://127.0.0.1:{self.port}/healthz",
+                    *self.extra_args,
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.started_at = time.time()
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process is not None else -1
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def healthy(self) -> bool:
+        if not self.running():
+            raise AssertionError(f"hda operator exited:\n{self.output()[-4000:]}")
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port}/healthz", timeout=2
+            ) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process, in KiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def describe(requests: Sequence[Request]) -> list[dict[str, Any]]:
+    """Requests as plain dicts, for assertion messages."""
+    return [dataclasses.asdict(r) for r in requests]

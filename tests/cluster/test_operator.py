@@ -1,0 +1,478 @@
+"""The operator, running for real (`hda operator` with only the chart's RBAC), against the local
+control plane: kwok nodes with and without Fibre Channel, namespaces enforcing the restricted Pod
+Security Standard, static FC volumes from the LUN inventory.
+
+Waits poll with generous timeouts; nothing asserts on elapsed time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from hda.api.consts import FIELD_MANAGER, LABEL_ACCELERATOR, LABEL_COMPONENT
+from hda.api.v1alpha1 import HyperDriveAccelerator
+from hda.cluster.testing import ClusterHandle, wait_for
+from hda.controller.harness import Request, describe
+from hda.controller.pytest_fixtures import (
+    HDA_RESOURCE,
+    RESYNC_SECONDS,
+    HdaFactory,
+    RunningOperator,
+    condition,
+    dump,
+    get_json,
+)
+from hda.specs import child_names, desired_children
+
+pytest_plugins = ["hda.controller.pytest_fixtures"]
+pytestmark = pytest.mark.cluster
+
+READY_TIMEOUT = 180.0
+FC_LABEL = "hda.shitops.dev/fibre-channel"
+
+
+def hda_obj(cluster: ClusterHandle, namespace: str, name: str) -> dict[str, Any]:
+    return get_json(cluster, HDA_RESOURCE, name, "-n", namespace)
+
+
+def wait_condition(  # noqa: PLR0917
+    cluster: ClusterHandle,
+    operator: RunningOperator,
+    namespace: str,
+    name: str,
+    kind: str,
+    status: str,
+    reason: str | None = None,
+    timeout: float = READY_TIMEOUT,
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        operator.process.healthy()
+        obj = hda_obj(cluster, namespace, name)
+        found = condition(obj, kind)
+        if found.get("status") != status or (reason is not None and found.get("reason") != reason):
+            return None
+        if (obj.get("status") or {}).get("observedGeneration") != obj["metadata"]["generation"]:
+            return None
+        return obj
+
+    return wait_for(
+        probe,
+        timeout=timeout,
+        interval=0.5,
+        message=lambda: (
+            f"{kind} never became {status}/{reason}:\n"
+            f"{dump(hda_obj(cluster, namespace, name).get('status'))}\n"
+            f"operator log tail:\n{operator.process.output()[-3000:]}"
+        ),
+    )
+
+
+def model(obj: dict[str, Any]) -> HyperDriveAccelerator:
+    return HyperDriveAccelerator.model_validate(
+        {k: obj[k] for k in ("apiVersion", "kind", "metadata", "spec")}
+    )
+
+
+def ready_hda(
+    cluster: ClusterHandle,
+    operator: RunningOperator,
+    hdas: HdaFactory,
+    namespace: str,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    name = f"p{uuid.uuid4().hex[:5]}"
+    hdas.create(hdas.manifest(name, namespace, **kwargs))
+    return wait_condition(cluster, operator, namespace, name, "Ready", "True")
+
+
+def in_namespace(namespace: str, pv_prefix: str | None = None) -> Any:
+    def touching(request: Request) -> bool:
+        if f"/namespaces/{namespace}/" in request.path:
+            return True
+        return pv_prefix is not None and f"/persistentvolumes/{pv_prefix}" in request.path
+
+    return touching
+
+
+# --- create -----------------------------------------------------------------------------------
+
+
+def test_create_gives_every_child_ready_status_and_fc_placement(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    obj = ready_hda(cluster, running_operator, hdas, ns)
+    hda = model(obj)
+    names = child_names(hda)
+    uid = obj["metadata"]["uid"]
+
+    # Every desired child exists, carries the owner reference (namespaced) or the HDA's labels
+    # (cluster-scoped FC volumes), and is managed by the operator's field manager.
+    desired = desired_children(hda, worker_replicas=hda.spec.workers.replicas)
+    for child in desired:
+        kind, child_name = child["kind"], child["metadata"]["name"]
+        args = [kind.lower(), child_name] + (["-n", ns] if kind != "PersistentVolume" else [])
+        live = get_json(cluster, *args, "--show-managed-fields")
+        assert live, f"{kind}/{child_name} does not exist"
+        managers = {m["manager"] for m in live["metadata"].get("managedFields", [])}
+        assert FIELD_MANAGER in managers, f"{kind}/{child_name} managers: {managers}"
+        if kind == "PersistentVolume":
+            assert live["metadata"]["labels"]["hda.shitops.dev/namespace"] == ns
+        else:
+            owners = live["metadata"].get("ownerReferences") or []
+            assert any(o["uid"] == uid and o.get("controller") for o in owners), kind
+    secret = get_json(cluster, "secret", names.valkey_password_secret, "-n", ns)
+    assert secret["data"]["password"], "the generated Valkey password Secret exists"
+
+    # Output pods run only on Fibre Channel nodes, on Bound claims backed by the LUN volumes.
+    nodes = get_json(cluster, "nodes")["items"]
+    fc_nodes = {
+        n["metadata"]["name"] for n in nodes if n["metadata"]["labels"].get(FC_LABEL) == "true"
+    }
+    pods = get_json(cluster, "pods", "-n", ns, "-l", f"{LABEL_COMPONENT}=output")["items"]
+    assert len(pods) == hda.spec.output.replicas
+    for pod in pods:
+        assert pod["spec"]["nodeName"] in fc_nodes, pod["spec"].get("nodeName")
+        assert pod["status"]["phase"] == "Running"
+    for ordinal in range(hda.spec.output.replicas):
+        claim = get_json(cluster, "pvc", names.output_claim(ordinal), "-n", ns)
+        assert claim["status"]["phase"] == "Bound"
+        assert claim["spec"]["volumeName"] in names.fc_volumes
+
+    # Every pod of the pipeline was admitted under restricted Pod Security.
+    all_pods = get_json(cluster, "pods", "-n", ns, "-l", f"{LABEL_ACCELERATOR}={hda.name}")["items"]
+    assert len(all_pods) == 1 + 1 + 2 + 2  # valkey, ingest, workers, output
+    labels = get_json(cluster, "namespace", ns)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+    status = obj["status"]
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert status["workersReady"] == "2/2"
+    assert status["components"]["workers"]["replicas"] == 2
+    assert f"{LABEL_ACCELERATOR}={hda.name}" in status["components"]["workers"]["selector"]
+    for kind in ("Ready", "BufferReady", "IngestReady", "WorkersReady", "OutputReady"):
+        assert condition(obj, kind)["status"] == "True", kind
+    assert condition(obj, "OutputStorageBound")["reason"] == "ClaimsBound"
+    assert condition(obj, "Degraded")["status"] == "False"
+    assert condition(obj, "Progressing")["status"] == "False"
+    # Valkey is simulated by kwok, so lag is honestly unknown and never blocks readiness.
+    assert condition(obj, "WorkersKeepingUp")["status"] == "Unknown"
+
+    events = get_json(
+        cluster, "events", "-n", ns, "--field-selector", f"involvedObject.name={hda.name}"
+    )["items"]
+    reasons = {e["reason"] for e in events}
+    assert {"Applied", "AllComponentsReady"} <= reasons, reasons
+
+
+# --- no FC nodes, then one is added ------------------------------------------------------------
+
+
+def test_no_fibre_channel_nodes_then_recovers_when_one_is_added(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    if not cluster.is_local:
+        pytest.skip("adding nodes needs the local control plane")
+    ns = restricted_namespace
+    zone = f"zone-{uuid.uuid4().hex[:6]}"
+    selector = {"hda.shitops.dev/fc-zone": zone}  # no node carries it yet
+    name = "nofc"
+    hdas.create(hdas.manifest(name, ns, node_selector=selector, replicas=1, luns=1))
+    obj = wait_condition(
+        cluster, running_operator, ns, name, "Ready", "False", "NoFibreChannelNodes"
+    )
+    assert condition(obj, "Degraded")["reason"] == "NoFibreChannelNodes"
+    assert condition(obj, "OutputReady")["reason"] == "NoFibreChannelNodes"
+    assert "hda.shitops.dev/fc-zone=" + zone in condition(obj, "OutputReady")["message"]
+    # Everything else comes up; only output waits for a Fibre Channel node.
+    obj = wait_condition(cluster, running_operator, ns, name, "WorkersReady", "True")
+    obj = wait_condition(cluster, running_operator, ns, name, "BufferReady", "True")
+    assert condition(obj, "Ready")["reason"] == "NoFibreChannelNodes"
+    pending = get_json(cluster, "pods", "-n", ns, "-l", f"{LABEL_COMPONENT}=output")["items"]
+    assert [p["status"]["phase"] for p in pending] == ["Pending"]
+    events = get_json(
+        cluster, "events", "-n", ns, "--field-selector", "reason=NoFibreChannelNodes"
+    )["items"]
+    assert any(e["type"] == "Warning" for e in events)
+
+    node = f"fc-{zone}"
+    cluster.add_node(node, fc=True)
+    try:
+        cluster.kubectl("label", "node", node, f"hda.shitops.dev/fc-zone={zone}")
+        obj = wait_condition(cluster, running_operator, ns, name, "Ready", "True")
+        assert condition(obj, "Degraded")["status"] == "False"
+        pods = get_json(cluster, "pods", "-n", ns, "-l", f"{LABEL_COMPONENT}=output")["items"]
+        assert [p["spec"]["nodeName"] for p in pods] == [node]
+    finally:
+        hdas.cleanup()
+        cluster.delete_node(node)
+
+
+# --- drift ------------------------------------------------------------------------------------
+
+
+def test_deleted_or_hand_edited_children_are_restored(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    obj = ready_hda(cluster, running_operator, hdas, ns)
+    names = child_names(model(obj))
+
+    workers = get_json(cluster, "deployment", names.workers_deployment, "-n", ns)
+    cluster.kubectl("delete", "deployment", names.workers_deployment, "-n", ns, "--wait=false")
+    wait_for(
+        lambda: (
+            get_json(cluster, "deployment", names.workers_deployment, "-n", ns)
+            .get("metadata", {})
+            .get("uid")
+            not in (None, workers["metadata"]["uid"])
+        ),
+        timeout=60,
+        message="the worker Deployment was not recreated",
+    )
+
+    image = model(obj).spec.redis.image
+    cluster.kubectl(
+        "set", "image", "statefulset", names.valkey_statefulset, "valkey=valkey/valkey:6", "-n", ns
+    )
+
+    def valkey_image() -> str:
+        sts = get_json(cluster, "statefulset", names.valkey_statefulset, "-n", ns)
+        return str(sts["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    wait_for(
+        lambda: valkey_image() == image, timeout=60, message="the Valkey image was not reverted"
+    )
+    wait_condition(cluster, running_operator, ns, obj["metadata"]["name"], "Ready", "True")
+
+
+# --- spec update ------------------------------------------------------------------------------
+
+
+def test_spec_update_rolls_out_the_affected_pods(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    obj = ready_hda(cluster, running_operator, hdas, ns)
+    name = obj["metadata"]["name"]
+    names = child_names(model(obj))
+    valkey_before = get_json(cluster, "statefulset", names.valkey_statefulset, "-n", ns)
+
+    def template_hashes() -> set[str]:
+        pods = get_json(cluster, "pods", "-n", ns, "-l", f"{LABEL_COMPONENT}=workers")["items"]
+        return {p["metadata"]["labels"].get("pod-template-hash", "") for p in pods}
+
+    before = template_hashes()
+    new_image = "ghcr.io/shitops/hyperdrive-accelerator:0.1.1"
+    cluster.kubectl(
+        "patch", HDA_RESOURCE, name, "-n", ns, "--type=merge",
+        "-p", json.dumps({"spec": {"image": new_image}}),
+    )  # fmt: skip
+
+    def rolled() -> bool:
+        deployment = get_json(cluster, "deployment", names.workers_deployment, "-n", ns)
+        image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        hashes = template_hashes()
+        return image == new_image and bool(hashes) and not (hashes & before)
+
+    wait_for(rolled, timeout=READY_TIMEOUT, message="the workers did not roll to the new image")
+    obj = wait_condition(cluster, running_operator, ns, name, "Ready", "True")
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 2
+    # Valkey does not run the runtime image: it must not roll.
+    valkey_after = get_json(cluster, "statefulset", names.valkey_statefulset, "-n", ns)
+    assert valkey_after["metadata"]["generation"] == valkey_before["metadata"]["generation"]
+
+
+# --- scale subresource ------------------------------------------------------------------------
+
+
+def test_scale_subresource_sets_the_worker_count(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    obj = ready_hda(cluster, running_operator, hdas, ns)
+    name = obj["metadata"]["name"]
+    names = child_names(model(obj))
+    ingest_before = get_json(cluster, "deployment", names.ingest_deployment, "-n", ns)
+
+    cluster.kubectl("scale", f"hda/{name}", "--replicas=5", "-n", ns)
+
+    def five_ready() -> dict[str, Any] | None:
+        current = hda_obj(cluster, ns, name)
+        status = current.get("status") or {}
+        if (
+            status.get("workersReady") == "5/5"
+            and condition(current, "Ready").get("status") == "True"
+        ):
+            return current
+        return None
+
+    obj = wait_for(
+        five_ready,
+        timeout=READY_TIMEOUT,
+        message=lambda: dump(hda_obj(cluster, ns, name).get("status")),
+    )
+    deployment = get_json(cluster, "deployment", names.workers_deployment, "-n", ns)
+    assert deployment["spec"]["replicas"] == 5
+    assert deployment["status"]["readyReplicas"] == 5
+    scale = json.loads(
+        cluster.kubectl("get", f"hda/{name}", "-n", ns, "--subresource=scale", "-o", "json").stdout
+    )
+    assert scale["spec"]["replicas"] == 5
+    assert scale["status"]["replicas"] == 5
+    assert f"{LABEL_COMPONENT}=workers" in scale["status"]["selector"]
+    # Scaling the workers changes nothing else.
+    ingest_after = get_json(cluster, "deployment", names.ingest_deployment, "-n", ns)
+    assert ingest_after["metadata"]["generation"] == ingest_before["metadata"]["generation"]
+
+
+# --- pause ------------------------------------------------------------------------------------
+
+
+def test_paused_hda_gets_no_writes_until_resumed(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    obj = ready_hda(cluster, running_operator, hdas, ns)
+    name = obj["metadata"]["name"]
+    names = child_names(model(obj))
+    cluster.kubectl(
+        "patch", HDA_RESOURCE, name, "-n", ns, "--type=merge", "-p", '{"spec":{"paused":true}}'
+    )
+    # Let the operator see the pause (kopf records the new spec in its diff-base annotation).
+    time.sleep(3)
+    since = time.time()
+    cluster.kubectl("delete", "deployment", names.workers_deployment, "-n", ns, "--wait=false")
+    cluster.kubectl(
+        "set", "image", "statefulset", names.valkey_statefulset, "valkey=valkey/valkey:6", "-n", ns
+    )
+    # Two full resync periods, plus the child events: a non-paused HDA would be repaired by now.
+    time.sleep(2 * RESYNC_SECONDS + 5)
+    writes = running_operator.writes(since, in_namespace(ns, f"hda-{ns}-"))
+    assert writes == [], describe(writes)
+    assert not get_json(cluster, "deployment", names.workers_deployment, "-n", ns)
+
+    cluster.kubectl(
+        "patch", HDA_RESOURCE, name, "-n", ns, "--type=merge", "-p", '{"spec":{"paused":false}}'
+    )
+    wait_for(
+        lambda: get_json(cluster, "deployment", names.workers_deployment, "-n", ns),
+        timeout=60,
+        message="resuming did not restore the worker Deployment",
+    )
+    wait_condition(cluster, running_operator, ns, name, "Ready", "True")
+
+
+# --- delete -----------------------------------------------------------------------------------
+
+
+def test_delete_removes_every_child_and_releases_fc_volumes(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    obj = ready_hda(cluster, running_operator, hdas, ns, when_deleted="Delete")
+    name = obj["metadata"]["name"]
+    names = child_names(model(obj))
+    assert all(get_json(cluster, "pv", pv) for pv in names.fc_volumes)
+
+    cluster.kubectl("delete", HDA_RESOURCE, name, "-n", ns, "--wait=true", "--timeout=90s")
+
+    selector = f"{LABEL_ACCELERATOR}={name}"
+    kinds = "deployments,statefulsets,services,configmaps,secrets,serviceaccounts,pdb,networkpolicies,pvc,pods"
+
+    def gone() -> bool:
+        left = get_json(cluster, kinds, "-n", ns, "-l", selector).get("items", [])
+        left += get_json(cluster, "pvc", "-n", ns).get("items", [])
+        volumes = [get_json(cluster, "pv", pv) for pv in names.fc_volumes]
+        return not left and not any(volumes)
+
+    wait_for(
+        gone,
+        timeout=READY_TIMEOUT,
+        message=lambda: dump(
+            [
+                f"{o['kind']}/{o['metadata']['name']}"
+                for o in get_json(cluster, kinds, "-n", ns, "-l", selector).get("items", [])
+            ]
+            + [pv for pv in names.fc_volumes if get_json(cluster, "pv", pv)]
+        ),
+    )
+
+
+# --- restart ----------------------------------------------------------------------------------
+
+
+def test_restart_makes_zero_writes(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    obj = ready_hda(cluster, running_operator, hdas, ns)
+    name = obj["metadata"]["name"]
+    touching = in_namespace(ns, f"hda-{ns}-")
+
+    # Quiet first: no write for this HDA for a while (the lag probe settles, rollouts finish).
+    def quiet() -> bool:
+        return not running_operator.writes(time.time() - 2 * RESYNC_SECONDS - 2, touching)
+
+    wait_for(quiet, timeout=120, interval=1, message="the HDA never became quiet")
+
+    def versions() -> dict[str, str]:
+        items = get_json(cluster, "all,cm,secret,sa,pdb,netpol,pvc," + HDA_RESOURCE, "-n", ns)[
+            "items"
+        ]
+        return {
+            f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["resourceVersion"] for o in items
+        }
+
+    before = versions()
+    restarted = running_operator.restart()
+    # The new process lists, reconciles every HDA at once, then twice more on its timer.
+    time.sleep(2 * RESYNC_SECONDS + 5)
+    writes = running_operator.writes(restarted, touching)
+    assert writes == [], describe(writes)
+    reads = [r for r in running_operator.proxy.since(restarted) if not r.write]
+    assert reads, "the restarted operator made no requests at all: is it connected?"
+    assert versions() == before
+    assert condition(hda_obj(cluster, ns, name), "Ready")["status"] == "True"
+
+
+# --- permissions (last: looks at the whole session) --------------------------------------------
+
+
+def test_operator_was_never_forbidden(running_operator: RunningOperator) -> None:
+    requests = running_operator.proxy.snapshot()
+    assert requests, "no requests went through the proxy"
+    forbidden = [r for r in requests if r.status in (401, 403)]
+    assert forbidden == [], describe(forbidden)
+    log = running_operator.process.output()
+    lines = [line for line in log.splitlines() if "403" in line or "Forbidden" in line]
+    assert lines == [], "\n".join(lines[:20])
