@@ -83,13 +83,17 @@ class Processes:
 
     def ingest(self, manifest: Path, *, env: dict[str, str] | None = None) -> int:
         port = free_port()
-        self.start(f"ingest-{port}", "ingest", manifest, "--port", str(port), env=env, ready_port=port)
+        self.start(
+            f"ingest-{port}", "ingest", manifest, "--port", str(port), env=env, ready_port=port
+        )
         return port
 
     def worker(self, manifest: Path, name: str = "worker-0", *args: str) -> Component:
         return self.start(name, "worker", manifest, "--port", "0", *args)
 
-    def output(self, manifest: Path, data_dir: Path, name: str = "output-0") -> tuple[Component, int]:
+    def output(
+        self, manifest: Path, data_dir: Path, name: str = "output-0"
+    ) -> tuple[Component, int]:
         port = free_port()
         component = self.start(
             name, "output", manifest, "--port", str(port), "--data-dir", str(data_dir),
@@ -126,7 +130,9 @@ async def stream_entries(redis: RespConnection, key: str) -> list[tuple[bytes, d
     return [(entry_id, dict(zip(flat[0::2], flat[1::2], strict=True))) for entry_id, flat in rows]
 
 
-async def total_length(redis: RespConnection, stream: str, partitions: int, *, output: bool = False) -> int:
+async def total_length(
+    redis: RespConnection, stream: str, partitions: int, *, output: bool = False
+) -> int:
     key = output_key if output else input_key
     return sum([int(await redis.execute("XLEN", key(stream, p))) for p in range(partitions)])
 
@@ -145,9 +151,9 @@ def read_output_events(directory: Path) -> tuple[list[dict[str, Any]], list[str]
     return events, ids
 
 
-async def wait_for(predicate: Any, *, timeout: float = 60.0, interval: float = 0.05) -> None:
+async def wait_for(predicate: Any, *, within: float = 60.0, interval: float = 0.05) -> None:
     """Poll until `predicate()` (sync or async) is true; the timeout only bounds a hang."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         result = predicate()
         if asyncio.iscoroutine(result):
@@ -155,7 +161,7 @@ async def wait_for(predicate: Any, *, timeout: float = 60.0, interval: float = 0
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+            raise AssertionError(f"condition not met within {within}s: {predicate}")
         await asyncio.sleep(interval)
 
 
@@ -181,4 +187,6 @@ def count_by(values: list[Any]) -> collections.Counter[Any]:
 
 
 def run_cli(*args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "hda.runtime", *args], env=dict(os.environ), **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "hda.runtime", *args], env=dict(os.environ), **kwargs
+    )

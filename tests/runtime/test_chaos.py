@@ -13,13 +13,13 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from tests.runtime.conftest import Processes, group_idle, read_output_events, wait_for
 
 from hda.runtime.codec import input_key, output_key
 from hda.runtime.config import OUTPUT_GROUP, WORKER_GROUP
 from hda.runtime.embedded import EmbeddedValkey
 from hda.runtime.local import Component
 from hda.runtime.resp import RedisAddress, RespConnection
-from tests.runtime.conftest import Processes, group_idle, read_output_events, wait_for
 
 pytestmark = [pytest.mark.runtime, pytest.mark.chaos]
 
@@ -31,7 +31,8 @@ NDJSON = {"Content-Type": "application/x-ndjson"}
 
 def batch_body(producer: str, first: int) -> bytes:
     return b"\n".join(
-        b'{"p":"%s","s":%d}' % (producer.encode(), s) for s in range(first, first + EVENTS_PER_BATCH)
+        b'{"p":"%s","s":%d}' % (producer.encode(), s)
+        for s in range(first, first + EVENTS_PER_BATCH)
     )
 
 
@@ -47,7 +48,9 @@ async def rest_producer(session: aiohttp.ClientSession, url: str, name: str, cou
             await asyncio.sleep(0.1)
 
 
-async def websocket_producer(session: aiohttp.ClientSession, url: str, name: str, count: int) -> None:
+async def websocket_producer(
+    session: aiohttp.ClientSession, url: str, name: str, count: int
+) -> None:
     ws = await session.ws_connect(url)
     window = 16  # frames in flight; the server's flow control bounds it as well
     sent = acked = 0
@@ -63,7 +66,10 @@ async def websocket_producer(session: aiohttp.ClientSession, url: str, name: str
 
 
 async def chaos_monkey(
-    victims: list[Component], stop: asyncio.Event, rng: random.Random, kills: collections.Counter[str]
+    victims: list[Component],
+    stop: asyncio.Event,
+    rng: random.Random,
+    kills: collections.Counter[str],
 ) -> None:
     """Rounds in random order, so every victim dies in every round, at a random moment."""
     while not stop.is_set():
@@ -102,11 +108,11 @@ async def test_a_million_events_exactly_once_through_sigkills(
     inputs = [input_key("events", p) for p in range(PARTITIONS)]
     outputs = [output_key("events", p) for p in range(PARTITIONS)]
     # Keep killing while the backlog drains, then let the survivors finish.
-    await wait_for(lambda: sum(kills.values()) >= 6, timeout=120)
+    await wait_for(lambda: sum(kills.values()) >= 6, within=120)
     stop.set()
     await monkey
-    await wait_for(lambda: group_idle(redis, inputs, WORKER_GROUP), timeout=300)
-    await wait_for(lambda: group_idle(redis, outputs, OUTPUT_GROUP), timeout=300)
+    await wait_for(lambda: group_idle(redis, inputs, WORKER_GROUP), within=300)
+    await wait_for(lambda: group_idle(redis, outputs, OUTPUT_GROUP), within=300)
     redis.close()
     processes.stop_all()
 

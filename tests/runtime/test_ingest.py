@@ -8,11 +8,10 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from tests.runtime.conftest import Processes, stream_entries, total_length, wait_for
 
 from hda.runtime.codec import input_key, partition_for_key
 from hda.runtime.resp import RespConnection
-
-from tests.runtime.conftest import Processes, stream_entries, total_length, wait_for
 
 pytestmark = pytest.mark.runtime
 
@@ -32,7 +31,9 @@ def url(port: int, stream: str = "events") -> str:
     return f"http://127.0.0.1:{port}/v1/streams/{stream}/events"
 
 
-async def all_input_events(redis: RespConnection, stream: str, partitions: int) -> list[dict[str, Any]]:
+async def all_input_events(
+    redis: RespConnection, stream: str, partitions: int
+) -> list[dict[str, Any]]:
     events = []
     for partition in range(partitions):
         for _, fields in await stream_entries(redis, input_key(stream, partition)):
@@ -44,9 +45,10 @@ async def test_ndjson_is_accepted_with_ids_and_stored_as_one_entry(
     ingest_port: int, redis: RespConnection
 ) -> None:
     body = b'{"n":1}\n\n{"n":2}\r\n{"n":3}\n'
-    async with aiohttp.ClientSession() as session, session.post(
-        url(ingest_port), data=body, headers=NDJSON
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url(ingest_port), data=body, headers=NDJSON) as response,
+    ):
         assert response.status == 202
         receipt = await response.json()
     assert receipt["count"] == 3
@@ -63,7 +65,9 @@ async def test_json_object_and_array_are_accepted(ingest_port: int, redis: RespC
         async with session.post(url(ingest_port), data=b'{\n  "a": 1\n}', headers=JSON) as response:
             assert response.status == 202
             assert (await response.json())["count"] == 1
-        async with session.post(url(ingest_port), data=b'[{"a":2},{"a":3}]', headers=JSON) as response:
+        async with session.post(
+            url(ingest_port), data=b'[{"a":2},{"a":3}]', headers=JSON
+        ) as response:
             assert response.status == 202
             assert (await response.json())["count"] == 2
     assert sorted(e["a"] for e in await all_input_events(redis, "events", 3)) == [1, 2, 3]
@@ -82,9 +86,10 @@ async def test_json_object_and_array_are_accepted(ingest_port: int, redis: RespC
 async def test_bad_input_is_400_naming_the_problem_and_nothing_is_written(
     ingest_port: int, redis: RespConnection, body: bytes, headers: dict[str, str], message: str
 ) -> None:
-    async with aiohttp.ClientSession() as session, session.post(
-        url(ingest_port), data=body, headers=headers
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url(ingest_port), data=body, headers=headers) as response,
+    ):
         assert response.status == 400
         assert message in (await response.json())["error"]
     assert await total_length(redis, "events", 3) == 0
@@ -106,9 +111,10 @@ async def test_body_over_max_request_bytes_is_413(ingest_port: int, redis: RespC
 
 
 async def test_unknown_stream_is_404(ingest_port: int) -> None:
-    async with aiohttp.ClientSession() as session, session.post(
-        url(ingest_port, "nope"), data=b'{"a":1}', headers=JSON
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url(ingest_port, "nope"), data=b'{"a":1}', headers=JSON) as response,
+    ):
         assert response.status == 404
         assert "nope" in (await response.json())["error"]
 
@@ -120,18 +126,20 @@ async def test_missing_or_wrong_token_is_401(
     headers = {"Content-Type": "application/json"}
     if authorization:
         headers["Authorization"] = authorization
-    async with aiohttp.ClientSession() as session, session.post(
-        url(ingest_port), data=b'{"a":1}', headers=headers
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url(ingest_port), data=b'{"a":1}', headers=headers) as response,
+    ):
         assert response.status == 401
     assert await total_length(redis, "events", 3) == 0
 
 
 async def test_unsupported_content_type_is_415(ingest_port: int) -> None:
     headers = {**JSON, "Content-Type": "text/plain"}
-    async with aiohttp.ClientSession() as session, session.post(
-        url(ingest_port), data=b'{"a":1}', headers=headers
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url(ingest_port), data=b'{"a":1}', headers=headers) as response,
+    ):
         assert response.status == 415
 
 
@@ -140,9 +148,10 @@ async def test_partition_key_picks_the_partition_by_hash(
 ) -> None:
     devices = [f"dev-{i}" for i in range(20)]
     body = b"\n".join(orjson.dumps({"device": {"id": d}, "v": i}) for i, d in enumerate(devices))
-    async with aiohttp.ClientSession() as session, session.post(
-        url(ingest_port, "keyed"), data=body, headers=NDJSON
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url(ingest_port, "keyed"), data=body, headers=NDJSON) as response,
+    ):
         assert response.status == 202
         assert (await response.json())["count"] == 20
     for partition in range(4):
@@ -181,8 +190,10 @@ async def test_websocket_acks_each_frame_with_ids_or_an_error(
         await ws.close()
     assert [a["seq"] for a in acks] == [1, 2, 3, 4]
     assert [a.get("count") for a in acks] == [1, 2, None, 1]
-    assert acks[2]["status"] == 400 and "line 2" in acks[2]["error"]
-    assert acks[1]["firstId"].endswith("/0") and acks[1]["lastId"].endswith("/1")
+    assert acks[2]["status"] == 400
+    assert "line 2" in acks[2]["error"]
+    assert acks[1]["firstId"].endswith("/0")
+    assert acks[1]["lastId"].endswith("/1")
     assert sorted(e["w"] for e in await all_input_events(redis, "events", 3)) == [1, 2, 3, 5]
 
 

@@ -8,13 +8,13 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from tests.runtime.conftest import Processes, group_idle, read_output_events, wait_for
 
 from hda.runtime.codec import output_key, parse_stream_id
 from hda.runtime.config import OUTPUT_GROUP, load_config
 from hda.runtime.groups import ensure_groups
 from hda.runtime.resp import RespConnection
 from hda.runtime.segments import SegmentWriter, encode_record, list_segments
-from tests.runtime.conftest import Processes, group_idle, read_output_events, wait_for
 
 pytestmark = pytest.mark.runtime
 
@@ -34,7 +34,10 @@ async def test_records_carry_ids_and_all_events_arrive(
 ) -> None:
     manifest = write_manifest("    - {name: out, partitions: 2}\n")
     await ensure_groups(redis, load_config(manifest))
-    ids = [await add_output(redis, output_key("out", i % 2), [{"i": i}, {"i": i + 100}]) for i in range(6)]
+    ids = [
+        await add_output(redis, output_key("out", i % 2), [{"i": i}, {"i": i + 100}])
+        for i in range(6)
+    ]
     processes.output(manifest, tmp_path / "data")
     keys = [output_key("out", p) for p in range(2)]
     await wait_for(lambda: group_idle(redis, keys, OUTPUT_GROUP))
@@ -56,7 +59,10 @@ async def test_restart_after_fsync_before_ack_neither_duplicates_nor_loses(
     writer = SegmentWriter(tmp_path / "data" / "out", "out", max_bytes=1 << 20, max_age_seconds=600)
     writer.recover()
     writer.append(
-        [(0, parse_stream_id(i), encode_record(0, i, b"1-1", 1, b'{"i":%d}' % n)) for n, i in enumerate(ids[:3])]
+        [
+            (0, parse_stream_id(i), encode_record(0, i, b"1-1", 1, b'{"i":%d}' % n))
+            for n, i in enumerate(ids[:3])
+        ]
     )
     writer.sync()
     torn = encode_record(0, ids[3], b"1-1", 1, b'{"i":3}')
@@ -151,7 +157,10 @@ async def test_subscribe_errors(
     manifest = write_manifest(ONE_PARTITION)
     _, port = processes.output(manifest, tmp_path / "data")
     async with aiohttp.ClientSession() as session:
-        for query, status in (("/v1/streams/nope/subscribe", 404), ("/v1/streams/out/subscribe?from=xyz", 400)):
+        for query, status in (
+            ("/v1/streams/nope/subscribe", 404),
+            ("/v1/streams/out/subscribe?from=xyz", 400),
+        ):
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await session.ws_connect(f"http://127.0.0.1:{port}{query}")
             assert refused.value.status == status

@@ -11,12 +11,12 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from tests.runtime.conftest import Processes, group_idle, read_output_events, wait_for
 
 from hda.runtime.codec import input_key, output_key
 from hda.runtime.config import OUTPUT_GROUP, WORKER_GROUP
 from hda.runtime.embedded import EmbeddedValkey
 from hda.runtime.resp import RedisAddress, RespConnection
-from tests.runtime.conftest import Processes, group_idle, read_output_events, wait_for
 
 pytestmark = pytest.mark.runtime
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from tests.runtime.conftest import Processes, group_idle, stream_entries, wait_for
 
 from hda.runtime.codec import dead_letter_key, input_key, output_key
 from hda.runtime.config import WORKER_GROUP, load_config
@@ -15,7 +16,6 @@ from hda.runtime.embedded import EmbeddedValkey
 from hda.runtime.groups import ensure_groups
 from hda.runtime.resp import RedisAddress, RespConnection
 from hda.runtime.worker import Delivered, Worker
-from tests.runtime.conftest import Processes, group_idle, stream_entries, wait_for
 
 pytestmark = pytest.mark.runtime
 
@@ -37,7 +37,9 @@ async def add_entry(redis: RespConnection, key: str, events: list[dict[str, Any]
     return entry_id
 
 
-async def output_events(redis: RespConnection, stream: str, partitions: int) -> list[dict[str, Any]]:
+async def output_events(
+    redis: RespConnection, stream: str, partitions: int
+) -> list[dict[str, Any]]:
     events = []
     for partition in range(partitions):
         for _, fields in await stream_entries(redis, output_key(stream, partition)):
@@ -157,16 +159,20 @@ async def test_sigterm_finishes_and_removes_the_consumer_only_without_pending(
 
     await wait_for(poison_pending)
     keeper.signal(signal.SIGTERM)
-    assert keeper.process is not None and keeper.process.wait(30) == 0
+    assert keeper.process is not None
+    assert keeper.process.wait(30) == 0
     consumers = await redis.execute("XINFO", "CONSUMERS", keys[0], WORKER_GROUP)
     names = {dict(zip(c[0::2], c[1::2], strict=True))[b"name"] for c in consumers}
     assert b"keeper" in names  # its failed entry is still pending: it must stay claimable
 
-    leaver = processes.worker(write_manifest("    - {name: logs, partitions: 2}\n", name="plain.yaml"), "leaver")
+    leaver = processes.worker(
+        write_manifest("    - {name: logs, partitions: 2}\n", name="plain.yaml"), "leaver"
+    )
     await add_entry(redis, input_key("logs", 1), [{"level": "info"}])
     await wait_for(lambda: group_idle(redis, [keys[1]], WORKER_GROUP))
     leaver.signal(signal.SIGTERM)
-    assert leaver.process is not None and leaver.process.wait(30) == 0
+    assert leaver.process is not None
+    assert leaver.process.wait(30) == 0
     for key in keys:
         consumers = await redis.execute("XINFO", "CONSUMERS", key, WORKER_GROUP)
         names = {dict(zip(c[0::2], c[1::2], strict=True))[b"name"] for c in consumers}

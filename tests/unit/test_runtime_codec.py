@@ -25,17 +25,24 @@ from hda.runtime.codec import (
 from hda.runtime.resp import RedisAddress
 
 JSON_OBJECTS = st.dictionaries(
-    st.text(max_size=8), st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=20), st.booleans(), st.none()), max_size=5
+    st.text(max_size=8),
+    st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=20), st.booleans(), st.none()),
+    max_size=5,
 )
 
 
 def test_keys_of_a_partition_share_one_hash_tag() -> None:
-    tags = {key.split("}")[0] + "}" for key in (input_key("s", 3), output_key("s", 3), dead_letter_key("s", 3))}
+    tags = {
+        key.split("}")[0] + "}"
+        for key in (input_key("s", 3), output_key("s", 3), dead_letter_key("s", 3))
+    }
     assert tags == {"{hda:s:3}"}
     assert input_key("s", 3) != output_key("s", 3)
 
 
-@given(st.one_of(st.text(), st.integers(), st.lists(st.integers(), max_size=3)), st.integers(1, 256))
+@given(
+    st.one_of(st.text(), st.integers(), st.lists(st.integers(), max_size=3)), st.integers(1, 256)
+)
 def test_partition_for_key_is_stable_and_in_range(key: object, partitions: int) -> None:
     partition = partition_for_key(key, partitions)
     assert 0 <= partition < partitions
@@ -96,7 +103,8 @@ def test_split_by_partition_keys_and_round_robin() -> None:
     groups = split_by_partition(batch, 4, round_robin_partition=3)
     assert sorted(i for indexes in groups.values() for i in indexes) == [0, 1, 2, 3]
     assert 1 in groups[3]  # no key: the round-robin partition
-    assert partition_for_key("a", 4) in groups and 0 in groups[partition_for_key("a", 4)]
+    assert partition_for_key("a", 4) in groups
+    assert 0 in groups[partition_for_key("a", 4)]
     unkeyed = parse_ndjson(b'{"k":"a"}\n{"k":"b"}')
     assert split_by_partition(unkeyed, 4, round_robin_partition=2) == {2: [0, 1]}
 

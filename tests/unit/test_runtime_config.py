@@ -19,8 +19,9 @@ output:
     segmentFiles: {maxSegmentBytes: 1Mi, maxSegmentAge: 30s}
     subscribers: {maxBufferedEntries: 7}
 """
-    manifest = "apiVersion: hda.shitops.dev/v1alpha1\nkind: HyperDriveAccelerator\nmetadata: {name: x}\nspec:\n" + "\n".join(
-        "  " + line for line in spec.strip().splitlines()
+    manifest = (
+        "apiVersion: hda.shitops.dev/v1alpha1\nkind: HyperDriveAccelerator\nmetadata: {name: x}\nspec:\n"
+        + "\n".join("  " + line for line in spec.strip().splitlines())
     )
     from_manifest = load_config_text(manifest, source="m.yaml")
     from_spec = load_config_text(spec, source="spec.yaml")
@@ -30,8 +31,13 @@ output:
     assert stream is not None
     assert (stream.partitions, stream.partition_key) == (3, "host")
     assert (stream.retention_max_length, stream.retention_max_age_seconds) == (100, 3600.0)
-    assert (config.max_request_bytes, config.max_backlog_events, config.retry_after_seconds) == (2048, 10, 3)
-    assert config.max_deliveries == 2 and len(config.pipeline) == 1
+    assert (config.max_request_bytes, config.max_backlog_events, config.retry_after_seconds) == (
+        2048,
+        10,
+        3,
+    )
+    assert config.max_deliveries == 2
+    assert len(config.pipeline) == 1
     assert (config.segment_max_bytes, config.segment_max_age_seconds) == (1 << 20, 30.0)
     assert config.subscriber_max_buffered_entries == 7
     assert config.stream("other") is None

@@ -41,7 +41,8 @@ def test_parse_json_failure_is_reported_per_event() -> None:
     result = p.run([b'{"m":"{}"}', b'{"m":"{bad"}', b'{"m":5}'], 0)
     assert [orjson.loads(line) for line in result.lines] == [{"m": {}}]
     assert [(f.index, f.line) for f in result.failures] == [(1, b'{"m":"{bad"}'), (2, b'{"m":5}')]
-    assert "not JSON" in result.failures[0].error and "not a string" in result.failures[1].error
+    assert "not JSON" in result.failures[0].error
+    assert "not a string" in result.failures[1].error
 
 
 @pytest.mark.parametrize(
@@ -76,7 +77,12 @@ def test_set_rename_drop_and_redact_nested_fields() -> None:
     )
     out = run(p, {"msg": "call 555-1234 now", "secret": 1, "a": {"b": 1, "c": 2}})
     assert out == [
-        {"meta": {"env": "prod"}, "n": [1], "log": {"message": "call [REDACTED] now"}, "a": {"c": 2}}
+        {
+            "meta": {"env": "prod"},
+            "n": [1],
+            "log": {"message": "call [REDACTED] now"},
+            "a": {"c": 2},
+        }
     ]
     # set values are copies: mutating one event's value cannot leak into the next
     first, second = run(p, {"msg": "a"}, {"msg": "b"})

@@ -17,14 +17,21 @@ def test_safe_minid_is_the_oldest_pending_or_the_next_undelivered() -> None:
 
 
 @given(st.lists(st.tuples(IDS, st.one_of(st.none(), IDS)), min_size=1, max_size=5))
-def test_safe_minid_never_passes_any_group(groups: list[tuple[tuple[int, int], tuple[int, int] | None]]) -> None:
+def test_safe_minid_never_passes_any_group(
+    groups: list[tuple[tuple[int, int], tuple[int, int] | None]],
+) -> None:
     positions = [
-        GroupPosition(last, min(pending, last) if pending is not None else None) for last, pending in groups
+        GroupPosition(last, min(pending, last) if pending is not None else None)
+        for last, pending in groups
     ]
     minid = safe_minid(positions)
     assert minid is not None
     for group in positions:
-        needed = group.oldest_pending if group.oldest_pending is not None else (group.last_delivered[0], group.last_delivered[1] + 1)
+        needed = (
+            group.oldest_pending
+            if group.oldest_pending is not None
+            else (group.last_delivered[0], group.last_delivered[1] + 1)
+        )
         assert minid <= needed
 
 
@@ -34,11 +41,24 @@ def test_retention_by_age_and_by_estimated_length() -> None:
     ) == (70_000, 0)
     # 100 entries spread over 1000..2000 ms, keep 25: cut about three quarters in
     assert retention_minid(
-        now_ms=0, max_age_seconds=None, max_length=25, length=100, first_id=(1000, 0), last_id=(2000, 0)
+        now_ms=0,
+        max_age_seconds=None,
+        max_length=25,
+        length=100,
+        first_id=(1000, 0),
+        last_id=(2000, 0),
     ) == (1750, 0)
-    assert retention_minid(
-        now_ms=0, max_age_seconds=None, max_length=200, length=100, first_id=(1000, 0), last_id=(2000, 0)
-    ) is None
+    assert (
+        retention_minid(
+            now_ms=0,
+            max_age_seconds=None,
+            max_length=200,
+            length=100,
+            first_id=(1000, 0),
+            last_id=(2000, 0),
+        )
+        is None
+    )
 
 
 def test_trim_minid_combines_without_passing_the_safe_point() -> None:

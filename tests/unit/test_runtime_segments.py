@@ -26,8 +26,14 @@ def record(partition: int, ms: int, *events: bytes) -> bytes:
 
 def test_a_record_is_one_json_line_with_its_ids_and_events() -> None:
     line = record(3, 1700, b'{"a":1}', b'{"b":[1,2]}')
-    assert line.endswith(b"\n") and line.count(b"\n") == 1
-    assert orjson.loads(line) == {"id": "3/1700-0", "src": "1-0", "n": 2, "events": [{"a": 1}, {"b": [1, 2]}]}
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1
+    assert orjson.loads(line) == {
+        "id": "3/1700-0",
+        "src": "1-0",
+        "n": 2,
+        "events": [{"a": 1}, {"b": [1, 2]}],
+    }
     assert record_position(line) == (3, (1700, 0))
     assert record_position(encode_header(1, "s", 0, {})) is None
 
@@ -45,7 +51,9 @@ def test_scan_uses_the_header_and_stops_at_a_torn_tail() -> None:
 
 @given(st.integers(min_value=0, max_value=400))
 def test_any_cut_of_a_segment_scans_to_a_whole_record_prefix(cut: int) -> None:
-    data = encode_header(1, "s", 0, {}) + b"".join(record(p % 2, 100 + p, b'{"i":%d}' % p) for p in range(6))
+    data = encode_header(1, "s", 0, {}) + b"".join(
+        record(p % 2, 100 + p, b'{"i":%d}' % p) for p in range(6)
+    )
     scan = scan_segment(data[:cut])
     assert data.startswith(data[: scan.intact_length])
     assert scan.intact_length <= cut
@@ -68,7 +76,12 @@ def test_writer_recovers_by_cutting_the_torn_tail(tmp_path: Path) -> None:
 def test_rotation_carries_the_last_ids_in_the_next_header(tmp_path: Path) -> None:
     writer = SegmentWriter(tmp_path, "s", max_bytes=200, max_age_seconds=600)
     writer.recover()
-    writer.append([(p % 2, (100 + p, 0), record(p % 2, 100 + p, b'{"pad":"%s"}' % (b"x" * 50))) for p in range(8)])
+    writer.append(
+        [
+            (p % 2, (100 + p, 0), record(p % 2, 100 + p, b'{"pad":"%s"}' % (b"x" * 50)))
+            for p in range(8)
+        ]
+    )
     writer.sync()
     writer.close()
     segments = list_segments(tmp_path)
@@ -93,8 +106,13 @@ def test_resume_position_is_just_after_the_named_record(tmp_path: Path) -> None:
         path = dict(list_segments(tmp_path))[number]
         remainder = path.read_bytes()[offset:]
         following = lines[p + 1] if p < 9 else b""
-        assert remainder.startswith(following) or remainder.startswith(b'{"segment"') or remainder == b""
+        assert (
+            remainder.startswith(following)
+            or remainder.startswith(b'{"segment"')
+            or remainder == b""
+        )
         assert lines[p] in everything
     # an ID between records resumes at the next record of that partition
     between = find_resume_position(tmp_path, 0, (101, 0))
-    assert between is not None and between >= FilePosition(1, 0)
+    assert between is not None
+    assert between >= FilePosition(1, 0)

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import hiredis
 import orjson
 
 from .embedded import EmbeddedValkey, free_port
 from .local import LocalPipeline
-from .resp import RedisAddress, RespConnection
+from .resp import RedisAddress, RespConnection, pack
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ def sample_event(sequence: int, size: int) -> bytes:
 async def _xadd_ceiling(address: RedisAddress, seconds: float, entry_bytes: int) -> float:
     value = b"v" * entry_bytes
     depth = 64
-    payload = hiredis.pack_command(("XADD", "bench:ceiling", "*", "d", value)) * depth
+    payload = pack(("XADD", "bench:ceiling", "*", "d", value)) * depth
     connections = [await RespConnection.connect(address) for _ in range(2)]
     done = 0
     deadline = time.perf_counter() + seconds
@@ -219,7 +218,8 @@ async def _latency(
             tasks.append(asyncio.create_task(send(probe)))
         await asyncio.gather(*tasks)
         deadline = time.perf_counter() + 10
-        while len(durable) < len(acked) and time.perf_counter() < deadline:
+        # bounded wait for the last records to reach the subscriber
+        while len(durable) < len(acked) and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         await ws.close()
         listening.cancel()

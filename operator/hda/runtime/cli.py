@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
+from hda.api.consts import ENV_INGEST_TOKEN, ENV_OUTPUT_DIR, ENV_REDIS_PASSWORD, ENV_REDIS_URL
+
+from .bench import BenchOptions, run_bench
 from .config import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_INGEST_PORT,
@@ -20,16 +24,17 @@ from .config import (
     DEFAULT_REDIS_URL,
     DEFAULT_WORKER_PORT,
     ENV_CONFIG,
-    ENV_INGEST_TOKEN,
-    ENV_OUTPUT_DIR,
-    ENV_REDIS_PASSWORD,
-    ENV_REDIS_URL,
     RuntimeConfig,
     consumer_name,
     load_config,
 )
+from .ingest import serve_ingest
+from .local import LocalPipeline
 from .logs import setup_logging
+from .output import serve_output
 from .resp import RedisAddress
+from .supervise import stop_on_signals
+from .worker import serve_worker
 
 config_option = click.option(
     "--config",
@@ -61,7 +66,6 @@ def _with_overrides(
     max_events_per_entry: int | None = None,
     trim_interval: float | None = None,
 ) -> RuntimeConfig:
-    from dataclasses import replace
 
     if claim_idle is not None:
         config = replace(config, claim_idle_seconds=claim_idle)
@@ -81,6 +85,7 @@ def _with_overrides(
 @click.option("--max-events-per-entry", type=int, default=None)
 @log_option
 def ingest(
+    *,
     config_path: Path,
     redis_url: str,
     host: str,
@@ -90,8 +95,6 @@ def ingest(
     log_level: str,
 ) -> None:
     """REST and WebSocket ingest (token from HDA_INGEST_TOKEN, comma-separated for several)."""
-    from .ingest import serve_ingest
-    from .supervise import stop_on_signals
 
     setup_logging("ingest", log_level)
     config = _with_overrides(load_config(config_path), max_events_per_entry=max_events_per_entry)
@@ -123,6 +126,7 @@ def ingest(
               help="Probes and metrics; 0 disables.")  # fmt: skip
 @log_option
 def worker(
+    *,
     config_path: Path,
     redis_url: str,
     consumer: str | None,
@@ -133,7 +137,6 @@ def worker(
     log_level: str,
 ) -> None:
     """Consume input partitions, run the pipeline, commit results and acks atomically."""
-    from .worker import serve_worker
 
     setup_logging("worker", log_level)
     config = _with_overrides(
@@ -158,6 +161,7 @@ def worker(
 @click.option("--port", envvar="HDA_OUTPUT_PORT", default=DEFAULT_OUTPUT_PORT, show_default=True)
 @log_option
 def output(
+    *,
     config_path: Path,
     redis_url: str,
     consumer: str | None,
@@ -167,8 +171,6 @@ def output(
     log_level: str,
 ) -> None:
     """Write output streams to fsync'd segment files and serve live subscribers."""
-    from .output import serve_output
-    from .supervise import stop_on_signals
 
     setup_logging("output", log_level)
     config = load_config(config_path)
@@ -199,6 +201,7 @@ def output(
               help="Embedded Valkey AOF fsync (default: spec.redis.persistence.appendFsync).")  # fmt: skip
 @log_option
 def run(
+    *,
     manifest: Path,
     redis_url: str | None,
     data_dir: Path,
@@ -209,7 +212,6 @@ def run(
     log_level: str,
 ) -> None:
     """Run the pipeline MANIFEST describes as local processes on an embedded Valkey."""
-    from .local import LocalPipeline
 
     setup_logging("run", log_level)
     pipeline = LocalPipeline(
@@ -241,6 +243,7 @@ def run(
               help="Run a filter + setFields + dropFields pipeline instead of pass-through.")  # fmt: skip
 @log_option
 def bench(
+    *,
     seconds: float,
     event_bytes: int,
     events_per_request: int,
@@ -253,7 +256,6 @@ def bench(
     log_level: str,
 ) -> None:
     """Raw Valkey XADD ceiling, then the whole pipeline: throughput and ack->durable latency."""
-    from .bench import BenchOptions, run_bench
 
     setup_logging("bench", "WARNING" if log_level == "INFO" else log_level)
     options = BenchOptions(

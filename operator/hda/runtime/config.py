@@ -16,12 +16,7 @@ from typing import Any
 import yaml
 
 from hda.api.consts import (
-    ENV_INGEST_TOKEN,
-    ENV_LOG_FORMAT,
-    ENV_OUTPUT_DIR,
     ENV_POD_NAME,
-    ENV_REDIS_PASSWORD,
-    ENV_REDIS_URL,
     INGEST_PORT,
     OUTPUT_DATA_DIR,
     OUTPUT_PORT,

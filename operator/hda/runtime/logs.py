@@ -41,7 +41,9 @@ def setup_logging(component: str, level: str = "INFO") -> None:
     """JSON lines by default; HDA_LOG_FORMAT=text for a human at a terminal."""
     handler = logging.StreamHandler(sys.stderr)
     if os.environ.get(ENV_LOG_FORMAT, "json") == "text":
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {component} %(levelname)s %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s {component} %(levelname)s %(message)s")
+        )
     else:
         handler.setFormatter(JsonFormatter(component))
     root = logging.getLogger()

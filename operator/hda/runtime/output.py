@@ -31,7 +31,6 @@ from .config import OUTPUT_GROUP, RuntimeConfig
 from .groups import ensure_groups
 from .metrics import Metrics
 from .resp import Arg, RedisAddress, RespConnection, raise_errors
-from .supervise import run_until_stopped
 from .segments import (
     FilePosition,
     SegmentWriter,
@@ -41,6 +40,7 @@ from .segments import (
     list_segments,
     record_position,
 )
+from .supervise import run_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +162,12 @@ class OutputProcess:
                 events[stream] += count
         for stream, stream_records in records.items():
             self.writers[stream].append(stream_records)
-        for stream in records:
+        for stream, stream_records in records.items():
             self.writers[stream].sync()
-            for partition, parsed_id, _ in records[stream]:
+            for partition, parsed_id, _ in stream_records:
                 self.durable_last[(stream, partition)] = parsed_id
-            self.hub.publish(stream, [line[:-1] for _, _, line in records[stream]])
-            self.metrics.inc("hda_output_entries_total", len(records[stream]), stream=stream)
+            self.hub.publish(stream, [line[:-1] for _, _, line in stream_records])
+            self.metrics.inc("hda_output_entries_total", len(stream_records), stream=stream)
             self.metrics.inc("hda_output_events_total", events[stream], stream=stream)
         if acks:
             raise_errors(

@@ -12,12 +12,18 @@ import asyncio
 import collections
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 
 RespValue = Any  # bytes | int | list[RespValue] | None | RespError: what hiredis returns
 Arg = bytes | str | int | float
+
+
+def pack(command: tuple[Arg, ...]) -> bytes:
+    """One command in RESP, packed by hiredis (C)."""
+    packed: bytes = hiredis.pack_command(cast(Any, command))  # the stub types a 1-tuple
+    return packed
 
 
 class RespError(Exception):
@@ -117,10 +123,12 @@ class RespConnection:
         self._loop = asyncio.get_running_loop()
 
     @classmethod
-    async def connect(cls, address: RedisAddress, *, timeout: float = 5.0) -> RespConnection:
+    async def connect(
+        cls, address: RedisAddress, *, connect_seconds: float = 5.0
+    ) -> RespConnection:
         loop = asyncio.get_running_loop()
         transport, protocol = await asyncio.wait_for(
-            loop.create_connection(_ReplyProtocol, address.host, address.port), timeout
+            loop.create_connection(_ReplyProtocol, address.host, address.port), connect_seconds
         )
         assert isinstance(transport, asyncio.Transport)
         connection = cls(protocol, transport)
@@ -157,7 +165,7 @@ class RespConnection:
 
     async def execute(self, *args: Arg) -> RespValue:
         """Send one command; raise RespError on an error reply."""
-        (future,) = self._send(hiredis.pack_command(args), 1)
+        (future,) = self._send(pack(args), 1)
         await self._protocol.drain()
         reply = await future
         if isinstance(reply, RespError):
@@ -168,7 +176,7 @@ class RespConnection:
         """Send commands in one write; replies come back in order, errors as RespError values."""
         if not commands:
             return []
-        payload = b"".join([hiredis.pack_command(command) for command in commands])
+        payload = b"".join([pack(command) for command in commands])
         futures = self._send(payload, len(commands))
         await self._protocol.drain()
         return list(await asyncio.gather(*futures))

@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
+from aiohttp import web
 
 from .codec import (
     FIELD_COUNT,
@@ -34,8 +34,12 @@ from .pipeline import EntryResult, Pipeline
 from .resp import Arg, RedisAddress, RespConnection, RespError
 from .retention import trim_key
 from .scripts import Script
+from .supervise import run_until_stopped, stop_on_signals
 
 log = logging.getLogger(__name__)
+
+# XREADGROUP's reply: [(key, [(entry ID, [field, value, ...] or None when deleted), ...]), ...]
+ReadReply = list[tuple[bytes, list[tuple[bytes, list[bytes] | None]]]]
 
 COMMIT_SCRIPT = Script(
     """
@@ -189,11 +193,9 @@ class Worker:
             self.metrics.inc("hda_worker_events_total", events, stream=stream)
         return committed
 
-    def _group_reply(
-        self, reply: Sequence[object] | None
-    ) -> dict[tuple[str, int], list[Delivered]]:
+    def _group_reply(self, reply: ReadReply | None) -> dict[tuple[str, int], list[Delivered]]:
         batch: dict[tuple[str, int], list[Delivered]] = {}
-        for key, entries in reply or []:  # type: ignore[misc]
+        for key, entries in reply or []:
             stream, partition = self._by_key[key]
             batch[(stream, partition)] = [
                 Delivered(partition, entry_id, decode_fields(fields) if fields else None, 1)
@@ -365,10 +367,6 @@ async def serve_worker(
     config: RuntimeConfig, address: RedisAddress, *, consumer: str, host: str, port: int
 ) -> None:
     """Run one worker until SIGTERM/SIGINT; probes and metrics on `port` (0: none)."""
-    from aiohttp import web
-
-    from .supervise import run_until_stopped, stop_on_signals
-
     stop = asyncio.Event()
     stop_on_signals(stop)
     worker = Worker(config, address, consumer)
