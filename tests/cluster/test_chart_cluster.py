@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from hda.cluster.testing import ClusterHandle, wait_for
+from hda.controller.harness import CountingProxy, admin_access, token_kubeconfig
 
 pytestmark = pytest.mark.cluster
 
@@ -197,13 +198,17 @@ def test_rendering_passes_a_server_side_dry_run(
 # helm install, then the operator with exactly the chart's ServiceAccount credentials
 
 
-def service_account_kubeconfig(
-    cluster: ClusterHandle, namespace: str, account: str, path: Path
-) -> Path:
-    """A kubeconfig whose only credential is a TokenRequest token for `account`."""
-    token = cluster.kubectl(
+def service_account_token(cluster: ClusterHandle, namespace: str, account: str) -> str:
+    """A TokenRequest token for the ServiceAccount (what kubelet would mount into the pod)."""
+    return cluster.kubectl(
         "create", "token", account, "--namespace", namespace, "--duration=2h"
     ).stdout.strip()
+
+
+def service_account_kubeconfig(
+    cluster: ClusterHandle, token: str, account: str, path: Path
+) -> Path:
+    """A kubeconfig for the cluster whose only credential is `token`."""
     admin = yaml.safe_load(cluster.kubeconfig.read_text())
     context = next(
         item["context"] for item in admin["contexts"] if item["name"] == admin["current-context"]
@@ -239,37 +244,34 @@ def free_port() -> int:
         return port
 
 
-def forbidden_requests(cluster: ClusterHandle) -> dict[str, float]:
-    """apiserver_request_total with code 403, per label set, from the API server's metrics."""
-    metrics = cluster.kubectl("get", "--raw", "/metrics").stdout
-    counts: dict[str, float] = {}
-    for line in metrics.splitlines():
-        if line.startswith("apiserver_request_total{") and 'code="403"' in line:
-            labels, _, value = line.rpartition(" ")
-            counts[labels] = float(value)
-    return counts
-
-
 class Operator:
     """`hda operator` as a subprocess, with its output in a file."""
 
-    def __init__(self, kubeconfig: Path, log: Path) -> None:
+    def __init__(self, kubeconfig: Path, log: Path, args: list[str], env: dict[str, str]) -> None:
         self.log = log
         self.port = free_port()
-        env = {
+        # The chart's arguments, with the liveness endpoint moved to a free local port.
+        argv = [
+            f"--liveness=http://127.0.0.1:{self.port}/healthz"
+            if arg.startswith("--liveness=")
+            else arg
+            for arg in args
+        ]
+        assert argv.count(f"--liveness=http://127.0.0.1:{self.port}/healthz") == 1, args
+        full_env = {
             **os.environ,
+            **env,
             "KUBECONFIG": str(kubeconfig),
-            "HDA_LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
         }
         self._log_file = log.open("w")
         self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "hda", "operator", "--standalone", "--all-namespaces",
-                f"--liveness=http://127.0.0.1:{self.port}/healthz",
-            ],
-            env=env, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=log.parent,
-        )  # fmt: skip
+            [sys.executable, "-m", "hda", *argv],
+            env=full_env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            cwd=log.parent,
+        )
 
     def output(self) -> str:
         self._log_file.flush()
@@ -321,34 +323,99 @@ def delete_hda(cluster: ClusterHandle, namespace: str, name: str) -> None:
     )  # fmt: skip
 
 
+FC_STORAGE_CLASS = "hda-fibre-channel"  # the default of spec.output.fibreChannel.storageClassName
+VOLUME_LABEL = "hda-chart-test/namespace"
+
+
+def ensure_fc_storage_class(cluster: ClusterHandle) -> None:
+    """The StorageClass docs/fibre-channel.md asks cluster admins to create once."""
+    if cluster.kubectl("get", "storageclass", FC_STORAGE_CLASS, check=False).returncode == 0:
+        return
+    storage_class = {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": FC_STORAGE_CLASS},
+        "provisioner": "kubernetes.io/no-provisioner",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    }
+    cluster.kubectl("create", "-f", "-", input=json.dumps(storage_class), check=False)
+
+
+def provide_static_volumes(cluster: ClusterHandle, namespace: str) -> None:
+    """Play the storage admin: a static PersistentVolume for every pending claim.
+
+    kwok nodes mount nothing, so the volumes only need to exist and match (class, size, access
+    mode); each is reserved for its claim with a claimRef. Fibre Channel claims get FC volumes.
+    """
+    claims = get_json(cluster, "persistentvolumeclaims", "-n", namespace)["items"]
+    for claim in claims:
+        if claim["spec"].get("volumeName") or claim["status"].get("phase") != "Pending":
+            continue
+        claim_name = claim["metadata"]["name"]
+        volume_name = f"hda-chart-test-{claim['metadata']['uid'][:13]}"
+        storage_class = claim["spec"].get("storageClassName") or ""
+        if storage_class == FC_STORAGE_CLASS:
+            wwid = "3600a0b8" + claim["metadata"]["uid"].replace("-", "")[:24]
+            source: dict[str, Any] = {"fc": {"wwids": [wwid]}}
+        else:
+            source = {"hostPath": {"path": f"/var/lib/hda-chart-test/{volume_name}"}}
+        volume = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume_name, "labels": {VOLUME_LABEL: namespace}},
+            "spec": {
+                "capacity": {"storage": claim["spec"]["resources"]["requests"]["storage"]},
+                "accessModes": claim["spec"]["accessModes"],
+                "storageClassName": storage_class,
+                "persistentVolumeReclaimPolicy": "Retain",
+                "claimRef": {"namespace": namespace, "name": claim_name},
+                **source,
+            },
+        }
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(volume))
+
+
+@pytest.mark.parametrize("scope", ["all-namespaces", "namespaced"])
 def test_installed_chart_credentials_run_the_operator_to_ready(
+    scope: str,
     cluster: ClusterHandle,
     release: Release,
     namespace_factory: Callable[..., str],
     tmp_path: Path,
 ) -> None:
-    installed = release.install()
+    ensure_fc_storage_class(cluster)
+    pipelines = namespace_factory()
+    values = [] if scope == "all-namespaces" else ["--set", f"watchNamespaces={{{pipelines}}}"]
+    installed = release.install(*values)
     assert "kubectl wait --for=condition=Ready" in installed.stdout, "NOTES.txt is printed"
     accounts = get_json(cluster, "serviceaccounts", "-n", release.namespace)["items"]
     names = [item["metadata"]["name"] for item in accounts]
     # The chart's full name: "<release>-hda-operator".
     account = next(name for name in names if name.startswith(release.name))
     deployment = get_json(cluster, "deployment", account, "-n", release.namespace)
-    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == account
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account
+    container = pod["containers"][0]
+    chart_env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    if scope == "namespaced":
+        assert f"--namespace={pipelines}" in container["args"]
+        assert "--all-namespaces" not in container["args"]
 
-    kubeconfig = service_account_kubeconfig(
-        cluster, release.namespace, account, tmp_path / "operator.kubeconfig"
-    )
+    token = service_account_token(cluster, release.namespace, account)
+    direct = service_account_kubeconfig(cluster, token, account, tmp_path / "direct.kubeconfig")
     whoami = json.loads(
-        cluster.kubectl("--kubeconfig", str(kubeconfig), "auth", "whoami", "-o", "json").stdout
+        cluster.kubectl("--kubeconfig", str(direct), "auth", "whoami", "-o", "json").stdout
     )
     assert whoami["status"]["userInfo"]["username"] == (
         f"system:serviceaccount:{release.namespace}:{account}"
     )
 
-    pipelines = namespace_factory()
-    forbidden_before = forbidden_requests(cluster)
-    operator = Operator(kubeconfig, tmp_path / "operator.log")
+    # The operator talks to the API server through a proxy that records every response, with
+    # nothing but the ServiceAccount's token.
+    access = admin_access(cluster.kubeconfig)
+    proxy = CountingProxy(access.server, access.ca_data).start()
+    kubeconfig = token_kubeconfig(proxy.url, token, tmp_path / "operator.kubeconfig", user=account)
+    operator = Operator(kubeconfig, tmp_path / "operator.log", container["args"], chart_env)
     hda = yaml.safe_load(EXAMPLE.read_text())
     name = hda["metadata"]["name"]
     # As Argo CD would have it: tracking label and annotation on the HDA.
@@ -362,6 +429,7 @@ def test_installed_chart_credentials_run_the_operator_to_ready(
 
         def ready() -> bool:
             operator.assert_running()
+            provide_static_volumes(cluster, pipelines)
             return hda_condition(cluster, pipelines, name, "Ready").get("status") == "True"
 
         wait_for(
@@ -381,13 +449,10 @@ def test_installed_chart_credentials_run_the_operator_to_ready(
         log = operator.output()
         refused = [line for line in log.splitlines() if re.search(r"forbidden|\b403\b", line, re.I)]
         assert not refused, "operator hit missing permissions:\n" + "\n".join(refused[:20])
-        forbidden_after = forbidden_requests(cluster)
-        grown = {
-            labels: count
-            for labels, count in forbidden_after.items()
-            if count > forbidden_before.get(labels, 0.0)
-        }
-        assert not grown, f"the API server refused requests: {grown}"
+        requests = proxy.snapshot()
+        assert requests, "the operator made no request through the proxy"
+        refused_requests = [r for r in requests if r.status in {401, 403}]
+        assert not refused_requests, f"the API server refused the operator: {refused_requests[:20]}"
 
         # The operator never writes the spec: generation counts spec changes.
         obj = get_json(cluster, "hda", name, "-n", pipelines)
@@ -420,6 +485,10 @@ def test_installed_chart_credentials_run_the_operator_to_ready(
     finally:
         delete_hda(cluster, pipelines, name)
         operator.stop()
+        proxy.stop()
+        cluster.kubectl(
+            "delete", "pv", "-l", f"{VOLUME_LABEL}={pipelines}", "--wait=false", check=False
+        )
 
 
 # ---------------------------------------------------------------------------------------------
