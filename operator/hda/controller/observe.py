@@ -331,9 +331,9 @@ class LagProbe:
                     streams.append(StreamLag(stream.name, lag_total, pending, length, dead))
             return Lag(streams=tuple(streams))
         except (OSError, RedisError, TimeoutError) as error:
-            return Lag(
-                error=f"Valkey at {host}:{REDIS_PORT} not reachable ({type(error).__name__})"
-            )
+            # The message must not vary with the kind of failure, or status would flap.
+            log.debug("lag probe failed", extra={"host": host, "error": repr(error)})
+            return Lag(error=f"Valkey at {host}:{REDIS_PORT} not reachable")
         finally:
             await client.aclose()
 

@@ -418,7 +418,10 @@ class Controller:
                 return
             raise
         self.stats.status_writes += 1
-        log.info("status written", extra=_fields(key, transitions=len(transitions)))
+        log.info(
+            "status written",
+            extra=_fields(key, transitions=len(transitions), changed=_changed(status, live_status)),
+        )
         events.transitions(body, transitions)
 
     def _require_cache(self) -> Cache:
@@ -458,6 +461,16 @@ class Controller:
                 self.stats.deletes += 1
                 log.info("released", extra=_fields(key, object=f"PersistentVolume/{name}"))
         self._states.pop(key, None)
+
+
+def _changed(new: dict[str, Any], old: dict[str, Any]) -> list[str]:
+    """Which parts of the status differ: condition types and other top-level fields."""
+    before = {c.get("type"): c for c in old.get("conditions") or []}
+    changed = [str(c["type"]) for c in new.get("conditions") or [] if before.get(c["type"]) != c]
+    changed += [
+        k for k in sorted(set(new) | set(old)) if k != "conditions" and new.get(k) != old.get(k)
+    ]
+    return changed
 
 
 def _fields(key: Key, **extra: Any) -> dict[str, Any]:

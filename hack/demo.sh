@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# `make demo`: a local Kubernetes control plane, the HDA CRD, the operator, and examples/hda.yaml
+# running until Ready. Everything runs as local processes (no Docker): the nodes are kwok nodes,
+# so pods are simulated and their containers never run.
+#
+# Storage for the demo: examples/hda.yaml keeps the defaults, so its Valkey claim wants the
+# cluster's default StorageClass and its two output claims want static Fibre Channel volumes of
+# class hda-fibre-channel. The demo provides both: a default no-provisioner class with one
+# hostPath volume, and two FC PersistentVolumes (fake WWIDs; kwok never attaches them).
+#
+# Environment: HDA_DEMO_CLUSTER (default demo), HDA_DEMO_NAMESPACE (default hda-demo),
+# HDA_DEMO_TIMEOUT seconds to wait for Ready (default 300).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+hda=${HDA:-$root/.venv/bin/hda}
+cluster=${HDA_DEMO_CLUSTER:-demo}
+namespace=${HDA_DEMO_NAMESPACE:-hda-demo}
+timeout=${HDA_DEMO_TIMEOUT:-300}
+example=$root/examples/hda.yaml
+crd=$root/crds/hyperdriveaccelerators.hda.shitops.dev.yaml
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+say "binaries (built once into ~/.cache/hda/bin)"
+bin_dir=$(bash "$root/hack/build-binaries.sh")
+kubectl="$bin_dir/kubectl"
+
+say "local cluster '$cluster'"
+eval "$("$hda" cluster up --name "$cluster" --nodes 3 --fc-nodes 2)"
+state_dir=$(dirname "$KUBECONFIG")
+log=$state_dir/operator.log
+pid_file=$state_dir/operator.pid
+k() { "$kubectl" "$@"; }
+
+say "CRD"
+k apply --server-side --force-conflicts -f "$crd"
+# Poll: `kubectl wait --for=condition` fails at once while .status.conditions is still absent.
+wait_condition() { # wait_condition SECONDS RESOURCE CONDITION [kubectl args...]
+  local seconds=$1 resource=$2 condition=$3
+  shift 3
+  for _ in $(seq "$seconds"); do
+    status=$(k get "$resource" "$@" -o jsonpath="{.status.conditions[?(@.type==\"$condition\")].status}" 2>/dev/null || true)
+    [ "$status" = True ] && return 0
+    sleep 1
+  done
+  return 1
+}
+wait_condition 60 crd/hyperdriveaccelerators.hda.shitops.dev Established
+
+say "storage: FC StorageClass, a default class for Valkey, and the demo's static volumes"
+k apply --server-side -f - <<'EOF'
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: hda-fibre-channel
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: hda-demo-local
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: hda-demo-valkey-0
+  labels: {hda-demo: "true"}
+spec:
+  capacity: {storage: 10Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: hda-demo-local
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {path: /var/lib/hda-demo/valkey-0}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: hda-demo-fc-0
+  labels: {hda-demo: "true"}
+spec:
+  capacity: {storage: 100Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: hda-fibre-channel
+  persistentVolumeReclaimPolicy: Retain
+  fc: {wwids: ["3600a0b80000demo0000000000000000"], fsType: ext4}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - {key: hda.shitops.dev/fibre-channel, operator: In, values: ["true"]}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: hda-demo-fc-1
+  labels: {hda-demo: "true"}
+spec:
+  capacity: {storage: 100Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: hda-fibre-channel
+  persistentVolumeReclaimPolicy: Retain
+  fc: {wwids: ["3600a0b80000demo0000000000000001"], fsType: ext4}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - {key: hda.shitops.dev/fibre-channel, operator: In, values: ["true"]}
+EOF
+
+say "operator (log: $log)"
+if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+  echo "already running (pid $(cat "$pid_file"))"
+else
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  HDA_LOG_FORMAT=json nohup "$hda" operator --all-namespaces \
+    --liveness "http://127.0.0.1:$port/healthz" >"$log" 2>&1 &
+  echo $! >"$pid_file"
+  for _ in $(seq 60); do
+    if curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then break; fi
+    kill -0 "$(cat "$pid_file")" 2>/dev/null || { tail -n 50 "$log"; exit 1; }
+    sleep 1
+  done
+  echo "running (pid $(cat "$pid_file")), healthy on http://127.0.0.1:$port/healthz"
+fi
+
+say "namespace $namespace (restricted Pod Security) and $example"
+k apply --server-side -f - <<EOF
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: $namespace
+  labels:
+    pod-security.kubernetes.io/enforce: restricted
+    pod-security.kubernetes.io/warn: restricted
+    pod-security.kubernetes.io/audit: restricted
+EOF
+k apply -n "$namespace" -f "$example"
+name=$(k create --dry-run=client -o jsonpath='{.metadata.name}' -f "$example")
+
+say "waiting for Ready (up to ${timeout}s)"
+if ! wait_condition "$timeout" "hda/$name" Ready -n "$namespace"; then
+  k get -n "$namespace" "hda/$name" -o yaml
+  tail -n 40 "$log"
+  exit 1
+fi
+
+say "kubectl get hda"
+k get hda -n "$namespace" -o wide
+say "children"
+k get -n "$namespace" statefulsets,deployments,pods,services,configmaps,secrets,serviceaccounts,pdb,networkpolicies,pvc \
+  -l "hda.shitops.dev/accelerator=$name"
+k get pv
+say "conditions"
+k get -n "$namespace" "hda/$name" \
+  -o jsonpath='{range .status.conditions[*]}{.type}{"\t"}{.status}{"\t"}{.reason}{"\t"}{.message}{"\n"}{end}'
+
+cat <<EOF
+
+The demo is running. Try:
+  export KUBECONFIG=$KUBECONFIG
+  $kubectl -n $namespace scale hda/$name --replicas=5      # workers follow
+  $kubectl -n $namespace delete deployment $name-workers   # restored within seconds
+  $kubectl -n $namespace describe hda/$name                 # conditions and events
+Stop: kill \$(cat $pid_file); make demo-down
+EOF
