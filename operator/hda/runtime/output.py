@@ -41,6 +41,7 @@ from .segments import (
     record_position,
 )
 from .supervise import run_until_stopped
+from .worker import count_per_key
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,9 @@ class OutputProcess:
             self.ready = True
             read_command: list[Arg] = [
                 "XREADGROUP", "GROUP", OUTPUT_GROUP, self.consumer,
-                "COUNT", max(1, self.config.batch_size * 4), "BLOCK", 1000, "STREAMS",
+                # output's work per entry is small: four worker batches per call
+                "COUNT", count_per_key(self.config.batch_size * 4, len(self.keys)),
+                "BLOCK", 1000, "STREAMS",
                 *[key for _, _, key in self.keys], *([">"] * len(self.keys)),
             ]  # fmt: skip
             while not stop.is_set():

@@ -62,6 +62,11 @@ return committed
 )
 
 
+def count_per_key(batch_size: int, keys: int) -> int:
+    """XREADGROUP's COUNT applies to each key; batchSize is per call, so share it out."""
+    return max(1, -(-batch_size // max(1, keys)))
+
+
 @dataclass(frozen=True)
 class Delivered:
     """One input entry as delivered to this consumer."""
@@ -296,7 +301,8 @@ class Worker:
             self.ready = True
             read_command: list[Arg] = [
                 "XREADGROUP", "GROUP", WORKER_GROUP, self.consumer,
-                "COUNT", self.config.batch_size, "BLOCK", self.block_ms, "STREAMS",
+                "COUNT", count_per_key(self.config.batch_size, len(self.keys)),
+                "BLOCK", self.block_ms, "STREAMS",
                 *[key for _, _, key in self.keys],
                 *([">"] * len(self.keys)),
             ]  # fmt: skip
