@@ -45,6 +45,9 @@ class EntryResult:
 
 
 def _set_path(event: Event, path: str, value: Any) -> None:
+    if "." not in path:
+        event[path] = value
+        return
     parts = path.split(".")
     node = event
     for part in parts[:-1]:
@@ -60,6 +63,8 @@ _MISSING = object()
 
 
 def _pop_path(event: Event, path: str) -> Any:
+    if "." not in path:
+        return event.pop(path, _MISSING)
     parts = path.split(".")
     node: Any = event
     for part in parts[:-1]:
@@ -162,14 +167,23 @@ def _filter(spec: FilterStep) -> EventStep:
 
 
 def _set_fields(fields: dict[str, Any]) -> EventStep:
+    if all(isinstance(v, str | int | float | bool) or v is None for v in fields.values()):
+        items = list(fields.items())  # immutable values can be shared between events
+
+        def set_scalars(event: Event) -> Event:
+            for path, value in items:
+                _set_path(event, path, value)
+            return event
+
+        return set_scalars
     frozen = orjson.dumps(fields)  # copy per event so events never share mutable values
 
-    def step(event: Event) -> Event:
+    def set_copies(event: Event) -> Event:
         for path, value in orjson.loads(frozen).items():
             _set_path(event, path, value)
         return event
 
-    return step
+    return set_copies
 
 
 def _rename_fields(fields: dict[str, str]) -> EventStep:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -13,8 +14,16 @@ from .resp import RespError
 log = logging.getLogger(__name__)
 
 
+def tune_gc() -> None:
+    """Fewer, cheaper collections: the hot loops allocate many short-lived dicts and bytes, and
+    everything imported at start-up never dies, so move it out of the collector's sight."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def stop_on_signals(stop: asyncio.Event) -> None:
     """SIGTERM (Kubernetes) and SIGINT (Ctrl-C) both mean: finish the current batch, then exit."""
+    tune_gc()  # called once per component, after its start-up imports
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
