@@ -261,3 +261,32 @@ async def test_backlog_above_the_watermark_is_429_and_stops_websocket_reads(
         ack = orjson.loads((await ws.receive(timeout=30)).data)
         assert ack["count"] == 1
         await ws.close()
+
+
+async def test_valkey_password_comes_from_the_environment(
+    tmp_path: Path, write_manifest: Any
+) -> None:
+    from hda.runtime.embedded import EmbeddedValkey
+    from hda.runtime.resp import RedisAddress
+
+    secured = EmbeddedValkey(tmp_path / "secured", password="valkey-pass")
+    secured.start()
+    group = Processes(tmp_path, secured)
+    try:
+        manifest = write_manifest("    - {name: events, partitions: 1}\n", name="pw.yaml")
+        port = group.ingest(manifest, env={"HDA_REDIS_PASSWORD": "valkey-pass"})
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                url(port), data=b'{"a":1}', headers={"Content-Type": "application/json"}
+            ) as response,
+        ):
+            assert response.status == 202
+        redis = await RespConnection.connect(
+            RedisAddress(port=secured.port, password="valkey-pass")
+        )
+        assert await redis.execute("XLEN", input_key("events", 0)) == 1
+        redis.close()
+    finally:
+        group.stop_all()
+        secured.kill()

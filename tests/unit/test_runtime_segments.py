@@ -116,3 +116,15 @@ def test_resume_position_is_just_after_the_named_record(tmp_path: Path) -> None:
     between = find_resume_position(tmp_path, 0, (101, 0))
     assert between is not None
     assert between >= FilePosition(1, 0)
+
+
+def test_rotation_by_age(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path, "s", max_bytes=1 << 30, max_age_seconds=0)
+    writer.recover()
+    for ms in (1, 2, 3):
+        writer.append([(0, (ms, 0), record(0, ms, b"{}"))])
+        writer.sync()
+    writer.close()
+    segments = list_segments(tmp_path)
+    assert len(segments) == 4  # the first (empty) one, then a new one before each write
+    assert scan_segment(segments[-1][1].read_bytes()).header_last == {0: (2, 0)}

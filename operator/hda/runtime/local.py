@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from hda.api.consts import ENV_REDIS_URL
@@ -36,7 +36,6 @@ class Component:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
-    extra_env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

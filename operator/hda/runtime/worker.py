@@ -147,7 +147,7 @@ class Worker:
                 },
             )
             return None
-        dead = dead_letter_lines(result, stream, self._partition_of(stream, item), item.entry_id)
+        dead = dead_letter_lines(result, stream, item.partition, item.entry_id)
         if dead:
             self.metrics.inc("hda_worker_dead_letters_total", len(dead), stream=stream)
             log.warning(
@@ -161,10 +161,6 @@ class Worker:
             str(len(dead)),
             b"\n".join(dead),
         ]
-
-    @staticmethod
-    def _partition_of(stream: str, item: Delivered) -> int:
-        return item.partition
 
     async def process(
         self, connection: RespConnection, batch: dict[tuple[str, int], list[Delivered]]
