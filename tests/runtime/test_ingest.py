@@ -186,15 +186,16 @@ async def test_websocket_acks_each_frame_with_ids_or_an_error(
         await ws.send_str('{"w":2}\n{"w":3}\n')
         await ws.send_str('{"w":4}\nnot json\n')
         await ws.send_bytes(b'{"w":5}')
-        acks = [orjson.loads((await ws.receive()).data) for _ in range(4)]
+        await ws.send_str('[{"w":6},{"w":7}]')
+        acks = [orjson.loads((await ws.receive()).data) for _ in range(5)]
         await ws.close()
-    assert [a["seq"] for a in acks] == [1, 2, 3, 4]
-    assert [a.get("count") for a in acks] == [1, 2, None, 1]
+    assert [a["seq"] for a in acks] == [1, 2, 3, 4, 5]
+    assert [a.get("count") for a in acks] == [1, 2, None, 1, 2]
     assert acks[2]["status"] == 400
     assert "line 2" in acks[2]["error"]
     assert acks[1]["firstId"].endswith("/0")
     assert acks[1]["lastId"].endswith("/1")
-    assert sorted(e["w"] for e in await all_input_events(redis, "events", 3)) == [1, 2, 3, 5]
+    assert sorted(e["w"] for e in await all_input_events(redis, "events", 3)) == [1, 2, 3, 5, 6, 7]
 
 
 async def test_websocket_requires_the_token(ingest_port: int) -> None:

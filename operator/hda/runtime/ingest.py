@@ -15,7 +15,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -55,15 +55,69 @@ class Receipt:
 
 
 @dataclass
-class _Submission:
+class Submission:
     stream: str
     groups: dict[int, list[bytes]]  # partition -> lines, in request order within the partition
     first: tuple[int, int]  # (partition, index within that partition's lines) of event 0
     last: tuple[int, int]
     count: int
     future: asyncio.Future[Receipt]
-    # filled in by the writer: partition -> [(entry index in pipeline, offset in entry)]
-    placement: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+
+Slot = tuple[str, int]  # (stream, partition)
+Spots = dict[tuple[int, int], tuple[int, int]]  # (partition, index) -> (entry number, offset)
+
+
+def layout_entries(
+    submissions: list[Submission], max_events: int, max_bytes: int
+) -> tuple[dict[Slot, list[list[bytes]]], list[Spots]]:
+    """Pack the submissions' lines into entries per (stream, partition), in submission order,
+    each at most `max_events` lines and `max_bytes` (a single larger line gets its own entry).
+    Also returns where each submission's first and last events landed."""
+    entries: dict[Slot, list[list[bytes]]] = {}
+    sizes: dict[Slot, int] = {}
+    located: list[Spots] = []
+    for submission in submissions:
+        spots: Spots = {}
+        for partition, lines in submission.groups.items():
+            slot = (submission.stream, partition)
+            chunks = entries.setdefault(slot, [[]])
+            size = sizes.get(slot, 0)
+            wanted = [i for p, i in (submission.first, submission.last) if p == partition]
+            position, count = 0, len(lines)
+            while position < count:
+                current = chunks[-1]
+                room = max_events - len(current)
+                if room <= 0 or (current and size >= max_bytes):
+                    current, size, room = [], 0, max_events
+                    chunks.append(current)
+                piece = lines[position : position + room]
+                piece_bytes = sum(map(len, piece)) + len(piece)
+                if size + piece_bytes > max_bytes:
+                    fit, budget = 0, max_bytes - size
+                    for line in piece:
+                        if len(line) + 1 > budget and (fit or current):
+                            break
+                        budget -= len(line) + 1
+                        fit += 1
+                    if fit == 0:  # the next line does not fit here: start a new entry
+                        current, size = [], 0
+                        chunks.append(current)
+                        continue
+                    piece = piece[:fit]
+                    piece_bytes = sum(map(len, piece)) + fit
+                for index in wanted:
+                    if position <= index < position + len(piece):
+                        spots[(partition, index)] = (
+                            len(chunks) - 1,
+                            len(current) + index - position,
+                        )
+                current.extend(piece)
+                size += piece_bytes
+                position += len(piece)
+            sizes[slot] = size
+        located.append(spots)
+    return entries, located
 
 
 class EntryWriter:
@@ -72,7 +126,7 @@ class EntryWriter:
     def __init__(self, connection: Reconnecting, max_events_per_entry: int) -> None:
         self.connection = connection
         self.max_events_per_entry = max_events_per_entry
-        self._pending: list[_Submission] = []
+        self._pending: list[Submission] = []
         self._scheduled = False
         self.entries_written = 0
         self.events_written = 0
@@ -91,7 +145,7 @@ class EntryWriter:
             line_groups = {p: [lines[i] for i in indexes] for p, indexes in groups.items()}
             where = {i: (p, n) for p, indexes in groups.items() for n, i in enumerate(indexes)}
             first, last = where[0], where[len(lines) - 1]
-        submission = _Submission(stream, line_groups, first, last, len(lines), loop.create_future())
+        submission = Submission(stream, line_groups, first, last, len(lines), loop.create_future())
         self._pending.append(submission)
         if not self._scheduled:
             self._scheduled = True
@@ -101,32 +155,7 @@ class EntryWriter:
     def _flush(self) -> None:
         self._scheduled = False
         submissions, self._pending = self._pending, []
-        # (stream, partition) -> entries, each a list of lines; submissions remember where
-        # their first and last events went: (stream, partition, entry number, offset).
-        entries: dict[tuple[str, int], list[list[bytes]]] = {}
-        entry_bytes: dict[tuple[str, int], int] = {}
-        located: list[dict[tuple[int, int], tuple[int, int]]] = []
-        for submission in submissions:
-            spots: dict[tuple[int, int], tuple[int, int]] = {}
-            for partition, lines in submission.groups.items():
-                slot = (submission.stream, partition)
-                chunks = entries.setdefault(slot, [[]])
-                size = entry_bytes.get(slot, 0)
-                for index, line in enumerate(lines):
-                    current = chunks[-1]
-                    if current and (
-                        len(current) >= self.max_events_per_entry
-                        or size + len(line) > MAX_ENTRY_BYTES
-                    ):
-                        current = []
-                        chunks.append(current)
-                        size = 0
-                    if (partition, index) in (submission.first, submission.last):
-                        spots[(partition, index)] = (len(chunks) - 1, len(current))
-                    current.append(line)
-                    size += len(line) + 1
-                entry_bytes[slot] = size
-            located.append(spots)
+        entries, located = layout_entries(submissions, self.max_events_per_entry, MAX_ENTRY_BYTES)
         commands: list[tuple[Arg, ...]] = []
         first_command: dict[tuple[str, int], int] = {}
         for (stream, partition), chunks in entries.items():
@@ -157,7 +186,7 @@ class EntryWriter:
     @staticmethod
     def _resolve(
         done: asyncio.Future[list[object]],
-        submissions: list[_Submission],
+        submissions: list[Submission],
         located: list[dict[tuple[int, int], tuple[int, int]]],
         first_command: dict[tuple[str, int], int],
     ) -> None:
@@ -475,12 +504,13 @@ class IngestServer:
 
 
 def parse_frame(data: bytes, *, key_field: str | None) -> ParsedBatch:
-    """A WebSocket frame: one event or an NDJSON batch; a pretty-printed object also works."""
+    """A WebSocket frame: one event or an NDJSON batch; a pretty-printed object or a JSON
+    array of objects also works."""
     try:
         return parse_ndjson(data, key_field=key_field)
     except BadInputError as ndjson_error:
         stripped = data.strip()
-        if stripped.startswith(b"{") and b"\n" in stripped:
+        if stripped.startswith(b"[") or (stripped.startswith(b"{") and b"\n" in stripped):
             try:
                 return parse_json_body(stripped, key_field=key_field)
             except BadInputError:
