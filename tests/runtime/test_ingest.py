@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +292,26 @@ async def test_valkey_password_comes_from_the_environment(
     finally:
         group.stop_all()
         secured.kill()
+
+
+async def test_sigterm_acks_every_frame_it_read_then_closes_with_1001(
+    processes: Processes, write_manifest: Any, redis: RespConnection
+) -> None:
+    manifest = write_manifest("    - {name: events, partitions: 2}\n", name="term.yaml")
+    port = processes.ingest(manifest)
+    ingest = processes.components[-1]
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(f"http://127.0.0.1:{port}/v1/streams/events/ws")
+        for frame in range(2000):
+            await ws.send_str("\n".join(f'{{"f":{frame},"i":{i}}}' for i in range(50)))
+        ingest.signal(signal.SIGTERM)
+        acked: set[int] = set()
+        async for message in ws:
+            ack = orjson.loads(message.data)
+            assert ack["count"] == 50
+            acked.add(ack["seq"] - 1)
+        assert ws.close_code == 1001  # going away: resend what was not acknowledged elsewhere
+    assert ingest.process is not None
+    assert ingest.process.wait(30) == 0
+    stored = {e["f"] for e in await all_input_events(redis, "events", 2)}
+    assert stored == acked  # nothing acked is missing, nothing unacknowledged was written

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from .codec import (
     BadInputError,
@@ -300,6 +300,7 @@ class IngestServer:
         self.writer: EntryWriter | None = None
         self.monitor: BacklogMonitor | None = None
         self._connections: list[Reconnecting] = []
+        self.shutting_down = asyncio.Event()
 
     # --- lifecycle ---
 
@@ -323,6 +324,11 @@ class IngestServer:
         # aiohttp enforces client_max_size when reading a body: that is our 413.
         app = web.Application(client_max_size=self.config.max_request_bytes)
         app.cleanup_ctx.append(self._context)
+
+        async def on_shutdown(app: web.Application) -> None:
+            self.shutting_down.set()
+
+        app.on_shutdown.append(on_shutdown)
         app.router.add_post("/v1/streams/{stream}/events", self.post_events)
         app.router.add_get("/v1/streams/{stream}/ws", self.websocket)
         app.router.add_get("/healthz", self.healthz)
@@ -437,7 +443,9 @@ class IngestServer:
             for sequence in itertools.count(1):
                 # Flow control: while over the watermark we stop reading, so TCP pushes back.
                 await gate.wait()
-                message = await ws.receive()
+                message = await self._receive_unless_shutting_down(ws)
+                if message is None:
+                    break  # shutting down: ack what was read, then close (below)
                 if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                     break
                 if message.type == WSMsgType.ERROR:
@@ -459,7 +467,20 @@ class IngestServer:
         finally:
             await acks.put(None)
             await sender
+            if not ws.closed:
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"ingest shutting down")
         return ws
+
+    async def _receive_unless_shutting_down(self, ws: web.WebSocketResponse) -> WSMessage | None:
+        """The next frame, or None once shutdown began (every frame read is still acked)."""
+        receive = asyncio.ensure_future(ws.receive())
+        stopping = asyncio.ensure_future(self.shutting_down.wait())
+        done, _ = await asyncio.wait({receive, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if receive in done:
+            stopping.cancel()
+            return receive.result()
+        receive.cancel()
+        return None
 
     async def _send_acks(
         self,

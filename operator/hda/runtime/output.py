@@ -39,6 +39,7 @@ from .segments import (
     iter_lines,
     list_segments,
     record_position,
+    segment_name,
 )
 from .supervise import run_until_stopped
 from .worker import count_per_key
@@ -263,9 +264,14 @@ class OutputProcess:
         watcher = asyncio.create_task(watch_client())
         try:
             if start is not None and start < history_end:
-                for line in await asyncio.to_thread(_read_range, directory, start, history_end):
-                    await ws.send_str(line.decode())
-                    last_sent = _id_of(line) or last_sent
+                # one segment in memory at a time, read off the event loop
+                for number in _segments_between(directory, start, history_end):
+                    lines = await asyncio.to_thread(
+                        _read_segment_range, directory, number, start, history_end
+                    )
+                    for line in lines:
+                        await ws.send_str(line.decode())
+                        last_sent = _id_of(line) or last_sent
             while not ws.closed:
                 await subscriber.wakeup.wait()
                 subscriber.wakeup.clear()
@@ -321,17 +327,19 @@ def _resume_position(directory: Path, start_text: str | None) -> FilePosition | 
     return find_resume_position(directory, partition, entry_id)
 
 
-def _read_range(directory: Path, start: FilePosition, end: FilePosition) -> list[bytes]:
-    lines: list[bytes] = []
-    for number, path in list_segments(directory):
-        if number < start.segment or number > end.segment:
-            continue
-        data = path.read_bytes()
-        if number == end.segment:
-            data = data[: end.offset]
-        begin = start.offset if number == start.segment else 0
-        lines.extend(line for _, line in iter_lines(data, begin) if record_position(line))
-    return lines
+def _segments_between(directory: Path, start: FilePosition, end: FilePosition) -> list[int]:
+    return [n for n, _ in list_segments(directory) if start.segment <= n <= end.segment]
+
+
+def _read_segment_range(
+    directory: Path, number: int, start: FilePosition, end: FilePosition
+) -> list[bytes]:
+    """Record lines of one segment between the positions (durable bytes only)."""
+    data = (directory / segment_name(number)).read_bytes()
+    if number == end.segment:
+        data = data[: end.offset]
+    begin = start.offset if number == start.segment else 0
+    return [line for _, line in iter_lines(data, begin) if record_position(line)]
 
 
 async def serve_output(
