@@ -6,6 +6,7 @@ permissions, `helm upgrade` upgrades the CRD, `helm uninstall` keeps the CRD and
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -25,7 +26,7 @@ import pytest
 import yaml
 
 from hda.cluster.testing import ClusterHandle, wait_for
-from hda.controller.harness import CountingProxy, admin_access, token_kubeconfig
+from hda.controller.harness import CountingProxy, Request, admin_access, token_kubeconfig
 
 pytestmark = pytest.mark.cluster
 
@@ -427,8 +428,12 @@ def test_installed_chart_credentials_run_the_operator_to_ready(
         wait_for(operator.healthy, timeout=60, message=operator.output)
         cluster.kubectl("apply", "-n", pipelines, "-f", "-", input=yaml.safe_dump(hda))
 
+        def refused() -> list[Request]:
+            return [r for r in proxy.snapshot() if r.status in {401, 403}]
+
         def ready() -> bool:
             operator.assert_running()
+            assert not refused(), f"the API server refused the operator: {refused()[:20]}"
             provide_static_volumes(cluster, pipelines)
             return hda_condition(cluster, pipelines, name, "Ready").get("status") == "True"
 
@@ -447,12 +452,11 @@ def test_installed_chart_credentials_run_the_operator_to_ready(
 
         # No request of the operator was refused.
         log = operator.output()
-        refused = [line for line in log.splitlines() if re.search(r"forbidden|\b403\b", line, re.I)]
-        assert not refused, "operator hit missing permissions:\n" + "\n".join(refused[:20])
+        denied = [line for line in log.splitlines() if re.search(r"forbidden|\b403\b", line, re.I)]
+        assert not denied, "operator hit missing permissions:\n" + "\n".join(denied[:20])
         requests = proxy.snapshot()
         assert requests, "the operator made no request through the proxy"
-        refused_requests = [r for r in requests if r.status in {401, 403}]
-        assert not refused_requests, f"the API server refused the operator: {refused_requests[:20]}"
+        assert not refused(), f"the API server refused the operator: {refused()[:20]}"
 
         # The operator never writes the spec: generation counts spec changes.
         obj = get_json(cluster, "hda", name, "-n", pipelines)
@@ -486,6 +490,10 @@ def test_installed_chart_credentials_run_the_operator_to_ready(
         delete_hda(cluster, pipelines, name)
         operator.stop()
         proxy.stop()
+        # For post-mortems and RBAC reviews: every request the operator made, with its status.
+        (tmp_path / "requests.json").write_text(
+            json.dumps([dataclasses.asdict(r) for r in proxy.snapshot()], indent=1)
+        )
         cluster.kubectl(
             "delete", "pv", "-l", f"{VOLUME_LABEL}={pipelines}", "--wait=false", check=False
         )
