@@ -314,9 +314,14 @@ class Pipeline:
                         result = event_step(result)  # type: ignore[arg-type]
                         if result is None:
                             break
-                except StepError as error:
+                except Exception as error:  # a step bug must not crash-loop the worker either
+                    message = (
+                        str(error)
+                        if isinstance(error, StepError)
+                        else f"{type(error).__name__}: {error}"
+                    )
                     line = lines[source_index] if source_index >= 0 else dumps(event)
-                    failures.append(EventFailure(source_index, line, str(error)))
+                    failures.append(EventFailure(source_index, line, message))
                     continue
                 if result is not None:
                     survivors.append(result)
