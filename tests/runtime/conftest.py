@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import collections
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,8 +17,6 @@ from hda.runtime.embedded import EmbeddedValkey, free_port
 from hda.runtime.local import Component, wait_ready
 from hda.runtime.resp import RedisAddress, RespConnection
 from hda.runtime.segments import iter_lines, list_segments, record_position
-
-pytestmark = pytest.mark.runtime
 
 
 def manifest_text(streams: str, extra: str = "") -> str:
@@ -180,13 +174,3 @@ async def group_idle(redis: RespConnection, keys: list[str], group: str) -> bool
             if int(info[b"pending"]) or info[b"last-delivered-id"] != last_generated:
                 return False
     return True
-
-
-def count_by(values: list[Any]) -> collections.Counter[Any]:
-    return collections.Counter(values)
-
-
-def run_cli(*args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hda.runtime", *args], env=dict(os.environ), **kwargs
-    )
