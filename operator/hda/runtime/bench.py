@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -243,6 +244,7 @@ def _machine() -> str:
 def run_bench(options: BenchOptions) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="hda-bench-") as temp:
         root = Path(temp)
+        yield f"command: hda bench {' '.join(sys.argv[2:])}".rstrip()
         yield f"machine: {_machine()}"
         yield (
             f"settings: valkey appendfsync={options.appendfsync}, {options.partitions} partitions, "

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from .codec import (
     FIELD_COUNT,
@@ -270,7 +270,7 @@ class OutputProcess:
                         _read_segment_range, directory, number, start, history_end
                     )
                     for line in lines:
-                        await ws.send_str(line.decode())
+                        await ws.send_frame(line, WSMsgType.TEXT)  # already UTF-8 JSON
                         last_sent = _id_of(line) or last_sent
             while not ws.closed:
                 await subscriber.wakeup.wait()
@@ -287,7 +287,7 @@ class OutputProcess:
                     break
                 while subscriber.queue:
                     line = subscriber.queue.popleft()
-                    await ws.send_str(line.decode())
+                    await ws.send_frame(line, WSMsgType.TEXT)  # already UTF-8 JSON
                     last_sent = _id_of(line) or last_sent
         except ConnectionError:
             pass
