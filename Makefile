@@ -11,7 +11,7 @@ help:
 	@echo "make demo      start a local cluster, the operator and examples/hda.yaml"
 	@echo "make test      lint, then every test tier (unit, runtime, cluster)"
 	@echo "make lint      ruff and mypy --strict"
-	@echo "make crd       regenerate crds/ from the models"
+	@echo "make crd       regenerate crds/ from the models, and the chart's copies"
 	@echo "make image     build the container image (needs Docker)"
 
 $(BIN)/hda: pyproject.toml
@@ -51,8 +51,11 @@ demo: venv binaries
 demo-down: venv
 	$(BIN)/hda cluster down --name demo
 
+# The chart cannot read files outside itself: it carries copies, checked equal by tests.
 crd: venv
 	$(BIN)/hda crd > crds/hyperdriveaccelerators.hda.shitops.dev.yaml
+	cp crds/hyperdriveaccelerators.hda.shitops.dev.yaml charts/hda-operator/files/crds/
+	cp deploy/argocd/health.lua charts/hda-operator/files/argocd/health.lua
 
 image:
 	docker build -t hyperdrive-accelerator:$$($(BIN)/python -c 'import hda; print(hda.__version__)') .

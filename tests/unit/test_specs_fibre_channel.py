@@ -174,3 +174,9 @@ def test_persistent_volumes_are_labelled_for_their_hda() -> None:
     for pv in persistent_volumes():
         assert pv["metadata"]["labels"][LABEL_ACCELERATOR] == "telemetry"
         assert pv["metadata"]["labels"][LABEL_NAMESPACE] == NAMESPACE
+
+
+def test_persistent_volumes_carry_no_argocd_tracking_label() -> None:
+    # PVs have no owner reference, so Argo CD's default tracking label would make them prunable.
+    for pv in persistent_volumes():
+        assert "app.kubernetes.io/instance" not in pv["metadata"]["labels"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from hda.api.consts import LABEL_ACCELERATOR
+from hda.api.consts import LABEL_ACCELERATOR, LABEL_INSTANCE
 from hda.api.v1alpha1 import FibreChannelVolume, HyperDriveAccelerator
 
 from .labels import LABEL_NAMESPACE, Component, standard_labels
@@ -18,8 +18,13 @@ HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
 
 
 def pv_labels(hda: HyperDriveAccelerator) -> dict[str, str]:
-    """Labels that find every PV of one HDA (name alone is not unique across namespaces)."""
+    """Labels that find every PV of one HDA (name alone is not unique across namespaces).
+
+    No `app.kubernetes.io/instance`: it is Argo CD's default tracking label, and a PV has no
+    owner reference to tell Argo CD it is not an Application's own resource to prune.
+    """
     labels = standard_labels(hda, Component.STORAGE)
+    del labels[LABEL_INSTANCE]
     labels[LABEL_NAMESPACE] = hda.namespace
     return labels
 
