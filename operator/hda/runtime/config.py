@@ -70,7 +70,7 @@ class RuntimeConfig:
     # Knobs the API does not expose (yet): ops defaults, overridable by CLI flags for tests.
     max_events_per_entry: int = 1000
     claim_idle_seconds: float = 30.0
-    trim_interval_seconds: float = 5.0
+    trim_interval_seconds: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def stream(self, name: str) -> StreamConfig | None:
