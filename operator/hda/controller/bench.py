@@ -242,7 +242,12 @@ class Bench:
             self.kubectl("apply", "-f", "-", input=json.dumps(objects[1]))
             wait(partial(self.children_exist, model), 120, "children exist", interval=0.05)
             to_children.append(time.monotonic() - start)
-            wait(partial(self.ready, namespace, "lat"), 300, "Ready", interval=0.05)
+            try:
+                wait(partial(self.ready, namespace, "lat"), 300, "Ready", interval=0.05)
+            except TimeoutError:
+                status = self.get(HDA_RESOURCE, "lat", "-n", namespace).get("status")
+                report(yaml.safe_dump(status))
+                raise
             to_ready.append(time.monotonic() - start)
         return to_children, to_ready
 
@@ -366,12 +371,15 @@ def main(argv: list[str] | None = None) -> int:
 
         stats = bench.stop_operator()
         if stats:
-            mean = stats["reconcile_seconds"] / max(stats["reconciles"], 1)
+            own = stats["reconcile_seconds"] - stats.get("lag_probe_seconds", 0.0)
+            mean = own / max(stats["reconciles"], 1)
             report(
                 f"operator reconcile time (whole run): {stats['reconciles']} reconciles, "
-                f"{stats['reconcile_seconds']:.2f} s in total, mean {mean * 1000:.1f} ms; "
-                f"applies {stats['applies']}, status writes {stats['status_writes']}; "
-                f"one pass over {total} HDAs ~ {mean * total:.2f} s"
+                f"{stats['reconcile_seconds']:.2f} s in total of which "
+                f"{stats.get('lag_probe_seconds', 0.0):.2f} s waiting on the Valkey lag probe "
+                f"(unreachable: kwok pods); without it {own:.2f} s, mean {mean * 1000:.1f} ms "
+                f"per reconcile, one pass over {total} HDAs ~ {mean * total:.2f} s; "
+                f"applies {stats['applies']}, status writes {stats['status_writes']}"
             )
         restarted = time.time()
         bench.start_operator()

@@ -72,6 +72,7 @@ def operator(  # noqa: PLR0917 - click passes options positionally
     if not verbose:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_quiet_routine_handlers)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # liveness probes
     memo = kopf.Memo(resync_seconds=resync)
     kopf.run(
         standalone=True,

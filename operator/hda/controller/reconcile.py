@@ -74,6 +74,7 @@ class Stats:
 
     reconciles: int = 0
     reconcile_seconds: float = 0.0
+    lag_probe_seconds: float = 0.0  # part of reconcile_seconds spent waiting on Valkey
     applies: int = 0
     creates: int = 0
     deletes: int = 0
@@ -220,6 +221,7 @@ class Controller:
         names = child_names(hda)
         accelerator = key[1]
         buffer_ready = _buffer_ready(cache, hda, names, accelerator)
+        probe_started = time.perf_counter()
         lag = await self.lag_probe.lag(
             f"{key[0]}/{key[1]}",
             hda,
@@ -228,6 +230,7 @@ class Controller:
             accelerator=accelerator,
             buffer_ready=buffer_ready,
         )
+        self.stats.lag_probe_seconds += time.perf_counter() - probe_started
         replicas = self._worker_replicas(hda, names, cache, accelerator, lag, state)
         desired = [
             with_applied_hash(obj) for obj in desired_children(hda, worker_replicas=replicas)
