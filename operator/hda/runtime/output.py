@@ -215,6 +215,7 @@ class OutputProcess:
                 if reply:
                     await self.write_batch(connection, reply)
         finally:
+            self.ready = False  # until Valkey is back and our pending entries are settled
             connection.close()
 
     def close(self) -> None:

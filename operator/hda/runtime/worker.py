@@ -314,6 +314,7 @@ class Worker:
                     next_claim = time.monotonic() + claim_every
             await self._leave_group(connection)
         finally:
+            self.ready = False  # until Valkey is back and our pending entries are recovered
             trimmer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await trimmer
