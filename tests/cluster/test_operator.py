@@ -5,6 +5,7 @@ Security Standard, static FC volumes from the LUN inventory.
 Waits poll with generous timeouts; nothing asserts on elapsed time.
 """
 
+# ruff: noqa: E402 - the fixture plugin must be registered for assertion rewriting first
 from __future__ import annotations
 
 import json
@@ -13,6 +14,8 @@ import uuid
 from typing import Any
 
 import pytest
+
+pytest.register_assert_rewrite("hda.controller.pytest_fixtures")
 
 from hda.api.consts import FIELD_MANAGER, LABEL_ACCELERATOR, LABEL_COMPONENT
 from hda.api.v1alpha1 import HyperDriveAccelerator
