@@ -13,7 +13,9 @@ import yaml
 
 from hda.api.crd import build_crd, render_crd
 
-CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "hyperdriveaccelerators.hda.shitops.dev.yaml"
+CRD_FILE = (
+    Path(__file__).resolve().parents[2] / "crds" / "hyperdriveaccelerators.hda.shitops.dev.yaml"
+)
 
 
 def schema() -> dict[str, Any]:
@@ -36,7 +38,9 @@ def test_committed_crd_is_what_hda_crd_prints() -> None:
         [sys.executable, "-m", "hda", "crd"], check=True, capture_output=True, text=True
     ).stdout
     assert printed == render_crd()
-    assert CRD_FILE.read_text() == printed, "regenerate: hda crd > crds/hyperdriveaccelerators.hda.shitops.dev.yaml"
+    assert CRD_FILE.read_text() == printed, (
+        "regenerate: hda crd > crds/hyperdriveaccelerators.hda.shitops.dev.yaml"
+    )
 
 
 def test_schema_has_no_refs_or_nullable_unions() -> None:
@@ -59,8 +63,10 @@ def test_exclusive_bounds_use_the_openapi_v3_0_form() -> None:
 
 def test_every_field_is_typed() -> None:
     for path, node in walk(schema()):
-        typed = "type" in node or node.get("x-kubernetes-int-or-string") or node.get(
-            "x-kubernetes-preserve-unknown-fields"
+        typed = (
+            "type" in node
+            or node.get("x-kubernetes-int-or-string")
+            or node.get("x-kubernetes-preserve-unknown-fields")
         )
         assert typed, f"{path} has no type"
 
