@@ -7,6 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hda.controller.observe import lag_from_status
 from hda.controller.status import (
     CONDITION_TYPES,
     Claim,
@@ -252,3 +253,16 @@ def test_any_observation_gives_a_valid_stable_status(  # noqa: PLR0917
     again, transitions = compute_status(obs, status, T1)
     assert again == status
     assert transitions == []
+
+
+def test_lag_read_back_from_status_gives_the_same_status() -> None:
+    """An unmeasured lag (a restart, a probe in flight) must leave the status untouched."""
+    for lag in (
+        Lag(error="Valkey at x:6379 not reachable"),
+        Lag(streams=(StreamLag("events", lag=3, pending=4, length=9, dead_letters=1),)),
+        Lag(streams=(StreamLag("events", lag=None, pending=4, length=9),)),
+    ):
+        first, _ = compute_status(healthy(lag=lag), None, T0)
+        again, transitions = compute_status(healthy(lag=lag_from_status(first)), first, T1)
+        assert again == first
+        assert transitions == []

@@ -92,7 +92,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
             extra={
                 "reconciles": stats.reconciles,
                 "reconcile_seconds": round(stats.reconcile_seconds, 3),
-                "lag_probe_seconds": round(stats.lag_probe_seconds, 3),
+                "lag_probe_seconds": round(controller.lag_probe.busy_seconds, 3),
                 "applies": stats.applies,
                 "status_writes": stats.status_writes,
             },

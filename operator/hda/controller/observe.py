@@ -9,7 +9,7 @@ import base64
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -24,7 +24,7 @@ from hda.runtime.config import WORKER_GROUP
 from hda.specs import PASSWORD_KEY, ChildNames, worker_selector
 
 from .kube import KINDS, Kind, Kube, kind_of
-from .status import Claim, Lag, Observation, StreamLag, Workload
+from .status import LAG_UNKNOWN_PREFIX, Claim, Lag, Observation, StreamLag, Workload
 
 log = logging.getLogger("hda.controller")
 
@@ -221,23 +221,30 @@ def _kind(name: str) -> Kind:
 
 
 class LagProbe:
-    """Reads stream lag from an HDA's Valkey, at most every `interval` seconds.
+    """Reads stream lag from an HDA's Valkey in the background, at most every `interval` seconds.
 
-    Lag is advisory: any failure (DNS, connection, auth, timeout) gives `Lag(error=...)` with a
-    stable message, and the next attempt waits for the interval again.
+    Lag is advisory and never blocks a reconcile: `lag()` answers at once with the last result
+    (None when there is none yet: the caller keeps what the status already says) and, when that
+    result is stale, starts one background measurement that calls `wake` when it has news. Any
+    failure (DNS, connection, auth, timeout) gives `Lag(error=...)` with a stable message.
     """
 
     def __init__(self, kube: Kube, *, interval: float = 15.0, timeout: float = 2.0) -> None:
         self._kube = kube
         self._interval = interval
         self._timeout = timeout
-        self._last: dict[str, tuple[float, bool, Lag]] = {}
+        self._last: dict[str, tuple[float, Lag]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._secrets: dict[tuple[str, str], tuple[float, str | None]] = {}
+        self.busy_seconds = 0.0
 
     def forget(self, key: str) -> None:
         self._last.pop(key, None)
+        task = self._tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
 
-    async def lag(
+    def lag(
         self,
         key: str,
         hda: HyperDriveAccelerator,
@@ -246,22 +253,38 @@ class LagProbe:
         *,
         accelerator: str,
         buffer_ready: bool,
-    ) -> Lag:
-        now = time.monotonic()
-        previous = self._last.get(key)
-        # A cached result holds for the interval, unless Valkey's readiness changed since.
-        if (
-            previous is not None
-            and now - previous[0] < self._interval
-            and previous[1] == buffer_ready
-        ):
-            return previous[2]
+        wake: Callable[[], None],
+    ) -> Lag | None:
         if not buffer_ready:
-            result = Lag(error="Valkey is not ready")
-        else:
+            self.forget(key)
+            return Lag(error="Valkey is not ready")
+        previous = self._last.get(key)
+        stale = previous is None or time.monotonic() - previous[0] >= self._interval
+        if stale and key not in self._tasks:
+            self._tasks[key] = asyncio.create_task(
+                self._refresh(key, hda, names, cache, accelerator, wake)
+            )
+        return previous[1] if previous is not None else None
+
+    async def _refresh(  # noqa: PLR0917
+        self,
+        key: str,
+        hda: HyperDriveAccelerator,
+        names: ChildNames,
+        cache: Cache,
+        accelerator: str,
+        wake: Callable[[], None],
+    ) -> None:
+        started = time.perf_counter()
+        try:
             result = await self._measure(hda, names, cache, accelerator=accelerator)
-        self._last[key] = (now, buffer_ready, result)
-        return result
+        finally:
+            self.busy_seconds += time.perf_counter() - started
+            self._tasks.pop(key, None)
+        previous = self._last.get(key)
+        self._last[key] = (time.monotonic(), result)
+        if previous is None or previous[1] != result:
+            wake()
 
     async def _password(
         self, hda: HyperDriveAccelerator, names: ChildNames, cache: Cache, accelerator: str
@@ -346,3 +369,28 @@ def _decode(secret: dict[str, Any] | None) -> str | None:
     if raw is None:
         return None
     return base64.b64decode(raw).decode()
+
+
+def lag_from_status(status: Mapping[str, Any] | None) -> Lag:
+    """The lag a status reports, so that an unmeasured lag leaves the status as it is."""
+    status = status or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "WorkersKeepingUp" and condition.get("status") == "Unknown":
+            message = str(condition.get("message") or "")
+            return Lag(error=message.removeprefix(LAG_UNKNOWN_PREFIX) or "not measured yet")
+    streams = status.get("streams")
+    if not isinstance(streams, list) or "totalLag" not in status:
+        return Lag(error="not measured yet")
+    return Lag(
+        streams=tuple(
+            StreamLag(
+                name=str(s.get("name")),
+                lag=s.get("lag"),
+                pending=int(s.get("pending") or 0),
+                length=int(s.get("length") or 0),
+                dead_letters=int(s.get("deadLetters") or 0),
+            )
+            for s in streams
+            if isinstance(s, dict)
+        )
+    )

@@ -37,7 +37,7 @@ from hda.specs.names import label_value
 from . import events
 from .compare import APPLIED_HASH, first_difference, with_applied_hash
 from .kube import KINDS, ApiError, Kind, Kube, kind_of
-from .observe import Cache, LagProbe, observe
+from .observe import Cache, LagProbe, lag_from_status, observe
 from .scaling import ScalingState, clamp, recommend
 from .status import Lag, Observation, compute_status, status_patch
 
@@ -74,7 +74,6 @@ class Stats:
 
     reconciles: int = 0
     reconcile_seconds: float = 0.0
-    lag_probe_seconds: float = 0.0  # part of reconcile_seconds spent waiting on Valkey
     applies: int = 0
     creates: int = 0
     deletes: int = 0
@@ -221,16 +220,16 @@ class Controller:
         names = child_names(hda)
         accelerator = key[1]
         buffer_ready = _buffer_ready(cache, hda, names, accelerator)
-        probe_started = time.perf_counter()
-        lag = await self.lag_probe.lag(
+        probed = self.lag_probe.lag(
             f"{key[0]}/{key[1]}",
             hda,
             names,
             cache,
             accelerator=accelerator,
             buffer_ready=buffer_ready,
+            wake=lambda: self.wake(key),
         )
-        self.stats.lag_probe_seconds += time.perf_counter() - probe_started
+        lag = probed if probed is not None else lag_from_status(raw.get("status"))
         replicas = self._worker_replicas(hda, names, cache, accelerator, lag, state)
         desired = [
             with_applied_hash(obj) for obj in desired_children(hda, worker_replicas=replicas)

@@ -51,6 +51,7 @@ NO_FC_NODES: Final = "NoFibreChannelNodes"
 FC_VOLUME_UNAVAILABLE: Final = "FibreChannelVolumeUnavailable"
 INVALID_SPEC: Final = "InvalidSpec"
 APPLY_FAILED: Final = "ApplyFailed"
+LAG_UNKNOWN_PREFIX: Final = "stream lag unknown: "
 PROBLEM_REASONS: Final = frozenset({NO_FC_NODES, FC_VOLUME_UNAVAILABLE, INVALID_SPEC, APPLY_FAILED})
 
 
@@ -216,7 +217,7 @@ def _output(obs: Observation) -> _Cond:
 def _keeping_up(obs: Observation) -> _Cond:
     total = obs.lag.total
     if total is None:
-        return _Cond("Unknown", "LagUnknown", f"stream lag unknown: {obs.lag.error}")
+        return _Cond("Unknown", "LagUnknown", f"{LAG_UNKNOWN_PREFIX}{obs.lag.error}")
     capacity = max(obs.workers.ready, 1) * obs.target_lag_per_replica
     if total <= capacity:
         return _Cond("True", "LagWithinTarget", "backlog within the workers' target")
