@@ -37,6 +37,7 @@ from .harness import (
     OperatorProcess,
     Request,
     admin_access,
+    cpu_seconds,
     install_chart_rbac,
     rss_kib,
     token_kubeconfig,
@@ -358,8 +359,14 @@ def main(argv: list[str] | None = None) -> int:
         total = args.hdas + args.latency_runs
         report(f"{args.hdas} HDAs applied at once -> all Ready: {seconds:.1f} s")
 
+        report(
+            f"operator CPU while creating them: {cpu_seconds(bench.operator.pid):.1f} s "
+            "(user+system, since its start)"
+        )
         bench.quiet(window=2 * args.resync + 5, timeout=600)
+        cpu_before = cpu_seconds(bench.operator.pid)
         requests = bench.requests_in(args.window)
+        cpu_steady = cpu_seconds(bench.operator.pid) - cpu_before
         figures = summarize(requests, total, args.window)
         report(
             f"steady state, {total} HDAs, {args.window:.0f} s window: "
@@ -367,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
             f"minute; writes {figures['writes']} ({figures['writes_per_hda_per_minute']:.3f} "
             f"per HDA per minute), reads {figures['reads']}, watch (re)starts "
             f"{figures['watch_starts']}"
+        )
+        report(
+            f"operator CPU at steady state: {cpu_steady:.2f} s in {args.window:.0f} s "
+            f"({100 * cpu_steady / args.window:.1f} % of one core; a full resync of every HDA "
+            f"every {args.resync:.0f} s)"
         )
         rss = rss_kib(bench.operator.pid)
         report(f"operator RSS with {total} HDAs: {rss / 1024:.1f} MiB")

@@ -342,6 +342,13 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
 def describe(requests: Sequence[Request]) -> list[dict[str, Any]]:
     """Requests as plain dicts, for assertion messages."""
     return [dataclasses.asdict(r) for r in requests]

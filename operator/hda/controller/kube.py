@@ -8,8 +8,11 @@ discovery round trip.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import functools
 import json
+from collections.abc import Callable
 from typing import Any, Final
 
 import kubernetes
@@ -96,8 +99,15 @@ def _error(status: int, data: bytes) -> ApiError:
 class Kube:
     """A thin asynchronous wrapper over one `kubernetes.client.ApiClient`."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+    def __init__(self, api_client: kubernetes.client.ApiClient, *, workers: int = 32) -> None:
         self._client = api_client
+        # The client blocks: calls run on threads. Many HDAs created at once need more than the
+        # default executor's few threads; the pool matches the connection pool.
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="kube")
+
+    async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
     @classmethod
     def from_environment(cls) -> Kube:
@@ -111,6 +121,7 @@ class Kube:
         return cls(kubernetes.client.ApiClient(configuration))
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()  # type: ignore[no-untyped-call]
 
     def _call(
@@ -144,7 +155,7 @@ class Kube:
         meta = obj["metadata"]
         path = kind.path(meta.get("namespace"), meta["name"])
         query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
-        result = await asyncio.to_thread(
+        result = await self._run(
             self._call,
             "PATCH",
             path,
@@ -159,7 +170,7 @@ class Kube:
         kind = kind_of(obj)
         path = kind.path(obj["metadata"].get("namespace"))
         try:
-            result = await asyncio.to_thread(
+            result = await self._run(
                 self._call, "POST", path, query=[("fieldManager", FIELD_MANAGER)], body=obj
             )
         except ApiError as error:
@@ -170,7 +181,7 @@ class Kube:
 
     async def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
-            result = await asyncio.to_thread(self._call, "GET", kind.path(namespace, name))
+            result = await self._run(self._call, "GET", kind.path(namespace, name))
         except ApiError as error:
             if error.status == 404:
                 return None
@@ -181,7 +192,7 @@ class Kube:
         """Delete in the background; False when it was already gone."""
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
         try:
-            await asyncio.to_thread(self._call, "DELETE", kind.path(namespace, name), body=body)
+            await self._run(self._call, "DELETE", kind.path(namespace, name), body=body)
         except ApiError as error:
             if error.status == 404:
                 return False
@@ -191,7 +202,7 @@ class Kube:
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the HDA's status through the status subresource."""
         path = HDA_KIND.path(namespace, name) + "/status"
-        await asyncio.to_thread(
+        await self._run(
             self._call,
             "PATCH",
             path,
