@@ -232,6 +232,13 @@ def test_default_objects() -> None:
             assert doc["metadata"]["namespace"] == NAMESPACE
 
 
+def test_operator_pods_carry_the_label_hda_network_policies_admit() -> None:
+    from hda.api.consts import LABEL_OPERATOR_POD
+
+    pod = only(render(), "Deployment")["spec"]["template"]
+    assert pod["metadata"]["labels"][LABEL_OPERATOR_POD] == "true"
+
+
 def test_deployment_is_one_recreated_standalone_replica() -> None:
     docs = render()
     deployment = only(docs, "Deployment")

@@ -117,7 +117,7 @@ def test_client_service_exposes_6379() -> None:
 def test_network_policy_admits_only_this_hdas_runtime_pods_on_6379() -> None:
     policy = find(children(example()), "NetworkPolicy", "-valkey")["spec"]
     (rule,) = policy["ingress"]
-    (peer,) = rule["from"]
+    peer, _operator = rule["from"]
 
     assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "valkey"
     assert policy["policyTypes"] == ["Ingress"]
@@ -125,6 +125,17 @@ def test_network_policy_admits_only_this_hdas_runtime_pods_on_6379() -> None:
     assert set(peer) == {"podSelector"}  # same namespace only
     assert peer["podSelector"]["matchLabels"]["hda.shitops.dev/accelerator"] == "logs"
     assert peer["podSelector"]["matchExpressions"][0]["values"] == ["ingest", "workers", "output"]
+
+
+def test_network_policy_admits_the_operator_from_any_namespace() -> None:
+    policy = find(children(example()), "NetworkPolicy", "-valkey")["spec"]
+    (rule,) = policy["ingress"]
+    _runtime, peer = rule["from"]
+
+    assert peer == {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": {"hda.shitops.dev/operator": "true"}},
+    }
 
 
 def test_valkey_has_no_disruption_budget() -> None:

@@ -24,6 +24,10 @@ LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_VERSION: Final = "app.kubernetes.io/version"
 
+# On the operator's pods (set by the chart): lets the operator read stream lag from Valkey
+# through each HDA's NetworkPolicy, whatever namespace the operator runs in.
+LABEL_OPERATOR_POD: Final = f"{GROUP}/operator"
+
 # Node labels that mark Fibre Channel attached nodes.
 FC_NODE_LABEL: Final = f"{GROUP}/fibre-channel"
 NFD_FC_NODE_LABEL: Final = "feature.node.kubernetes.io/pci-0c04.present"

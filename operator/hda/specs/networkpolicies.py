@@ -1,10 +1,16 @@
-"""The NetworkPolicy that lets only this HDA's runtime pods reach its Valkey."""
+"""The NetworkPolicy that lets only this HDA's runtime pods (and the operator) reach its Valkey."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from hda.api.consts import LABEL_ACCELERATOR, LABEL_COMPONENT, LABEL_NAME, REDIS_PORT
+from hda.api.consts import (
+    LABEL_ACCELERATOR,
+    LABEL_COMPONENT,
+    LABEL_NAME,
+    LABEL_OPERATOR_POD,
+    REDIS_PORT,
+)
 from hda.api.v1alpha1 import HyperDriveAccelerator
 
 from .labels import APP_NAME, RUNTIME_COMPONENTS, Component, object_metadata, selector_labels
@@ -32,7 +38,14 @@ def valkey_network_policy(hda: HyperDriveAccelerator) -> dict[str, Any]:
             "policyTypes": ["Ingress"],
             "ingress": [
                 {
-                    "from": [{"podSelector": runtime_pods}],
+                    "from": [
+                        {"podSelector": runtime_pods},
+                        # The operator probes lag (XINFO) from its own namespace.
+                        {
+                            "namespaceSelector": {},
+                            "podSelector": {"matchLabels": {LABEL_OPERATOR_POD: "true"}},
+                        },
+                    ],
                     "ports": [{"protocol": "TCP", "port": REDIS_PORT}],
                 }
             ],
