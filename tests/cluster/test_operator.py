@@ -428,6 +428,35 @@ def test_delete_removes_every_child_and_releases_fc_volumes(
     )
 
 
+# --- invalid spec -----------------------------------------------------------------------------
+
+
+def test_spec_the_crd_accepts_but_the_model_rejects_is_reported_by_field(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    name = "badregex"
+    # The CRD cannot compile regular expressions; the model does.
+    pipeline = [{"redact": {"fields": ["message"], "pattern": "([0-9"}}]
+    manifest = hdas.manifest(
+        name, ns, extra_spec={"workers": {"replicas": 1, "pipeline": pipeline}}
+    )
+    hdas.create(manifest)
+    obj = wait_condition(cluster, running_operator, ns, name, "Ready", "False", "InvalidSpec")
+    message = condition(obj, "Ready")["message"]
+    assert message.startswith("spec.workers.pipeline[0].redact.pattern:"), message
+    assert condition(obj, "Degraded")["reason"] == "InvalidSpec"
+    events = get_json(
+        cluster, "events", "-n", ns, "--field-selector", f"involvedObject.name={name}"
+    )["items"]
+    assert any(e["type"] == "Warning" and e["reason"] == "InvalidSpec" for e in events)
+    # Nothing is applied from a spec that cannot work.
+    assert not get_json(cluster, "deployments", "-n", ns)["items"]
+
+
 # --- restart ----------------------------------------------------------------------------------
 
 

@@ -179,7 +179,10 @@ class HdaFactory:
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """A hostPath PV reserved for the Valkey claim, then the HDA itself."""
         namespace = manifest["metadata"]["namespace"]
-        hda = HyperDriveAccelerator.model_validate(manifest)
+        # Names depend only on metadata; a spec only the model rejects still gets its volume.
+        hda = HyperDriveAccelerator.model_validate(
+            {"metadata": manifest["metadata"], "spec": {"streams": [{"name": "x"}]}}
+        )
         claim = f"data-{child_names(hda).valkey_statefulset}-0"
         volume = f"valkey-{namespace}-{hda.name}"
         self.created_volumes.append(volume)
