@@ -11,12 +11,8 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +22,13 @@ import pytest
 import yaml
 
 from hda.cluster.testing import ClusterHandle, wait_for
-from hda.controller.harness import CountingProxy, Request, admin_access, token_kubeconfig
+from hda.controller.harness import (
+    CountingProxy,
+    OperatorProcess,
+    Request,
+    admin_access,
+    token_kubeconfig,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -238,71 +240,6 @@ def service_account_kubeconfig(
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Operator:
-    """`hda operator` as a subprocess, with its output in a file."""
-
-    def __init__(self, kubeconfig: Path, log: Path, args: list[str], env: dict[str, str]) -> None:
-        self.log = log
-        self.port = free_port()
-        # The chart's arguments, with the liveness endpoint moved to a free local port.
-        argv = [
-            f"--liveness=http://127.0.0.1:{self.port}/healthz"
-            if arg.startswith("--liveness=")
-            else arg
-            for arg in args
-        ]
-        assert argv.count(f"--liveness=http://127.0.0.1:{self.port}/healthz") == 1, args
-        full_env = {
-            **os.environ,
-            **env,
-            "KUBECONFIG": str(kubeconfig),
-            "PYTHONUNBUFFERED": "1",
-        }
-        self._log_file = log.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "hda", *argv],
-            env=full_env,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            cwd=log.parent,
-        )
-
-    def output(self) -> str:
-        self._log_file.flush()
-        return self.log.read_text(errors="replace")
-
-    def assert_running(self) -> None:
-        code = self.process.poll()
-        assert code is None, f"hda operator exited with {code}:\n{self.output()[-6000:]}"
-
-    def healthy(self) -> bool:
-        self.assert_running()
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.port}/healthz", timeout=2
-            ) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._log_file.close()
-
-
 def hda_condition(cluster: ClusterHandle, namespace: str, name: str, kind: str) -> dict[str, Any]:
     obj = get_json(cluster, "hyperdriveaccelerators.hda.shitops.dev", name, "-n", namespace)
     for condition in (obj.get("status") or {}).get("conditions") or []:
@@ -416,7 +353,15 @@ def test_installed_chart_credentials_run_the_operator_to_ready(
     access = admin_access(cluster.kubeconfig)
     proxy = CountingProxy(access.server, access.ca_data).start()
     kubeconfig = token_kubeconfig(proxy.url, token, tmp_path / "operator.kubeconfig", user=account)
-    operator = Operator(kubeconfig, tmp_path / "operator.log", container["args"], chart_env)
+    chart_args = container["args"]
+    assert sum(arg.startswith("--liveness=") for arg in chart_args) == 1, chart_args
+    operator = OperatorProcess(
+        kubeconfig,
+        tmp_path / "operator.log",
+        # The chart's arguments; the harness moves the liveness endpoint to a free local port.
+        args=[arg for arg in chart_args if not arg.startswith("--liveness=")],
+        env=chart_env,
+    ).start()
     hda = yaml.safe_load(EXAMPLE.read_text())
     name = hda["metadata"]["name"]
     # As Argo CD would have it: tracking label and annotation on the HDA.

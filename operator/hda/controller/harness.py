@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -267,10 +267,24 @@ def install_chart_rbac(
 class OperatorProcess:
     """`hda operator` as a subprocess with its output in a file."""
 
-    def __init__(self, kubeconfig: Path, log: Path, *, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log: Path,
+        *,
+        extra_args: Sequence[str] = (),
+        args: Sequence[str] = ("operator", "--all-namespaces"),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """`args` is the command line after `hda` (the chart's container args, say) without
+        `--liveness`: the process always gets its own free local liveness port."""
+        if any(arg.startswith("--liveness") for arg in args):
+            raise ValueError("pass args without --liveness: the harness picks the port")
         self.kubeconfig = kubeconfig
         self.log = log
+        self.args = tuple(args)
         self.extra_args = tuple(extra_args)
+        self.extra_env = dict(env or {})
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
@@ -278,8 +292,9 @@ class OperatorProcess:
     def start(self) -> OperatorProcess:
         env = {
             **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
             "HDA_LOG_FORMAT": "json",
+            **self.extra_env,
+            "KUBECONFIG": str(self.kubeconfig),
             "PYTHONUNBUFFERED": "1",
         }
         with self.log.open("ab") as out:
@@ -288,8 +303,7 @@ class OperatorProcess:
                     sys.executable,
                     "-m",
                     "hda",
-                    "operator",
-                    "--all-namespaces",
+                    *self.args,
                     f"--liveness=http://127.0.0.1:{self.port}/healthz",
                     *self.extra_args,
                 ],
@@ -307,9 +321,12 @@ class OperatorProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def healthy(self) -> bool:
+    def assert_running(self) -> None:
         if not self.running():
-            raise AssertionError(f"hda operator exited:\n{self.output()[-4000:]}")
+            raise AssertionError(f"hda operator exited:\n{self.output()[-6000:]}")
+
+    def healthy(self) -> bool:
+        self.assert_running()
         try:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.port}/healthz", timeout=2
