@@ -9,6 +9,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo      start a local cluster, the operator and examples/hda.yaml"
+	@echo "make demo-down stop the demo's operator and cluster"
 	@echo "make test      lint, then every test tier (unit, runtime, cluster)"
 	@echo "make lint      ruff and mypy --strict"
 	@echo "make crd       regenerate crds/ from the models, and the chart's copies"
@@ -49,7 +50,7 @@ demo: venv binaries
 	bash hack/demo.sh
 
 demo-down: venv
-	$(BIN)/hda cluster down --name demo
+	bash hack/demo.sh down
 
 # The chart cannot read files outside itself: it carries copies, checked equal by tests.
 crd: venv

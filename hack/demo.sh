@@ -22,6 +22,15 @@ crd=$root/crds/hyperdriveaccelerators.hda.shitops.dev.yaml
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
+if [ "${1:-}" = down ]; then # `make demo-down`: stop the operator, then the cluster
+  if env_line=$("$hda" cluster env --name "$cluster" 2>/dev/null); then
+    eval "$env_line"
+    pid_file=$(dirname "$KUBECONFIG")/operator.pid
+    if [ -f "$pid_file" ] && kill "$(cat "$pid_file")" 2>/dev/null; then echo "operator stopped"; fi
+  fi
+  exec "$hda" cluster down --name "$cluster"
+fi
+
 say "binaries (built once into ~/.cache/hda/bin)"
 bin_dir=$(bash "$root/hack/build-binaries.sh")
 kubectl="$bin_dir/kubectl"
@@ -167,5 +176,5 @@ The demo is running. Try:
   $kubectl -n $namespace scale hda/$name --replicas=5      # workers follow
   $kubectl -n $namespace delete deployment $name-workers   # restored within seconds
   $kubectl -n $namespace describe hda/$name                 # conditions and events
-Stop: kill \$(cat $pid_file); make demo-down
+Stop the operator and the cluster: make demo-down
 EOF
