@@ -50,6 +50,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _HERE in item.path.resolve().parents:
             item.add_marker(pytest.mark.cluster)
+    # Tests written for an existing cluster only are deselected (not skipped) on the local plane.
+    if os.environ.get(EXISTING_ENV, "local") != "existing":
+        existing_only = [item for item in items if item.get_closest_marker("existing_cluster_only")]
+        if existing_only:
+            config.hook.pytest_deselected(items=existing_only)
+            items[:] = [item for item in items if item not in existing_only]
 
 
 def _existing_cluster() -> Iterator[ClusterHandle]:

@@ -234,12 +234,11 @@ def test_without_fc_nodes_pods_stay_pending_until_an_fc_node_joins(
         second_cluster.delete_node("fc-late-0")
 
 
+@pytest.mark.existing_cluster_only  # the local plane has FC nodes: see the second-cluster variant
 def test_without_fc_nodes_on_existing_cluster(
     cluster: ClusterHandle, core_v1: client.CoreV1Api, apps_v1: client.AppsV1Api, namespace: str
 ) -> None:
     """The same check on an existing cluster that has no FC node (a plain kind cluster)."""
-    if cluster.is_local:
-        pytest.skip("the local plane has FC nodes; see the second-cluster variant")
     if _fc_nodes(core_v1):
         pytest.skip("the existing cluster has FC nodes")
     _assert_pending_unschedulable(core_v1, apps_v1, namespace)
