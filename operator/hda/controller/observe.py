@@ -19,11 +19,10 @@ from redis.exceptions import RedisError
 from hda.api.consts import REDIS_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator, parse_quantity
 from hda.api.v1alpha1.status import Endpoints
-from hda.runtime.codec import dead_letter_key, input_key
-from hda.runtime.config import WORKER_GROUP
 from hda.specs import PASSWORD_KEY, ChildNames, worker_selector
 
 from .kube import KINDS, Kind, Kube, kind_of
+from .lag import Sample, measure_streams
 from .status import LAG_UNKNOWN_PREFIX, Claim, Lag, Observation, StreamLag, Workload
 
 log = logging.getLogger("hda.controller")
@@ -227,6 +226,8 @@ class LagProbe:
     (None when there is none yet: the caller keeps what the status already says) and, when that
     result is stale, starts one background measurement that calls `wake` when it has news. Any
     failure (DNS, connection, auth, timeout) gives `Lag(error=...)` with a stable message.
+    The last successful sample of each HDA is kept, so the next one reports rates
+    (`hda.controller.lag`).
     """
 
     def __init__(self, kube: Kube, *, interval: float = 15.0, timeout: float = 2.0) -> None:
@@ -234,12 +235,14 @@ class LagProbe:
         self._interval = interval
         self._timeout = timeout
         self._last: dict[str, tuple[float, Lag]] = {}
+        self._samples: dict[str, Sample] = {}  # the last successful one, for rates
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._secrets: dict[tuple[str, str], tuple[float, str | None]] = {}
         self.busy_seconds = 0.0
 
     def forget(self, key: str) -> None:
         self._last.pop(key, None)
+        self._samples.pop(key, None)
         task = self._tasks.pop(key, None)
         if task is not None:
             task.cancel()
@@ -277,7 +280,7 @@ class LagProbe:
     ) -> None:
         started = time.perf_counter()
         try:
-            result = await self._measure(hda, names, cache, accelerator=accelerator)
+            result = await self._measure(key, hda, names, cache, accelerator=accelerator)
         finally:
             self.busy_seconds += time.perf_counter() - started
             self._tasks.pop(key, None)
@@ -307,7 +310,13 @@ class LagProbe:
         return _decode(secret)
 
     async def _measure(
-        self, hda: HyperDriveAccelerator, names: ChildNames, cache: Cache, *, accelerator: str
+        self,
+        key: str,
+        hda: HyperDriveAccelerator,
+        names: ChildNames,
+        cache: Cache,
+        *,
+        accelerator: str,
     ) -> Lag:
         try:
             password = await self._password(hda, names, cache, accelerator)
@@ -325,40 +334,18 @@ class LagProbe:
             socket_timeout=self._timeout,
         )
         try:
-            streams = []
             async with asyncio.timeout(self._timeout * 2):
-                for stream in hda.spec.streams:
-                    lag_total: int | None = 0
-                    pending = length = dead = 0
-                    for partition in range(stream.partitions):
-                        key = input_key(stream.name, partition)
-                        pipe = client.pipeline(transaction=False)
-                        pipe.xlen(key)
-                        pipe.xlen(dead_letter_key(stream.name, partition))
-                        length_p, dead_p = await pipe.execute()
-                        length += int(length_p)
-                        dead += int(dead_p)
-                        try:
-                            groups = await client.xinfo_groups(key)
-                        except RedisError:
-                            groups = []  # no such key yet
-                        for group in groups:
-                            name = group.get("name")
-                            if name in (WORKER_GROUP, WORKER_GROUP.encode()):
-                                pending += int(group.get("pending") or 0)
-                                value = group.get("lag")
-                                if value is None or lag_total is None:
-                                    lag_total = None
-                                else:
-                                    lag_total += int(value)
-                    streams.append(StreamLag(stream.name, lag_total, pending, length, dead))
-            return Lag(streams=tuple(streams))
+                sample, streams = await measure_streams(
+                    client, hda.spec.streams, self._samples.get(key), time.monotonic()
+                )
         except (OSError, RedisError, TimeoutError) as error:
             # The message must not vary with the kind of failure, or status would flap.
             log.debug("lag probe failed", extra={"host": host, "error": repr(error)})
             return Lag(error=f"Valkey at {host}:{REDIS_PORT} not reachable")
         finally:
             await client.aclose()
+        self._samples[key] = sample
+        return Lag(streams=streams)
 
 
 def _decode(secret: dict[str, Any] | None) -> str | None:
@@ -389,6 +376,8 @@ def lag_from_status(status: Mapping[str, Any] | None) -> Lag:
                 pending=int(s.get("pending") or 0),
                 length=int(s.get("length") or 0),
                 dead_letters=int(s.get("deadLetters") or 0),
+                ingest_rate=float(s.get("ingestRate") or 0.0),
+                process_rate=float(s.get("processRate") or 0.0),
             )
             for s in streams
             if isinstance(s, dict)

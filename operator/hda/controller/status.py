@@ -83,6 +83,8 @@ class StreamLag:
     pending: int
     length: int
     dead_letters: int = 0
+    ingest_rate: float = 0.0  # entries added per second (see hda.controller.lag)
+    process_rate: float = 0.0  # entries acknowledged per second
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,7 +337,13 @@ def compute_status(
 
     streams = [
         StreamStatus(
-            name=s.name, lag=s.lag, pending=s.pending, length=s.length, dead_letters=s.dead_letters
+            name=s.name,
+            lag=s.lag,
+            pending=s.pending,
+            length=s.length,
+            ingest_rate=s.ingest_rate,
+            process_rate=s.process_rate,
+            dead_letters=s.dead_letters,
         )
         for s in obs.lag.streams
     ]
