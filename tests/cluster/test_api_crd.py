@@ -232,17 +232,47 @@ def test_shrinking_partitions_is_refused(cluster: ClusterHandle, namespace: str)
     assert grown.returncode == 0
 
 
+IMMUTABLE: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "redis-class",
+        {"redis": {"storage": {"storageClassName": "slow"}}},
+        "spec.redis.storage.storageClassName",
+    ),
+    (
+        "redis-class-unset",
+        {"redis": {"storage": {"storageClassName": None}}},
+        "spec.redis.storage.storageClassName",
+    ),
+    ("redis-size", {"redis": {"storage": {"size": "20Gi"}}}, "spec.redis.storage.size"),
+    (
+        "fc-class",
+        {"output": {"fibreChannel": {"storageClassName": "other"}}},
+        "spec.output.fibreChannel.storageClassName",
+    ),
+    ("fc-size", {"output": {"fibreChannel": {"size": "200Gi"}}}, "spec.output.fibreChannel.size"),
+    (
+        "fc-fs-type",
+        {"output": {"fibreChannel": {"fsType": "xfs"}}},
+        "spec.output.fibreChannel.fsType",
+    ),
+]
+
+
 @pytest.mark.usefixtures("crd_installed")
-def test_storage_class_is_immutable(cluster: ClusterHandle, namespace: str) -> None:
+@pytest.mark.parametrize(("case", "patch", "expected"), IMMUTABLE, ids=[c[0] for c in IMMUTABLE])
+def test_storage_fields_are_immutable(
+    cluster: ClusterHandle, namespace: str, case: str, patch: dict[str, Any], expected: str
+) -> None:
     spec = with_stream(redis={"storage": {"storageClassName": "fast"}})
-    cluster.kubectl("create", "-n", namespace, "-f", "-", input=hda("immutable", spec))
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=hda(case, spec))
     result = cluster.kubectl(
-        "patch", "hda", "immutable", "-n", namespace, "--type=merge",
-        "-p", '{"spec": {"redis": {"storage": {"storageClassName": "slow"}}}}',
+        "patch", "hda", case, "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": patch}),
         check=False,
     )  # fmt: skip
-    assert result.returncode != 0
-    assert "spec.redis.storage.storageClassName" in result.stderr
+    assert result.returncode != 0, f"{case} was accepted"
+    assert expected in result.stderr, result.stderr
+    assert "immutable" in result.stderr
 
 
 @pytest.mark.usefixtures("crd_installed")

@@ -153,12 +153,19 @@ class SecretKeyRef(ApiModel):
 class RedisStorage(ApiModel):
     """The PersistentVolumeClaim that holds Valkey's append-only file."""
 
+    # A StatefulSet's volumeClaimTemplates cannot change, so neither can what they are made of.
     model_config = cel_rules(
         cel(
-            "!has(oldSelf.storageClassName) || (has(self.storageClassName) && "
-            "self.storageClassName == oldSelf.storageClassName)",
-            "storageClassName is immutable",
+            "has(self.storageClassName) == has(oldSelf.storageClassName) && "
+            "(!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
+            "storageClassName is immutable: the Valkey volume claim cannot change",
             field_path=".storageClassName",
+            reason="FieldValueForbidden",
+        ),
+        cel(
+            "!has(self.size) || !has(oldSelf.size) || self.size == oldSelf.size",
+            "size is immutable: resize the Valkey PersistentVolumeClaim itself",
+            field_path=".size",
             reason="FieldValueForbidden",
         ),
     )
@@ -566,6 +573,28 @@ DEFAULT_FC_NODE_SELECTOR = {FC_NODE_LABEL: "true"}
 
 class FibreChannelSpec(ApiModel):
     """Where output pods run and what they store on."""
+
+    # The output StatefulSet's claim template and the data on the LUNs depend on these.
+    model_config = cel_rules(
+        cel(
+            "!has(self.storageClassName) || !has(oldSelf.storageClassName) || self.storageClassName == oldSelf.storageClassName",
+            "storageClassName is immutable: the output volume claims cannot change",
+            field_path=".storageClassName",
+            reason="FieldValueForbidden",
+        ),
+        cel(
+            "!has(self.size) || !has(oldSelf.size) || self.size == oldSelf.size",
+            "size is immutable: resize the output PersistentVolumeClaims themselves",
+            field_path=".size",
+            reason="FieldValueForbidden",
+        ),
+        cel(
+            "!has(self.fsType) || !has(oldSelf.fsType) || self.fsType == oldSelf.fsType",
+            "fsType is immutable: changing it after formatting loses data",
+            field_path=".fsType",
+            reason="FieldValueForbidden",
+        ),
+    )
 
     node_selector: StringMap = Field(
         default_factory=lambda: dict(DEFAULT_FC_NODE_SELECTOR),
