@@ -63,12 +63,13 @@ def _existing_cluster() -> Iterator[ClusterHandle]:
     kubeconfig = Path(paths.split(os.pathsep)[0]).expanduser()
     if not kubeconfig.is_file():
         pytest.fail(f"{EXISTING_ENV}=existing but there is no kubeconfig at {kubeconfig}")
-    api = config.new_client_from_config(config_file=str(kubeconfig))
+    # kubernetes.config is unannotated; it returns an ApiClient.
+    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig)
+    )
     bin_dir = Path(os.environ["HDA_BIN_DIR"]) if os.environ.get("HDA_BIN_DIR") else None
-    try:
+    with api:  # closes it
         yield ClusterHandle(kubeconfig=kubeconfig, api_client=api, bin_dir=bin_dir)
-    finally:
-        api.close()
 
 
 def _local_cluster(state_root: Path) -> Iterator[ClusterHandle]:
@@ -77,12 +78,10 @@ def _local_cluster(state_root: Path) -> Iterator[ClusterHandle]:
     plane.up(nodes=3, fc_nodes=2)
     try:
         api = plane.api_client()
-        try:
+        with api:  # closes it
             yield ClusterHandle(
                 kubeconfig=plane.kubeconfig, api_client=api, bin_dir=plane.bin_dir(), local=plane
             )
-        finally:
-            api.close()
     finally:
         # Keep the logs for post-mortems; the etcd data is of no use once the plane is gone.
         plane.down(remove_state=False)
@@ -139,7 +138,9 @@ class NamespaceFactory:
         all_labels = {TEST_NAMESPACE_LABEL: "true", **(labels or {})}
         if restricted:
             all_labels.update(RESTRICTED_PSS_LABELS)
-        self._core.create_namespace({"metadata": {"name": name, "labels": all_labels}})
+        self._core.create_namespace(
+            client.V1Namespace.model_validate({"metadata": {"name": name, "labels": all_labels}})
+        )
         self.created.append(name)
         # ServiceAccount admission rejects pods until the controller made `default`.
         wait_for(

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +38,22 @@ def _container(name: str = "app") -> dict[str, Any]:
 
 def _deployment(
     name: str, replicas: int, node_selector: dict[str, str] | None = None
-) -> dict[str, Any]:
+) -> client.V1Deployment:
     pod_spec: dict[str, Any] = {"containers": [_container()]}
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec},
-        },
-    }
+    return client.V1Deployment.model_validate(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec},
+            },
+        }
+    )
 
 
 def _pods(core: client.CoreV1Api, namespace: str, selector: str) -> list[client.V1Pod]:
@@ -92,7 +94,7 @@ def _fc_nodes(core: client.CoreV1Api) -> set[str]:
     return _node_names(core, f"{FC_LABEL}=true")
 
 
-def _not_found(read: Any, *args: str) -> bool:
+def _not_found(read: Callable[..., object], *args: str) -> bool:
     try:
         read(*args)
     except ApiException as error:
@@ -198,11 +200,11 @@ def second_cluster(
     assert state is not None
     api = plane.api_client()
     try:
-        yield ClusterHandle(
-            kubeconfig=plane.kubeconfig, api_client=api, bin_dir=plane.bin_dir(), local=plane
-        )
+        with api:  # closes it
+            yield ClusterHandle(
+                kubeconfig=plane.kubeconfig, api_client=api, bin_dir=plane.bin_dir(), local=plane
+            )
     finally:
-        api.close()
         plane.down()
     for record in state.processes:
         assert not processes.alive(record.pid), f"{record.component} survived down"
@@ -216,7 +218,7 @@ def test_without_fc_nodes_pods_stay_pending_until_an_fc_node_joins(
     apps = client.AppsV1Api(second_cluster.api_client)
     assert not _fc_nodes(core)
     namespace = f"nofc-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": namespace}})
+    core.create_namespace(client.V1Namespace.model_validate({"metadata": {"name": namespace}}))
     wait_for(lambda: not _not_found(core.read_namespaced_service_account, "default", namespace))
     _assert_pending_unschedulable(core, apps, namespace)
 
@@ -259,7 +261,9 @@ def test_two_clusters_run_side_by_side(
     assert second.is_up()
     # Separate etcd: an object made in one is absent from the other.
     name = f"only-here-{uuid.uuid4().hex[:6]}"
-    client.CoreV1Api(second_cluster.api_client).create_namespace({"metadata": {"name": name}})
+    client.CoreV1Api(second_cluster.api_client).create_namespace(
+        client.V1Namespace.model_validate({"metadata": {"name": name}})
+    )
     assert _not_found(client.CoreV1Api(cluster.api_client).read_namespace, name)
     assert _node_names(client.CoreV1Api(second_cluster.api_client)) == {"node-0", "node-1"}
 
@@ -276,37 +280,41 @@ def test_wffc_claim_binds_to_fc_volume_once_pod_is_scheduled(
     suffix = uuid.uuid4().hex[:6]
     class_name, pv_name = f"hda-test-fc-{suffix}", f"hda-test-fc-{suffix}"
     storage_v1.create_storage_class(
-        {
-            "metadata": {"name": class_name},
-            "provisioner": "kubernetes.io/no-provisioner",
-            "volumeBindingMode": "WaitForFirstConsumer",
-            "reclaimPolicy": "Retain",
-        }
+        client.V1StorageClass.model_validate(
+            {
+                "metadata": {"name": class_name},
+                "provisioner": "kubernetes.io/no-provisioner",
+                "volumeBindingMode": "WaitForFirstConsumer",
+                "reclaimPolicy": "Retain",
+            }
+        )
     )
     try:
         core_v1.create_persistent_volume(
-            {
-                "metadata": {"name": pv_name},
-                "spec": {
-                    "capacity": {"storage": "10Gi"},
-                    "accessModes": ["ReadWriteOnce"],
-                    "persistentVolumeReclaimPolicy": "Retain",
-                    "storageClassName": class_name,
-                    "volumeMode": "Filesystem",
-                    "fc": {"targetWWNs": ["500a0982891b8dc5"], "lun": 0, "fsType": "ext4"},
-                    "nodeAffinity": {
-                        "required": {
-                            "nodeSelectorTerms": [
-                                {
-                                    "matchExpressions": [
-                                        {"key": FC_LABEL, "operator": "In", "values": ["true"]}
-                                    ]
-                                }
-                            ]
-                        }
+            client.V1PersistentVolume.model_validate(
+                {
+                    "metadata": {"name": pv_name},
+                    "spec": {
+                        "capacity": {"storage": "10Gi"},
+                        "accessModes": ["ReadWriteOnce"],
+                        "persistentVolumeReclaimPolicy": "Retain",
+                        "storageClassName": class_name,
+                        "volumeMode": "Filesystem",
+                        "fc": {"targetWWNs": ["500a0982891b8dc5"], "lun": 0, "fsType": "ext4"},
+                        "nodeAffinity": {
+                            "required": {
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchExpressions": [
+                                            {"key": FC_LABEL, "operator": "In", "values": ["true"]}
+                                        ]
+                                    }
+                                ]
+                            }
+                        },
                     },
-                },
-            }
+                }
+            )
         )
         _check_wffc_binding(core_v1, namespace, class_name, pv_name, fc_nodes)
     finally:
@@ -326,14 +334,16 @@ def _check_wffc_binding(
 ) -> None:
     core.create_namespaced_persistent_volume_claim(
         namespace,
-        {
-            "metadata": {"name": "data"},
-            "spec": {
-                "storageClassName": class_name,
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "5Gi"}},
-            },
-        },
+        client.V1PersistentVolumeClaim.model_validate(
+            {
+                "metadata": {"name": "data"},
+                "spec": {
+                    "storageClassName": class_name,
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "5Gi"}},
+                },
+            }
+        ),
     )
     # No consumer yet: the PV controller waits instead of binding.
     wait_for(
@@ -353,15 +363,17 @@ def _check_wffc_binding(
 
     core.create_namespaced_pod(
         namespace,
-        {
-            "metadata": {"name": "consumer"},
-            "spec": {
-                "containers": [
-                    {**_container(), "volumeMounts": [{"name": "data", "mountPath": "/data"}]}
-                ],
-                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
-            },
-        },
+        client.V1Pod.model_validate(
+            {
+                "metadata": {"name": "consumer"},
+                "spec": {
+                    "containers": [
+                        {**_container(), "volumeMounts": [{"name": "data", "mountPath": "/data"}]}
+                    ],
+                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+                },
+            }
+        ),
     )
 
     def bound() -> client.V1PersistentVolumeClaim | None:
@@ -392,25 +404,29 @@ def test_statefulset_scales_1_3_1(
 ) -> None:
     core_v1.create_namespaced_service(
         namespace,
-        {
-            "metadata": {"name": "web"},
-            "spec": {"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"port": 80}]},
-        },
+        client.V1Service.model_validate(
+            {
+                "metadata": {"name": "web"},
+                "spec": {"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"port": 80}]},
+            }
+        ),
     )
     apps_v1.create_namespaced_stateful_set(
         namespace,
-        {
-            "metadata": {"name": "web"},
-            "spec": {
-                "serviceName": "web",
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {
-                    "metadata": {"labels": {"app": "web"}},
-                    "spec": {"containers": [_container()], "terminationGracePeriodSeconds": 0},
+        client.V1StatefulSet.model_validate(
+            {
+                "metadata": {"name": "web"},
+                "spec": {
+                    "serviceName": "web",
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "web"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "web"}},
+                        "spec": {"containers": [_container()], "terminationGracePeriodSeconds": 0},
+                    },
                 },
-            },
-        },
+            }
+        ),
     )
 
     def pods_are(names: set[str]) -> bool:
@@ -429,13 +445,14 @@ def test_statefulset_scales_1_3_1(
             "web", namespace, {"spec": {"replicas": replicas}}
         )
         expected = {f"web-{i}" for i in range(replicas)}
-        wait_for(
-            lambda expected=expected: pods_are(expected),
-            timeout=90,
-            message=lambda expected=expected: (
-                f"want {sorted(expected)}: {_describe_pods(core_v1, namespace, 'app=web')}"
-            ),
-        )
+
+        def scaled(expected: set[str] = expected) -> bool:
+            return pods_are(expected)
+
+        def wanted(expected: set[str] = expected) -> str:
+            return f"want {sorted(expected)}: {_describe_pods(core_v1, namespace, 'app=web')}"
+
+        wait_for(scaled, timeout=90, message=wanted)
 
 
 # -- (d) RBAC ---------------------------------------------------------------------------------
@@ -457,11 +474,18 @@ def test_service_account_needs_a_role_binding_to_list_pods(
     rbac_v1: client.RbacAuthorizationV1Api,
     namespace: str,
 ) -> None:
-    core_v1.create_namespaced_service_account(namespace, {"metadata": {"name": "reader"}})
+    core_v1.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount.model_validate({"metadata": {"name": "reader"}})
+    )
     token_request = core_v1.create_namespaced_service_account_token(
-        "reader", namespace, {"spec": {"audiences": [], "expirationSeconds": 600}}
+        "reader",
+        namespace,
+        client.AuthenticationV1TokenRequest.model_validate(
+            {"spec": {"audiences": [], "expirationSeconds": 600}}
+        ),
     )
     assert token_request.status is not None
+    assert token_request.status.token is not None
     with _client_with_token(cluster, token_request.status.token) as api:
         as_reader = client.CoreV1Api(api)
         with pytest.raises(ApiException) as denied:
@@ -471,22 +495,28 @@ def test_service_account_needs_a_role_binding_to_list_pods(
 
         rbac_v1.create_namespaced_role(
             namespace,
-            {
-                "metadata": {"name": "pod-reader"},
-                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
-            },
+            client.V1Role.model_validate(
+                {
+                    "metadata": {"name": "pod-reader"},
+                    "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
+                }
+            ),
         )
         rbac_v1.create_namespaced_role_binding(
             namespace,
-            {
-                "metadata": {"name": "reader-reads-pods"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Role",
-                    "name": "pod-reader",
-                },
-                "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
-            },
+            client.V1RoleBinding.model_validate(
+                {
+                    "metadata": {"name": "reader-reads-pods"},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "Role",
+                        "name": "pod-reader",
+                    },
+                    "subjects": [
+                        {"kind": "ServiceAccount", "name": "reader", "namespace": namespace}
+                    ],
+                }
+            ),
         )
 
         def allowed() -> bool:
@@ -513,11 +543,11 @@ def test_service_account_needs_a_role_binding_to_list_pods(
 
 def _pod(
     name: str, security_context: dict[str, Any], pod_context: dict[str, Any] | None = None
-) -> dict[str, Any]:
+) -> client.V1Pod:
     spec: dict[str, Any] = {"containers": [{**_container(), "securityContext": security_context}]}
     if pod_context:
         spec["securityContext"] = pod_context
-    return {"metadata": {"name": name}, "spec": spec}
+    return client.V1Pod.model_validate({"metadata": {"name": name}, "spec": spec})
 
 
 PRIVILEGED = {"privileged": True}
@@ -536,6 +566,7 @@ def test_restricted_namespace_rejects_privileged_pod(
     with pytest.raises(ApiException) as rejected:
         core_v1.create_namespaced_pod(restricted_namespace, _pod("privileged", PRIVILEGED))
     assert rejected.value.status == 403
+    assert rejected.value.body is not None
     message = json.loads(rejected.value.body)["message"]
     assert 'violates PodSecurity "restricted:latest"' in message
     assert 'privileged (container "app" must not set securityContext.privileged=true)' in message
@@ -556,7 +587,10 @@ def test_deleting_owner_garbage_collects_dependents(
     core_v1: client.CoreV1Api, namespace: str
 ) -> None:
     owner = core_v1.create_namespaced_config_map(
-        namespace, {"metadata": {"name": "owner"}, "data": {"role": "owner"}}
+        namespace,
+        client.V1ConfigMap.model_validate(
+            {"metadata": {"name": "owner"}, "data": {"role": "owner"}}
+        ),
     )
     assert owner.metadata is not None
     reference = {
@@ -565,13 +599,12 @@ def test_deleting_owner_garbage_collects_dependents(
         "name": "owner",
         "uid": owner.metadata.uid,
     }
+    dependent = {"metadata": {"name": "dependent", "ownerReferences": [reference]}}
+    core_v1.create_namespaced_config_map(namespace, client.V1ConfigMap.model_validate(dependent))
+    core_v1.create_namespaced_secret(namespace, client.V1Secret.model_validate(dependent))
     core_v1.create_namespaced_config_map(
-        namespace, {"metadata": {"name": "dependent", "ownerReferences": [reference]}}
+        namespace, client.V1ConfigMap.model_validate({"metadata": {"name": "unrelated"}})
     )
-    core_v1.create_namespaced_secret(
-        namespace, {"metadata": {"name": "dependent", "ownerReferences": [reference]}}
-    )
-    core_v1.create_namespaced_config_map(namespace, {"metadata": {"name": "unrelated"}})
 
     core_v1.delete_namespaced_config_map("owner", namespace)
     wait_for(

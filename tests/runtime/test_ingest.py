@@ -35,7 +35,7 @@ def url(port: int, stream: str = "events") -> str:
 async def all_input_events(
     redis: RespConnection, stream: str, partitions: int
 ) -> list[dict[str, Any]]:
-    events = []
+    events: list[dict[str, Any]] = []
     for partition in range(partitions):
         for _, fields in await stream_entries(redis, input_key(stream, partition)):
             events.extend(orjson.loads(line) for line in fields[b"d"].split(b"\n"))

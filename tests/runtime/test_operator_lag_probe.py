@@ -119,6 +119,7 @@ async def test_lag_pending_dead_letters_and_rates_from_real_processes(
     rows = await client.xreadgroup(
         WORKER_GROUP, "ghost", {input_key("events", partition_a): ">"}, count=2
     )
+    assert isinstance(rows, list)  # RESP2: [[key, entries]]
     [(_, entries)] = rows
     assert len(entries) == 2
     await client.xack(input_key("events", partition_a), WORKER_GROUP, entries[0][0])

@@ -13,7 +13,7 @@ from tests.runtime.conftest import Processes, group_idle, read_output_events, wa
 from hda.runtime.codec import output_key, parse_stream_id
 from hda.runtime.config import OUTPUT_GROUP, load_config
 from hda.runtime.groups import ensure_groups
-from hda.runtime.resp import RespConnection
+from hda.runtime.resp import Arg, RespConnection
 from hda.runtime.segments import SegmentWriter, encode_record, list_segments
 
 pytestmark = pytest.mark.runtime
@@ -135,14 +135,16 @@ async def test_slow_subscriber_is_disconnected_with_a_close_code(
     ws = await subscribe(port)
     key = output_key("out", 0)
     # One transaction: output reads all ten in one batch, more than this subscriber may queue.
-    await redis.pipeline(
-        [("MULTI",)]
-        + [("XADD", key, "*", "src", "1-1", "n", 1, "d", b'{"i":%d}' % i) for i in range(10)]
-        + [("EXEC",)]
-    )
+    transaction: list[tuple[Arg, ...]] = [
+        ("MULTI",),
+        *[("XADD", key, "*", "src", "1-1", "n", 1, "d", b'{"i":%d}' % i) for i in range(10)],
+        ("EXEC",),
+    ]
+    await redis.pipeline(transaction)
     message = await ws.receive(timeout=30)
     assert message.type == aiohttp.WSMsgType.CLOSE
     assert ws.close_code == 4008
+    assert message.extra is not None
     assert "from=" in message.extra
     await close(ws)
     # The pipeline did not wait for it: everything is durable.

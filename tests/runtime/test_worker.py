@@ -40,7 +40,7 @@ async def add_entry(redis: RespConnection, key: str, events: list[dict[str, Any]
 async def output_events(
     redis: RespConnection, stream: str, partitions: int
 ) -> list[dict[str, Any]]:
-    events = []
+    events: list[dict[str, Any]] = []
     for partition in range(partitions):
         for _, fields in await stream_entries(redis, output_key(stream, partition)):
             events.extend(orjson.loads(line) for line in fields[b"d"].split(b"\n"))

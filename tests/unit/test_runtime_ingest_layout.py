@@ -49,5 +49,5 @@ def test_layout_keeps_order_limits_and_locates_first_and_last(
             assert len(chunk) == 1 or sum(len(line) + 1 for line in chunk) <= max_bytes
     for s, spots in zip(submissions, located, strict=True):
         for partition, index in (s.first, s.last):
-            chunk, offset = spots[(partition, index)]
-            assert entries[(s.stream, partition)][chunk][offset] is s.groups[partition][index]
+            chunk_index, offset = spots[(partition, index)]
+            assert entries[(s.stream, partition)][chunk_index][offset] is s.groups[partition][index]

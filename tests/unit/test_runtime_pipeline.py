@@ -63,7 +63,15 @@ def test_parse_json_failure_is_reported_per_event() -> None:
     ],
 )
 def test_filter_operators(op: str, operand: dict[str, Any], kept: list[Any]) -> None:
-    events = [{"v": 1}, {"v": 3}, {"v": "3"}, {"v": 5.5}, {"v": "x"}, {"v": True}, {}]
+    events: list[dict[str, Any]] = [
+        {"v": 1},
+        {"v": 3},
+        {"v": "3"},
+        {"v": 5.5},
+        {"v": "x"},
+        {"v": True},
+        {},
+    ]
     p = pipeline({"filter": {"field": "v", "op": op, **operand}})
     assert [e.get("v") for e in run(p, *events)] == kept
 
