@@ -28,6 +28,7 @@ from hda.controller.harness import (
     Request,
     admin_access,
     token_kubeconfig,
+    wait_until_authorized,
 )
 
 pytestmark = pytest.mark.cluster
@@ -339,6 +340,12 @@ def test_installed_chart_credentials_run_the_operator_to_ready(
         assert f"--namespace={pipelines}" in container["args"]
         assert "--all-namespaces" not in container["args"]
 
+    wait_until_authorized(
+        cluster.kubectl,
+        release.namespace,
+        account,
+        watched_namespace=None if scope == "all-namespaces" else pipelines,
+    )
     token = service_account_token(cluster, release.namespace, account)
     direct = service_account_kubeconfig(cluster, token, account, tmp_path / "direct.kubeconfig")
     whoami = json.loads(

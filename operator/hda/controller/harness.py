@@ -253,12 +253,53 @@ def install_chart_rbac(
         env={**os.environ, "HELM_CACHE_HOME": tempfile.gettempdir() + "/hda-helm-cache"},
     ).stdout
     kubectl("apply", "--server-side", "-f", "-", input=rendered)
-    account = next(
-        doc["metadata"]["name"]
-        for doc in yaml.safe_load_all(rendered)
-        if doc and doc.get("kind") == "ServiceAccount"
+    account = str(
+        next(
+            doc["metadata"]["name"]
+            for doc in yaml.safe_load_all(rendered)
+            if doc and doc.get("kind") == "ServiceAccount"
+        )
     )
-    return str(account)
+    wait_until_authorized(kubectl, namespace, account)
+    return account
+
+
+# What the operator does first; allowed once the new bindings reached the RBAC authorizer.
+_FIRST_PERMISSIONS = (
+    ("list", "hyperdriveaccelerators.hda.shitops.dev"),
+    ("patch", "hyperdriveaccelerators.hda.shitops.dev/status"),
+    ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("create", "secrets"),
+    ("list", "persistentvolumes"),
+)
+
+
+def wait_until_authorized(
+    kubectl: Callable[..., subprocess.CompletedProcess[str]],
+    namespace: str,
+    account: str,
+    *,
+    watched_namespace: str | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Wait until fresh RBAC bindings apply to `account` (in `watched_namespace`, or everywhere).
+
+    The apiserver authorizes from an informer cache, so a binding made a moment ago may still
+    be unknown to it; an operator started in that moment would see 403s it should never get.
+    """
+    user = f"system:serviceaccount:{namespace}:{account}"
+    where = ["--all-namespaces"] if watched_namespace is None else ["-n", watched_namespace]
+    deadline = time.monotonic() + timeout
+    pending = list(_FIRST_PERMISSIONS)
+    while pending:
+        verb, resource = pending[0]
+        answer = kubectl("auth", "can-i", verb, resource, *where, f"--as={user}", check=False)
+        if answer.stdout.strip() == "yes":
+            pending.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{user} still may not {verb} {resource} after {timeout:.0f}s")
+        time.sleep(0.2)
 
 
 # --- the operator process -----------------------------------------------------------------------
