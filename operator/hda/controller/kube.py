@@ -78,22 +78,36 @@ def kind_of(obj: dict[str, Any]) -> Kind:
 class ApiError(Exception):
     """A failed API call, with the HTTP status and the server's message."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, causes: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.causes = causes
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """The namespace is being deleted: nothing may be created in it any more."""
+        return self.status == 403 and (
+            "NamespaceTerminating" in self.causes
+            or "because it is being terminated" in self.message
+        )
 
 
 def _error(status: int, data: bytes) -> ApiError:
     reason = message = ""
+    causes: tuple[str, ...] = ()
     try:
         payload = json.loads(data or b"{}")
         message = str(payload.get("message") or "")
         reason = str(payload.get("reason") or "")
-    except ValueError:
+        details = payload.get("details") or {}
+        causes = tuple(str(cause.get("reason") or "") for cause in details.get("causes") or [])
+    except (ValueError, AttributeError):
         message = data.decode(errors="replace")[:500]
-    return ApiError(status, reason, message)
+    return ApiError(status, reason, message, causes)
 
 
 class Kube:

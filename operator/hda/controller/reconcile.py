@@ -252,6 +252,10 @@ class Controller:
             try:
                 result = await self.kube.apply(obj)
             except ApiError as error:
+                if error.namespace_terminating:
+                    # The namespace (and this HDA with it) is going away: nothing to restore.
+                    log.info("namespace is being deleted", extra=_fields(key))
+                    return
                 errors.append(f"{obj['kind']}/{name}: {error}")
                 continue
             self.stats.applies += 1
@@ -282,6 +286,9 @@ class Controller:
                         generated_password_secret(hda, secrets.token_urlsafe(32))
                     )
                 except ApiError as error:
+                    if error.namespace_terminating:
+                        log.info("namespace is being deleted", extra=_fields(key))
+                        return
                     errors.append(f"Secret/{names.valkey_password_secret}: {error}")
                 else:
                     if created is not None:
