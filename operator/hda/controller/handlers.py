@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import kopf
@@ -126,6 +126,26 @@ for _kind in KINDS:
     _register_child(_kind)
 
 
+def _wake_all_if_changed(
+    memo: kopf.Memo,
+    memo_key: str,
+    body: kopf.Body,
+    event_type: str | None,
+    summarize: Callable[[kopf.Body], object],
+) -> None:
+    """Wake every HDA when the summary of a cluster-scoped object changed (or it went away)."""
+    summaries: dict[str, object] = memo.setdefault(memo_key, {})
+    name = str(body["metadata"]["name"])
+    if event_type == "DELETED":
+        changed = summaries.pop(name, None) is not None
+    else:
+        summary = summarize(body)
+        changed = summaries.get(name) != summary
+        summaries[name] = summary
+    if changed and event_type is not None:
+        _controller(memo).wake_all()
+
+
 @kopf.index("v1", "nodes", id="hda_nodes")
 def index_nodes(body: kopf.Body, **_: Any) -> dict[str, NodeSummary]:
     return {_ALL: node_summary(body)}
@@ -134,16 +154,7 @@ def index_nodes(body: kopf.Body, **_: Any) -> dict[str, NodeSummary]:
 @kopf.on.event("v1", "nodes", id="hda_wake_nodes")
 def wake_on_nodes(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     # Heartbeats change a node every few seconds; only what placement depends on wakes HDAs.
-    summaries: dict[str, NodeSummary] = memo.setdefault("node_summaries", {})
-    name = str(body["metadata"]["name"])
-    if type == "DELETED":
-        changed = summaries.pop(name, None) is not None
-    else:
-        summary = node_summary(body)
-        changed = summaries.get(name) != summary
-        summaries[name] = summary
-    if changed and type is not None:
-        _controller(memo).wake_all()
+    _wake_all_if_changed(memo, "node_summaries", body, type, node_summary)
 
 
 @kopf.index("v1", "persistentvolumes", id="hda_volumes")
@@ -154,16 +165,7 @@ def index_volumes(body: kopf.Body, **_: Any) -> dict[str, VolumeSummary] | None:
 
 @kopf.on.event("v1", "persistentvolumes", id="hda_wake_volumes")
 def wake_on_volumes(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
-    summaries: dict[str, VolumeSummary] = memo.setdefault("volume_summaries", {})
-    name = str(body["metadata"]["name"])
-    if type == "DELETED":
-        changed = summaries.pop(name, None) is not None
-    else:
-        summary = volume_summary(body)
-        changed = summaries.get(name) != summary
-        summaries[name] = summary
-    if changed and type is not None:
-        _controller(memo).wake_all()
+    _wake_all_if_changed(memo, "volume_summaries", body, type, volume_summary)
 
 
 @kopf.index("storage.k8s.io/v1", "storageclasses", id="hda_storage_classes")
