@@ -131,6 +131,18 @@ async def total_length(
     return sum([int(await redis.execute("XLEN", key(stream, p))) for p in range(partitions)])
 
 
+async def stream_events(
+    redis: RespConnection, stream: str, partitions: int, *, output: bool = False
+) -> list[dict[str, Any]]:
+    """Every event stored in a stream's input (or output) keys, decoded from the entries."""
+    key = output_key if output else input_key
+    events: list[dict[str, Any]] = []
+    for partition in range(partitions):
+        for _, fields in await stream_entries(redis, key(stream, partition)):
+            events.extend(orjson.loads(line) for line in fields[b"d"].split(b"\n"))
+    return events
+
+
 def read_output_events(directory: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Every event in a stream's segments, and every record ID, in file order."""
     events: list[dict[str, Any]] = []

@@ -9,7 +9,13 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from tests.runtime.conftest import Processes, stream_entries, total_length, wait_for
+from tests.runtime.conftest import (
+    Processes,
+    stream_entries,
+    stream_events,
+    total_length,
+    wait_for,
+)
 
 from hda.runtime.codec import input_key, partition_for_key
 from hda.runtime.resp import RespConnection
@@ -32,16 +38,6 @@ def url(port: int, stream: str = "events") -> str:
     return f"http://127.0.0.1:{port}/v1/streams/{stream}/events"
 
 
-async def all_input_events(
-    redis: RespConnection, stream: str, partitions: int
-) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    for partition in range(partitions):
-        for _, fields in await stream_entries(redis, input_key(stream, partition)):
-            events.extend(orjson.loads(line) for line in fields[b"d"].split(b"\n"))
-    return events
-
-
 async def test_ndjson_is_accepted_with_ids_and_stored_as_one_entry(
     ingest_port: int, redis: RespConnection
 ) -> None:
@@ -58,7 +54,7 @@ async def test_ndjson_is_accepted_with_ids_and_stored_as_one_entry(
     assert receipt["lastId"] == f"{partition}/{entry_id}/2"
     entries = await stream_entries(redis, input_key("events", int(partition)))
     assert [(e, f[b"n"]) for e, f in entries] == [(entry_id.encode(), b"3")]
-    assert await all_input_events(redis, "events", 3) == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert await stream_events(redis, "events", 3) == [{"n": 1}, {"n": 2}, {"n": 3}]
 
 
 async def test_json_object_and_array_are_accepted(ingest_port: int, redis: RespConnection) -> None:
@@ -71,7 +67,7 @@ async def test_json_object_and_array_are_accepted(ingest_port: int, redis: RespC
         ) as response:
             assert response.status == 202
             assert (await response.json())["count"] == 2
-    assert sorted(e["a"] for e in await all_input_events(redis, "events", 3)) == [1, 2, 3]
+    assert sorted(e["a"] for e in await stream_events(redis, "events", 3)) == [1, 2, 3]
 
 
 @pytest.mark.parametrize(
@@ -196,7 +192,7 @@ async def test_websocket_acks_each_frame_with_ids_or_an_error(
     assert "line 2" in acks[2]["error"]
     assert acks[1]["firstId"].endswith("/0")
     assert acks[1]["lastId"].endswith("/1")
-    assert sorted(e["w"] for e in await all_input_events(redis, "events", 3)) == [1, 2, 3, 5, 6, 7]
+    assert sorted(e["w"] for e in await stream_events(redis, "events", 3)) == [1, 2, 3, 5, 6, 7]
 
 
 async def test_websocket_requires_the_token(ingest_port: int) -> None:
@@ -313,5 +309,5 @@ async def test_sigterm_acks_every_frame_it_read_then_closes_with_1001(
         assert ws.close_code == 1001  # going away: resend what was not acknowledged elsewhere
     assert ingest.process is not None
     assert ingest.process.wait(30) == 0
-    stored = {e["f"] for e in await all_input_events(redis, "events", 2)}
+    stored = {e["f"] for e in await stream_events(redis, "events", 2)}
     assert stored == acked  # nothing acked is missing, nothing unacknowledged was written

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from tests.runtime.conftest import Processes, group_idle, stream_entries, wait_for
+from tests.runtime.conftest import Processes, group_idle, stream_entries, stream_events, wait_for
 
 from hda.runtime.codec import dead_letter_key, input_key, output_key
 from hda.runtime.config import WORKER_GROUP, load_config
@@ -37,16 +37,6 @@ async def add_entry(redis: RespConnection, key: str, events: list[dict[str, Any]
     return entry_id
 
 
-async def output_events(
-    redis: RespConnection, stream: str, partitions: int
-) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    for partition in range(partitions):
-        for _, fields in await stream_entries(redis, output_key(stream, partition)):
-            events.extend(orjson.loads(line) for line in fields[b"d"].split(b"\n"))
-    return events
-
-
 async def test_pipeline_steps_run_and_results_commit_with_the_ack(
     processes: Processes, write_manifest: Any, redis: RespConnection
 ) -> None:
@@ -64,7 +54,7 @@ async def test_pipeline_steps_run_and_results_commit_with_the_ack(
     processes.worker(manifest)
     keys = [input_key("logs", p) for p in range(2)]
     await wait_for(lambda: group_idle(redis, keys, WORKER_GROUP))
-    events = await output_events(redis, "logs", 2)
+    events = await stream_events(redis, "logs", 2, output=True)
     assert sorted(events, key=lambda e: e["level"]) == [
         {"level": "info", "payload": {"a": 1}, "env": "test", "message": "card **** ok"},
         {"level": "warn", "env": "test", "message": "plain"},
@@ -89,7 +79,7 @@ async def test_poison_event_goes_to_the_dead_letter_stream_after_max_deliveries(
     processes.worker(manifest, "worker-0", "--claim-idle", "0.2")
 
     async def healthy_entries_done() -> bool:
-        events = await output_events(redis, "logs", 1)
+        events = await stream_events(redis, "logs", 1, output=True)
         return {1, 3} <= {e["payload"]["n"] for e in events}
 
     # Nothing else is held up: the entries around the poison are committed on first delivery.
@@ -103,7 +93,7 @@ async def test_poison_event_goes_to_the_dead_letter_stream_after_max_deliveries(
     assert letter["event"] == {"level": "info", "payload": "{oops"}
     assert "parseJson" in letter["error"]
     # its healthy neighbour in the same entry still reached the output, once
-    events = await output_events(redis, "logs", 1)
+    events = await stream_events(redis, "logs", 1, output=True)
     assert sorted(e["payload"]["n"] for e in events) == [1, 2, 3]
     log_text = (processes.root / "logs" / "worker-0.log").read_text()
     assert log_text.count("left pending for a retry") == 2  # deliveries 1 and 2 of 3
@@ -121,7 +111,13 @@ async def test_entries_of_a_dead_consumer_are_reclaimed_once(
     await redis.execute("XREADGROUP", "GROUP", WORKER_GROUP, "ghost", "STREAMS", key, ">")
     processes.worker(manifest, "worker-0", "--claim-idle", "0.3")
     await wait_for(lambda: group_idle(redis, [key], WORKER_GROUP))
-    assert sorted(e["i"] for e in await output_events(redis, "logs", 1)) == [0, 1, 2, 3, 4]
+    assert sorted(e["i"] for e in await stream_events(redis, "logs", 1, output=True)) == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
 
 
 async def test_a_commit_happens_once_even_when_two_workers_finish_the_same_entry(
@@ -155,7 +151,7 @@ async def test_sigterm_finishes_and_removes_the_consumer_only_without_pending(
 
     async def poison_pending() -> bool:
         summary = await redis.execute("XPENDING", keys[0], WORKER_GROUP)
-        return int(summary[0]) == 1 and len(await output_events(redis, "logs", 2)) == 1
+        return int(summary[0]) == 1 and len(await stream_events(redis, "logs", 2, output=True)) == 1
 
     await wait_for(poison_pending)
     keeper.signal(signal.SIGTERM)
