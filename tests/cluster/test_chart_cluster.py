@@ -5,7 +5,6 @@ permissions, `helm upgrade` upgrades the CRD, `helm uninstall` keeps the CRD and
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import os
@@ -209,38 +208,6 @@ def service_account_token(cluster: ClusterHandle, namespace: str, account: str) 
     ).stdout.strip()
 
 
-def service_account_kubeconfig(
-    cluster: ClusterHandle, token: str, account: str, path: Path
-) -> Path:
-    """A kubeconfig for the cluster whose only credential is `token`."""
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    context = next(
-        item["context"] for item in admin["contexts"] if item["name"] == admin["current-context"]
-    )
-    server = next(
-        item["cluster"] for item in admin["clusters"] if item["name"] == context["cluster"]
-    )
-    cluster_entry = {"server": server["server"]}
-    if "certificate-authority-data" in server:
-        cluster_entry["certificate-authority-data"] = server["certificate-authority-data"]
-    elif "certificate-authority" in server:
-        ca = Path(server["certificate-authority"])
-        if not ca.is_absolute():
-            ca = cluster.kubeconfig.parent / ca
-        cluster_entry["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "cluster", "cluster": cluster_entry}],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": account, "context": {"cluster": "cluster", "user": account}}],
-        "current-context": account,
-    }
-    path.write_text(yaml.safe_dump(kubeconfig))
-    path.chmod(0o600)
-    return path
-
-
 def hda_condition(cluster: ClusterHandle, namespace: str, name: str, kind: str) -> dict[str, Any]:
     obj = get_json(cluster, "hyperdriveaccelerators.hda.shitops.dev", name, "-n", namespace)
     for condition in (obj.get("status") or {}).get("conditions") or []:
@@ -347,7 +314,10 @@ def test_installed_chart_credentials_run_the_operator_to_ready(
         watched_namespace=None if scope == "all-namespaces" else pipelines,
     )
     token = service_account_token(cluster, release.namespace, account)
-    direct = service_account_kubeconfig(cluster, token, account, tmp_path / "direct.kubeconfig")
+    access = admin_access(cluster.kubeconfig)
+    direct = token_kubeconfig(
+        access.server, token, tmp_path / "direct.kubeconfig", user=account, ca_data=access.ca_data
+    )
     whoami = json.loads(
         cluster.kubectl("--kubeconfig", str(direct), "auth", "whoami", "-o", "json").stdout
     )
@@ -357,7 +327,6 @@ def test_installed_chart_credentials_run_the_operator_to_ready(
 
     # The operator talks to the API server through a proxy that records every response, with
     # nothing but the ServiceAccount's token.
-    access = admin_access(cluster.kubeconfig)
     proxy = CountingProxy(access.server, access.ca_data).start()
     kubeconfig = token_kubeconfig(proxy.url, token, tmp_path / "operator.kubeconfig", user=account)
     chart_args = container["args"]

@@ -208,12 +208,23 @@ def admin_access(kubeconfig: Path) -> AdminAccess:
     return AdminAccess(server=str(cluster["server"]), ca_data=ca)
 
 
-def token_kubeconfig(server: str, token: str, path: Path, *, user: str = "hda-operator") -> Path:
-    """A kubeconfig whose only credential is `token`, for `server` (plain HTTP: the proxy)."""
+def token_kubeconfig(
+    server: str,
+    token: str,
+    path: Path,
+    *,
+    user: str = "hda-operator",
+    ca_data: bytes | None = None,
+) -> Path:
+    """A kubeconfig whose only credential is `token`, for `server` (the proxy over plain HTTP,
+    or the API server itself with its CA)."""
+    cluster: dict[str, str] = {"server": server}
+    if ca_data is not None:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_data).decode()
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "cluster", "cluster": {"server": server}}],
+        "clusters": [{"name": "cluster", "cluster": cluster}],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": user, "context": {"cluster": "cluster", "user": user}}],
         "current-context": user,
