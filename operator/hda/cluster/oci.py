@@ -1,0 +1,167 @@
+"""OCI images from files on this machine, and pushing them to the loopback registry.
+
+The local plane needs a few images that no Dockerfile describes: the pause image (one static
+binary) and the base root filesystems made from Debian's packages, which BuildKit then builds the
+project's Dockerfile on. `layer_from_*` and `image_blobs` are pure; `push` speaks the registry's
+HTTP API (distribution spec v2) and is only ever pointed at 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from hda.cluster.errors import ClusterError
+
+MANIFEST_MEDIA_TYPE: Final = "application/vnd.oci.image.manifest.v1+json"
+CONFIG_MEDIA_TYPE: Final = "application/vnd.oci.image.config.v1+json"
+LAYER_MEDIA_TYPE: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
+_HTTP_TIMEOUT: Final = 60.0
+
+
+@dataclass(frozen=True)
+class Blob:
+    """Content-addressed bytes of an image."""
+
+    media_type: str
+    data: bytes
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.data).hexdigest()
+
+    def descriptor(self) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": len(self.data)}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A gzip'd layer tar and the digest of the uncompressed tar (the config's diff_id)."""
+
+    blob: Blob
+    diff_id: str
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """The parts of an image config a container runtime reads."""
+
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    user: str = ""
+    env: tuple[str, ...] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
+    working_dir: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def layer_from_tar(tar_bytes: bytes) -> Layer:
+    """A layer from an uncompressed tar (e.g. the root filesystem mmdebstrap wrote)."""
+    diff_id = "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
+    # mtime=0 keeps the compressed bytes, and so the digest, reproducible.
+    compressed = gzip.compress(tar_bytes, compresslevel=6, mtime=0)
+    return Layer(blob=Blob(LAYER_MEDIA_TYPE, compressed), diff_id=diff_id)
+
+
+def layer_from_files(files: dict[str, tuple[bytes, int]]) -> Layer:
+    """A layer holding `files`: path inside the image -> (content, mode). Reproducible."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(files):
+            content, mode = files[path]
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size = len(content)
+            info.mode = mode
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(content))
+    return layer_from_tar(buffer.getvalue())
+
+
+def image_blobs(layers: list[Layer], settings: ImageSettings) -> tuple[Blob, Blob]:
+    """The config and manifest blobs of a linux/amd64 image made of `layers`."""
+    container_config: dict[str, Any] = {"Env": list(settings.env)}
+    if settings.entrypoint:
+        container_config["Entrypoint"] = list(settings.entrypoint)
+    if settings.cmd:
+        container_config["Cmd"] = list(settings.cmd)
+    if settings.user:
+        container_config["User"] = settings.user
+    if settings.working_dir:
+        container_config["WorkingDir"] = settings.working_dir
+    if settings.labels:
+        container_config["Labels"] = dict(sorted(settings.labels.items()))
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": container_config,
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+    }
+    config_blob = Blob(CONFIG_MEDIA_TYPE, json.dumps(config, sort_keys=True).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": config_blob.descriptor(),
+        "layers": [layer.blob.descriptor() for layer in layers],
+    }
+    return config_blob, Blob(MANIFEST_MEDIA_TYPE, json.dumps(manifest, sort_keys=True).encode())
+
+
+def _request(
+    method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str]]:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.hostname not in {"127.0.0.1", "localhost", "::1"}:
+        raise ClusterError(f"refusing to talk to {url}: the registry must be on loopback")
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT) as response:  # noqa: S310
+            return response.status, dict(response.headers.items())
+    except urllib.error.HTTPError as error:
+        if method == "HEAD" and error.code == 404:
+            return 404, {}
+        body = error.read(500).decode(errors="replace")
+        raise ClusterError(f"registry {method} {url}: HTTP {error.code} {body}") from error
+    except OSError as error:
+        raise ClusterError(f"registry {method} {url}: {error}") from error
+
+
+def _push_blob(registry: str, repository: str, blob: Blob) -> None:
+    base = f"{registry}/v2/{repository}"
+    status, _ = _request("HEAD", f"{base}/blobs/{blob.digest}")
+    if status == 200:
+        return
+    _, headers = _request("POST", f"{base}/blobs/uploads/")
+    location = headers.get("Location") or headers.get("location")
+    if not location:
+        raise ClusterError(f"registry {registry} gave no upload location for {repository}")
+    upload = urllib.parse.urljoin(f"{registry}/", location)
+    separator = "&" if "?" in upload else "?"
+    _request(
+        "PUT",
+        f"{upload}{separator}digest={urllib.parse.quote(blob.digest)}",
+        data=blob.data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+
+
+def push(
+    registry: str, repository: str, tag: str, layers: list[Layer], settings: ImageSettings
+) -> str:
+    """Push an image to `registry` (`http://127.0.0.1:PORT`) as `repository:tag`; its digest."""
+    config_blob, manifest_blob = image_blobs(layers, settings)
+    for blob in [*(layer.blob for layer in layers), config_blob]:
+        _push_blob(registry, repository, blob)
+    _request(
+        "PUT",
+        f"{registry}/v2/{repository}/manifests/{tag}",
+        data=manifest_blob.data,
+        headers={"Content-Type": MANIFEST_MEDIA_TYPE},
+    )
+    return manifest_blob.digest
