@@ -1,0 +1,134 @@
+"""Storage for real nodes: Fibre Channel stand-ins on loop devices, and local volumes for Valkey.
+
+There is no FC fabric here. An FC LUN is stood in for by a loop device over a sparse file,
+formatted ext4, offered as a static `local` PersistentVolume of the FC StorageClass with node
+affinity to the FC-labelled real node: the kubelet really mounts the block device into the output
+pod, so the mount path is real; only the HBA and the fabric are simulated. Valkey's claims get a
+default StorageClass with directory-backed `local` volumes on the real nodes, as kind's default
+class gives any claim a node-local volume.
+
+The manifest builders are pure; `attach_loop_device` and `detach_loop_devices` run `losetup`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Final
+
+from hda.cluster.errors import ClusterError
+
+log = logging.getLogger(__name__)
+
+FC_STORAGE_CLASS: Final = "hda-fibre-channel"
+LOCAL_STORAGE_CLASS: Final = "hda-local"
+_FS_TYPE: Final = "ext4"
+#: Marks every PV the plane made, so `down` and tests can tell them from a user's.
+PLANE_VOLUME_LABEL: Final = "hda.shitops.dev/local-plane-volume"
+
+
+def storage_class(name: str, *, default: bool) -> dict[str, Any]:
+    """A class without provisioner: claims bind to the static volumes the plane creates."""
+    annotations = {"storageclass.kubernetes.io/is-default-class": "true"} if default else {}
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": name, "annotations": annotations},
+        "provisioner": "kubernetes.io/no-provisioner",
+        # Bind only once the pod is scheduled, so the claim follows the pod's node constraints.
+        "volumeBindingMode": "WaitForFirstConsumer",
+        "reclaimPolicy": "Retain",
+    }
+
+
+def local_volume(
+    name: str,
+    *,
+    node: str,
+    path: str,
+    size: str,
+    storage_class_name: str,
+    block_device: bool,
+) -> dict[str, Any]:
+    """A static `local` PV pinned to `node`; a block device is formatted and mounted by kubelet."""
+    local: dict[str, Any] = {"path": path}
+    if block_device:
+        local["fsType"] = _FS_TYPE
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": {PLANE_VOLUME_LABEL: "true"}},
+        "spec": {
+            "capacity": {"storage": size},
+            "accessModes": ["ReadWriteOnce"],
+            "volumeMode": "Filesystem",
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": storage_class_name,
+            "local": local,
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {
+                                    "key": "kubernetes.io/hostname",
+                                    "operator": "In",
+                                    "values": [node],
+                                }
+                            ]
+                        }
+                    ]
+                }
+            },
+        },
+    }
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except FileNotFoundError as error:
+        raise ClusterError(
+            f"{argv[0]} is not installed (apt-get install util-linux e2fsprogs)"
+        ) from error
+    if result.returncode != 0:
+        raise ClusterError(
+            f"{' '.join(argv)} failed: {result.stderr.strip() or result.stdout.strip()}"
+        )
+    return result.stdout.strip()
+
+
+def attach_loop_device(backing_file: Path, size_bytes: int) -> str:
+    """A loop device over a sparse `backing_file`, formatted ext4 once; returns `/dev/loopN`.
+
+    Reuses the device already attached to the same file (an `up` after a crash).
+    """
+    attached = _run(["losetup", "--associated", str(backing_file)]) if backing_file.exists() else ""
+    if attached:
+        return attached.split(":", 1)[0]
+    fresh = not backing_file.exists()
+    backing_file.parent.mkdir(parents=True, exist_ok=True)
+    with backing_file.open("ab") as handle:
+        os.ftruncate(handle.fileno(), size_bytes)
+    if fresh:
+        _run(["mkfs.ext4", "-q", "-F", "-L", backing_file.stem[:16], str(backing_file)])
+    device = _run(["losetup", "--find", "--show", str(backing_file)])
+    log.info("attached %s over %s", device, backing_file)
+    return device
+
+
+def detach_loop_devices(directory: Path) -> list[str]:
+    """Detach every loop device whose backing file lies under `directory`; the devices freed."""
+    if not directory.exists():
+        return []
+    freed: list[str] = []
+    for backing_file in sorted(directory.rglob("*.img")):
+        for line in _run(["losetup", "--associated", str(backing_file)]).splitlines():
+            device = line.split(":", 1)[0]
+            _run(["losetup", "--detach", device])
+            freed.append(device)
+    if freed:
+        log.info("detached %s", ", ".join(freed))
+    return freed
