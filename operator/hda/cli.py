@@ -21,6 +21,8 @@ _COMMANDS: dict[str, str] = {
     "worker": "hda.runtime.cli:worker",
     "output": "hda.runtime.cli:output",
     "bench": "hda.runtime.cli:bench",
+    "load": "hda.runtime.client_cli:load",
+    "tail": "hda.runtime.client_cli:tail",
 }
 
 

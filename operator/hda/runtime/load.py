@@ -1,0 +1,215 @@
+"""`hda load`: a producer that sends numbered events to an ingest service and counts the acks.
+
+Each event is `{"p": PRODUCER, "s": SEQUENCE}`, so whoever reads the output can check that every
+acknowledged event arrived exactly once. Batches go as NDJSON over REST (several requests in
+flight) or over one WebSocket (a window of frames in flight). Backpressure (429) and a buffer
+that is not reachable (503) are answered by sending the same batch again after `Retry-After`;
+a connection that breaks mid-request is retried too and counted as `ambiguous`, since its batch
+may or may not have been accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Final, Literal
+
+import aiohttp
+import orjson
+
+Transport = Literal["rest", "ws"]
+_NDJSON: Final = {"Content-Type": "application/x-ndjson"}
+_RETRYABLE_STATUS: Final = frozenset({429, 502, 503, 504})
+_DEFAULT_RETRY_AFTER: Final = 0.5
+_MAX_RETRY_AFTER: Final = 5.0
+
+
+class LoadError(Exception):
+    """The ingest service refused a batch for good (4xx other than 429) or never came back."""
+
+
+@dataclass
+class LoadReport:
+    """What a producer did; printed as JSON by `hda load`."""
+
+    producer: str
+    transport: str
+    events: int
+    acked_events: int = 0
+    batches: int = 0
+    retries: int = 0
+    ambiguous: int = 0
+    seconds: float = 0.0
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.acked_events / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({**asdict(self), "eventsPerSecond": round(self.events_per_second)})
+
+
+def batch_body(producer: str, first: int, count: int) -> bytes:
+    """NDJSON of events `first .. first+count-1` of `producer`."""
+    name = orjson.dumps(producer)
+    return b"\n".join(b'{"p":%s,"s":%d}' % (name, s) for s in range(first, first + count))
+
+
+def _retry_after(headers: Mapping[str, str]) -> float:
+    value = headers.get("Retry-After", "")
+    try:
+        return min(max(float(value), 0.05), _MAX_RETRY_AFTER)
+    except (TypeError, ValueError):
+        return _DEFAULT_RETRY_AFTER
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    base_url: str  # e.g. http://logs-ingest.pipelines.svc:8080
+    stream: str
+    producer: str
+    events: int
+    batch: int = 1000
+    transport: Transport = "rest"
+    in_flight: int = 4
+    token: str | None = None
+    give_up_after: float = 300.0  # seconds without a single ack
+
+
+class _Producer:
+    def __init__(self, options: LoadOptions) -> None:
+        self.options = options
+        self.report = LoadReport(options.producer, options.transport, options.events)
+        self.last_progress = time.monotonic()
+
+    def _headers(self) -> dict[str, str]:
+        if self.options.token:
+            return {"Authorization": f"Bearer {self.options.token}"}
+        return {}
+
+    def _count(self, status: int | str) -> None:
+        key = str(status)
+        self.report.statuses[key] = self.report.statuses.get(key, 0) + 1
+
+    def _check_stalled(self) -> None:
+        if time.monotonic() - self.last_progress > self.options.give_up_after:
+            raise LoadError(
+                f"no batch acknowledged for {self.options.give_up_after:.0f}s; "
+                f"statuses so far: {self.report.statuses}"
+            )
+
+    def _acked(self, count: int) -> None:
+        self.report.acked_events += count
+        self.report.batches += 1
+        self.last_progress = time.monotonic()
+
+    def _batches(self) -> list[tuple[int, int]]:
+        size = self.options.batch
+        total = self.options.events
+        return [(first, min(size, total - first)) for first in range(0, total, size)]
+
+    # --- REST ---
+
+    async def _post_until_acked(
+        self, session: aiohttp.ClientSession, first: int, count: int
+    ) -> None:
+        url = f"{self.options.base_url}/v1/streams/{self.options.stream}/events"
+        body = batch_body(self.options.producer, first, count)
+        while True:
+            self._check_stalled()
+            try:
+                async with session.post(
+                    url, data=body, headers={**_NDJSON, **self._headers()}
+                ) as response:
+                    text = await response.text()
+                    self._count(response.status)
+                    if response.status == 202:
+                        self._acked(count)
+                        return
+                    if response.status not in _RETRYABLE_STATUS:
+                        raise LoadError(f"POST {url}: HTTP {response.status} {text[:300]}")
+                    delay = _retry_after(response.headers)
+            except (TimeoutError, aiohttp.ClientConnectionError) as error:
+                # The batch may have been written before the connection broke.
+                self._count(type(error).__name__)
+                self.report.ambiguous += 1
+                delay = _DEFAULT_RETRY_AFTER
+            self.report.retries += 1
+            await asyncio.sleep(delay)
+
+    async def run_rest(self, session: aiohttp.ClientSession) -> None:
+        queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+        for item in self._batches():
+            queue.put_nowait(item)
+
+        async def lane() -> None:
+            while not queue.empty():
+                first, count = queue.get_nowait()
+                await self._post_until_acked(session, first, count)
+
+        await asyncio.gather(*(lane() for _ in range(max(1, self.options.in_flight))))
+
+    # --- WebSocket ---
+
+    async def run_ws(self, session: aiohttp.ClientSession) -> None:
+        url = f"{self.options.base_url}/v1/streams/{self.options.stream}/ws"
+        url = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        pending = self._batches()
+        while pending:
+            self._check_stalled()
+            try:
+                pending = await self._ws_session(session, url, pending)
+            except (aiohttp.ClientConnectionError, aiohttp.WSServerHandshakeError) as error:
+                self._count(type(error).__name__)
+            if pending:
+                await asyncio.sleep(_DEFAULT_RETRY_AFTER)
+
+    async def _ws_session(
+        self, session: aiohttp.ClientSession, url: str, pending: list[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        """Send what is pending on one connection; returns what is still unacknowledged."""
+        in_flight: dict[int, tuple[int, int]] = {}
+        retry: list[tuple[int, int]] = []
+        queue = list(pending)
+        async with session.ws_connect(url, headers=self._headers(), heartbeat=30) as ws:
+            sequence = 0
+            while queue or in_flight:
+                while queue and len(in_flight) < max(1, self.options.in_flight):
+                    first, count = queue.pop(0)
+                    sequence += 1
+                    in_flight[sequence] = (first, count)
+                    await ws.send_bytes(batch_body(self.options.producer, first, count))
+                message = await ws.receive(timeout=self.options.give_up_after)
+                if message.type not in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+                    # Closed (ingest restarting): whatever is in flight is ambiguous.
+                    self.report.ambiguous += len(in_flight)
+                    break
+                reply = orjson.loads(message.data)
+                batch = in_flight.pop(int(reply["seq"]))
+                status = int(reply.get("status", 202))
+                self._count(status)
+                if "error" not in reply:
+                    self._acked(batch[1])
+                elif status in _RETRYABLE_STATUS:
+                    self.report.retries += 1
+                    retry.append(batch)
+                else:
+                    raise LoadError(f"WebSocket {url}: {reply}")
+        return sorted([*retry, *in_flight.values(), *queue])
+
+
+async def run_load(options: LoadOptions) -> LoadReport:
+    """Send every event of `options` and wait for its acknowledgement."""
+    producer = _Producer(options)
+    started = time.monotonic()
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        if options.transport == "ws":
+            await producer.run_ws(session)
+        else:
+            await producer.run_rest(session)
+    producer.report.seconds = round(time.monotonic() - started, 3)
+    return producer.report

@@ -1,0 +1,86 @@
+"""`hda load` and `hda tail` as a user runs them: real processes against a real pipeline."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from tests.runtime.conftest import Processes, read_output_events, wait_for
+
+pytestmark = pytest.mark.runtime
+
+HDA = [sys.executable, "-m", "hda"]
+
+
+def run_load(port: int, *args: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [*HDA, "load", f"http://127.0.0.1:{port}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = orjson.loads(result.stdout)
+    return report
+
+
+@pytest.mark.parametrize("transport", ["rest", "ws"])
+async def test_load_sends_every_event_once_and_reports_the_acks(
+    processes: Processes, write_manifest: Any, tmp_path: Path, transport: str
+) -> None:
+    manifest = write_manifest("    - {name: events, partitions: 2}\n")
+    port = processes.ingest(manifest)
+    processes.worker(manifest)
+    processes.output(manifest, tmp_path / "data")
+
+    report = run_load(
+        port, "--events", "5000", "--batch", "300", "--transport", transport, "--producer", "t"
+    )
+
+    assert report["acked_events"] == 5000
+    assert report["statuses"] == {"202": 17}
+    directory = tmp_path / "data" / "events"
+    await wait_for(lambda: len(read_output_events(directory)[0]) >= 5000, within=60)
+    seen = collections.Counter(e["s"] for e in read_output_events(directory)[0] if e["p"] == "t")
+    assert sorted(seen) == list(range(5000))
+    assert set(seen.values()) == {1}
+
+
+def test_load_names_a_refused_batch(processes: Processes, write_manifest: Any) -> None:
+    port = processes.ingest(write_manifest("    - {name: events}\n"))
+    result = subprocess.run(
+        [*HDA, "load", f"http://127.0.0.1:{port}", "--stream", "nope", "--events", "10"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "HTTP 404" in result.stderr
+
+
+def test_tail_prints_durable_records_from_the_start(
+    processes: Processes, write_manifest: Any, tmp_path: Path
+) -> None:
+    manifest = write_manifest("    - {name: events}\n")
+    port = processes.ingest(manifest)
+    processes.worker(manifest)
+    _, output_port = processes.output(manifest, tmp_path / "data")
+    run_load(port, "--events", "250", "--batch", "50")
+
+    result = subprocess.run(
+        [*HDA, "tail", f"ws://127.0.0.1:{output_port}/v1/streams/events/subscribe",
+         "--count", "250", "--idle-timeout", "30"],
+        capture_output=True, timeout=90, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    records = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(e["s"] for r in records for e in r["events"]) == list(range(250))
+    assert b"250 events" in result.stderr
