@@ -84,3 +84,15 @@ def test_tail_prints_durable_records_from_the_start(
     records = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert sorted(e["s"] for r in records for e in r["events"]) == list(range(250))
     assert b"250 events" in result.stderr
+
+
+def test_load_paces_batches_to_the_requested_rate(
+    processes: Processes, write_manifest: Any
+) -> None:
+    port = processes.ingest(write_manifest("    - {name: events}\n"))
+
+    report = run_load(port, "--events", "2000", "--batch", "100", "--rate", "1000")
+
+    # The 20th batch is due 1.9 s after the start: pacing can only make a run longer.
+    assert report["acked_events"] == 2000
+    assert report["seconds"] >= 1.9

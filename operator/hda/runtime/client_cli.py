@@ -30,6 +30,8 @@ _token_option = click.option(
               help='The "p" field of every event; the "s" field numbers them from 0.')  # fmt: skip
 @click.option("--give-up-after", type=float, default=300.0, show_default=True,
               help="Fail when no batch was acknowledged for this many seconds.")  # fmt: skip
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Events per second to aim at (default: as fast as they are acknowledged).")  # fmt: skip
 @_token_option
 def load(
     *,
@@ -41,6 +43,7 @@ def load(
     in_flight: int,
     producer: str,
     give_up_after: float,
+    rate: float | None,
     token: str | None,
 ) -> None:
     """Send EVENTS numbered events to the ingest service at BASE_URL (http://HOST:PORT) and wait
@@ -55,6 +58,7 @@ def load(
         in_flight=in_flight,
         token=token,
         give_up_after=give_up_after,
+        rate=rate,
     )
     try:
         report = asyncio.run(run_load(options))

@@ -77,6 +77,7 @@ class LoadOptions:
     in_flight: int = 4
     token: str | None = None
     give_up_after: float = 300.0  # seconds without a single ack
+    rate: float | None = None  # events per second over the whole run; None: as fast as acked
 
 
 class _Producer:
@@ -84,6 +85,18 @@ class _Producer:
         self.options = options
         self.report = LoadReport(options.producer, options.transport, options.events)
         self.last_progress = time.monotonic()
+        self.started = time.monotonic()
+        self.scheduled_events = 0
+
+    async def _pace(self, count: int) -> None:
+        """Hold a batch back until the run's average rate allows it (`--rate`)."""
+        if not self.options.rate:
+            return
+        due = self.started + self.scheduled_events / self.options.rate
+        self.scheduled_events += count
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     def _headers(self) -> dict[str, str]:
         if self.options.token:
@@ -148,6 +161,7 @@ class _Producer:
         async def lane() -> None:
             while not queue.empty():
                 first, count = queue.get_nowait()
+                await self._pace(count)
                 await self._post_until_acked(session, first, count)
 
         await asyncio.gather(*(lane() for _ in range(max(1, self.options.in_flight))))
@@ -179,6 +193,7 @@ class _Producer:
             while queue or in_flight:
                 while queue and len(in_flight) < max(1, self.options.in_flight):
                     first, count = queue.pop(0)
+                    await self._pace(count)
                     sequence += 1
                     in_flight[sequence] = (first, count)
                     await ws.send_bytes(batch_body(self.options.producer, first, count))
