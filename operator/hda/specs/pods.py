@@ -14,8 +14,12 @@ from hda.api.consts import (
     REDIS_PORT,
     RUNTIME_CONFIG_PATH,
 )
-from hda.api.v1alpha1 import HyperDriveAccelerator, PodTemplate, parse_quantity
-from hda.api.v1alpha1.spec import ResourceRequirements
+from hda.api.v1alpha1 import (
+    HyperDriveAccelerator,
+    PodTemplate,
+    ResourceRequirements,
+    parse_quantity,
+)
 
 from .hashing import CONFIG_HASH_ANNOTATION
 from .labels import Component, standard_labels
