@@ -20,7 +20,8 @@ from hda.api.consts import GROUP, LABEL_ACCELERATOR, PLURAL, VERSION
 
 from .kube import KINDS, Kind, Kube
 from .observe import NodeSummary, VolumeSummary, node_summary, volume_summary
-from .reconcile import Controller, Key, child_key, key_of
+from .reconcile import Controller
+from .state import Key, child_key, key_of
 
 log = logging.getLogger("hda.controller")
 

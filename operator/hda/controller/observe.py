@@ -116,6 +116,16 @@ def _by_name(items: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {str(i["metadata"]["name"]): i for i in items}
 
 
+def find_child(
+    cache: Cache, kind: Kind, namespace: str, accelerator: str, name: str
+) -> dict[str, Any] | None:
+    """The live child `name` of one HDA, from the cache."""
+    for item in cache.children(kind, namespace, accelerator):
+        if item["metadata"]["name"] == name:
+            return item
+    return None
+
+
 def observe(
     hda: HyperDriveAccelerator,
     names: ChildNames,
