@@ -30,7 +30,7 @@ from hda.controller.pytest_fixtures import (
     dump,
     get_json,
 )
-from hda.specs import child_names, desired_children
+from hda.specs import child_names, desired_children, resolve_images
 
 pytest_plugins = ["hda.controller.pytest_fixtures"]
 pytestmark = pytest.mark.cluster
@@ -119,7 +119,8 @@ def test_create_gives_every_child_ready_status_and_fc_placement(
 
     # Every desired child exists, carries the owner reference (namespaced) or the HDA's labels
     # (cluster-scoped FC volumes), and is managed by the operator's field manager.
-    desired = desired_children(hda, worker_replicas=hda.spec.workers.replicas)
+    images = resolve_images(hda.spec, running_operator.default_images)
+    desired = desired_children(hda, images, worker_replicas=hda.spec.workers.replicas)
     for child in desired:
         kind, child_name = child["kind"], child["metadata"]["name"]
         args = [kind.lower(), child_name] + (["-n", ns] if kind != "PersistentVolume" else [])
@@ -248,7 +249,7 @@ def test_deleted_or_hand_edited_children_are_restored(
         message="the worker Deployment was not recreated",
     )
 
-    image = model(obj).spec.redis.image
+    image = running_operator.default_images.valkey
     cluster.kubectl(
         "set", "image", "statefulset", names.valkey_statefulset, "valkey=valkey/valkey:6", "-n", ns
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 
 from hda.api.v1alpha1 import HyperDriveAccelerator
-from hda.specs import ChildNames, generated_password_secret
+from hda.specs import ChildNames, Images, generated_password_secret
 
 from .kube import ApiError, Kube, kind_of
 from .observe import Cache, find_child
@@ -18,6 +18,7 @@ from .state import Key, NamespaceTerminatingError, Stats, Writes
 async def ensure_password_secret(  # noqa: PLR0917
     kube: Kube,
     hda: HyperDriveAccelerator,
+    images: Images,
     names: ChildNames,
     cache: Cache,
     key: Key,
@@ -31,7 +32,9 @@ async def ensure_password_secret(  # noqa: PLR0917
     if find_child(cache, secret_kind, hda.namespace, key[1], names.valkey_password_secret):
         return
     try:
-        created = await kube.create(generated_password_secret(hda, secrets.token_urlsafe(32)))
+        created = await kube.create(
+            generated_password_secret(hda, images, secrets.token_urlsafe(32))
+        )
     except ApiError as error:
         if error.namespace_terminating:
             raise NamespaceTerminatingError from error

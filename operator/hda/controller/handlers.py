@@ -80,7 +80,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.batching.worker_limit = 1000
     if "controller" not in memo:
         resync = float(memo.get("resync_seconds", 15.0))
-        memo["controller"] = Controller(Kube.from_environment(), resync_seconds=resync)
+        memo["controller"] = Controller(
+            Kube.from_environment(),
+            resync_seconds=resync,
+            default_images=memo.get("default_images"),
+        )
 
 
 @kopf.on.cleanup()

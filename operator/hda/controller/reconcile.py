@@ -21,9 +21,10 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from hda.api.images import DefaultImages
 from hda.api.v1alpha1 import HyperDriveAccelerator
 from hda.api.v1alpha1.resource import field_path
-from hda.specs import ChildNames, child_names, desired_children
+from hda.specs import ChildNames, child_names, desired_children, resolve_images
 
 from . import events
 from .apply import apply_children, prune
@@ -32,6 +33,7 @@ from .generated_secret import ensure_password_secret
 from .kube import Kube, kind_of
 from .observe import Cache, LagProbe, find_child, lag_from_status, observe
 from .release import release_volumes
+from .rollout import workers_first
 from .scaling import worker_replicas
 from .state import (
     HdaState,
@@ -60,8 +62,10 @@ class Controller:
         resync_seconds: float = 15.0,
         debounce_seconds: float = 0.3,
         lag_probe: LagProbe | None = None,
+        default_images: DefaultImages | None = None,
     ) -> None:
         self.kube = kube
+        self.default_images = default_images or DefaultImages()
         self.cache: Cache | None = None
         self.resync_seconds = resync_seconds
         self.debounce_seconds = debounce_seconds
@@ -198,13 +202,23 @@ class Controller:
             hda, live_workers, backlog=lag.total, state=state.scaling, now=time.monotonic()
         )
 
-        # 2. Build, apply what differs, create the generated Secret, prune the leftovers.
+        # 2. Images: the spec's pins, else the operator's defaults; a new runtime image reaches
+        #    ingest and output only after the workers rolled it out.
+        images = workers_first(
+            resolve_images(hda.spec, self.default_images),
+            workers=live_workers,
+            ingest=find_child(cache, _DEPLOYMENT, hda.namespace, key[1], names.ingest_deployment),
+            output=find_child(cache, _STATEFULSET, hda.namespace, key[1], names.output_statefulset),
+        )
+
+        # 3. Build, apply what differs, create the generated Secret, prune the leftovers.
         desired = [
-            with_applied_hash(obj) for obj in desired_children(hda, worker_replicas=replicas)
+            with_applied_hash(obj)
+            for obj in desired_children(hda, images, worker_replicas=replicas)
         ]
         writes = Writes()
         await apply_children(self.kube, hda, desired, cache, key, state.applied, self.stats, writes)
-        await ensure_password_secret(self.kube, hda, names, cache, key, self.stats, writes)
+        await ensure_password_secret(self.kube, hda, images, names, cache, key, self.stats, writes)
         await prune(self.kube, hda, desired, cache, key, self.stats, writes)
         self._report_writes(body, state, writes)
         if writes.done:
@@ -213,13 +227,14 @@ class Controller:
             state.wake.set()
             return
 
-        # 3. Observe the result and write the status if it changed.
+        # 4. Observe the result and write the status if it changed.
         obs = observe(
             hda,
             names,
             cache,
             accelerator=key[1],
             desired=desired,
+            images=images,
             worker_replicas=replicas,
             apply_errors=state.errors,
             lag=lag,

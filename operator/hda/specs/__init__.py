@@ -8,6 +8,7 @@ from .children import desired_children
 from .configmaps import runtime_configmap, runtime_manifest, valkey_conf, valkey_configmap
 from .deployments import ingest_deployment, workers_deployment
 from .hashing import CONFIG_HASH_ANNOTATION, config_hash
+from .images import Images, resolve_images
 from .labels import (
     LABEL_NAMESPACE,
     Component,
@@ -36,6 +37,7 @@ __all__ = [
     "PASSWORD_KEY",
     "ChildNames",
     "Component",
+    "Images",
     "child_names",
     "config_hash",
     "desired_children",
@@ -48,6 +50,7 @@ __all__ = [
     "owner_reference",
     "pod_disruption_budget",
     "pv_selector",
+    "resolve_images",
     "runtime_configmap",
     "runtime_manifest",
     "runtime_service_account",

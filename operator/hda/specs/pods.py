@@ -22,6 +22,7 @@ from hda.api.v1alpha1 import (
 )
 
 from .hashing import CONFIG_HASH_ANNOTATION
+from .images import Images
 from .labels import Component, standard_labels
 from .names import child_names
 
@@ -193,6 +194,7 @@ def _node_affinity_terms_with(affinity: dict[str, Any], required: dict[str, str]
 
 def pod_template(
     hda: HyperDriveAccelerator,
+    images: Images,
     component: Component,
     *,
     containers: list[dict[str, Any]],
@@ -209,7 +211,7 @@ def pod_template(
     """
     override = pod_override(hda, component) or PodTemplate()
     # The operator's labels and annotations win over the user's: selectors depend on them.
-    labels = {**(override.labels or {}), **standard_labels(hda, component)}
+    labels = {**(override.labels or {}), **standard_labels(hda, images, component)}
     annotations = {**(override.annotations or {}), CONFIG_HASH_ANNOTATION: config_digest}
     node_selector = {**(override.node_selector or {}), **(required_node_labels or {})}
     affinity: dict[str, Any] = dict(override.affinity or {})
@@ -245,6 +247,7 @@ CONFIG_VOLUME: Final = "config"
 
 def runtime_container(
     hda: HyperDriveAccelerator,
+    images: Images,
     component: Component,
     *,
     command: str,
@@ -256,7 +259,7 @@ def runtime_container(
     """The one container of an ingest, worker or output pod: `hda <command> --config ...`."""
     return {
         "name": command,
-        "image": hda.spec.image,
+        "image": images.of(component),
         "imagePullPolicy": "IfNotPresent",
         "command": ["hda"],
         "args": [command, "--config", RUNTIME_CONFIG_PATH],

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from .common import ResourceRequirements
-from .types import ApiModel, ObjectName, Quantity, cel, cel_rules
+from .types import ApiModel, ImageReference, ObjectName, Quantity, cel, cel_rules
 
 
 class RedisStorage(ApiModel):
@@ -63,8 +63,12 @@ class RedisAuth(ApiModel):
 class RedisSpec(ApiModel):
     """The Valkey StatefulSet that buffers every stream durably."""
 
-    image: str = Field(
-        default="valkey/valkey:8.1", min_length=1, max_length=512, description="Valkey image."
+    image: ImageReference | None = Field(
+        default=None,
+        description=(
+            "Pin the Valkey image. Unset: the operator's default Valkey image, which an "
+            "operator upgrade may move (the StatefulSet rolls; the AOF volume keeps the data)."
+        ),
     )
     storage: RedisStorage = Field(
         default_factory=RedisStorage,

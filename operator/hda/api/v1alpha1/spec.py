@@ -14,10 +14,8 @@ from .common import Templates
 from .ingest import IngestSpec
 from .output import OutputSpec
 from .streams import Stream
-from .types import ApiModel
+from .types import ApiModel, ImageReference
 from .workers import WorkersSpec
-
-DEFAULT_IMAGE = "ghcr.io/shitops/hyperdrive-accelerator:0.1.0"
 
 
 class HyperDriveAcceleratorSpec(ApiModel):
@@ -26,11 +24,13 @@ class HyperDriveAcceleratorSpec(ApiModel):
     paused: bool = Field(
         default=False, description="Stop reconciling; everything keeps running as it is."
     )
-    image: str = Field(
-        default=DEFAULT_IMAGE,
-        min_length=1,
-        max_length=512,
-        description="Runtime image for ingest, workers and output.",
+    image: ImageReference | None = Field(
+        default=None,
+        description=(
+            "Pin the runtime image of ingest, workers and output. Unset: the operator's default "
+            "runtime image (its own, unless configured), which moves with operator upgrades "
+            "(workers roll first, then ingest and output)."
+        ),
     )
     streams: Annotated[list[Stream], Field(min_length=1, max_length=64)] = Field(
         description="Logical streams. Names are unique.",
