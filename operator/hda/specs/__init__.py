@@ -1,7 +1,9 @@
-"""Pure builders: an HDA in, Kubernetes objects (plain dicts ready for server-side apply) out.
+"""Pure builders: an HDA and its resolved images in, Kubernetes objects (plain dicts ready for
+server-side apply) out.
 
-One Kubernetes kind per module, no I/O, no kopf. The controller decides what to apply and when;
-these functions only say what each child should look like.
+One Kubernetes kind per module, no I/O, no kopf, no operator configuration: the images come in
+as an `Images` value (`resolve_images`). The controller decides what to apply and when; these
+functions only say what each child should look like.
 """
 
 from .children import desired_children
