@@ -76,6 +76,12 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("bad-partition-key", one_stream(partitionKey="a..b"), "spec.streams[0].partitionKey"),
     ("paused-not-bool", {**one_stream(), "paused": "yes"}, "spec.paused"),
     ("empty-image", {**one_stream(), "image": ""}, "spec.image"),
+    ("image-not-a-reference", {**one_stream(), "image": "Hda Runtime"}, "spec.image"),
+    (
+        "valkey-image-not-a-reference",
+        with_stream(redis={"image": "valkey:"}),
+        "spec.redis.image",
+    ),
     (
         "append-fsync-no",
         with_stream(redis={"persistence": {"appendFsync": "no"}}),
@@ -203,13 +209,27 @@ def test_defaults_appear_on_a_created_object(cluster: ClusterHandle, namespace: 
         cluster.kubectl("get", "hda", "defaults", "-n", namespace, "-o", "json").stdout
     )["spec"]
     assert spec["streams"][0]["partitions"] == 4
-    assert spec["redis"]["image"] == "valkey/valkey:8.1"
+    assert "image" not in spec  # images are the operator's configuration unless pinned
+    assert "image" not in spec["redis"]
     assert spec["redis"]["persistence"]["appendFsync"] == "everysec"
     assert spec["ingest"]["service"] == {"type": "ClusterIP", "port": 8080}
     assert spec["output"]["fibreChannel"]["nodeSelector"] == {
         "hda.shitops.dev/fibre-channel": "true"
     }
     assert spec["workers"]["maxDeliveries"] == 5
+
+
+@pytest.mark.usefixtures("crd_installed")
+def test_pinned_images_are_accepted_as_written(cluster: ClusterHandle, namespace: str) -> None:
+    # The apiserver checks the model's image reference pattern with its own (RE2) engine.
+    runtime = "localhost:5000/hda/runtime:1.0-rc.1@sha256:" + "0123456789abcdef" * 4
+    valkey = "registry.example.com/valkey/valkey:9.1"
+    pinned = with_stream(image=runtime, redis={"image": valkey})
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=hda("pinned", pinned))
+    spec = json.loads(
+        cluster.kubectl("get", "hda", "pinned", "-n", namespace, "-o", "json").stdout
+    )["spec"]
+    assert (spec["image"], spec["redis"]["image"]) == (runtime, valkey)
 
 
 @pytest.mark.usefixtures("crd_installed")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,19 +19,22 @@ import pytest
 pytest.register_assert_rewrite("hda.controller.pytest_fixtures")
 
 from hda.api.consts import FIELD_MANAGER, LABEL_ACCELERATOR, LABEL_COMPONENT
+from hda.api.images import ENV_DEFAULT_VALKEY_IMAGE, DefaultImages
 from hda.api.v1alpha1 import HyperDriveAccelerator
 from hda.cluster.testing import ClusterHandle, wait_for
-from hda.controller.harness import Request, describe
+from hda.controller.harness import OperatorProcess, Request, describe
 from hda.controller.pytest_fixtures import (
     HDA_RESOURCE,
+    LOCAL_CLASS,
     RESYNC_SECONDS,
     HdaFactory,
     RunningOperator,
     condition,
+    default_images_env,
     dump,
     get_json,
 )
-from hda.specs import child_names, desired_children
+from hda.specs import ChildNames, child_names, desired_children, resolve_images
 
 pytest_plugins = ["hda.controller.pytest_fixtures"]
 pytestmark = pytest.mark.cluster
@@ -119,7 +123,8 @@ def test_create_gives_every_child_ready_status_and_fc_placement(
 
     # Every desired child exists, carries the owner reference (namespaced) or the HDA's labels
     # (cluster-scoped FC volumes), and is managed by the operator's field manager.
-    desired = desired_children(hda, worker_replicas=hda.spec.workers.replicas)
+    images = resolve_images(hda.spec, running_operator.default_images)
+    desired = desired_children(hda, images, worker_replicas=hda.spec.workers.replicas)
     for child in desired:
         kind, child_name = child["kind"], child["metadata"]["name"]
         args = [kind.lower(), child_name] + (["-n", ns] if kind != "PersistentVolume" else [])
@@ -248,7 +253,7 @@ def test_deleted_or_hand_edited_children_are_restored(
         message="the worker Deployment was not recreated",
     )
 
-    image = model(obj).spec.redis.image
+    image = running_operator.default_images.valkey
     cluster.kubectl(
         "set", "image", "statefulset", names.valkey_statefulset, "valkey=valkey/valkey:6", "-n", ns
     )
@@ -495,6 +500,168 @@ def test_restart_makes_zero_writes(
     assert reads, "the restarted operator made no requests at all: is it connected?"
     assert versions() == before
     assert condition(hda_obj(cluster, ns, name), "Ready")["status"] == "True"
+
+
+# --- images: the operator's configuration ------------------------------------------------------
+
+
+def pod_images(cluster: ClusterHandle, namespace: str, name: str) -> dict[str, set[str]]:
+    """Images of the running pods of one HDA, by component."""
+    pods = get_json(cluster, "pods", "-n", namespace, "-l", f"{LABEL_ACCELERATOR}={name}")["items"]
+    found: dict[str, set[str]] = {}
+    for pod in pods:
+        component = pod["metadata"]["labels"][LABEL_COMPONENT]
+        found.setdefault(component, set()).update(c["image"] for c in pod["spec"]["containers"])
+    return found
+
+
+def template_images(cluster: ClusterHandle, namespace: str, names: ChildNames) -> dict[str, str]:
+    """The container image of each workload's pod template."""
+    workloads = {
+        "valkey": ("statefulset", names.valkey_statefulset),
+        "ingest": ("deployment", names.ingest_deployment),
+        "workers": ("deployment", names.workers_deployment),
+        "output": ("statefulset", names.output_statefulset),
+    }
+    return {
+        component: get_json(cluster, kind, name, "-n", namespace)["spec"]["template"]["spec"][
+            "containers"
+        ][0]["image"]
+        for component, (kind, name) in workloads.items()
+    }
+
+
+def test_unpinned_hda_runs_the_operators_configured_images(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    obj = ready_hda(cluster, running_operator, hdas, ns)
+    configured = running_operator.default_images
+    assert configured != DefaultImages(), "the session operator must not run on the fallbacks"
+
+    assert "image" not in obj["spec"]
+    assert "image" not in obj["spec"]["redis"]
+    assert obj["status"]["images"] == {"runtime": configured.runtime, "valkey": configured.valkey}
+    runtime = {configured.runtime}
+    expected = {"valkey": {configured.valkey}, "ingest": runtime, "workers": runtime}
+    expected["output"] = runtime
+    wait_for(
+        lambda: pod_images(cluster, ns, obj["metadata"]["name"]) == expected,
+        timeout=READY_TIMEOUT,
+        message=lambda: f"pod images: {pod_images(cluster, ns, obj['metadata']['name'])}",
+    )
+
+
+def test_new_default_images_roll_workers_first_and_leave_pinned_hdas(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    old = running_operator.default_images
+    pinned_images = {"image": "registry.test/pinned/runtime:0.9.0"}
+    pinned_valkey = "registry.test/pinned/valkey:9.0"
+    unpinned = ready_hda(cluster, running_operator, hdas, ns)
+    pinned = ready_hda(
+        cluster,
+        running_operator,
+        hdas,
+        ns,
+        extra_spec={
+            **pinned_images,
+            "redis": {
+                "image": pinned_valkey,
+                "storage": {"size": "1Gi", "storageClassName": LOCAL_CLASS},
+            },
+        },
+    )
+    names = child_names(model(unpinned))
+    pinned_names = child_names(model(pinned))
+    pinned_before = template_images(cluster, ns, pinned_names)
+    assert pinned_before == {
+        "valkey": pinned_valkey,
+        "ingest": pinned_images["image"],
+        "workers": pinned_images["image"],
+        "output": pinned_images["image"],
+    }
+
+    # Hold the workers' rollout so the order is observable, not a race to sample.
+    cluster.kubectl("rollout", "pause", "deployment", names.workers_deployment, "-n", ns)
+    new = DefaultImages(
+        runtime="registry.test/hda/runtime:1.1.0", valkey="registry.test/valkey/valkey:9.2"
+    )
+    try:
+        restarted = running_operator.restart(new)
+        unpinned_name = unpinned["metadata"]["name"]
+        wait_condition(
+            cluster, running_operator, ns, unpinned_name, "Progressing", "True",
+            reason="RollingOutWorkersFirst",
+        )  # fmt: skip
+        held = template_images(cluster, ns, names)
+        assert held == {
+            "valkey": new.valkey,  # Valkey rolls on its own: its AOF is on a volume
+            "ingest": old.runtime,
+            "workers": new.runtime,
+            "output": old.runtime,
+        }
+
+        cluster.kubectl("rollout", "resume", "deployment", names.workers_deployment, "-n", ns)
+        obj = wait_condition(cluster, running_operator, ns, unpinned_name, "Progressing", "False")
+        assert template_images(cluster, ns, names) == {
+            "valkey": new.valkey,
+            "ingest": new.runtime,
+            "workers": new.runtime,
+            "output": new.runtime,
+        }
+        assert obj["status"]["images"] == {"runtime": new.runtime, "valkey": new.valkey}
+        wait_condition(cluster, running_operator, ns, unpinned_name, "Ready", "True")
+
+        # The pinned HDA did not move, and the operator wrote none of its workloads.
+        assert template_images(cluster, ns, pinned_names) == pinned_before
+        pinned_status = hda_obj(cluster, ns, pinned["metadata"]["name"])["status"]
+        assert pinned_status["images"] == {
+            "runtime": pinned_images["image"],
+            "valkey": pinned_valkey,
+        }
+        workloads = {
+            pinned_names.valkey_statefulset,
+            pinned_names.ingest_deployment,
+            pinned_names.workers_deployment,
+            pinned_names.output_statefulset,
+        }
+        moved = running_operator.writes(restarted, lambda r: r.path.rsplit("/", 1)[-1] in workloads)
+        assert moved == [], describe(moved)
+    finally:
+        cluster.kubectl(
+            "rollout", "resume", "deployment", names.workers_deployment, "-n", ns, check=False
+        )
+        running_operator.restart(old)
+
+
+def test_invalid_default_image_fails_the_operator_start(
+    running_operator: RunningOperator, tmp_path: Path
+) -> None:
+    process = OperatorProcess(
+        running_operator.kubeconfig,
+        tmp_path / "operator.log",
+        env={
+            **default_images_env(running_operator.default_images),
+            ENV_DEFAULT_VALKEY_IMAGE: "Valkey/Valkey:9",
+        },
+    ).start()
+    try:
+        wait_for(lambda: not process.running(), timeout=60, message="the operator kept running")
+        assert process.process is not None
+        assert process.process.returncode == 2
+        output = process.output()
+        assert ENV_DEFAULT_VALKEY_IMAGE in output
+        assert "'Valkey/Valkey:9' is not an image reference" in output
+    finally:
+        process.stop()
 
 
 # --- permissions (last: looks at the whole session) --------------------------------------------

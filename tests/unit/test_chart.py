@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
+from hda.api.images import BUILTIN_VALKEY_IMAGE, IMAGE_REFERENCE_PATTERN
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "hda-operator"
 SCENARIOS = sorted(path.name.removesuffix("-values.yaml") for path in (CHART / "ci").glob("*.yaml"))
@@ -260,6 +262,9 @@ def test_deployment_is_one_recreated_standalone_replica() -> None:
     ]
     env = {item["name"]: item for item in container["env"]}
     assert env["HDA_LOG_FORMAT"]["value"] == "json"
+    # Unpinned HDAs run the operator's own image and the official Valkey 9 image.
+    assert env["HDA_DEFAULT_RUNTIME_IMAGE"]["value"] == container["image"]
+    assert env["HDA_DEFAULT_VALKEY_IMAGE"]["value"] == "valkey/valkey:9.1"
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -463,6 +468,8 @@ def test_customized_values_reach_the_pod() -> None:
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["HDA_LOG_FORMAT"] == "text"
     assert env["HDA_EXTRA"] == "1"
+    assert env["HDA_DEFAULT_RUNTIME_IMAGE"] == container["image"]  # by digest, as the operator
+    assert env["HDA_DEFAULT_VALKEY_IMAGE"] == "registry.example.com/mirror/valkey/valkey:9.1"
     assert pod["metadata"]["annotations"] == {"example.com/team": "data-platform"}
     assert pod["metadata"]["labels"]["example.com/cost-center"] == "42"
     spec = pod["spec"]
@@ -475,6 +482,27 @@ def test_customized_values_reach_the_pod() -> None:
     account = only(docs, "ServiceAccount")
     assert account["metadata"]["annotations"] == {"example.com/role": "hda-operator"}
     assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == "hda-operator"
+
+
+def test_default_runtime_image_can_differ_from_the_operator_image() -> None:
+    docs = render(values=["defaultImages.runtime=registry.example.com/hda/runtime:0.2.0"])
+    container = operator_container(docs)
+    env = {item["name"]: item.get("value") for item in container["env"]}
+
+    assert env["HDA_DEFAULT_RUNTIME_IMAGE"] == "registry.example.com/hda/runtime:0.2.0"
+    assert container["image"] == "ghcr.io/shitops/hyperdrive-accelerator:0.1.0"
+
+
+def test_default_images_follow_the_operators_own_rules() -> None:
+    """The chart refuses what the operator would refuse at start, and defaults to what the
+    operator would fall back to without the chart."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    images = schema["properties"]["defaultImages"]["properties"]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    assert images["valkey"]["pattern"] == IMAGE_REFERENCE_PATTERN
+    assert images["runtime"]["pattern"] == f"^$|{IMAGE_REFERENCE_PATTERN}"
+    assert values["defaultImages"] == {"runtime": "", "valkey": BUILTIN_VALKEY_IMAGE}
 
 
 def test_priority_class_name() -> None:
@@ -493,6 +521,8 @@ def test_priority_class_name() -> None:
         "watchNamespaces[0]=Not_A_Namespace",
         "metrics.serviceMonitor.interval=often",
         "health.port=70000",
+        "defaultImages.valkey=Valkey:9",
+        "defaultImages.runtime=not an image",
     ],
 )
 def test_schema_rejects_bad_values(bad_value: str) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from hda.api.images import DefaultImages
 from hda.api.v1alpha1 import HyperDriveAccelerator
 from hda.controller.compare import APPLIED_HASH, first_difference, with_applied_hash
-from hda.specs import desired_children
+from hda.specs import desired_children, resolve_images
 
 DESIRED: dict[str, Any] = {
     "apiVersion": "apps/v1",
@@ -110,6 +111,6 @@ def test_every_builder_output_matches_itself() -> None:
             },
         }
     )
-    for obj in desired_children(hda, worker_replicas=2):
+    for obj in desired_children(hda, resolve_images(hda.spec, DefaultImages()), worker_replicas=2):
         desired = with_applied_hash(obj)
         assert first_difference(desired, desired) is None

@@ -7,6 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hda.api.v1alpha1.status import ImagesStatus
 from hda.controller.observe import lag_from_status
 from hda.controller.status import (
     CONDITION_TYPES,
@@ -179,6 +180,44 @@ def test_rollout_is_progressing() -> None:
     found = conditions(status)
     assert found["Progressing"]["status"] == "True"
     assert found["Progressing"]["reason"] == "RollingOut"
+
+
+IMAGES = ImagesStatus(runtime="registry.test/hda/runtime:2.0.0", valkey="valkey/valkey:9.1")
+
+
+def test_status_shows_the_images_in_use() -> None:
+    status, _ = compute_status(healthy(images=IMAGES), None, T0)
+
+    assert status["images"] == {
+        "runtime": "registry.test/hda/runtime:2.0.0",
+        "valkey": "valkey/valkey:9.1",
+    }
+
+
+def test_unchanged_images_need_no_write_and_a_new_image_does() -> None:
+    first, _ = compute_status(healthy(images=IMAGES), None, T0)
+    same, _ = compute_status(healthy(images=IMAGES), first, T1)
+    newer = IMAGES.model_copy(update={"runtime": "registry.test/hda/runtime:3.0.0"})
+    moved, _ = compute_status(healthy(images=newer), first, T1)
+
+    assert status_patch(same, first) is None
+    assert status_patch(moved, first) == {**moved, "images": newer.to_wire()}
+
+
+def test_invalid_spec_keeps_the_images_in_use() -> None:
+    first, _ = compute_status(healthy(images=IMAGES), None, T0)
+    status, _ = compute_status(Observation(generation=4, spec_error="spec.image: bad"), first, T1)
+
+    assert status["images"] == first["images"]
+
+
+def test_components_waiting_for_the_workers_are_progressing() -> None:
+    status, _ = compute_status(healthy(waiting_for_workers=("ingest", "output")), None, T0)
+    progressing = conditions(status)["Progressing"]
+
+    assert progressing["status"] == "True"
+    assert progressing["reason"] == "RollingOutWorkersFirst"
+    assert "ingest, output follow" in progressing["message"]
 
 
 def test_missing_children_are_progressing() -> None:

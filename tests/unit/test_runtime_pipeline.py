@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from hda.api.v1alpha1.spec import PipelineStep
+from hda.api.v1alpha1 import PipelineStep
 from hda.runtime.pipeline import Pipeline, sample_keeps
 
 

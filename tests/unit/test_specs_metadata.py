@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.unit.test_specs_support import EXAMPLE_FILES, NAMESPACE, UID, children, edited, example
+from tests.unit.test_specs_support import (
+    EXAMPLE_FILES,
+    NAMESPACE,
+    UID,
+    children,
+    edited,
+    example,
+    images,
+)
 
 from hda.api.consts import LABEL_ACCELERATOR, LABEL_INSTANCE
 from hda.specs import generated_password_secret, worker_selector
@@ -102,7 +110,7 @@ def test_fc_persistent_volumes_have_no_owner_reference() -> None:
 
 
 def test_generated_password_secret_is_owned_and_opaque() -> None:
-    secret = generated_password_secret(example(), "s3cret")
+    secret = generated_password_secret(example(), images(example()), "s3cret")
 
     assert secret["type"] == "Opaque"
     assert secret["data"] == {"password": "czNjcmV0"}

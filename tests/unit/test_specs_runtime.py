@@ -148,12 +148,3 @@ def test_priority_class_is_applied() -> None:
     ingest = find(children(edited(example(), priority)), "Deployment", "-ingest")
 
     assert ingest["spec"]["template"]["spec"]["priorityClassName"] == "high"
-
-
-def test_images_come_from_the_spec() -> None:
-    hda = example("hda-full.yaml")
-    objects = children(hda)
-
-    assert container("Deployment", "-ingest", "hda-full.yaml")["image"] == hda.spec.image
-    valkey = find(objects, "StatefulSet", "-valkey")
-    assert valkey["spec"]["template"]["spec"]["containers"][0]["image"] == "valkey/valkey:8.1"

@@ -7,14 +7,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hda.api.images import DefaultImages
 from hda.api.v1alpha1 import HyperDriveAccelerator, load_manifest
-from hda.specs import CONFIG_HASH_ANNOTATION, desired_children
+from hda.specs import CONFIG_HASH_ANNOTATION, Images, desired_children, resolve_images
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_FILES = ("hda.yaml", "hda-full.yaml")
 NAMESPACE = "pipelines"
 UID = "5f0c1d9e-0000-4000-8000-000000000001"
 POD_OWNERS = ("Deployment", "StatefulSet")
+# The operator's configured defaults in the builder tests: not the built-in ones.
+DEFAULTS = DefaultImages(
+    runtime="registry.test/hda/runtime:2.0.0", valkey="registry.test/valkey:9.1"
+)
 
 
 def example(file_name: str = "hda.yaml") -> HyperDriveAccelerator:
@@ -38,8 +43,15 @@ def edited(
     return HyperDriveAccelerator.model_validate(wire)
 
 
-def children(hda: HyperDriveAccelerator, worker_replicas: int = 2) -> list[dict[str, Any]]:
-    return desired_children(hda, worker_replicas=worker_replicas)
+def images(hda: HyperDriveAccelerator) -> Images:
+    """The images of `hda` under the test defaults."""
+    return resolve_images(hda.spec, DEFAULTS)
+
+
+def children(
+    hda: HyperDriveAccelerator, worker_replicas: int = 2, *, with_images: Images | None = None
+) -> list[dict[str, Any]]:
+    return desired_children(hda, with_images or images(hda), worker_replicas=worker_replicas)
 
 
 def find(objects: list[dict[str, Any]], kind: str, name_suffix: str) -> dict[str, Any]:

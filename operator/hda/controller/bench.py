@@ -28,9 +28,10 @@ from typing import Any
 
 import yaml
 
+from hda.api.images import DefaultImages
 from hda.api.v1alpha1 import HyperDriveAccelerator
 from hda.cluster import LocalCluster
-from hda.specs import child_names, desired_children
+from hda.specs import child_names, desired_children, resolve_images
 
 from .harness import (
     CountingProxy,
@@ -203,7 +204,11 @@ class Bench:
     def children_exist(self, model: HyperDriveAccelerator) -> bool:
         expected = {
             (c["kind"], c["metadata"]["name"])
-            for c in desired_children(model, worker_replicas=model.spec.workers.replicas)
+            for c in desired_children(
+                model,
+                resolve_images(model.spec, DefaultImages()),
+                worker_replicas=model.spec.workers.replicas,
+            )
         }
         namespaced = self.get(
             "sts,deploy,svc,cm,sa,pdb,netpol", "-n", model.namespace, "-l",

@@ -9,6 +9,23 @@ import sys
 import click
 
 from hda.api.consts import ENV_LOG_FORMAT, OPERATOR_HEALTH_PORT
+from hda.api.images import (
+    BUILTIN_RUNTIME_IMAGE,
+    BUILTIN_VALKEY_IMAGE,
+    ENV_DEFAULT_RUNTIME_IMAGE,
+    ENV_DEFAULT_VALKEY_IMAGE,
+    DefaultImages,
+    image_reference_problem,
+)
+
+
+def _image_reference(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Reject a configured default image before the operator starts (click names the option
+    and its environment variable in the error)."""
+    problem = image_reference_problem(value)
+    if problem is not None:
+        raise click.BadParameter(f"{value!r} is not an image reference: {problem}")
+    return value
 
 
 @click.command("operator")
@@ -44,6 +61,24 @@ from hda.api.consts import ENV_LOG_FORMAT, OPERATOR_HEALTH_PORT
     is_flag=True,
     help="Accepted for kopf compatibility: the operator always runs standalone (no peering).",
 )
+@click.option(
+    "--default-runtime-image",
+    envvar=ENV_DEFAULT_RUNTIME_IMAGE,
+    default=BUILTIN_RUNTIME_IMAGE,
+    show_default=True,
+    show_envvar=True,
+    callback=_image_reference,
+    help="Image of ingest, workers and output for HDAs whose spec.image is unset.",
+)
+@click.option(
+    "--default-valkey-image",
+    envvar=ENV_DEFAULT_VALKEY_IMAGE,
+    default=BUILTIN_VALKEY_IMAGE,
+    show_default=True,
+    show_envvar=True,
+    callback=_image_reference,
+    help="Valkey image for HDAs whose spec.redis.image is unset.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def operator(  # noqa: PLR0917 - click passes options positionally
     namespaces: tuple[str, ...],
@@ -52,6 +87,8 @@ def operator(  # noqa: PLR0917 - click passes options positionally
     resync: float,
     log_format: str | None,
     standalone: bool,
+    default_runtime_image: str,
+    default_valkey_image: str,
     verbose: bool,
 ) -> None:
     """Run the HyperDriveAccelerator operator (standalone: one replica, no peering)."""
@@ -73,7 +110,12 @@ def operator(  # noqa: PLR0917 - click passes options positionally
         for handler in logging.getLogger().handlers:
             handler.addFilter(_quiet_routine_handlers)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # liveness probes
-    memo = kopf.Memo(resync_seconds=resync)
+    default_images = DefaultImages(runtime=default_runtime_image, valkey=default_valkey_image)
+    logging.getLogger("hda.controller").info(
+        "default images",
+        extra={"runtime": default_images.runtime, "valkey": default_images.valkey},
+    )
+    memo = kopf.Memo(resync_seconds=resync, default_images=default_images)
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,

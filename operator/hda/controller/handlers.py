@@ -20,7 +20,8 @@ from hda.api.consts import GROUP, LABEL_ACCELERATOR, PLURAL, VERSION
 
 from .kube import KINDS, Kind, Kube
 from .observe import NodeSummary, VolumeSummary, node_summary, volume_summary
-from .reconcile import Controller, Key, child_key, key_of
+from .reconcile import Controller
+from .state import Key, child_key, key_of
 
 log = logging.getLogger("hda.controller")
 
@@ -79,7 +80,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.batching.worker_limit = 1000
     if "controller" not in memo:
         resync = float(memo.get("resync_seconds", 15.0))
-        memo["controller"] = Controller(Kube.from_environment(), resync_seconds=resync)
+        memo["controller"] = Controller(
+            Kube.from_environment(),
+            resync_seconds=resync,
+            default_images=memo.get("default_images"),
+        )
 
 
 @kopf.on.cleanup()

@@ -91,7 +91,7 @@ class ApiError(Exception):
     def namespace_terminating(self) -> bool:
         """The namespace is being deleted: nothing may be created in it any more."""
         return self.status == 403 and (
-            "NamespaceTerminating" in self.causes
+            "NamespaceTerminatingError" in self.causes
             or "because it is being terminated" in self.message
         )
 

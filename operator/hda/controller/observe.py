@@ -18,8 +18,8 @@ from redis.exceptions import RedisError
 
 from hda.api.consts import REDIS_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator, parse_quantity
-from hda.api.v1alpha1.status import Endpoints
-from hda.specs import PASSWORD_KEY, ChildNames, worker_selector
+from hda.api.v1alpha1.status import Endpoints, ImagesStatus
+from hda.specs import PASSWORD_KEY, ChildNames, Images, worker_selector
 
 from .kube import KINDS, Kind, Kube, kind_of
 from .lag import Sample, measure_streams
@@ -116,6 +116,16 @@ def _by_name(items: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {str(i["metadata"]["name"]): i for i in items}
 
 
+def find_child(
+    cache: Cache, kind: Kind, namespace: str, accelerator: str, name: str
+) -> dict[str, Any] | None:
+    """The live child `name` of one HDA, from the cache."""
+    for item in cache.children(kind, namespace, accelerator):
+        if item["metadata"]["name"] == name:
+            return item
+    return None
+
+
 def observe(
     hda: HyperDriveAccelerator,
     names: ChildNames,
@@ -123,6 +133,7 @@ def observe(
     *,
     accelerator: str,
     desired: list[dict[str, Any]],
+    images: Images,
     worker_replicas: int,
     apply_errors: tuple[str, ...],
     lag: Lag,
@@ -205,6 +216,8 @@ def observe(
             subscribe=f"ws://{names.output_headless_service}.{namespace}.svc:8081",
             redis=f"{names.valkey_service}.{namespace}.svc:{REDIS_PORT}",
         ),
+        images=ImagesStatus(runtime=images.runtime, valkey=images.valkey),
+        waiting_for_workers=tuple(sorted(component.value for component in images.held)),
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from hda.api.images import ENV_DEFAULT_RUNTIME_IMAGE, ENV_DEFAULT_VALKEY_IMAGE, DefaultImages
 from hda.api.v1alpha1 import HyperDriveAccelerator
 from hda.cluster.testing import ClusterHandle, wait_for
 from hda.controller.harness import (
@@ -38,6 +39,17 @@ FC_CLASS = "hda-fibre-channel"
 LOCAL_CLASS = "hda-test-local"
 RESYNC_SECONDS = 10
 HDA_RESOURCE = "hyperdriveaccelerators.hda.shitops.dev"
+# The session operator's configured default images (kwok nodes pull nothing): not the built-in
+# ones, so a test sees that the configuration, not a fallback, decided.
+OPERATOR_DEFAULT_IMAGES = DefaultImages(
+    runtime="registry.test/hda/runtime:1.0.0", valkey="registry.test/valkey/valkey:9.1"
+)
+
+
+def default_images_env(images: DefaultImages) -> dict[str, str]:
+    """The environment that configures the operator's default images (as the chart sets it)."""
+    return {ENV_DEFAULT_RUNTIME_IMAGE: images.runtime, ENV_DEFAULT_VALKEY_IMAGE: images.valkey}
+
 
 STORAGE_CLASSES = f"""
 apiVersion: storage.k8s.io/v1
@@ -63,14 +75,21 @@ class RunningOperator:
     process: OperatorProcess
     kubeconfig: Path
     log: Path
+    default_images: DefaultImages = OPERATOR_DEFAULT_IMAGES
     restarts: int = 0
 
-    def restart(self) -> float:
-        """Stop and start the operator; returns the moment (epoch) it was stopped."""
+    def restart(self, default_images: DefaultImages | None = None) -> float:
+        """Stop and start the operator (with other default images, if given: they stay for later
+        restarts); returns the moment (epoch) it was stopped."""
         self.process.stop()
         stopped = self.proxy_time()
+        if default_images is not None:
+            self.default_images = default_images
         self.process = OperatorProcess(
-            self.kubeconfig, self.log, extra_args=["--resync", str(RESYNC_SECONDS)]
+            self.kubeconfig,
+            self.log,
+            extra_args=["--resync", str(RESYNC_SECONDS)],
+            env=default_images_env(self.default_images),
         ).start()
         self.restarts += 1
         wait_for(self.process.healthy, timeout=60, message=lambda: self.process.output()[-4000:])
@@ -116,7 +135,12 @@ def running_operator(
     proxy = CountingProxy(access.server, access.ca_data).start()
     kubeconfig = token_kubeconfig(proxy.url, token, work / "operator.kubeconfig")
     log = work / "operator.log"
-    process = OperatorProcess(kubeconfig, log, extra_args=["--resync", str(RESYNC_SECONDS)]).start()
+    process = OperatorProcess(
+        kubeconfig,
+        log,
+        extra_args=["--resync", str(RESYNC_SECONDS)],
+        env=default_images_env(OPERATOR_DEFAULT_IMAGES),
+    ).start()
     handle = RunningOperator(cluster, proxy, process, kubeconfig, log)
     try:
         wait_for(process.healthy, timeout=60, message=lambda: process.output()[-4000:])

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
+from typing import Any
 
-from hda.api.v1alpha1 import Autoscaling, parse_duration
+from hda.api.v1alpha1 import Autoscaling, HyperDriveAccelerator, parse_duration
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,3 +67,24 @@ def recommend(
     else:
         target = current
     return clamp(target, policy), ScalingState(history)
+
+
+def worker_replicas(
+    hda: HyperDriveAccelerator,
+    live_workers: Mapping[str, Any] | None,
+    *,
+    backlog: int | None,
+    state: ScalingState,
+    now: float,
+) -> tuple[int, ScalingState]:
+    """Workers to run: `spec.workers.replicas`, or the autoscaler's recommendation from the
+    live Deployment's count when autoscaling is on."""
+    policy = hda.spec.workers.autoscaling
+    if policy is None:
+        return hda.spec.workers.replicas, state
+    current = (
+        int((live_workers.get("spec") or {}).get("replicas", 0))
+        if live_workers is not None
+        else clamp(hda.spec.workers.replicas, policy)
+    )
+    return recommend(current=current, backlog=backlog, policy=policy, state=state, now=now)

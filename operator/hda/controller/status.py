@@ -17,6 +17,7 @@ from hda.api.v1alpha1.status import (
     ComponentStatus,
     Condition,
     Endpoints,
+    ImagesStatus,
     StreamStatus,
     WorkersStatus,
 )
@@ -127,6 +128,9 @@ class Observation:
     target_lag_per_replica: int = 10_000
     worker_selector: str = ""
     endpoints: Endpoints = dataclasses.field(default_factory=Endpoints)
+    images: ImagesStatus | None = None
+    # Runtime components kept on their image until the workers rolled out a new one.
+    waiting_for_workers: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,6 +264,14 @@ def _conditions(obs: Observation) -> dict[str, _Cond]:
         progressing = _Cond(
             "True", "CreatingChildren", "waiting for " + ", ".join(obs.missing_children)
         )
+    elif obs.waiting_for_workers:
+        progressing = _Cond(
+            "True",
+            "RollingOutWorkersFirst",
+            "rolling out the workers' new image first; "
+            + ", ".join(obs.waiting_for_workers)
+            + " follow once the workers' rollout completed",
+        )
     elif rolling:
         progressing = _Cond("True", "RollingOut", "rolling out " + ", ".join(rolling))
     else:
@@ -372,6 +384,7 @@ def compute_status(
         total_lag=obs.lag.total,
         streams=streams,
         endpoints=obs.endpoints,
+        images=obs.images,
     )
     return status.to_wire(), transitions
 

@@ -25,11 +25,11 @@ from hda.api.consts import (
 )
 from hda.api.v1alpha1 import (
     HyperDriveAcceleratorSpec,
+    PipelineStep,
     load_manifest,
     parse_duration,
     parse_quantity,
 )
-from hda.api.v1alpha1.spec import PipelineStep
 
 # The runtime contract (what the operator gives every runtime pod) lives in hda.api.consts.
 ENV_CONFIG = "HDA_CONFIG"

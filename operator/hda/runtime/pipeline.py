@@ -17,8 +17,7 @@ from typing import Any
 
 import orjson
 
-from hda.api.v1alpha1 import parse_duration
-from hda.api.v1alpha1.spec import FilterStep, PipelineStep
+from hda.api.v1alpha1 import FilterStep, PipelineStep, parse_duration
 
 from .codec import key_bytes, lookup
 

@@ -1,13 +1,16 @@
-"""Pure builders: an HDA in, Kubernetes objects (plain dicts ready for server-side apply) out.
+"""Pure builders: an HDA and its resolved images in, Kubernetes objects (plain dicts ready for
+server-side apply) out.
 
-One Kubernetes kind per module, no I/O, no kopf. The controller decides what to apply and when;
-these functions only say what each child should look like.
+One Kubernetes kind per module, no I/O, no kopf, no operator configuration: the images come in
+as an `Images` value (`resolve_images`). The controller decides what to apply and when; these
+functions only say what each child should look like.
 """
 
 from .children import desired_children
 from .configmaps import runtime_configmap, runtime_manifest, valkey_conf, valkey_configmap
 from .deployments import ingest_deployment, workers_deployment
 from .hashing import CONFIG_HASH_ANNOTATION, config_hash
+from .images import Images, resolve_images
 from .labels import (
     LABEL_NAMESPACE,
     Component,
@@ -36,6 +39,7 @@ __all__ = [
     "PASSWORD_KEY",
     "ChildNames",
     "Component",
+    "Images",
     "child_names",
     "config_hash",
     "desired_children",
@@ -48,6 +52,7 @@ __all__ = [
     "owner_reference",
     "pod_disruption_budget",
     "pv_selector",
+    "resolve_images",
     "runtime_configmap",
     "runtime_manifest",
     "runtime_service_account",

@@ -8,6 +8,7 @@ from hda.api.v1alpha1 import HyperDriveAccelerator
 
 from .configmaps import runtime_configmap, valkey_configmap
 from .deployments import ingest_deployment, workers_deployment
+from .images import Images
 from .labels import Component
 from .networkpolicies import valkey_network_policy
 from .persistentvolumes import fc_persistent_volumes
@@ -22,27 +23,29 @@ from .services import (
 from .statefulsets import output_statefulset, valkey_statefulset
 
 
-def desired_children(hda: HyperDriveAccelerator, *, worker_replicas: int) -> list[dict[str, Any]]:
+def desired_children(
+    hda: HyperDriveAccelerator, images: Images, *, worker_replicas: int
+) -> list[dict[str, Any]]:
     """All children except the generated password Secret (created once, never re-applied).
 
     Dependencies come first: identity and config, then Valkey, then its clients, and the
     cluster-scoped FC PersistentVolumes before the output StatefulSet that claims them.
     """
     return [
-        runtime_service_account(hda),
-        runtime_configmap(hda),
-        valkey_configmap(hda),
-        valkey_network_policy(hda),
-        valkey_headless_service(hda),
-        valkey_service(hda),
-        valkey_statefulset(hda),
-        ingest_service(hda),
-        ingest_deployment(hda),
-        pod_disruption_budget(hda, Component.INGEST),
-        workers_deployment(hda, replicas=worker_replicas),
-        pod_disruption_budget(hda, Component.WORKERS),
-        *fc_persistent_volumes(hda),
-        output_headless_service(hda),
-        output_statefulset(hda),
-        pod_disruption_budget(hda, Component.OUTPUT),
+        runtime_service_account(hda, images),
+        runtime_configmap(hda, images),
+        valkey_configmap(hda, images),
+        valkey_network_policy(hda, images),
+        valkey_headless_service(hda, images),
+        valkey_service(hda, images),
+        valkey_statefulset(hda, images),
+        ingest_service(hda, images),
+        ingest_deployment(hda, images),
+        pod_disruption_budget(hda, images, Component.INGEST),
+        workers_deployment(hda, images, replicas=worker_replicas),
+        pod_disruption_budget(hda, images, Component.WORKERS),
+        *fc_persistent_volumes(hda, images),
+        output_headless_service(hda, images),
+        output_statefulset(hda, images),
+        pod_disruption_budget(hda, images, Component.OUTPUT),
     ]

@@ -10,6 +10,7 @@ from hda.api.consts import API_VERSION, KIND, REDIS_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator
 
 from .hashing import config_hash
+from .images import Images
 from .labels import Component, object_metadata
 from .names import child_names
 from .pods import memory_limit_bytes, resources
@@ -45,11 +46,13 @@ def valkey_conf(hda: HyperDriveAccelerator) -> str:
     return "\n".join(lines) + "\n"
 
 
-def valkey_configmap(hda: HyperDriveAccelerator) -> dict[str, Any]:
+def valkey_configmap(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": object_metadata(hda, child_names(hda).valkey_configmap, Component.VALKEY),
+        "metadata": object_metadata(
+            hda, images, child_names(hda).valkey_configmap, Component.VALKEY
+        ),
         "data": {VALKEY_CONF_KEY: valkey_conf(hda)},
     }
 
@@ -64,12 +67,14 @@ def runtime_manifest(hda: HyperDriveAccelerator) -> dict[str, Any]:
     }
 
 
-def runtime_configmap(hda: HyperDriveAccelerator) -> dict[str, Any]:
+def runtime_configmap(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     text = yaml.safe_dump(runtime_manifest(hda), sort_keys=True, default_flow_style=False)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": object_metadata(hda, child_names(hda).runtime_configmap, Component.RUNTIME),
+        "metadata": object_metadata(
+            hda, images, child_names(hda).runtime_configmap, Component.RUNTIME
+        ),
         "data": {RUNTIME_CONFIG_KEY: text},
     }
 

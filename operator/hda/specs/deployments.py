@@ -8,6 +8,7 @@ from hda.api.consts import ENV_INGEST_TOKEN, INGEST_PORT, WORKER_HEALTH_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator
 
 from .configmaps import runtime_config_hash
+from .images import Images
 from .labels import Component, object_metadata, selector_labels
 from .names import child_names
 from .pods import RUNTIME_UID, pod_template, runtime_container, runtime_volumes
@@ -15,6 +16,7 @@ from .pods import RUNTIME_UID, pod_template, runtime_container, runtime_volumes
 
 def _deployment(
     hda: HyperDriveAccelerator,
+    images: Images,
     component: Component,
     *,
     name: str,
@@ -25,7 +27,7 @@ def _deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": object_metadata(hda, name, component),
+        "metadata": object_metadata(hda, images, name, component),
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 5,
@@ -36,7 +38,7 @@ def _deployment(
     }
 
 
-def ingest_deployment(hda: HyperDriveAccelerator) -> dict[str, Any]:
+def ingest_deployment(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     token = hda.spec.ingest.token_secret
     token_env = (
         [
@@ -50,6 +52,7 @@ def ingest_deployment(hda: HyperDriveAccelerator) -> dict[str, Any]:
     )
     container = runtime_container(
         hda,
+        images,
         Component.INGEST,
         command="ingest",
         port_name="http",
@@ -58,6 +61,7 @@ def ingest_deployment(hda: HyperDriveAccelerator) -> dict[str, Any]:
     )
     template = pod_template(
         hda,
+        images,
         Component.INGEST,
         containers=[container],
         volumes=runtime_volumes(hda),
@@ -68,6 +72,7 @@ def ingest_deployment(hda: HyperDriveAccelerator) -> dict[str, Any]:
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
     return _deployment(
         hda,
+        images,
         Component.INGEST,
         name=child_names(hda).ingest_deployment,
         replicas=hda.spec.ingest.replicas,
@@ -76,13 +81,21 @@ def ingest_deployment(hda: HyperDriveAccelerator) -> dict[str, Any]:
     )
 
 
-def workers_deployment(hda: HyperDriveAccelerator, *, replicas: int) -> dict[str, Any]:
+def workers_deployment(
+    hda: HyperDriveAccelerator, images: Images, *, replicas: int
+) -> dict[str, Any]:
     """Workers; `replicas` comes from the controller (autoscaling or spec.workers.replicas)."""
     container = runtime_container(
-        hda, Component.WORKERS, command="worker", port_name="health", port=WORKER_HEALTH_PORT
+        hda,
+        images,
+        Component.WORKERS,
+        command="worker",
+        port_name="health",
+        port=WORKER_HEALTH_PORT,
     )
     template = pod_template(
         hda,
+        images,
         Component.WORKERS,
         containers=[container],
         volumes=runtime_volumes(hda),
@@ -94,6 +107,7 @@ def workers_deployment(hda: HyperDriveAccelerator, *, replicas: int) -> dict[str
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}}
     return _deployment(
         hda,
+        images,
         Component.WORKERS,
         name=child_names(hda).workers_deployment,
         replicas=replicas,

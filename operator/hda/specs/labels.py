@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from hda.api.consts import (
     API_VERSION,
@@ -26,6 +26,9 @@ from hda.api.consts import (
 from hda.api.v1alpha1 import HyperDriveAccelerator
 
 from .names import label_value
+
+if TYPE_CHECKING:
+    from .images import Images
 
 # Set on cluster-scoped FC PersistentVolumes, which cannot carry an owner reference.
 LABEL_NAMESPACE: Final = f"{GROUP}/namespace"
@@ -60,11 +63,6 @@ def image_version(image: str) -> str:
     return cleaned or "latest"
 
 
-def component_version(hda: HyperDriveAccelerator, component: Component) -> str:
-    image = hda.spec.redis.image if component is Component.VALKEY else hda.spec.image
-    return image_version(image)
-
-
 def selector_labels(hda: HyperDriveAccelerator, component: Component) -> dict[str, str]:
     """Labels that select one component's pods; stable for the life of the HDA."""
     return {
@@ -74,14 +72,16 @@ def selector_labels(hda: HyperDriveAccelerator, component: Component) -> dict[st
     }
 
 
-def standard_labels(hda: HyperDriveAccelerator, component: Component) -> dict[str, str]:
-    """Every label the operator puts on a child of `component`."""
+def standard_labels(
+    hda: HyperDriveAccelerator, images: Images, component: Component
+) -> dict[str, str]:
+    """Every label the operator puts on a child of `component`; the version is its image's tag."""
     return {
         **selector_labels(hda, component),
         LABEL_INSTANCE: label_value(hda.name),
         LABEL_PART_OF: APP_NAME,
         LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_VERSION: component_version(hda, component),
+        LABEL_VERSION: image_version(images.of(component)),
     }
 
 
@@ -102,11 +102,13 @@ def owner_reference(hda: HyperDriveAccelerator) -> dict[str, Any]:
     }
 
 
-def object_metadata(hda: HyperDriveAccelerator, name: str, component: Component) -> dict[str, Any]:
+def object_metadata(
+    hda: HyperDriveAccelerator, images: Images, name: str, component: Component
+) -> dict[str, Any]:
     """Metadata of a namespaced child: name, namespace, labels, owner reference."""
     return {
         "name": name,
         "namespace": hda.namespace,
-        "labels": standard_labels(hda, component),
+        "labels": standard_labels(hda, images, component),
         "ownerReferences": [owner_reference(hda)],
     }

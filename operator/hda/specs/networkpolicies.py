@@ -13,11 +13,12 @@ from hda.api.consts import (
 )
 from hda.api.v1alpha1 import HyperDriveAccelerator
 
+from .images import Images
 from .labels import APP_NAME, RUNTIME_COMPONENTS, Component, object_metadata, selector_labels
 from .names import child_names, label_value
 
 
-def valkey_network_policy(hda: HyperDriveAccelerator) -> dict[str, Any]:
+def valkey_network_policy(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     # A podSelector without namespaceSelector matches only this namespace.
     runtime_pods = {
         "matchLabels": {LABEL_NAME: APP_NAME, LABEL_ACCELERATOR: label_value(hda.name)},
@@ -32,7 +33,7 @@ def valkey_network_policy(hda: HyperDriveAccelerator) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": object_metadata(hda, child_names(hda).network_policy, Component.VALKEY),
+        "metadata": object_metadata(hda, images, child_names(hda).network_policy, Component.VALKEY),
         "spec": {
             "podSelector": {"matchLabels": selector_labels(hda, Component.VALKEY)},
             "policyTypes": ["Ingress"],

@@ -11,27 +11,27 @@ from typing import Any, Final
 from hda.api.consts import LABEL_ACCELERATOR, LABEL_INSTANCE
 from hda.api.v1alpha1 import FibreChannelVolume, HyperDriveAccelerator
 
+from .images import Images
 from .labels import LABEL_NAMESPACE, Component, standard_labels
-from .names import child_names
+from .names import child_names, label_value
 
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
 
 
-def pv_labels(hda: HyperDriveAccelerator) -> dict[str, str]:
+def pv_labels(hda: HyperDriveAccelerator, images: Images) -> dict[str, str]:
     """Labels that find every PV of one HDA (name alone is not unique across namespaces).
 
     No `app.kubernetes.io/instance`: it is Argo CD's default tracking label, and a PV has no
     owner reference to tell Argo CD it is not an Application's own resource to prune.
     """
-    labels = standard_labels(hda, Component.STORAGE)
+    labels = standard_labels(hda, images, Component.STORAGE)
     del labels[LABEL_INSTANCE]
     labels[LABEL_NAMESPACE] = hda.namespace
     return labels
 
 
 def pv_selector(hda: HyperDriveAccelerator) -> dict[str, str]:
-    labels = pv_labels(hda)
-    return {LABEL_ACCELERATOR: labels[LABEL_ACCELERATOR], LABEL_NAMESPACE: hda.namespace}
+    return {LABEL_ACCELERATOR: label_value(hda.name), LABEL_NAMESPACE: hda.namespace}
 
 
 def _fc_source(volume: FibreChannelVolume, fs_type: str) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def _node_affinity(node_selector: dict[str, str], node_names: list[str] | None) 
     return {"required": {"nodeSelectorTerms": [{"matchExpressions": expressions}]}}
 
 
-def fc_persistent_volumes(hda: HyperDriveAccelerator) -> list[dict[str, Any]]:
+def fc_persistent_volumes(hda: HyperDriveAccelerator, images: Images) -> list[dict[str, Any]]:
     """One PV per inventory entry, pre-bound to the output claim of the same ordinal."""
     fibre_channel = hda.spec.output.fibre_channel
     names = child_names(hda)
@@ -61,7 +61,7 @@ def fc_persistent_volumes(hda: HyperDriveAccelerator) -> list[dict[str, Any]]:
         {
             "apiVersion": "v1",
             "kind": "PersistentVolume",
-            "metadata": {"name": pv_name, "labels": pv_labels(hda)},
+            "metadata": {"name": pv_name, "labels": pv_labels(hda, images)},
             "spec": {
                 "capacity": {"storage": fibre_channel.size},
                 "accessModes": ["ReadWriteOnce"],

@@ -10,11 +10,14 @@ from typing import Any
 
 from hda.api.v1alpha1 import HyperDriveAccelerator
 
+from .images import Images
 from .labels import Component, object_metadata, selector_labels
 from .names import child_names
 
 
-def pod_disruption_budget(hda: HyperDriveAccelerator, component: Component) -> dict[str, Any]:
+def pod_disruption_budget(
+    hda: HyperDriveAccelerator, images: Images, component: Component
+) -> dict[str, Any]:
     names = child_names(hda)
     name = {
         Component.INGEST: names.ingest_pdb,
@@ -24,7 +27,7 @@ def pod_disruption_budget(hda: HyperDriveAccelerator, component: Component) -> d
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": object_metadata(hda, name, component),
+        "metadata": object_metadata(hda, images, name, component),
         "spec": {
             "maxUnavailable": 1,
             "selector": {"matchLabels": selector_labels(hda, component)},

@@ -14,10 +14,15 @@ from hda.api.consts import (
     REDIS_PORT,
     RUNTIME_CONFIG_PATH,
 )
-from hda.api.v1alpha1 import HyperDriveAccelerator, PodTemplate, parse_quantity
-from hda.api.v1alpha1.spec import ResourceRequirements
+from hda.api.v1alpha1 import (
+    HyperDriveAccelerator,
+    PodTemplate,
+    ResourceRequirements,
+    parse_quantity,
+)
 
 from .hashing import CONFIG_HASH_ANNOTATION
+from .images import Images
 from .labels import Component, standard_labels
 from .names import child_names
 
@@ -189,6 +194,7 @@ def _node_affinity_terms_with(affinity: dict[str, Any], required: dict[str, str]
 
 def pod_template(
     hda: HyperDriveAccelerator,
+    images: Images,
     component: Component,
     *,
     containers: list[dict[str, Any]],
@@ -205,7 +211,7 @@ def pod_template(
     """
     override = pod_override(hda, component) or PodTemplate()
     # The operator's labels and annotations win over the user's: selectors depend on them.
-    labels = {**(override.labels or {}), **standard_labels(hda, component)}
+    labels = {**(override.labels or {}), **standard_labels(hda, images, component)}
     annotations = {**(override.annotations or {}), CONFIG_HASH_ANNOTATION: config_digest}
     node_selector = {**(override.node_selector or {}), **(required_node_labels or {})}
     affinity: dict[str, Any] = dict(override.affinity or {})
@@ -241,6 +247,7 @@ CONFIG_VOLUME: Final = "config"
 
 def runtime_container(
     hda: HyperDriveAccelerator,
+    images: Images,
     component: Component,
     *,
     command: str,
@@ -252,7 +259,7 @@ def runtime_container(
     """The one container of an ingest, worker or output pod: `hda <command> --config ...`."""
     return {
         "name": command,
-        "image": hda.spec.image,
+        "image": images.of(component),
         "imagePullPolicy": "IfNotPresent",
         "command": ["hda"],
         "args": [command, "--config", RUNTIME_CONFIG_PATH],

@@ -6,14 +6,17 @@ from typing import Any
 
 from hda.api.v1alpha1 import HyperDriveAccelerator
 
+from .images import Images
 from .labels import Component, object_metadata
 from .names import child_names
 
 
-def runtime_service_account(hda: HyperDriveAccelerator) -> dict[str, Any]:
+def runtime_service_account(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": object_metadata(hda, child_names(hda).service_account, Component.RUNTIME),
+        "metadata": object_metadata(
+            hda, images, child_names(hda).service_account, Component.RUNTIME
+        ),
         "automountServiceAccountToken": False,
     }

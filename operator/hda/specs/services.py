@@ -7,12 +7,14 @@ from typing import Any
 from hda.api.consts import OUTPUT_PORT, REDIS_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator
 
+from .images import Images
 from .labels import Component, object_metadata, selector_labels
 from .names import child_names
 
 
 def _service(
     hda: HyperDriveAccelerator,
+    images: Images,
     name: str,
     component: Component,
     ports: list[dict[str, Any]],
@@ -21,7 +23,7 @@ def _service(
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": object_metadata(hda, name, component),
+        "metadata": object_metadata(hda, images, name, component),
         "spec": {"selector": selector_labels(hda, component), "ports": ports, **spec},
     }
 
@@ -30,10 +32,11 @@ def _valkey_ports() -> list[dict[str, Any]]:
     return [{"name": "redis", "port": REDIS_PORT, "targetPort": "redis", "protocol": "TCP"}]
 
 
-def valkey_headless_service(hda: HyperDriveAccelerator) -> dict[str, Any]:
+def valkey_headless_service(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     """Stable DNS for the Valkey pod (`<pod>.<service>`), named in the StatefulSet."""
     return _service(
         hda,
+        images,
         child_names(hda).valkey_headless_service,
         Component.VALKEY,
         _valkey_ports(),
@@ -42,26 +45,32 @@ def valkey_headless_service(hda: HyperDriveAccelerator) -> dict[str, Any]:
     )
 
 
-def valkey_service(hda: HyperDriveAccelerator) -> dict[str, Any]:
+def valkey_service(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     """What runtime pods connect to (HDA_REDIS_URL); only a ready Valkey gets traffic."""
     return _service(
-        hda, child_names(hda).valkey_service, Component.VALKEY, _valkey_ports(), type="ClusterIP"
+        hda,
+        images,
+        child_names(hda).valkey_service,
+        Component.VALKEY,
+        _valkey_ports(),
+        type="ClusterIP",
     )
 
 
-def ingest_service(hda: HyperDriveAccelerator) -> dict[str, Any]:
+def ingest_service(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     exposure = hda.spec.ingest.service
     ports = [{"name": "http", "port": exposure.port, "targetPort": "http", "protocol": "TCP"}]
     return _service(
-        hda, child_names(hda).ingest_service, Component.INGEST, ports, type=exposure.type
+        hda, images, child_names(hda).ingest_service, Component.INGEST, ports, type=exposure.type
     )
 
 
-def output_headless_service(hda: HyperDriveAccelerator) -> dict[str, Any]:
+def output_headless_service(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     """Per-pod DNS for subscribers: each output pod serves the segments it wrote."""
     ports = [{"name": "http", "port": OUTPUT_PORT, "targetPort": "http", "protocol": "TCP"}]
     return _service(
         hda,
+        images,
         child_names(hda).output_headless_service,
         Component.OUTPUT,
         ports,

@@ -15,6 +15,7 @@ from .configmaps import (
     runtime_config_hash,
     valkey_config_hash,
 )
+from .images import Images
 from .labels import Component, object_metadata, selector_labels
 from .names import OUTPUT_DATA_VOLUME, VALKEY_DATA_VOLUME, child_names
 from .pods import (
@@ -68,10 +69,10 @@ def _retention_policy(hda: HyperDriveAccelerator) -> dict[str, str]:
     return {"whenDeleted": policy.when_deleted, "whenScaled": policy.when_scaled}
 
 
-def _valkey_container(hda: HyperDriveAccelerator) -> dict[str, Any]:
+def _valkey_container(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     return {
         "name": "valkey",
-        "image": hda.spec.redis.image,
+        "image": images.of(Component.VALKEY),
         "imagePullPolicy": "IfNotPresent",
         "command": ["sh", "-c", VALKEY_START_SCRIPT],
         "env": [
@@ -103,7 +104,7 @@ def _valkey_container(hda: HyperDriveAccelerator) -> dict[str, Any]:
     }
 
 
-def valkey_statefulset(hda: HyperDriveAccelerator) -> dict[str, Any]:
+def valkey_statefulset(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     """One Valkey pod with its AOF on a PVC; a valkey.conf change rolls it."""
     names = child_names(hda)
     storage = hda.spec.redis.storage
@@ -120,8 +121,9 @@ def valkey_statefulset(hda: HyperDriveAccelerator) -> dict[str, Any]:
     ]
     template = pod_template(
         hda,
+        images,
         Component.VALKEY,
-        containers=[_valkey_container(hda)],
+        containers=[_valkey_container(hda, images)],
         volumes=volumes,
         config_digest=valkey_config_hash(hda),
         uid=VALKEY_UID,
@@ -131,7 +133,7 @@ def valkey_statefulset(hda: HyperDriveAccelerator) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": object_metadata(hda, names.valkey_statefulset, Component.VALKEY),
+        "metadata": object_metadata(hda, images, names.valkey_statefulset, Component.VALKEY),
         "spec": {
             "replicas": 1,
             "serviceName": names.valkey_headless_service,
@@ -149,12 +151,13 @@ def valkey_statefulset(hda: HyperDriveAccelerator) -> dict[str, Any]:
     }
 
 
-def output_statefulset(hda: HyperDriveAccelerator) -> dict[str, Any]:
+def output_statefulset(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     """Output pods, only on Fibre Channel nodes, each on its own FC-backed claim."""
     names = child_names(hda)
     fibre_channel = hda.spec.output.fibre_channel
     container = runtime_container(
         hda,
+        images,
         Component.OUTPUT,
         command="output",
         port_name="http",
@@ -164,6 +167,7 @@ def output_statefulset(hda: HyperDriveAccelerator) -> dict[str, Any]:
     )
     template = pod_template(
         hda,
+        images,
         Component.OUTPUT,
         containers=[container],
         volumes=runtime_volumes(hda),
@@ -176,7 +180,7 @@ def output_statefulset(hda: HyperDriveAccelerator) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": object_metadata(hda, names.output_statefulset, Component.OUTPUT),
+        "metadata": object_metadata(hda, images, names.output_statefulset, Component.OUTPUT),
         "spec": {
             "replicas": hda.spec.output.replicas,
             "serviceName": names.output_headless_service,

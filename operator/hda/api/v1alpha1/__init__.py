@@ -1,38 +1,79 @@
-"""HyperDriveAccelerator API, version v1alpha1."""
+"""HyperDriveAccelerator API, version v1alpha1.
 
-from .resource import HyperDriveAccelerator, ManifestError, load_manifest
-from .spec import (
-    Autoscaling,
+The models live in one module per component (streams, buffer, ingest, workers, pipeline,
+output, common parts) and are all re-exported here: import them from `hda.api.v1alpha1`.
+"""
+
+from .buffer import RedisAuth, RedisPersistence, RedisSpec, RedisStorage
+from .common import PodTemplate, ResourceRequirements, SecretKeyRef, Templates, Toleration
+from .ingest import Backpressure, IngestService, IngestSpec
+from .output import (
+    DEFAULT_FC_NODE_SELECTOR,
     FibreChannelSpec,
     FibreChannelVolume,
-    HyperDriveAcceleratorSpec,
-    IngestSpec,
+    OutputSinks,
     OutputSpec,
-    PipelineStep,
-    PodTemplate,
-    RedisSpec,
-    Stream,
-    WorkersSpec,
+    PvcRetentionPolicy,
+    SegmentFilesSink,
+    SubscribersSink,
 )
+from .pipeline import (
+    CountByKeyStep,
+    DropFieldsStep,
+    FilterStep,
+    ParseJsonStep,
+    PipelineStep,
+    RedactStep,
+    RenameFieldsStep,
+    SampleStep,
+    SetFieldsStep,
+)
+from .resource import HyperDriveAccelerator, ManifestError, load_manifest
+from .spec import HyperDriveAcceleratorSpec
 from .status import Condition, HyperDriveAcceleratorStatus, StreamStatus
+from .streams import Retention, Stream
 from .types import parse_duration, parse_quantity
+from .workers import Autoscaling, WorkersSpec
 
 __all__ = [
+    "DEFAULT_FC_NODE_SELECTOR",
     "Autoscaling",
+    "Backpressure",
     "Condition",
+    "CountByKeyStep",
+    "DropFieldsStep",
     "FibreChannelSpec",
     "FibreChannelVolume",
+    "FilterStep",
     "HyperDriveAccelerator",
     "HyperDriveAcceleratorSpec",
     "HyperDriveAcceleratorStatus",
+    "IngestService",
     "IngestSpec",
     "ManifestError",
+    "OutputSinks",
     "OutputSpec",
+    "ParseJsonStep",
     "PipelineStep",
     "PodTemplate",
+    "PvcRetentionPolicy",
+    "RedactStep",
+    "RedisAuth",
+    "RedisPersistence",
     "RedisSpec",
+    "RedisStorage",
+    "RenameFieldsStep",
+    "ResourceRequirements",
+    "Retention",
+    "SampleStep",
+    "SecretKeyRef",
+    "SegmentFilesSink",
+    "SetFieldsStep",
     "Stream",
     "StreamStatus",
+    "SubscribersSink",
+    "Templates",
+    "Toleration",
     "WorkersSpec",
     "load_manifest",
     "parse_duration",

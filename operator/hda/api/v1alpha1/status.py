@@ -93,6 +93,15 @@ class Endpoints(ApiModel):
     )
 
 
+class ImagesStatus(ApiModel):
+    """The images the pipeline runs: the spec's pins, else the operator's defaults."""
+
+    runtime: str | None = Field(
+        default=None, max_length=512, description="Image of ingest, workers and output."
+    )
+    valkey: str | None = Field(default=None, max_length=512, description="Image of Valkey.")
+
+
 class HyperDriveAcceleratorStatus(ApiModel):
     """Observed state, computed by the operator from what it sees."""
 
@@ -119,3 +128,11 @@ class HyperDriveAcceleratorStatus(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     endpoints: Endpoints = Field(default_factory=Endpoints, description="Connection addresses.")
+    images: ImagesStatus | None = Field(
+        default=None,
+        description=(
+            "Images the pipeline is set to run. When the runtime image changes, the workers "
+            "roll first; ingest and output follow once the workers' rollout completed (the "
+            "Progressing condition says which are waiting)."
+        ),
+    )

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -19,6 +20,12 @@ from pydantic import (
     WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
+
+from hda.api.images import (
+    IMAGE_REFERENCE_MAX_LENGTH,
+    IMAGE_REFERENCE_PATTERN,
+    image_reference_problem,
+)
 
 CEL_KEY = "x-kubernetes-validations"
 
@@ -151,3 +158,27 @@ OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 ObjectName = Annotated[str, Field(pattern=OBJECT_NAME_PATTERN, min_length=1, max_length=253)]
 
 StringMap = Annotated[dict[str, str], Field(max_length=64)]
+
+
+# --- Images -----------------------------------------------------------------------------------
+
+
+def _check_image_reference(value: str) -> str:
+    problem = image_reference_problem(value)
+    if problem is not None:
+        raise ValueError(f"{value!r} is not an image reference: {problem}")
+    return value
+
+
+ImageReference = Annotated[
+    str,
+    AfterValidator(_check_image_reference),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": IMAGE_REFERENCE_MAX_LENGTH,
+            "pattern": IMAGE_REFERENCE_PATTERN,
+        }
+    ),
+]

@@ -1,0 +1,74 @@
+"""Workers: the Deployment that consumes the streams and runs the pipeline."""
+
+from __future__ import annotations
+
+from typing import Annotated, Self
+
+from pydantic import Field, model_validator
+
+from .common import ResourceRequirements
+from .pipeline import PipelineStep
+from .types import ApiModel, Duration, cel, cel_rules
+
+
+class Autoscaling(ApiModel):
+    """Scale workers on stream lag. The operator sets the Deployment's replicas; spec is untouched."""
+
+    model_config = cel_rules(
+        cel(
+            "self.minReplicas <= self.maxReplicas",
+            "minReplicas must be less than or equal to maxReplicas",
+            field_path=".minReplicas",
+        ),
+    )
+
+    min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest workers.")
+    max_replicas: int = Field(default=20, ge=1, le=1000, description="Most workers.")
+    target_lag_per_replica: int = Field(
+        default=10_000,
+        ge=1,
+        description="Backlog (undelivered plus pending events) one worker is expected to absorb.",
+    )
+    scale_up_stabilization: Duration = Field(
+        default="0s", description="Highest recommendation over this window is used to scale up."
+    )
+    scale_down_stabilization: Duration = Field(
+        default="5m", description="Scale down only after the lower need held for this long."
+    )
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must be less than or equal to maxReplicas")
+        return self
+
+
+class WorkersSpec(ApiModel):
+    """The worker Deployment that consumes streams and runs the pipeline."""
+
+    replicas: int = Field(
+        default=2,
+        ge=0,
+        le=1000,
+        description="Worker pods when autoscaling is off. `kubectl scale hda/NAME` sets this.",
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="Lag-driven scaling; when set, it decides the replica count."
+    )
+    pipeline: Annotated[list[PipelineStep], Field(max_length=64)] = Field(
+        default_factory=list,
+        description="Processing steps, applied in order to every event.",
+        json_schema_extra={"default": []},
+    )
+    max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Deliveries of an entry before it moves to the dead-letter stream.",
+    )
+    batch_size: int = Field(
+        default=64, ge=1, le=10_000, description="Stream entries read per XREADGROUP call."
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Worker container resources (defaults: 250m/256Mi requests)."
+    )
