@@ -2,7 +2,7 @@
 # Builds the pinned upstream binaries into a versioned cache directory outside the repository:
 # the control plane (Kubernetes, etcd, kwok, helm) from the wrapper modules in tools/, and the
 # real-node parts (kubelet, kube-proxy, containerd, CoreDNS, pause, the loopback registry,
-# BuildKit) from their own Go modules. Does nothing when they exist.
+# BuildKit) from their own Go modules or wrappers. Does nothing when they exist.
 # Prints the directory on stdout; progress goes to stderr.
 set -euo pipefail
 
@@ -15,13 +15,12 @@ main() {
   # Real-node parts, each built with its own module as the main module, so they get exactly the
   # dependency versions upstream tested (BuildKit cannot be `go install`ed: its go.mod excludes).
   containerd_version=v2.4.2
-  coredns_version=v1.15.0
   registry_version=v3.1.2
   buildkit_version=v0.34.2
   # The cache key covers every pinned version: any change to a wrapper module's requirements, or
   # to the build recipe revision below, gives a new directory.
-  recipe_revision=2
-  key=$( (cat "$root"/tools/*/go.mod; echo "$recipe_revision $containerd_version $coredns_version"
+  recipe_revision=3
+  key=$( (cat "$root"/tools/*/go.mod; echo "$recipe_revision $containerd_version"
     echo "$registry_version $buildkit_version") | sha256sum | cut -c1-12)
   bin_dir=${HDA_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hda/bin/k8s-$k8s_version-$key}
   binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm
@@ -87,8 +86,9 @@ main() {
   build_module github.com/containerd/containerd/v2 "$containerd_version" \
     "-X github.com/containerd/containerd/v2/version.Version=$containerd_version" \
     "no_btrfs no_devmapper no_zfs" ./cmd/containerd ./cmd/containerd-shim-runc-v2 ./cmd/ctr
-  step "coredns $coredns_version"
-  build_module github.com/coredns/coredns "$coredns_version" "" "" .
+  step "coredns"
+  # A wrapper module (tools/coredns) linking only the plugins cluster DNS uses.
+  (cd "$root/tools/coredns" && go build -trimpath -ldflags "-s -w" -o "$bin_dir/coredns" .)
   step "registry $registry_version"
   build_module github.com/distribution/distribution/v3 "$registry_version" \
     "-X github.com/distribution/distribution/v3/version.version=$registry_version" "" ./cmd/registry
