@@ -25,6 +25,13 @@ MANIFEST_MEDIA_TYPE: Final = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE: Final = "application/vnd.oci.image.config.v1+json"
 LAYER_MEDIA_TYPE: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
 _HTTP_TIMEOUT: Final = 60.0
+#: Every manifest kind a registry may hold for a tag (BuildKit pushes an index with attestations).
+_MANIFEST_TYPES: Final = (
+    "application/vnd.oci.image.index.v1+json",
+    MANIFEST_MEDIA_TYPE,
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
 
 
 @dataclass(frozen=True)
@@ -116,16 +123,23 @@ def image_blobs(layers: list[Layer], settings: ImageSettings) -> tuple[Blob, Blo
 def _request(
     method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str]]:
+    status, response_headers, _ = _exchange(method, url, data, headers)
+    return status, response_headers
+
+
+def _exchange(
+    method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     parsed = urllib.parse.urlsplit(url)
     if parsed.hostname not in {"127.0.0.1", "localhost", "::1"}:
         raise ClusterError(f"refusing to talk to {url}: the registry must be on loopback")
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT) as response:  # noqa: S310
-            return response.status, dict(response.headers.items())
+            return response.status, dict(response.headers.items()), response.read()
     except urllib.error.HTTPError as error:
         if method == "HEAD" and error.code == 404:
-            return 404, {}
+            return 404, {}, b""
         body = error.read(500).decode(errors="replace")
         raise ClusterError(f"registry {method} {url}: HTTP {error.code} {body}") from error
     except OSError as error:
@@ -165,3 +179,19 @@ def push(
         headers={"Content-Type": MANIFEST_MEDIA_TYPE},
     )
     return manifest_blob.digest
+
+
+def retag(registry: str, repository: str, source_tag: str, new_tag: str) -> str:
+    """Give the image `repository:source_tag` a second tag (no blob moves); its digest."""
+    accept = {"Accept": ", ".join(_MANIFEST_TYPES)}
+    _, headers, manifest = _exchange(
+        "GET", f"{registry}/v2/{repository}/manifests/{source_tag}", headers=accept
+    )
+    media_type = headers.get("Content-Type") or headers.get("content-type") or MANIFEST_MEDIA_TYPE
+    _request(
+        "PUT",
+        f"{registry}/v2/{repository}/manifests/{new_tag}",
+        data=manifest,
+        headers={"Content-Type": media_type},
+    )
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()
