@@ -3,7 +3,8 @@
 The local plane needs a few images that no Dockerfile describes: the pause image (one static
 binary) and the base root filesystems made from Debian's packages, which BuildKit then builds the
 project's Dockerfile on. `layer_from_*` and `image_blobs` are pure; `push` speaks the registry's
-HTTP API (distribution spec v2) and is only ever pointed at 127.0.0.1.
+HTTP API (distribution spec v2) and is only ever pointed at 127.0.0.1; `pull` and `unpack` read
+an image back into a root filesystem (to inspect and run it in tests).
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import gzip
 import hashlib
 import io
 import json
+import posixpath
+import shutil
 import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from hda.cluster.errors import ClusterError
@@ -165,3 +169,112 @@ def push(
         headers={"Content-Type": MANIFEST_MEDIA_TYPE},
     )
     return manifest_blob.digest
+
+
+INDEX_MEDIA_TYPE: Final = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST_MEDIA_TYPE: Final = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST_MEDIA_TYPE: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
+_INDEX_TYPES: Final = frozenset({INDEX_MEDIA_TYPE, DOCKER_LIST_MEDIA_TYPE})
+_WHITEOUT_PREFIX: Final = ".wh."
+_OPAQUE_WHITEOUT: Final = ".wh..wh..opq"
+
+
+@dataclass(frozen=True)
+class PulledImage:
+    """An image read back from the registry: its manifest, config and compressed layers."""
+
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+    layers: list[bytes]
+
+
+def _get(url: str, accept: str = "*/*") -> bytes:
+    _request("HEAD", url, headers={"Accept": accept})  # loopback check and a clear 404
+    request = urllib.request.Request(url, headers={"Accept": accept})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT) as response:  # noqa: S310
+            data: bytes = response.read()
+            return data
+    except urllib.error.HTTPError as error:
+        raise ClusterError(f"registry GET {url}: HTTP {error.code}") from error
+    except OSError as error:
+        raise ClusterError(f"registry GET {url}: {error}") from error
+
+
+def fetch_blob(registry: str, repository: str, digest: str) -> bytes:
+    """A blob by digest, checked against it."""
+    data = _get(f"{registry}/v2/{repository}/blobs/{digest}")
+    actual = "sha256:" + hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise ClusterError(f"blob {digest} of {repository} has digest {actual}")
+    return data
+
+
+def fetch_manifest(registry: str, repository: str, reference: str) -> dict[str, Any]:
+    """The linux/amd64 image manifest of `repository:reference` (an index is resolved)."""
+    accept = ", ".join(
+        [MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE, DOCKER_LIST_MEDIA_TYPE]
+    )
+    url = f"{registry}/v2/{repository}/manifests/{reference}"
+    status, _ = _request("HEAD", url, headers={"Accept": accept})
+    if status == 404:
+        raise ClusterError(f"{repository}:{reference} is not in the registry {registry}")
+    document: dict[str, Any] = json.loads(_get(url, accept))
+    if document.get("mediaType") in _INDEX_TYPES:
+        for entry in document.get("manifests", []):
+            platform = entry.get("platform", {})
+            if platform.get("os") == "linux" and platform.get("architecture") == "amd64":
+                return fetch_manifest(registry, repository, entry["digest"])
+        raise ClusterError(f"{repository}:{reference} has no linux/amd64 image")
+    return document
+
+
+def pull(registry: str, repository: str, reference: str) -> PulledImage:
+    manifest = fetch_manifest(registry, repository, reference)
+    config = json.loads(fetch_blob(registry, repository, manifest["config"]["digest"]))
+    layers = [fetch_blob(registry, repository, layer["digest"]) for layer in manifest["layers"]]
+    return PulledImage(manifest=manifest, config=config, layers=layers)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.is_symlink() or path.exists():
+        path.unlink()
+
+
+def unpack_layer(layer: bytes, root: Path) -> None:
+    """Apply one (gzip'd or plain) layer tar onto `root`, whiteouts included (OCI image spec).
+
+    For inspecting and running images here: tarfile's `tar` filter keeps every path inside
+    `root` and drops setuid bits.
+    """
+    with tarfile.open(fileobj=io.BytesIO(layer), mode="r:*") as tar:
+        members = tar.getmembers()
+        # Whiteouts hide what lower layers put there, so they apply before this layer's files.
+        for member in members:
+            directory, _, base = posixpath.normpath(member.name).lstrip("/").rpartition("/")
+            parent = root / directory
+            if base == _OPAQUE_WHITEOUT:
+                if parent.is_dir():
+                    for child in parent.iterdir():
+                        _remove(child)
+            elif base.startswith(_WHITEOUT_PREFIX):
+                _remove(parent / base.removeprefix(_WHITEOUT_PREFIX))
+        for member in members:
+            name = posixpath.normpath(member.name).lstrip("/")
+            if posixpath.basename(name).startswith(_WHITEOUT_PREFIX) or name in {"", "."}:
+                continue
+            target = root / name
+            if target.is_symlink() or (target.exists() and not target.is_dir()):
+                target.unlink()
+            elif target.is_dir() and not member.isdir():
+                shutil.rmtree(target)
+            tar.extract(member, root, numeric_owner=True, filter="tar")
+
+
+def unpack(image: PulledImage, root: Path) -> None:
+    """The image's root filesystem in `root`, its layers applied in order."""
+    root.mkdir(parents=True, exist_ok=True)
+    for layer in image.layers:
+        unpack_layer(layer, root)
