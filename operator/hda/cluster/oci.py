@@ -243,33 +243,42 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _inside(root: Path, name: str) -> Path:
+    """`root/name` with its parent resolved, refusing anything that lands outside `root`
+    (`..`, or a symlinked parent such as an absolute `var/run -> /run`)."""
+    directory, _, base = posixpath.normpath("/" + name).lstrip("/").rpartition("/")
+    parent = (root / directory).resolve()
+    if parent != root.resolve() and root.resolve() not in parent.parents:
+        raise ClusterError(f"layer entry {name!r} points outside the root filesystem")
+    return parent / base
+
+
 def unpack_layer(layer: bytes, root: Path) -> None:
     """Apply one (gzip'd or plain) layer tar onto `root`, whiteouts included (OCI image spec).
 
-    For inspecting and running images here: tarfile's `tar` filter keeps every path inside
-    `root` and drops setuid bits.
+    For inspecting and running images here: nothing is written or removed outside `root`
+    (tarfile's `tar` filter for what is extracted), and setuid bits are dropped.
     """
     with tarfile.open(fileobj=io.BytesIO(layer), mode="r:*") as tar:
         members = tar.getmembers()
+        if any(".." in member.name.split("/") for member in members):
+            raise ClusterError("a layer entry contains '..'")
         # Whiteouts hide what lower layers put there, so they apply before this layer's files.
         for member in members:
-            directory, _, base = posixpath.normpath(member.name).lstrip("/").rpartition("/")
-            parent = root / directory
-            if base == _OPAQUE_WHITEOUT:
-                if parent.is_dir():
-                    for child in parent.iterdir():
+            path = _inside(root, member.name)
+            if path.name == _OPAQUE_WHITEOUT:
+                if path.parent.is_dir():
+                    for child in path.parent.iterdir():
                         _remove(child)
-            elif base.startswith(_WHITEOUT_PREFIX):
-                _remove(parent / base.removeprefix(_WHITEOUT_PREFIX))
+            elif path.name.startswith(_WHITEOUT_PREFIX):
+                _remove(path.with_name(path.name.removeprefix(_WHITEOUT_PREFIX)))
         for member in members:
-            name = posixpath.normpath(member.name).lstrip("/")
-            if posixpath.basename(name).startswith(_WHITEOUT_PREFIX) or name in {"", "."}:
+            path = _inside(root, member.name)
+            if path.name.startswith(_WHITEOUT_PREFIX) or path == root.resolve():
                 continue
-            target = root / name
-            if target.is_symlink() or (target.exists() and not target.is_dir()):
-                target.unlink()
-            elif target.is_dir() and not member.isdir():
-                shutil.rmtree(target)
+            # A file replacing a symlink or a directory (or the reverse) replaces it outright.
+            if path.is_symlink() or (path.exists() and not (path.is_dir() and member.isdir())):
+                _remove(path)
             tar.extract(member, root, numeric_owner=True, filter="tar")
 
 
