@@ -123,7 +123,8 @@ def runc_spec(
 ) -> dict[str, Any]:
     """An OCI runtime spec as a kubelet with a restricted securityContext would ask for:
     the image's user, env and working directory, a read-only root, no capabilities, no new
-    privileges, /tmp as tmpfs, its own network namespace (loopback only)."""
+    privileges, /tmp (and `tmpfs`) as tmpfs owned by the user, as an emptyDir or a volume with
+    fsGroup would be, its own network namespace (loopback only)."""
     user, _, group = str(image.settings.get("User", "0")).partition(":")
     tmpfs_options = ["nosuid", "nodev", "mode=1777", "size=64m"]
     return {
@@ -162,7 +163,12 @@ def runc_spec(
                 "options": ["nosuid", "noexec", "nodev", "ro"],
             },
             *(
-                {"destination": path, "type": "tmpfs", "source": "tmpfs", "options": tmpfs_options}
+                {
+                    "destination": path,
+                    "type": "tmpfs",
+                    "source": "tmpfs",
+                    "options": [*tmpfs_options, f"uid={user}", f"gid={group or user}"],
+                }
                 for path in tmpfs
             ),
         ],

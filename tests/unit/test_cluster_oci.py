@@ -100,6 +100,13 @@ def test_unpack_applies_whiteouts_of_upper_layers(tmp_path: Path) -> None:
     assert (root / "link").read_bytes() == b"now a file"
 
 
+def test_unpack_keeps_modes(tmp_path: Path) -> None:
+    sticky = _entry("tmp", tarfile.DIRTYPE)
+    sticky.mode = 0o1777
+    oci.unpack(oci.PulledImage(manifest={}, config={}, layers=[_tar([sticky], {})]), tmp_path)
+    assert (tmp_path / "tmp").stat().st_mode & 0o7777 == 0o1777
+
+
 def test_unpack_keeps_every_path_inside_the_root(tmp_path: Path) -> None:
     (tmp_path / "victim").write_text("host file")
     symlink_out = _tar([_entry("run", tarfile.SYMTYPE, str(tmp_path))], {})

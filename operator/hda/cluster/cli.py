@@ -123,4 +123,7 @@ def images(name: str, registry_url: str | None) -> None:
     for image in built:
         for reference in image.references:
             click.echo(f"{reference}@{image.digest}")
-        click.echo(f"  built in {image.seconds:.1f}s", err=True)
+        click.echo(
+            f"  {image.size_bytes / 1e6:.1f} MB compressed, built in {image.seconds:.1f}s",
+            err=True,
+        )

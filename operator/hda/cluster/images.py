@@ -130,6 +130,10 @@ class BuildkitPaths:
         return self.root / "buildkitd.log"
 
     @property
+    def otel_socket(self) -> Path:
+        return self.root / "otel-grpc.sock"
+
+    @property
     def address(self) -> str:
         return f"unix://{self.socket}"
 
@@ -195,6 +199,9 @@ def buildkitd_args(bin_dir: Path, paths: BuildkitPaths) -> list[str]:
         str(paths.root),
         "--addr",
         paths.address,
+        # Its default is a fixed path under /run, shared by every buildkitd on the machine.
+        "--otel-socket-path",
+        str(paths.otel_socket),
         "--oci-worker=true",
         "--containerd-worker=false",
     ]
@@ -339,6 +346,13 @@ class BuiltImage:
     references: tuple[str, ...]
     digest: str
     seconds: float
+    #: Compressed: the manifest's layers and config, what a node downloads.
+    size_bytes: int
+
+
+def pushed_size(registry_url: str, repository: str, tag: str) -> int:
+    manifest = oci.fetch_manifest(registry_url, repository, tag)
+    return int(manifest["config"]["size"]) + sum(int(layer["size"]) for layer in manifest["layers"])
 
 
 @contextlib.contextmanager
@@ -361,7 +375,8 @@ def push_python_base(registry_url: str, cache_dir: Path) -> BuiltImage:
     )
     port = registry_port_from_url(registry_url)
     reference = image_reference(port, PYTHON_BASE_REPOSITORY, PYTHON_BASE_TAG)
-    return BuiltImage((reference,), digest, time.monotonic() - started)
+    size = pushed_size(registry_url, PYTHON_BASE_REPOSITORY, PYTHON_BASE_TAG)
+    return BuiltImage((reference,), digest, time.monotonic() - started, size)
 
 
 def build_runtime_image(
@@ -405,7 +420,8 @@ def build_runtime_image(
             processes.tail(paths.log, 30),
         )
     digest = str(json.loads(metadata_file.read_text()).get("containerimage.digest", ""))
-    return BuiltImage((reference,), digest, time.monotonic() - started)
+    size = pushed_size(registry_url, repository, tag)
+    return BuiltImage((reference,), digest, time.monotonic() - started, size)
 
 
 def build_valkey_image(registry_url: str, cache_dir: Path) -> BuiltImage:
@@ -422,7 +438,8 @@ def build_valkey_image(registry_url: str, cache_dir: Path) -> BuiltImage:
     for tag in valkey_tags(version):
         digest = oci.push(registry_url, VALKEY_REPOSITORY, tag, [base, binary], settings)
         references.append(image_reference(port, VALKEY_REPOSITORY, tag))
-    return BuiltImage(tuple(references), digest, time.monotonic() - started)
+    size = pushed_size(registry_url, VALKEY_REPOSITORY, valkey_tags(version)[0])
+    return BuiltImage(tuple(references), digest, time.monotonic() - started, size)
 
 
 def build_images(

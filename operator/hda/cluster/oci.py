@@ -253,11 +253,17 @@ def _inside(root: Path, name: str) -> Path:
     return parent / base
 
 
+def _keep_mode_filter(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
+    checked = tarfile.tar_filter(member, dest_path)
+    return checked.replace(mode=member.mode, deep=False)
+
+
 def unpack_layer(layer: bytes, root: Path) -> None:
     """Apply one (gzip'd or plain) layer tar onto `root`, whiteouts included (OCI image spec).
 
     For inspecting and running images here: nothing is written or removed outside `root`
-    (tarfile's `tar` filter for what is extracted), and setuid bits are dropped.
+    (tarfile's `tar` filter checks what is extracted); modes are kept as the layer has them
+    (`/tmp` stays 1777, where the filter alone would drop sticky and write bits).
     """
     with tarfile.open(fileobj=io.BytesIO(layer), mode="r:*") as tar:
         members = tar.getmembers()
@@ -279,7 +285,7 @@ def unpack_layer(layer: bytes, root: Path) -> None:
             # A file replacing a symlink or a directory (or the reverse) replaces it outright.
             if path.is_symlink() or (path.exists() and not (path.is_dir() and member.isdir())):
                 _remove(path)
-            tar.extract(member, root, numeric_owner=True, filter="tar")
+            tar.extract(member, root, numeric_owner=True, filter=_keep_mode_filter)
 
 
 def unpack(image: PulledImage, root: Path) -> None:
