@@ -6,10 +6,12 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from hda import __version__
 from hda.api.v1alpha1.spec import DEFAULT_IMAGE
 from hda.cluster import images
+from hda.cluster.cli import cluster
 from hda.cluster.errors import ClusterError
 from hda.specs.pods import VALKEY_UID
 
@@ -129,3 +131,16 @@ def test_valkey_image_runs_as_the_pod_specs_valkey_user_and_says_what_it_is() ->
 
 def test_default_cache_dir_follows_xdg() -> None:
     assert images.default_cache_dir({"XDG_CACHE_HOME": "/x"}) == Path("/x/hda/images")
+
+
+def test_cli_without_a_registry_says_how_to_give_one() -> None:
+    result = CliRunner().invoke(cluster, ["images"])
+    assert result.exit_code == 2
+    assert "--registry http://127.0.0.1:PORT" in result.output
+
+
+def test_cli_refuses_a_registry_off_loopback_before_building_anything() -> None:
+    result = CliRunner().invoke(cluster, ["images", "--registry", "http://192.0.2.1:5000"])
+    assert result.exit_code == 1
+    assert "'http://192.0.2.1:5000'" in result.output
+    assert "loopback" in result.output

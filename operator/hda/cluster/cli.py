@@ -10,7 +10,7 @@ import click
 
 from hda.cluster.binaries import REPO_ROOT, find_bin_dir
 from hda.cluster.errors import ClusterError
-from hda.cluster.images import IMAGE_BINARIES, build_images
+from hda.cluster.images import IMAGE_BINARIES, build_images, registry_port_from_url
 from hda.cluster.layout import DEFAULT_NAME, InvalidClusterNameError
 from hda.cluster.plane import LocalCluster
 
@@ -116,6 +116,7 @@ def images(name: str, registry_url: str | None) -> None:
             f"no registry for cluster {name!r}: pass --registry http://127.0.0.1:PORT",
         )
     try:
+        registry_port_from_url(registry_url)
         bin_dir = find_bin_dir(IMAGE_BINARIES)
         built = build_images(registry_url, bin_dir, REPO_ROOT)
     except ClusterError as error:

@@ -44,6 +44,7 @@ from hda.cluster.errors import ClusterError, ComponentFailedError
 from hda.cluster.registry import registry_host
 from hda.cluster.wheelhouse import TARGET_PYTHON, build_wheelhouse
 from hda.runtime.embedded import valkey_binary
+from hda.specs.configmaps import VALKEY_DATA_DIR
 from hda.specs.pods import VALKEY_UID
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ PYTHON_BASE_REPOSITORY: Final = "hda-local/python"
 PYTHON_BASE_TAG: Final = f"{'.'.join(TARGET_PYTHON.split('.')[:2])}-{rootfs.DEBIAN_SUITE}"
 VALKEY_REPOSITORY: Final = "valkey/valkey"
 VALKEY_SERVER_PATH: Final = "/usr/local/bin/valkey-server"
-VALKEY_DATA_DIR: Final = "/data"
+
 PROJECT_SOURCE: Final = "https://github.com/shitops/hyperdrive-accelerator"
 _DEFAULT_PATH: Final = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost"})
