@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from hda import __version__
@@ -15,6 +16,7 @@ from hda.cluster.cli import cluster
 from hda.cluster.errors import ClusterError
 from hda.specs.pods import VALKEY_UID
 
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path("/cache/bin")
 PATHS = images.BuildkitPaths(Path("/cache/images/buildkit"))
 
@@ -73,6 +75,12 @@ def test_buildkitd_runs_only_the_runc_worker_on_its_own_socket_and_root() -> Non
 
 def test_runtime_image_is_pushed_under_the_path_containerd_asks_the_mirror_for() -> None:
     assert DEFAULT_IMAGE.endswith(f":{__version__}")
+    chart = ROOT / "charts" / "hda-operator"
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    app_version = yaml.safe_load((chart / "Chart.yaml").read_text())["appVersion"]
+    assert f"{values['image']['repository']}:{values['image']['tag'] or app_version}" == (
+        DEFAULT_IMAGE
+    )
     assert images.repository_and_tag(DEFAULT_IMAGE) == (
         "shitops/hyperdrive-accelerator",
         __version__,
