@@ -119,7 +119,12 @@ def valkey_image(
 
 
 def runc_spec(
-    image: Image, args: list[str], env: list[str] | None = None, tmpfs: tuple[str, ...] = ("/tmp",)
+    image: Image,
+    args: list[str],
+    *,
+    env: list[str] | None = None,
+    tmpfs: tuple[str, ...] = ("/tmp",),
+    read_only_binds: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """An OCI runtime spec as a kubelet with a restricted securityContext would ask for:
     the image's user, env and working directory, a read-only root, no capabilities, no new
@@ -171,6 +176,15 @@ def runc_spec(
                 }
                 for path in tmpfs
             ),
+            *(
+                {
+                    "destination": destination,
+                    "type": "bind",
+                    "source": str(source),
+                    "options": ["rbind", "ro", "nosuid", "nodev"],
+                }
+                for destination, source in (read_only_binds or {}).items()
+            ),
         ],
         "linux": {
             "namespaces": [{"type": kind} for kind in ("pid", "network", "ipc", "uts", "mount")],
@@ -184,13 +198,17 @@ def run_in_runc(
     image: Image,
     args: list[str],
     tmp_path: Path,
+    *,
     env: list[str] | None = None,
     tmpfs: tuple[str, ...] = ("/tmp",),
+    read_only_binds: dict[str, Path] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `args` in a container of `image` (see `runc_spec`) and return its output."""
     bundle = tmp_path / f"bundle-{uuid.uuid4().hex[:8]}"
     bundle.mkdir()
-    (bundle / "config.json").write_text(json.dumps(runc_spec(image, args, env, tmpfs)))
+    (bundle / "config.json").write_text(
+        json.dumps(runc_spec(image, args, env=env, tmpfs=tmpfs, read_only_binds=read_only_binds))
+    )
     state = tmp_path / "runc-state"
     container = f"hda-image-test-{uuid.uuid4().hex[:12]}"
     try:

@@ -7,13 +7,18 @@ from pathlib import Path
 
 import pytest
 from tests.images.conftest import Image, run_in_runc
-from tests.unit.test_specs_support import children, example, pod_templates
+from tests.unit.test_specs_support import children, example, find, pod_templates
 
 from hda.api.v1alpha1.spec import DEFAULT_IMAGE
 from hda.cluster import images, oci
 from hda.runtime.embedded import valkey_binary
+from hda.specs.configmaps import VALKEY_CONF_KEY
 from hda.specs.pods import RUNTIME_UID, VALKEY_UID
-from hda.specs.statefulsets import VALKEY_CLI_AUTH_ENV, VALKEY_READINESS_SCRIPT
+from hda.specs.statefulsets import (
+    VALKEY_CLI_AUTH_ENV,
+    VALKEY_PASSWORD_ENV,
+    VALKEY_READINESS_SCRIPT,
+)
 
 NO_CAPABILITIES = "0000000000000000"
 
@@ -169,3 +174,40 @@ def test_the_probe_fails_with_a_wrong_password(valkey_image: Image, tmp_path: Pa
         tmpfs=("/tmp", "/data"),
     )
     assert result.returncode != 0
+
+
+def test_the_statefulsets_valkey_container_starts_with_its_config_and_passes_its_probe(
+    valkey_image: Image, tmp_path: Path
+) -> None:
+    """The Valkey container as the operator specifies it: its command (the start script), its
+    valkey.conf from the ConfigMap on a read-only mount, its writable volumes, the password in
+    the environment; its readiness probe run beside it, as the kubelet's exec would."""
+    objects = children(example())
+    container = find(objects, "StatefulSet", "valkey")["spec"]["template"]["spec"]["containers"][0]
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    configmap = find(objects, "ConfigMap", "valkey-config")
+    (conf_dir / VALKEY_CONF_KEY).write_text(configmap["data"][VALKEY_CONF_KEY])
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    writable = tuple(path for path, mount in mounts.items() if not mount.get("readOnly"))
+    (config_path,) = [path for path, mount in mounts.items() if mount.get("readOnly")]
+    probe = container["readinessProbe"]["exec"]["command"]
+    assert probe[:2] == ["sh", "-c"]
+    # "$@" is the container's command, started in the background; then the probe until ready.
+    supervisor = (
+        '"$@" & for _ in $(seq 100); do\n'
+        f"  if sh -c '{probe[2]}'; then echo ready; exit 0; fi\n"
+        "  sleep 0.1\n"
+        "done\n"
+        "exit 1\n"
+    )
+    result = run_in_runc(
+        valkey_image,
+        ["sh", "-c", supervisor, "supervisor", *container["command"]],
+        tmp_path,
+        env=[f'{VALKEY_PASSWORD_ENV}=p\\a"ss word', f'{VALKEY_CLI_AUTH_ENV}=p\\a"ss word'],
+        tmpfs=writable,
+        read_only_binds={config_path: conf_dir},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("ready")
