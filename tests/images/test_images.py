@@ -10,7 +10,7 @@ from tests.images.conftest import Image, run_in_runc
 from tests.unit.test_specs_support import children, example, find, pod_templates
 
 from hda.api.v1alpha1.spec import DEFAULT_IMAGE
-from hda.cluster import images, oci
+from hda.cluster import images, oci, processes
 from hda.runtime.embedded import valkey_binary
 from hda.specs.configmaps import VALKEY_CONF_KEY
 from hda.specs.pods import RUNTIME_UID, VALKEY_UID
@@ -211,3 +211,19 @@ def test_the_statefulsets_valkey_container_starts_with_its_config_and_passes_its
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("ready")
+
+
+def test_a_buildkitd_left_by_a_killed_run_is_stopped_by_the_next_run(
+    bin_dir: Path, registry: str, tmp_path: Path
+) -> None:
+    paths = images.BuildkitPaths(tmp_path / "bk")
+    port = images.registry_port_from_url(registry)
+    leftover = images.start_buildkitd(bin_dir, paths, port)  # never stopped: as after SIGKILL
+    fresh = images.start_buildkitd(bin_dir, paths, port)
+    try:
+        assert not processes.alive(leftover.pid)
+        assert processes.is_ours(fresh, marker=str(paths.root))
+    finally:
+        images.stop_buildkitd(fresh, paths)
+    assert not processes.alive(fresh.pid)
+    assert not paths.socket.exists()

@@ -131,6 +131,11 @@ class BuildkitPaths:
         return self.root / "buildkitd.log"
 
     @property
+    def record(self) -> Path:
+        """The running buildkitd's ProcessRecord, so a run after a crash can stop it."""
+        return self.root / "buildkitd.json"
+
+    @property
     def otel_socket(self) -> Path:
         return self.root / "otel-grpc.sock"
 
@@ -260,9 +265,11 @@ def dockerfile_build_args(
 def start_buildkitd(bin_dir: Path, paths: BuildkitPaths, port: int) -> processes.ProcessRecord:
     """Start buildkitd (rootful, runc worker) and wait until it lists its worker."""
     paths.root.mkdir(parents=True, exist_ok=True)
+    _stop_leftover(paths)
     paths.config.write_text(render_toml(buildkitd_config(paths, port)))
     paths.socket.unlink(missing_ok=True)
     record = processes.start(BUILDKITD, buildkitd_args(bin_dir, paths), paths.log, paths.root)
+    paths.record.write_text(json.dumps(record.to_dict()))
     deadline = time.monotonic() + _READY_TIMEOUT
     probe = [*buildctl_args(bin_dir, paths), "debug", "workers"]
     while time.monotonic() < deadline:
@@ -284,6 +291,18 @@ def start_buildkitd(bin_dir: Path, paths: BuildkitPaths, port: int) -> processes
 def stop_buildkitd(record: processes.ProcessRecord, paths: BuildkitPaths) -> None:
     processes.stop(record, marker=str(paths.root))
     paths.socket.unlink(missing_ok=True)
+    paths.record.unlink(missing_ok=True)
+
+
+def _stop_leftover(paths: BuildkitPaths) -> None:
+    """A buildkitd left by a run that was killed holds the store's lock: stop it if it is ours."""
+    try:
+        record = processes.ProcessRecord.from_dict(json.loads(paths.record.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, ValueError):
+        return
+    if processes.is_ours(record, marker=str(paths.root)):
+        log.warning("stopping buildkitd (pid %d) left by an earlier run", record.pid)
+    stop_buildkitd(record, paths)
 
 
 # --- images -----------------------------------------------------------------------------------
