@@ -213,6 +213,11 @@ def test_the_statefulsets_valkey_container_starts_with_its_config_and_passes_its
     assert result.stdout.strip().endswith("ready")
 
 
+def test_the_build_leaves_no_buildkit_cgroup(built: list[images.BuiltImage]) -> None:
+    assert not list(Path("/sys/fs/cgroup").glob("*/buildkit"))
+    assert not Path("/sys/fs/cgroup/buildkit").exists()
+
+
 def test_a_buildkitd_left_by_a_killed_run_is_stopped_by_the_next_run(
     bin_dir: Path, registry: str, tmp_path: Path
 ) -> None:

@@ -64,6 +64,8 @@ _DEFAULT_PATH: Final = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost"})
 # Registries a Dockerfile may name; each is mirrored to the loopback registry.
 _MIRRORED_REGISTRIES: Final = ("docker.io", "ghcr.io", "quay.io", "registry.k8s.io")
+#: The cgroup BuildKit's runc worker puts build steps under.
+_BUILDKIT_CGROUP: Final = "buildkit"
 _READY_TIMEOUT: Final = 60.0
 _BUILD_TIMEOUT: Final = 1800.0
 
@@ -292,6 +294,16 @@ def stop_buildkitd(record: processes.ProcessRecord, paths: BuildkitPaths) -> Non
     processes.stop(record, marker=str(paths.root))
     paths.socket.unlink(missing_ok=True)
     paths.record.unlink(missing_ok=True)
+    _remove_empty_cgroups(_BUILDKIT_CGROUP)
+
+
+def _remove_empty_cgroups(name: str, cgroup_root: Path = Path("/sys/fs/cgroup")) -> None:
+    """The parent cgroup runc made for build steps, in every hierarchy (v1) or the one (v2).
+    rmdir removes a cgroup only while it has no processes or children, so one that another
+    buildkitd still uses stays."""
+    for path in [*sorted(cgroup_root.glob(f"*/{name}")), cgroup_root / name]:
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 def _stop_leftover(paths: BuildkitPaths) -> None:
