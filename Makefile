@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries lint test test-unit test-runtime test-cluster demo demo-down crd image clean
+.PHONY: help venv binaries lint test test-unit test-runtime test-cluster test-images demo demo-down crd image \
+	image-docker clean
 
 help:
 	@echo "make demo      start a local cluster, the operator and examples/hda.yaml"
@@ -13,7 +14,9 @@ help:
 	@echo "make test      lint, then every test tier (unit, runtime, cluster)"
 	@echo "make lint      ruff and mypy --strict"
 	@echo "make crd       regenerate crds/ from the models, and the chart's copies"
-	@echo "make image     build the container image (needs Docker)"
+	@echo "make image     build the runtime and Valkey images with BuildKit, push them to the"
+	@echo "               cluster's loopback registry (root, no Docker; REGISTRY=http://127.0.0.1:PORT)"
+	@echo "make image-docker  build the runtime image with Docker instead"
 
 $(BIN)/hda: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +49,9 @@ test-runtime: venv
 test-cluster: venv binaries
 	$(BIN)/pytest tests/cluster $(PYTEST_ARGS)
 
+test-images: venv binaries
+	$(BIN)/pytest tests/images $(PYTEST_ARGS)
+
 demo: venv binaries
 	bash hack/demo.sh
 
@@ -58,7 +64,11 @@ crd: venv
 	cp crds/hyperdriveaccelerators.hda.shitops.dev.yaml charts/hda-operator/files/crds/
 	cp deploy/argocd/health.lua charts/hda-operator/files/argocd/health.lua
 
-image:
+# The Dockerfile built by BuildKit on a Debian base made here; see README "Images".
+image: venv binaries
+	$(BIN)/hda cluster images $(if $(REGISTRY),--registry $(REGISTRY))
+
+image-docker:
 	docker build -t hyperdrive-accelerator:$$($(BIN)/python -c 'import hda; print(hda.__version__)') .
 
 clean:

@@ -228,3 +228,61 @@ def test_image_works_with_a_read_only_root_filesystem() -> None:
     assert "TMPDIR=/tmp" in env
     run = " ".join(_values("RUN"))
     assert "compileall" in run, "bytecode is compiled at build time, not at run time"
+
+
+def test_no_syntax_directive_so_buildkit_resolves_no_frontend_image() -> None:
+    first_lines = DOCKERFILE.read_text().splitlines()[:5]
+    assert not [line for line in first_lines if re.match(r"#\s*syntax\s*=", line)]
+
+
+def _stage(name: str) -> list[Instruction]:
+    """The instructions of the stage `FROM ... AS name`."""
+    stages: dict[str, list[Instruction]] = {}
+    current: list[Instruction] = []
+    for item in INSTRUCTIONS:
+        if item.keyword == "FROM":
+            current = []
+            parts = item.arguments.split()
+            if len(parts) == 3 and parts[1].upper() == "AS":
+                stages[parts[2]] = current
+            continue
+        current.append(item)
+    return stages[name]
+
+
+def test_dependencies_are_installed_before_the_source_is_copied() -> None:
+    build = _stage("build")
+    installs_deps = next(
+        index for index, item in enumerate(build) if "pip install -r" in item.arguments
+    )
+    copies_source = next(
+        index
+        for index, item in enumerate(build)
+        if item.keyword == "COPY" and "operator/" in item.arguments
+    )
+    assert installs_deps < copies_source
+    copied_before = [
+        source
+        for item in build[:installs_deps]
+        if item.keyword == "COPY"
+        for source in copy_sources(item)
+    ]
+    assert set(copied_before) <= {"pyproject.toml", "README.md"}
+
+
+def test_wheels_context_is_optional_and_makes_pip_offline() -> None:
+    assert "FROM scratch AS wheels" in [f"FROM {item.arguments}" for item in INSTRUCTIONS]
+    pip_runs = [item.arguments for item in INSTRUCTIONS if "pip install" in item.arguments]
+    assert len(pip_runs) == 2
+    for run in pip_runs:
+        assert run.startswith("--mount=type=bind,from=wheels,target=/wheels ")
+        assert (
+            'if [ -n "$(ls -A /wheels)" ]; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels; fi'
+            in run
+        )
+
+
+def test_the_interpreter_is_called_python3_which_every_python_base_has() -> None:
+    runs = " ".join(_values("RUN"))
+    assert "python3 -m venv /opt/hda" in runs
+    assert not re.search(r"(^|[\s;&])python ", runs), "Debian's python3 package has no `python`"

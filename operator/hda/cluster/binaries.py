@@ -15,8 +15,8 @@ from hda.cluster.layout import BINARIES
 log = logging.getLogger(__name__)
 
 #: The repository checkout this package runs from (editable install), if any.
-_REPO_ROOT: Final = Path(__file__).resolve().parents[3]
-BUILD_SCRIPT: Final = _REPO_ROOT / "hack" / "build-binaries.sh"
+REPO_ROOT: Final = Path(__file__).resolve().parents[3]
+BUILD_SCRIPT: Final = REPO_ROOT / "hack" / "build-binaries.sh"
 
 
 def missing_binaries(bin_dir: Path, required: tuple[str, ...] = BINARIES) -> list[str]:

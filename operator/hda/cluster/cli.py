@@ -8,7 +8,9 @@ import time
 
 import click
 
+from hda.cluster.binaries import REPO_ROOT, find_bin_dir
 from hda.cluster.errors import ClusterError
+from hda.cluster.images import IMAGE_BINARIES, build_images, registry_port_from_url
 from hda.cluster.layout import DEFAULT_NAME, InvalidClusterNameError
 from hda.cluster.plane import LocalCluster
 
@@ -95,3 +97,34 @@ def env(name: str) -> None:
             f"run `hda cluster up --name {name}`"
         )
     click.echo(plane.env_line())
+
+
+@cluster.command()
+@_name_option
+@click.option(
+    "--registry",
+    "registry_url",
+    metavar="URL",
+    help="The loopback registry to push to, e.g. http://127.0.0.1:5000.",
+)
+def images(name: str, registry_url: str | None) -> None:
+    """Build the runtime/operator image (the project's Dockerfile, with BuildKit) and the Valkey
+    image, and push them to the cluster's loopback registry. Needs root; no Docker daemon."""
+    _configure_logging()
+    if registry_url is None:
+        raise click.UsageError(
+            f"no registry for cluster {name!r}: pass --registry http://127.0.0.1:PORT",
+        )
+    try:
+        registry_port_from_url(registry_url)
+        bin_dir = find_bin_dir(IMAGE_BINARIES)
+        built = build_images(registry_url, bin_dir, REPO_ROOT)
+    except ClusterError as error:
+        raise click.ClickException(str(error)) from error
+    for image in built:
+        for reference in image.references:
+            click.echo(f"{reference}@{image.digest}")
+        click.echo(
+            f"  {image.size_bytes / 1e6:.1f} MB compressed, built in {image.seconds:.1f}s",
+            err=True,
+        )
