@@ -191,6 +191,11 @@ def events_in_files(files: list[Path]) -> collections.Counter[tuple[str, int]]:
     return seen
 
 
+def producer_finished(cluster: ClusterHandle, producer: str) -> bool:
+    pod = kubectl_json(cluster, "-n", NAMESPACE, "get", "pod", f"producer-{producer}")
+    return pod["status"].get("phase") in ("Succeeded", "Failed")
+
+
 def drain_a_worker_node(cluster: ClusterHandle) -> str:
     """Drain a node that runs workers but neither Valkey nor output (their volumes are local)."""
     pinned = {p["spec"].get("nodeName") for c in ("valkey", "output") for p in pods(cluster, c)}
@@ -200,7 +205,7 @@ def drain_a_worker_node(cluster: ClusterHandle) -> str:
     node = candidates[0]
     cluster.kubectl("drain", node, "--ignore-daemonsets", "--delete-emptydir-data",
                     "--timeout=180s", timeout=200)  # fmt: skip
-    return node
+    return str(node)
 
 
 def test_every_acknowledged_event_lands_once_through_kills(
@@ -244,12 +249,8 @@ def test_every_acknowledged_event_lands_once_through_kills(
     try:
         reports = {}
         for producer in PRODUCERS:
-            wait_for(
-                lambda p=producer: kubectl_json(real_cluster, "-n", NAMESPACE, "get", "pod",
-                                                f"producer-{p}")["status"].get("phase")
-                in ("Succeeded", "Failed"),
-                timeout=900, message=f"producer {producer} did not finish",
-            )  # fmt: skip
+            wait_for(lambda p=producer: producer_finished(real_cluster, p), timeout=900,
+                     message=f"producer {producer} did not finish")  # fmt: skip
             log = k("-n", NAMESPACE, "logs", f"producer-{producer}").stdout
             reports[producer] = orjson.loads(log.strip().splitlines()[-1])
             assert reports[producer]["acked_events"] == EVENTS_PER_PRODUCER, reports[producer]

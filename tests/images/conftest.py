@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hda.api.v1alpha1.spec import DEFAULT_IMAGE
+from hda.api.images import BUILTIN_RUNTIME_IMAGE
 from hda.cluster import images, oci, processes
 from hda.cluster.binaries import REPO_ROOT, find_bin_dir
 from hda.cluster.registry import (
@@ -105,7 +105,7 @@ def pull_and_unpack(registry: str, repository: str, tag: str, into: Path) -> Ima
 def runtime_image(
     built: list[images.BuiltImage], registry: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Image:
-    repository, tag = images.repository_and_tag(DEFAULT_IMAGE)
+    repository, tag = images.repository_and_tag(BUILTIN_RUNTIME_IMAGE)
     return pull_and_unpack(registry, repository, tag, tmp_path_factory.mktemp("runtime") / "root")
 
 

@@ -9,7 +9,7 @@ import pytest
 from tests.images.conftest import Image, run_in_runc
 from tests.unit.test_specs_support import children, example, find, pod_templates
 
-from hda.api.v1alpha1.spec import DEFAULT_IMAGE
+from hda.api.images import BUILTIN_RUNTIME_IMAGE
 from hda.cluster import images, oci, processes
 from hda.runtime.embedded import valkey_binary
 from hda.specs.configmaps import VALKEY_CONF_KEY
@@ -35,7 +35,7 @@ def _runtime_containers() -> list[dict[str, object]]:
 
 def test_every_image_was_pushed(built: list[images.BuiltImage], registry: str) -> None:
     port = images.registry_port_from_url(registry)
-    repository, tag = images.repository_and_tag(DEFAULT_IMAGE)
+    repository, tag = images.repository_and_tag(BUILTIN_RUNTIME_IMAGE)
     references = {reference for image in built for reference in image.references}
     assert images.image_reference(port, repository, tag) in references
     assert images.image_reference(port, images.VALKEY_REPOSITORY, "9.1") in references

@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from hda import __version__
-from hda.api.v1alpha1.spec import DEFAULT_IMAGE
+from hda.api.images import BUILTIN_RUNTIME_IMAGE
 from hda.cluster import images
 from hda.cluster.cli import cluster
 from hda.cluster.errors import ClusterError
@@ -74,14 +74,14 @@ def test_buildkitd_runs_only_the_runc_worker_on_its_own_socket_and_root() -> Non
 
 
 def test_runtime_image_is_pushed_under_the_path_containerd_asks_the_mirror_for() -> None:
-    assert DEFAULT_IMAGE.endswith(f":{__version__}")
+    assert BUILTIN_RUNTIME_IMAGE.endswith(f":{__version__}")
     chart = ROOT / "charts" / "hda-operator"
     values = yaml.safe_load((chart / "values.yaml").read_text())
     app_version = yaml.safe_load((chart / "Chart.yaml").read_text())["appVersion"]
     assert f"{values['image']['repository']}:{values['image']['tag'] or app_version}" == (
-        DEFAULT_IMAGE
+        BUILTIN_RUNTIME_IMAGE
     )
-    assert images.repository_and_tag(DEFAULT_IMAGE) == (
+    assert images.repository_and_tag(BUILTIN_RUNTIME_IMAGE) == (
         "shitops/hyperdrive-accelerator",
         __version__,
     )

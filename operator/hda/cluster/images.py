@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from hda.api.v1alpha1.spec import DEFAULT_IMAGE
+from hda.api.images import BUILTIN_RUNTIME_IMAGE
 from hda.cluster import oci, processes, rootfs
 from hda.cluster.errors import ClusterError, ComponentFailedError
 from hda.cluster.registry import registry_host
@@ -418,7 +418,7 @@ def build_runtime_image(
     started = time.monotonic()
     port = registry_port_from_url(registry_url)
     wheels = build_wheelhouse(project_root, cache_dir)
-    repository, tag = repository_and_tag(DEFAULT_IMAGE)
+    repository, tag = repository_and_tag(BUILTIN_RUNTIME_IMAGE)
     reference = image_reference(port, repository, tag)
     paths = BuildkitPaths(cache_dir / "buildkit")
     metadata_file = paths.root / "last-build.json"
