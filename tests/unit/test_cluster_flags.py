@@ -29,6 +29,10 @@ PORTS = Ports(
     controller_manager=20004,
     scheduler=20005,
     kwok=20006,
+    registry=20007,
+    kube_proxy_healthz=20008,
+    kube_proxy_metrics=20009,
+    coredns_ready=20010,
 )
 
 
