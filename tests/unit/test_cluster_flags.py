@@ -124,7 +124,7 @@ def test_health_urls() -> None:
 
 def test_ports_round_trip() -> None:
     assert Ports.from_dict(PORTS.to_dict()) == PORTS
-    assert Ports.count() == 6
+    assert Ports.count() == 10
 
 
 @pytest.mark.parametrize("name", ["hda", "pytest-1234", "a", "x" * 40])
