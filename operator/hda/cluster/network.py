@@ -239,6 +239,16 @@ def install_guard(network: ClusterNetwork, apiserver_port: int) -> None:
     log.info("iptables guard %s/%s installed", network.forward_chain, network.input_chain)
 
 
+def keep_guard_first(network: ClusterNetwork) -> None:
+    """Move our jumps back to the top: kube-proxy prepends its own jumps when it starts."""
+    for builtin, chain in guard_jumps(network):
+        _run(["iptables", "-w", "-I", builtin, "1", "-j", chain])
+        rules = [line for line in list_rules(builtin) if line.startswith("-A ")]
+        numbers = [i + 1 for i, line in enumerate(rules) if line == f"-A {builtin} -j {chain}"]
+        for number in reversed(numbers[1:]):
+            _run(["iptables", "-w", "-D", builtin, str(number)])
+
+
 def remove_guard(network: ClusterNetwork) -> None:
     for builtin, chain in guard_jumps(network):
         while _run(["iptables", "-w", "-D", builtin, "-j", chain], check=False).returncode == 0:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import yaml
 
-from hda.cluster import coredns, flags, node_pki, pki, processes, registry
+from hda.cluster import coredns, flags, network, node_pki, pki, processes, registry
 from hda.cluster.binaries import find_bin_dir, missing_binaries
 from hda.cluster.errors import ClusterError, ComponentFailedError
 from hda.cluster.kwok_stages import KWOK_STAGES_YAML
@@ -359,6 +359,7 @@ class LocalCluster:
         for process in state.processes:
             if self._health_url(process.component, state) and process.component not in COMPONENTS:
                 self._wait_healthy(process, state)
+        network.keep_guard_first(self.real.network)  # kube-proxy put its jumps on top
         self._wait_real_nodes_ready(state)
 
     def _wait_real_nodes_ready(self, state: ClusterState) -> None:
@@ -416,8 +417,6 @@ class LocalCluster:
     def _teardown_real(self, previous_sysctls: dict[str, str]) -> None:
         problems = self.real.teardown()
         if previous_sysctls:
-            from hda.cluster import network  # noqa: PLC0415
-
             network.restore_sysctls(previous_sysctls)
         if problems:
             raise ClusterError(
