@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries lint test test-unit test-runtime test-cluster demo demo-down crd image clean
+.PHONY: help venv binaries lint test test-unit test-runtime test-cluster test-e2e demo demo-down crd image clean
 
 help:
 	@echo "make demo      start a local cluster, the operator and examples/hda.yaml"
@@ -45,6 +45,10 @@ test-runtime: venv
 
 test-cluster: venv binaries
 	$(BIN)/pytest tests/cluster $(PYTEST_ARGS)
+
+# Real nodes (kubelet + containerd): needs root; see README "Real nodes".
+test-e2e: venv binaries
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 demo: venv binaries
 	bash hack/demo.sh

@@ -75,8 +75,6 @@ def containerd_config(
             # system's /run/containerd/containerd.sock.
             "io.containerd.server.v1.grpc": {"address": str(paths.socket)},
             "io.containerd.server.v1.ttrpc": {"address": f"{paths.socket}.ttrpc"},
-            "io.containerd.server.v1.debug": {"address": ""},
-            "io.containerd.server.v1.metrics": {"address": ""},
             "io.containerd.nri.v1.nri": {"disable": True},
             "io.containerd.cri.v1.images": {
                 "snapshotter": "overlayfs",
