@@ -47,6 +47,7 @@ def containerd_paths(tmp: Path) -> ContainerdPaths:
         runc_root=tmp / "runc",
         cni_conf_dir=tmp / "cni",
         registry_hosts_dir=tmp / "hosts",
+        shim_socket_dir=tmp / "s",
     )
 
 
@@ -76,6 +77,7 @@ def test_containerd_dirs_are_per_node(tmp_path: Path) -> None:
     assert runtime["containerd"]["runtimes"]["runc"]["options"]["Root"] == str(tmp_path / "runc")
     assert runtime["cni"]["conf_dir"] == str(tmp_path / "cni")
     assert runtime["netns_mounts_under_state_dir"] is True
+    assert config["plugins"]["io.containerd.shim.v1.manager"]["socket_dir"] == str(tmp_path / "s")
 
 
 def test_containerd_disables_nri_and_pins_the_sandbox(tmp_path: Path) -> None:

@@ -56,6 +56,8 @@ class ContainerdPaths:
     runc_root: Path
     cni_conf_dir: Path
     registry_hosts_dir: Path
+    shim_socket_dir: Path
+    """At most 42 characters (containerd's limit); the default is the shared /run/containerd/s."""
 
 
 def containerd_config(
@@ -76,6 +78,7 @@ def containerd_config(
             "io.containerd.server.v1.grpc": {"address": str(paths.socket)},
             "io.containerd.server.v1.ttrpc": {"address": f"{paths.socket}.ttrpc"},
             "io.containerd.nri.v1.nri": {"disable": True},
+            "io.containerd.shim.v1.manager": {"socket_dir": str(paths.shim_socket_dir)},
             "io.containerd.cri.v1.images": {
                 "snapshotter": "overlayfs",
                 "pinned_images": {"sandbox": SANDBOX_IMAGE},

@@ -59,7 +59,6 @@ REAL_NODE_LABELS: Final[dict[str, str]] = {"hda.shitops.dev/node-kind": "real"}
 KUBELET_DEVICE_PLUGINS: Final = Path("/var/lib/kubelet/device-plugins")
 CONTAINER_LOG_LINKS: Final = Path("/var/log/containers")
 CNI_RESULTS: Final = Path("/var/lib/cni/results")
-SHIM_SOCKETS: Final = Path("/run/containerd/s")
 
 
 @dataclass(frozen=True)
@@ -120,6 +119,7 @@ class NodeFiles:
             runc_root=self.run_dir / "runc",
             cni_conf_dir=self.config_dir / "cni",
             registry_hosts_dir=self.config_dir / "registry-hosts",
+            shim_socket_dir=self.run_dir / "s",
         )
 
     @property
@@ -423,12 +423,6 @@ class RealNodes:
             for result in CNI_RESULTS.iterdir():
                 if result.name.startswith(prefix):
                     result.unlink(missing_ok=True)
-        # Shim sockets nobody listens on any more (a SIGKILLed shim leaves its socket).
-        if SHIM_SOCKETS.is_dir():
-            listening = _listening_unix_sockets()
-            for shim_socket in SHIM_SOCKETS.iterdir():
-                if str(shim_socket) not in listening:
-                    shim_socket.unlink(missing_ok=True)
         if KUBELET_DEVICE_PLUGINS.is_dir():
             for entry in KUBELET_DEVICE_PLUGINS.iterdir():
                 if entry.is_socket() and str(entry) not in _listening_unix_sockets():
