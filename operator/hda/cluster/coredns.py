@@ -81,7 +81,7 @@ def dns_manifests(listen_address: str) -> list[dict[str, Any]]:
                 "labels": {
                     **labels,
                     "kubernetes.io/service-name": SERVICE_NAME,
-                    "endpointslice.kubernetes.io/managed-by": "hda.shitops.dev/cluster",
+                    "endpointslice.kubernetes.io/managed-by": _MANAGED_BY,
                 },
             },
             "addressType": "IPv4",

@@ -31,8 +31,10 @@ import hashlib
 import ipaddress
 import json
 import logging
+import shlex
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -239,8 +241,20 @@ def install_guard(network: ClusterNetwork, apiserver_port: int) -> None:
     log.info("iptables guard %s/%s installed", network.forward_chain, network.input_chain)
 
 
-def keep_guard_first(network: ClusterNetwork) -> None:
-    """Move our jumps back to the top: kube-proxy prepends its own jumps when it starts."""
+#: Jumps kube-proxy prepends to FORWARD on its first sync.
+KUBE_PROXY_FORWARD_JUMP: Final = "-j KUBE-FORWARD"
+
+
+def keep_guard_first(network: ClusterNetwork, timeout: float = 30.0) -> None:
+    """Once kube-proxy prepended its jumps (first sync), move ours back to the top.
+
+    kube-proxy only checks that its jumps exist afterwards, so ours stay first.
+    """
+    deadline = time.monotonic() + timeout
+    while not any(KUBE_PROXY_FORWARD_JUMP in rule for rule in list_rules("FORWARD")):
+        if time.monotonic() > deadline:
+            raise ClusterError(f"kube-proxy did not program FORWARD within {timeout:.0f}s")
+        time.sleep(0.2)
     for builtin, chain in guard_jumps(network):
         _run(["iptables", "-w", "-I", builtin, "1", "-j", chain])
         rules = [line for line in list_rules(builtin) if line.startswith("-A ")]
@@ -256,6 +270,44 @@ def remove_guard(network: ClusterNetwork) -> None:
     for chain in (network.forward_chain, network.input_chain):
         _run(["iptables", "-w", "-F", chain], check=False)
         _run(["iptables", "-w", "-X", chain], check=False)
+
+
+KUBE_CHAIN_PREFIX: Final = "KUBE-"
+_TABLES: Final = ("filter", "nat", "mangle")
+
+
+def remove_kube_chains() -> None:
+    """Remove kube-proxy's and the kubelet's `KUBE-*` chains (only one real-node cluster runs
+    per host, so they are ours), with the rules that jump to them from the built-in chains."""
+    for table in _TABLES:
+        rules = _run(["iptables", "-w", "-t", table, "-S"], check=False).stdout.splitlines()
+        for rule in rules:
+            parts = shlex.split(rule)
+            jumps_to_kube = _jump_target(parts).startswith(KUBE_CHAIN_PREFIX)
+            if parts[:1] == ["-A"] and not parts[1].startswith(KUBE_CHAIN_PREFIX) and jumps_to_kube:
+                _run(["iptables", "-w", "-t", table, "-D", *parts[1:]], check=False)
+        chains = [
+            parts[1]
+            for parts in (shlex.split(rule) for rule in rules)
+            if parts[:1] == ["-N"] and parts[1].startswith(KUBE_CHAIN_PREFIX)
+        ]
+        for chain in chains:
+            _run(["iptables", "-w", "-t", table, "-F", chain], check=False)
+        for chain in chains:
+            _run(["iptables", "-w", "-t", table, "-X", chain], check=False)
+
+
+def _jump_target(parts: list[str]) -> str:
+    return parts[parts.index("-j") + 1] if "-j" in parts[:-1] else ""
+
+
+def kube_chains_present() -> list[str]:
+    found = []
+    for table in _TABLES:
+        for rule in _run(["iptables", "-w", "-t", table, "-S"], check=False).stdout.splitlines():
+            if rule.startswith(f"-N {KUBE_CHAIN_PREFIX}"):
+                found.append(f"{table}/{rule.split()[1]}")
+    return found
 
 
 def guard_chains_present(network: ClusterNetwork) -> list[str]:

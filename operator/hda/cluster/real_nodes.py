@@ -404,7 +404,10 @@ class RealNodes:
         if not problems:  # never delete below a mount that is still there
             for data in (self.network.data_root, self.network.run_root):
                 shutil.rmtree(data, ignore_errors=True)
+                with contextlib.suppress(OSError):  # /var/lib/hda, /run/hda when empty
+                    data.parent.rmdir()
         network.remove_guard(self.network)
+        network.remove_kube_chains()
         network.delete_bridges(self.network)
         self._remove_system_leftovers()
         return problems
