@@ -14,6 +14,7 @@ import pytest
 from kubernetes import client
 
 from hda.cluster import FC_LABEL, network
+from hda.cluster.layout import REGISTRY
 from hda.cluster.testing import ClusterHandle, ProbeImage, wait_for
 
 SERVER_LABELS = {"app": "e2e-probe-server"}
@@ -129,7 +130,8 @@ def test_kwok_nodes_beside_real_ones_are_tainted(core_v1: client.CoreV1Api) -> N
     kwok = [n for n in every if n.metadata.labels.get("type") == "kwok"]
     assert kwok
     for node in kwok:
-        assert [t.key for t in node.spec.taints or []] == ["kwok.x-k8s.io/node"]
+        taints = {(t.key, t.effect) for t in node.spec.taints or []}
+        assert ("kwok.x-k8s.io/node", "NoSchedule") in taints
 
 
 def test_pods_run_on_both_real_nodes(pods: Pods) -> None:
@@ -267,10 +269,36 @@ def test_missing_image_fails_fast_naming_the_loopback_registry(
                 return waiting
         return None
 
+    started = time.monotonic()
     waiting = wait_for(waiting_reason, timeout=30, message="the pull did not fail")
-    events = real_cluster.kubectl(
-        "get", "events", "-n", pods.namespace, "--field-selector", "involvedObject.name=missing"
-    ).stdout
-    host = real_cluster.registry_url.removeprefix("http://")
-    assert host in (waiting.message or "") + events
-    assert "shitops/does-not-exist" in events
+    assert time.monotonic() - started < 15
+    assert "not found" in (waiting.message or "")
+    # containerd asked the loopback registry, under the normalised repository path.
+    assert any(
+        "/v2/shitops/does-not-exist/manifests/0.0.0?ns=ghcr.io" in line and '" 404 ' in line
+        for line in registry_requests(real_cluster)
+    )
+
+
+def registry_requests(cluster: ClusterHandle) -> list[str]:
+    """The access-log lines of the loopback registry (one per HTTP request)."""
+    assert cluster.local is not None
+    text = cluster.local.layout.log_path(REGISTRY).read_text()
+    return [line for line in text.splitlines() if line.startswith("127.0.0.1 - - [")]
+
+
+@pytest.mark.parametrize(
+    "expected_path",
+    [
+        "/v2/shitops/e2e-probe/manifests/{tag}?ns=ghcr.io",
+        "/v2/library/e2e-probe/manifests/{tag}?ns=docker.io",
+    ],
+    ids=["ghcr.io", "docker.io-official"],
+)
+def test_images_are_pulled_from_the_loopback_registry_by_repository_path(
+    real_cluster: ClusterHandle, pods: Pods, probe_image: ProbeImage, expected_path: str
+) -> None:
+    """ghcr.io/shitops/X -> `shitops/X`; docker.io official X -> `library/X` (see containerd.py)."""
+    path = expected_path.format(tag=probe_image.tag)
+    pulls = [line for line in registry_requests(real_cluster) if "containerd/" in line]
+    assert any(path in line and '" 200 ' in line for line in pulls), pulls[-5:]

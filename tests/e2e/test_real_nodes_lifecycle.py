@@ -26,6 +26,7 @@ def leftovers(real: RealNodes) -> list[str]:
     found += [f"chain {c}" for c in network.guard_chains_present(net)]
     found += [f"cgroup {c}" for c in host.cgroup_roots_with_prefix(f"/hda-{net.key}-")]
     found += [f"dir {d}" for d in (net.data_root, net.run_root) if d.exists()]
+    found += [f"iptables chain {c}" for c in network.kube_chains_present()]
     return found
 
 
