@@ -58,9 +58,8 @@ def cluster() -> None:
 @click.option(
     "--fc-nodes",
     type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
-    help="How many of the kwok nodes carry the Fibre Channel labels.",
+    default=None,
+    help="How many of the kwok nodes carry the Fibre Channel labels.  [default: 2, at most --nodes]",
 )
 @click.option(
     "--real-nodes",
@@ -76,12 +75,14 @@ def cluster() -> None:
     show_default=True,
     help="How many of the real nodes carry the Fibre Channel labels.",
 )
-def up(name: str, nodes: int, fc_nodes: int, real_nodes: int, real_fc_nodes: int) -> None:
+def up(name: str, nodes: int, fc_nodes: int | None, real_nodes: int, real_fc_nodes: int) -> None:
     """Start the cluster (or keep it, if it is healthy) and wait until every node is Ready.
 
     On a running cluster this only adds missing kwok nodes; real nodes are fixed at start.
     Prints the `export KUBECONFIG=...` line on stdout.
     """
+    if fc_nodes is None:
+        fc_nodes = min(2, nodes)
     if fc_nodes > nodes:
         raise click.BadParameter(f"cannot exceed --nodes ({nodes})", param_hint="--fc-nodes")
     if real_fc_nodes > real_nodes:
