@@ -416,3 +416,30 @@ def test_toml_round_trips_nested_tables_and_quoted_keys() -> None:
 def test_toml_rejects_values_it_cannot_write() -> None:
     with pytest.raises(TypeError, match=r"a\.b"):
         toml.dumps({"a": {"b": None}})
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def test_cli_rejects_more_real_fc_nodes_than_real_nodes(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hda.cluster.cli import cluster
+
+    result = CliRunner().invoke(
+        cluster,
+        ["up", "--name", "unit", "--real-nodes", "1", "--real-fc-nodes", "2"],
+        env={"HDA_STATE_DIR": str(tmp_path)},
+    )
+    assert result.exit_code == 2
+    assert "--real-fc-nodes" in result.output
+    assert not (tmp_path / "clusters").exists()  # nothing was started or written
+
+
+def test_local_cluster_rejects_bad_real_node_counts_before_starting(tmp_path: Path) -> None:
+    from hda.cluster import LocalCluster
+
+    plane = LocalCluster("unit", state_root=tmp_path)
+    with pytest.raises(ValueError, match=r"--real-fc-nodes \(2\) cannot exceed --real-nodes \(1\)"):
+        plane.up(nodes=0, fc_nodes=0, real_nodes=1, real_fc_nodes=2)
+    assert plane.state() is None
