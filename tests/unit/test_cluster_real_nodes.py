@@ -8,8 +8,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from hda.cluster import coredns, flags, host, kubelet, network, node_pki, toml
+from hda.cluster import LocalCluster, coredns, flags, host, kubelet, network, node_pki, toml
+from hda.cluster.cli import cluster
 from hda.cluster.containerd import (
     DEFAULT_HOSTS_DIR,
     KNOWN_REGISTRY_HOSTS,
@@ -422,10 +424,6 @@ def test_toml_rejects_values_it_cannot_write() -> None:
 
 
 def test_cli_rejects_more_real_fc_nodes_than_real_nodes(tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from hda.cluster.cli import cluster
-
     result = CliRunner().invoke(
         cluster,
         ["up", "--name", "unit", "--real-nodes", "1", "--real-fc-nodes", "2"],
@@ -437,8 +435,6 @@ def test_cli_rejects_more_real_fc_nodes_than_real_nodes(tmp_path: Path) -> None:
 
 
 def test_local_cluster_rejects_bad_real_node_counts_before_starting(tmp_path: Path) -> None:
-    from hda.cluster import LocalCluster
-
     plane = LocalCluster("unit", state_root=tmp_path)
     with pytest.raises(ValueError, match=r"--real-fc-nodes \(2\) cannot exceed --real-nodes \(1\)"):
         plane.up(nodes=0, fc_nodes=0, real_nodes=1, real_fc_nodes=2)
