@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import signal
 
-from hda.cluster import host, network
+from hda.cluster import host, network, real_nodes
 from hda.cluster.real_nodes import RealNodes
 from hda.cluster.testing import ClusterHandle
 
@@ -27,6 +27,11 @@ def leftovers(real: RealNodes) -> list[str]:
     found += [f"cgroup {c}" for c in host.cgroup_roots_with_prefix(f"/hda-{net.key}-")]
     found += [f"dir {d}" for d in (net.data_root, net.run_root) if d.exists()]
     found += [f"iptables chain {c}" for c in network.kube_chains_present()]
+    found += [
+        f"stray {path}"
+        for path in (real_nodes.CONTAINER_LOG_LINKS, real_nodes.CNI_RESULTS)
+        if path.is_dir() and any(path.iterdir())
+    ]
     return found
 
 

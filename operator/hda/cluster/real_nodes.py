@@ -430,6 +430,16 @@ class RealNodes:
             for entry in KUBELET_DEVICE_PLUGINS.iterdir():
                 if entry.is_socket() and str(entry) not in _listening_unix_sockets():
                     entry.unlink(missing_ok=True)
+        # The kubelets and containerd create these; an empty one is of no use to anybody.
+        for directory in (
+            KUBELET_DEVICE_PLUGINS,
+            KUBELET_DEVICE_PLUGINS.parent,
+            CONTAINER_LOG_LINKS,
+            CNI_RESULTS,
+            CNI_RESULTS.parent,
+        ):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
 
 def _listening_unix_sockets() -> set[str]:
