@@ -420,11 +420,10 @@ class RealNodes:
                 with contextlib.suppress(OSError):
                     if link.is_symlink() and os.readlink(link).startswith(data_root):
                         link.unlink()
-        # CNI results are named after the network, which carries the cluster key.
+        # CNI results of our pods: their network namespace lies under our run root.
         if CNI_RESULTS.is_dir():
-            prefix = f"hda-{self.network.key}-"
             for result in CNI_RESULTS.iterdir():
-                if result.name.startswith(prefix):
+                if _cni_result_netns(result).startswith(f"{self.network.run_root}/"):
                     result.unlink(missing_ok=True)
         if KUBELET_DEVICE_PLUGINS.is_dir():
             for entry in KUBELET_DEVICE_PLUGINS.iterdir():
@@ -440,6 +439,14 @@ class RealNodes:
         ):
             with contextlib.suppress(OSError):
                 directory.rmdir()
+
+
+def _cni_result_netns(path: Path) -> str:
+    """The network namespace a cached CNI result belongs to ('' when unreadable)."""
+    try:
+        return str(json.loads(path.read_text()).get("netns", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def _listening_unix_sockets() -> set[str]:
