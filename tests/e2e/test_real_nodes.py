@@ -251,7 +251,7 @@ def test_live_rules_jump_to_the_guard_first_and_never_masquerade(
     assert not any("MASQUERADE" in rule or "SNAT" in rule for rule in ours)
 
 
-def test_missing_image_fails_fast_naming_the_loopback_registry(
+def test_missing_image_fails_fast_at_the_loopback_registry(
     real_cluster: ClusterHandle,
     core_v1: client.CoreV1Api,
     pods: Pods,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import signal
 
-from hda.cluster import host, network, real_nodes
+from hda.cluster import host, kubelet, network, real_nodes
 from hda.cluster.real_nodes import RealNodes
 from hda.cluster.testing import ClusterHandle
 
@@ -24,7 +24,11 @@ def leftovers(real: RealNodes) -> list[str]:
     found += [f"mount {m}" for m in host.mounts_under([net.data_root, net.run_root])]
     found += [f"bridge {b}" for b in network.our_bridges(net)]
     found += [f"chain {c}" for c in network.guard_chains_present(net)]
-    found += [f"cgroup {c}" for c in host.cgroup_roots_with_prefix(f"/hda-{net.key}-")]
+    found += [
+        f"cgroup {c}"
+        for prefix in kubelet.cgroup_root_prefixes(net.key)
+        for c in host.cgroup_roots_with_prefix(prefix)
+    ]
     found += [f"dir {d}" for d in (net.data_root, net.run_root) if d.exists()]
     found += [f"iptables chain {c}" for c in network.kube_chains_present()]
     found += [

@@ -439,3 +439,8 @@ def test_local_cluster_rejects_bad_real_node_counts_before_starting(tmp_path: Pa
     with pytest.raises(ValueError, match=r"--real-fc-nodes \(2\) cannot exceed --real-nodes \(1\)"):
         plane.up(nodes=0, fc_nodes=0, real_nodes=1, real_fc_nodes=2)
     assert plane.state() is None
+
+
+def test_cgroup_roots_are_found_in_cgroupfs_and_systemd_slice_form() -> None:
+    assert kubelet.cgroup_root("a1b2c3", "real-node-0") == "/hda-a1b2c3-real-node-0"
+    assert kubelet.cgroup_root_prefixes("a1b2c3") == ("/hda-a1b2c3-", "/hda_a1b2c3_")

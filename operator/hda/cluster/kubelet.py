@@ -113,6 +113,12 @@ def cgroup_root(key: str, node_name: str) -> str:
     return f"/hda-{key}-{node_name}"
 
 
+def cgroup_root_prefixes(key: str) -> tuple[str, ...]:
+    """Top-level cgroup names of a cluster's nodes: cgroupfs, and the systemd slice form (the
+    kubelet's systemd driver writes `-` as `_` and appends `.slice`). Untested on cgroup v2."""
+    return (cgroup_root(key, ""), f"/hda_{key}_")
+
+
 def kube_proxy_config(
     *,
     kubeconfig: Path,

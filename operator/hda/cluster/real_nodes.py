@@ -292,7 +292,8 @@ class RealNodes:
         files.kubelet_config.write_text(
             yaml.safe_dump(kubelet.kubelet_config(settings), sort_keys=False)
         )
-        host.prepare_cgroup_root(settings.cgroup_root)
+        if not settings.systemd_cgroup:  # under systemd the kubelet asks systemd for its slice
+            host.prepare_cgroup_root(settings.cgroup_root)
 
     def kubelet_settings(
         self, record: RealNodeRecord, facts: host.HostFacts
@@ -396,7 +397,8 @@ class RealNodes:
         killed = host.kill_processes_mentioning(markers)
         if killed:
             log.info("killed %d leftover node process(es): %s", len(killed), killed)
-        for cgroup in host.cgroup_roots_with_prefix(kubelet.cgroup_root(self.network.key, "")):
+        prefixes = kubelet.cgroup_root_prefixes(self.network.key)
+        for cgroup in [c for p in prefixes for c in host.cgroup_roots_with_prefix(p)]:
             remaining = host.remove_cgroup_root(cgroup)
             problems += [f"cgroup {path} remains" for path in remaining]
         mount_roots = [self.network.data_root, self.network.run_root, self.layout.nodes_dir]
