@@ -1,7 +1,9 @@
 """The local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok.
 
 `LocalCluster(name).up()` starts the components in order, each gated on its health endpoint,
-then registers the fake nodes and waits until they are Ready. The processes outlive the caller;
+then registers the fake nodes and waits until they are Ready. When the registry binary is
+there it also starts the loopback image registry; with `real_nodes` it runs real kubelets with
+their containerds, kube-proxy and CoreDNS (`real_nodes.py`; root only). The processes outlive the caller;
 `state.json` in the cluster's state directory records their PIDs and ports for `down` and for an
 idempotent `up`.
 """
