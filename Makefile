@@ -5,8 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries lint test test-unit test-runtime test-cluster test-images demo demo-down crd image \
-	image-docker clean
+.PHONY: help venv binaries lint test test-unit test-runtime test-cluster test-images test-e2e demo \
+	demo-down crd image image-docker clean
 
 help:
 	@echo "make demo      start a local cluster, the operator and examples/hda.yaml"
@@ -51,6 +51,10 @@ test-cluster: venv binaries
 
 test-images: venv binaries
 	$(BIN)/pytest tests/images $(PYTEST_ARGS)
+
+# Real nodes (kubelet + containerd): needs root; see README "Real nodes".
+test-e2e: venv binaries
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 demo: venv binaries
 	bash hack/demo.sh

@@ -29,6 +29,10 @@ PORTS = Ports(
     controller_manager=20004,
     scheduler=20005,
     kwok=20006,
+    registry=20007,
+    kube_proxy_healthz=20008,
+    kube_proxy_metrics=20009,
+    coredns_ready=20010,
 )
 
 
@@ -120,7 +124,7 @@ def test_health_urls() -> None:
 
 def test_ports_round_trip() -> None:
     assert Ports.from_dict(PORTS.to_dict()) == PORTS
-    assert Ports.count() == 6
+    assert Ports.count() == 10
 
 
 @pytest.mark.parametrize("name", ["hda", "pytest-1234", "a", "x" * 40])

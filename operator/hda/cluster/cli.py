@@ -41,32 +41,63 @@ def _cluster(name: str) -> LocalCluster:
 @click.group()
 def cluster() -> None:
     """A local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-    kube-scheduler and kwok nodes) on 127.0.0.1, built from the upstream binaries."""
+    kube-scheduler and kwok nodes) on 127.0.0.1, built from the upstream binaries.
+
+    With --real-nodes it also runs real nodes (kubelet, containerd, runc; kube-proxy and
+    CoreDNS for Services and DNS) whose pods live on bridges the cluster creates and cannot
+    reach anything beyond this machine. Real nodes need root."""
 
 
 @cluster.command()
 @_name_option
-@click.option("--nodes", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--nodes",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Simulated (kwok) nodes; tainted when the cluster also has real nodes.",
+)
 @click.option(
     "--fc-nodes",
     type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
-    help="How many of the nodes carry the Fibre Channel labels.",
+    default=None,
+    help="How many of the kwok nodes carry the Fibre Channel labels.  [default: 2, at most --nodes]",
 )
-def up(name: str, nodes: int, fc_nodes: int) -> None:
+@click.option(
+    "--real-nodes",
+    type=click.IntRange(min=0, max=200),
+    default=0,
+    show_default=True,
+    help="Real nodes (kubelet + containerd) that run containers; needs root.",
+)
+@click.option(
+    "--real-fc-nodes",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="How many of the real nodes carry the Fibre Channel labels.",
+)
+def up(name: str, nodes: int, fc_nodes: int | None, real_nodes: int, real_fc_nodes: int) -> None:
     """Start the cluster (or keep it, if it is healthy) and wait until every node is Ready.
 
-    On a running cluster this only adds missing nodes.
+    On a running cluster this only adds missing kwok nodes; real nodes are fixed at start.
     Prints the `export KUBECONFIG=...` line on stdout.
     """
+    if fc_nodes is None:
+        fc_nodes = min(2, nodes)
     if fc_nodes > nodes:
         raise click.BadParameter(f"cannot exceed --nodes ({nodes})", param_hint="--fc-nodes")
+    if real_fc_nodes > real_nodes:
+        raise click.BadParameter(
+            f"cannot exceed --real-nodes ({real_nodes})", param_hint="--real-fc-nodes"
+        )
+    if nodes + real_nodes == 0:
+        raise click.BadParameter("a cluster needs at least one node", param_hint="--nodes")
     _configure_logging()
     plane = _cluster(name)
     started = time.monotonic()
     try:
-        plane.up(nodes=nodes, fc_nodes=fc_nodes)
+        plane.up(nodes=nodes, fc_nodes=fc_nodes, real_nodes=real_nodes, real_fc_nodes=real_fc_nodes)
     except ClusterError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"cluster {name!r} ready in {time.monotonic() - started:.1f}s", err=True)
@@ -76,7 +107,8 @@ def up(name: str, nodes: int, fc_nodes: int) -> None:
 @cluster.command()
 @_name_option
 def down(name: str) -> None:
-    """Stop every process of the cluster and remove its state."""
+    """Stop every process of the cluster and remove its state (and, for real nodes, every
+    mount, bridge, iptables chain and cgroup they made)."""
     _configure_logging()
     plane = _cluster(name)
     try:

@@ -42,6 +42,10 @@ SERVING_KEY: Final = "serving.key"
 FRONT_PROXY_CERT: Final = "front-proxy-client.crt"
 FRONT_PROXY_KEY: Final = "front-proxy-client.key"
 FRONT_PROXY_COMMON_NAME: Final = "front-proxy-client"
+#: Client certificate the apiserver presents to kubelets.
+KUBELET_CLIENT_CERT: Final = "apiserver-kubelet-client.crt"
+KUBELET_CLIENT_KEY: Final = "apiserver-kubelet-client.key"
+KUBELET_CLIENT_COMMON_NAME: Final = "kube-apiserver-kubelet-client"
 ADMIN_CERT: Final = "admin.crt"
 ADMIN_KEY: Final = "admin.key"
 SA_KEY: Final = "sa.key"
@@ -72,17 +76,39 @@ def etcd_args(bin_dir: Path, layout: ClusterLayout, ports: Ports) -> list[str]:
     ]
 
 
-def apiserver_args(bin_dir: Path, layout: ClusterLayout, ports: Ports) -> list[str]:
+def _apiserver_address_args(advertise_address: str | None) -> list[str]:
+    if advertise_address is None:
+        # 1.37 rejects a loopback advertise address with the default `lease` reconciler; with
+        # `none` the `kubernetes` Service simply has no endpoints, which kwok pods never use.
+        return [
+            f"--bind-address={LOOPBACK}",
+            f"--advertise-address={LOOPBACK}",
+            "--endpoint-reconciler-type=none",
+        ]
+    # Real pods reach the apiserver through the `kubernetes` Service, whose endpoint is the
+    # first node's bridge address. Listening on every address is what makes that address
+    # (and loopback, for the kubeconfig) work; the INPUT guard of `network` drops the port for
+    # any interface but loopback and the cluster's bridges.
+    return [
+        "--bind-address=0.0.0.0",
+        f"--advertise-address={advertise_address}",
+        "--endpoint-reconciler-type=lease",
+    ]
+
+
+def apiserver_args(
+    bin_dir: Path,
+    layout: ClusterLayout,
+    ports: Ports,
+    advertise_address: str | None = None,
+) -> list[str]:
+    """`advertise_address` is set on clusters with real nodes (see `_apiserver_address_args`)."""
     pki = layout.pki
     return [
         str(bin_dir / APISERVER),
         f"--etcd-servers={_url('http', ports.etcd_client)}",
-        f"--bind-address={LOOPBACK}",
+        *_apiserver_address_args(advertise_address),
         f"--secure-port={ports.apiserver}",
-        # 1.37 rejects a loopback advertise address with the default `lease` reconciler; with
-        # `none` the `kubernetes` Service simply has no endpoints, which nothing here needs.
-        f"--advertise-address={LOOPBACK}",
-        "--endpoint-reconciler-type=none",
         f"--tls-cert-file={pki(APISERVER_CERT)}",
         f"--tls-private-key-file={pki(APISERVER_KEY)}",
         f"--client-ca-file={pki(CA_CERT)}",
@@ -103,6 +129,12 @@ def apiserver_args(bin_dir: Path, layout: ClusterLayout, ports: Ports) -> list[s
         f"--proxy-client-cert-file={pki(FRONT_PROXY_CERT)}",
         f"--proxy-client-key-file={pki(FRONT_PROXY_KEY)}",
         f"--cert-dir={layout.state_dir / 'apiserver-certs'}",
+        # Kubelets (real nodes) are reached by InternalIP only, never by a name the host's
+        # resolver would look up, with a client certificate and a verified serving certificate.
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--kubelet-client-certificate={pki(KUBELET_CLIENT_CERT)}",
+        f"--kubelet-client-key={pki(KUBELET_CLIENT_KEY)}",
+        f"--kubelet-certificate-authority={pki(CA_CERT)}",
         "--profiling=false",
     ]
 
@@ -157,8 +189,16 @@ def kwok_args(bin_dir: Path, layout: ClusterLayout, ports: Ports) -> list[str]:
     ]
 
 
-def component_args(component: str, bin_dir: Path, layout: ClusterLayout, ports: Ports) -> list[str]:
+def component_args(
+    component: str,
+    bin_dir: Path,
+    layout: ClusterLayout,
+    ports: Ports,
+    advertise_address: str | None = None,
+) -> list[str]:
     """The argv that starts `component` (one of `layout.COMPONENTS`)."""
+    if component == APISERVER:
+        return apiserver_args(bin_dir, layout, ports, advertise_address)
     builders = {
         ETCD: etcd_args,
         APISERVER: apiserver_args,

@@ -18,10 +18,30 @@ SCHEDULER: Final = "kube-scheduler"
 KWOK: Final = "kwok"
 KUBECTL: Final = "kubectl"
 
+REGISTRY: Final = "registry"
+KUBELET: Final = "kubelet"
+KUBE_PROXY: Final = "kube-proxy"
+CONTAINERD: Final = "containerd"
+CONTAINERD_SHIM: Final = "containerd-shim-runc-v2"
+CTR: Final = "ctr"
+COREDNS: Final = "coredns"
+PAUSE: Final = "pause"
+
 #: Components in start order; `down` stops them in reverse.
 COMPONENTS: Final[tuple[str, ...]] = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, KWOK)
-#: Every binary the plane and its tests need.
+#: Every binary the plane and its tests need (a kwok-only cluster needs nothing more).
 BINARIES: Final[tuple[str, ...]] = (*COMPONENTS, KUBECTL)
+#: What real nodes need on top of `BINARIES` (the loopback registry starts whenever it is there).
+REAL_NODE_BINARIES: Final[tuple[str, ...]] = (
+    REGISTRY,
+    KUBELET,
+    KUBE_PROXY,
+    CONTAINERD,
+    CONTAINERD_SHIM,
+    CTR,
+    COREDNS,
+    PAUSE,
+)
 
 DEFAULT_NAME: Final = "hda"
 _NAME_RE: Final = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -61,6 +81,10 @@ class Ports:
     controller_manager: int
     scheduler: int
     kwok: int
+    registry: int
+    kube_proxy_healthz: int
+    kube_proxy_metrics: int
+    coredns_ready: int
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -113,6 +137,15 @@ class ClusterLayout:
     @property
     def pki_dir(self) -> Path:
         return self.state_dir / "pki"
+
+    @property
+    def nodes_dir(self) -> Path:
+        """Per real node: its configs, kubeconfigs and certificates (data lives elsewhere)."""
+        return self.state_dir / "nodes"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.state_dir / "registry"
 
     def log_path(self, component: str) -> Path:
         return self.logs_dir / f"{component}.log"

@@ -55,8 +55,18 @@ def node_specs(nodes: int, fc_nodes: int) -> list[NodeSpec]:
     return fc + plain
 
 
-def node_manifest(spec: NodeSpec, capacity: NodeCapacity | None = None) -> dict[str, Any]:
-    """A Node that kwok manages. Untainted: every node of the local plane is fake."""
+#: Keeps real workloads off fake nodes when the plane also has real ones.
+KWOK_TAINT: Final[dict[str, str]] = {
+    "key": KWOK_NODE_ANNOTATION,
+    "value": KWOK_NODE_ANNOTATION_VALUE,
+    "effect": "NoSchedule",
+}
+
+
+def node_manifest(
+    spec: NodeSpec, capacity: NodeCapacity | None = None, *, tainted: bool = False
+) -> dict[str, Any]:
+    """A Node that kwok manages. Untainted unless `tainted` (a plane that has real nodes)."""
     resources = (capacity or NodeCapacity()).as_resources()
     labels = {
         "type": "kwok",
@@ -79,7 +89,7 @@ def node_manifest(spec: NodeSpec, capacity: NodeCapacity | None = None) -> dict[
                 "node.alpha.kubernetes.io/ttl": "0",
             },
         },
-        "spec": {},
+        "spec": {"taints": [dict(KWOK_TAINT)]} if tainted else {},
         "status": {
             "capacity": dict(resources),
             "allocatable": dict(resources),
@@ -93,9 +103,15 @@ def _b64(data: bytes) -> str:
 
 
 def kubeconfig_manifest(
-    cluster_name: str, server: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes
+    cluster_name: str,
+    server: str,
+    ca_pem: bytes,
+    cert_pem: bytes,
+    key_pem: bytes,
+    *,
+    user: str = "admin",
 ) -> dict[str, Any]:
-    """A self-contained kubeconfig (certificates embedded) for the cluster admin."""
+    """A self-contained kubeconfig (certificates embedded) for `user` (the cluster admin)."""
     context = f"hda-{cluster_name}"
     return {
         "apiVersion": "v1",
@@ -108,7 +124,7 @@ def kubeconfig_manifest(
         ],
         "users": [
             {
-                "name": f"{context}-admin",
+                "name": f"{context}-{user}",
                 "user": {
                     "client-certificate-data": _b64(cert_pem),
                     "client-key-data": _b64(key_pem),
@@ -118,7 +134,11 @@ def kubeconfig_manifest(
         "contexts": [
             {
                 "name": context,
-                "context": {"cluster": context, "user": f"{context}-admin", "namespace": "default"},
+                "context": {
+                    "cluster": context,
+                    "user": f"{context}-{user}",
+                    "namespace": "default",
+                },
             }
         ],
         "current-context": context,

@@ -87,6 +87,14 @@ def certificate_requests() -> list[CertRequest]:
             organization=ADMIN_ORGANIZATION,
             client=True,
         ),
+        # The apiserver's identity towards kubelets (logs, exec, port-forward); RBAC grants it
+        # `system:kubelet-api-admin`, see `node_pki.rbac_manifests`.
+        CertRequest(
+            cert_file=flags.KUBELET_CLIENT_CERT,
+            key_file=flags.KUBELET_CLIENT_KEY,
+            common_name=flags.KUBELET_CLIENT_COMMON_NAME,
+            client=True,
+        ),
     ]
 
 
@@ -187,6 +195,13 @@ def _make_service_account_keys(pki_dir: Path) -> None:
     _openssl("pkey", "-in", str(key), "-pubout", "-out", str(pki_dir / flags.SA_PUB))
 
 
+def ensure_leaf(pki_dir: Path, request: CertRequest) -> None:
+    """Create the leaf unless both its files exist (the CA must exist already)."""
+    if not (pki_dir / request.cert_file).exists() or not (pki_dir / request.key_file).exists():
+        log.info("creating certificate %s (CN=%s)", request.cert_file, request.common_name)
+        _make_leaf(pki_dir, request)
+
+
 def ensure_pki(pki_dir: Path) -> None:
     """Create whatever of the cluster PKI is missing in `pki_dir`; keep what exists."""
     pki_dir.mkdir(parents=True, exist_ok=True)
@@ -197,9 +212,7 @@ def ensure_pki(pki_dir: Path) -> None:
         for request in certificate_requests():  # leaves of an old CA are worthless
             (pki_dir / request.cert_file).unlink(missing_ok=True)
     for request in certificate_requests():
-        if not (pki_dir / request.cert_file).exists() or not (pki_dir / request.key_file).exists():
-            log.info("creating certificate %s (CN=%s)", request.cert_file, request.common_name)
-            _make_leaf(pki_dir, request)
+        ensure_leaf(pki_dir, request)
     if not (pki_dir / flags.SA_KEY).exists() or not (pki_dir / flags.SA_PUB).exists():
         log.info("creating ServiceAccount signing key")
         _make_service_account_keys(pki_dir)

@@ -1,7 +1,9 @@
 """The local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok.
 
 `LocalCluster(name).up()` starts the components in order, each gated on its health endpoint,
-then registers the fake nodes and waits until they are Ready. The processes outlive the caller;
+then registers the fake nodes and waits until they are Ready. When the registry binary is
+there it also starts the loopback image registry; with `real_nodes` it runs real kubelets with
+their containerds, kube-proxy and CoreDNS (`real_nodes.py`; root only). The processes outlive the caller;
 `state.json` in the cluster's state directory records their PIDs and ports for `down` and for an
 idempotent `up`.
 """
@@ -25,23 +27,29 @@ from typing import TYPE_CHECKING, Any, Final
 
 import yaml
 
-from hda.cluster import flags, pki, processes
-from hda.cluster.binaries import find_bin_dir
+from hda.cluster import coredns, flags, network, node_pki, pki, processes, registry
+from hda.cluster.binaries import find_bin_dir, missing_binaries
 from hda.cluster.errors import ClusterError, ComponentFailedError
 from hda.cluster.kwok_stages import KWOK_STAGES_YAML
 from hda.cluster.layout import (
     APISERVER,
+    BINARIES,
     COMPONENTS,
     CONTROLLER_MANAGER,
+    COREDNS,
     DEFAULT_NAME,
     ETCD,
+    KUBE_PROXY,
     KWOK,
+    REAL_NODE_BINARIES,
+    REGISTRY,
     SCHEDULER,
     ClusterLayout,
     Ports,
 )
 from hda.cluster.manifests import NodeSpec, kubeconfig_manifest, node_manifest, node_specs
 from hda.cluster.processes import ProcessRecord
+from hda.cluster.real_nodes import RealNodeRecord, RealNodes, real_node_names
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -55,23 +63,46 @@ HEALTH_TIMEOUTS: Final[dict[str, float]] = {
     CONTROLLER_MANAGER: 60.0,
     SCHEDULER: 60.0,
     KWOK: 60.0,
+    REGISTRY: 30.0,
 }
+#: Health timeout of components not listed above (kubelets, kube-proxy, CoreDNS).
+DEFAULT_HEALTH_TIMEOUT: Final = 60.0
 NODE_READY_TIMEOUT: Final = 60.0
+REAL_NODE_READY_TIMEOUT: Final = 120.0
 _POLL_INTERVAL: Final = 0.2
 
 
-def allocate_ports() -> Ports:
+def free_ports(count: int) -> list[int]:
     """Free loopback ports, all distinct (the sockets are held until every port is chosen)."""
     sockets: list[socket.socket] = []
     try:
-        for _ in range(Ports.count()):
+        for _ in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.bind((flags.LOOPBACK, 0))
             sockets.append(sock)
-        return Ports.from_list([sock.getsockname()[1] for sock in sockets])
+        return [sock.getsockname()[1] for sock in sockets]
     finally:
         for sock in sockets:
             sock.close()
+
+
+def allocate_ports() -> Ports:
+    return Ports.from_list(free_ports(Ports.count()))
+
+
+def allocate_real_nodes(count: int, fc_count: int) -> list[RealNodeRecord]:
+    names = real_node_names(count, fc_count)
+    ports = free_ports(2 * len(names))
+    return [
+        RealNodeRecord(
+            name=name,
+            fc=fc,
+            index=index,
+            kubelet_port=ports[2 * index],
+            kubelet_healthz_port=ports[2 * index + 1],
+        )
+        for index, (name, fc) in enumerate(names)
+    ]
 
 
 @dataclass
@@ -82,6 +113,9 @@ class ClusterState:
     bin_dir: str
     ports: Ports
     processes: list[ProcessRecord] = field(default_factory=list)
+    real_nodes: list[RealNodeRecord] = field(default_factory=list)
+    #: sysctl values before real nodes turned forwarding on (restored at `down`).
+    previous_sysctls: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -90,6 +124,8 @@ class ClusterState:
                 "bin_dir": self.bin_dir,
                 "ports": self.ports.to_dict(),
                 "processes": [record.to_dict() for record in self.processes],
+                "real_nodes": [record.to_dict() for record in self.real_nodes],
+                "previous_sysctls": self.previous_sysctls,
             },
             indent=2,
         )
@@ -102,6 +138,8 @@ class ClusterState:
             bin_dir=str(data["bin_dir"]),
             ports=Ports.from_dict(data["ports"]),
             processes=[ProcessRecord.from_dict(item) for item in data["processes"]],
+            real_nodes=[RealNodeRecord.from_dict(item) for item in data.get("real_nodes", [])],
+            previous_sysctls={str(k): str(v) for k, v in data.get("previous_sysctls", {}).items()},
         )
 
 
@@ -117,6 +155,7 @@ class LocalCluster:
     ) -> None:
         self.layout = ClusterLayout.for_name(name, state_root)
         self._bin_dir = bin_dir
+        self.real = RealNodes(self.layout)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -160,10 +199,13 @@ class LocalCluster:
             for record in state.processes
             if processes.is_ours(record, str(self.layout.state_dir))
         }
+        expected = [*COMPONENTS] + [
+            record.component for record in state.processes if record.component not in COMPONENTS
+        ]
         return [
             component
-            for component in COMPONENTS
-            if component not in running or not self._healthy(component, state.ports)
+            for component in expected
+            if component not in running or not self._healthy(component, state)
         ]
 
     def is_up(self) -> bool:
@@ -181,26 +223,38 @@ class LocalCluster:
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 
-    def up(self, nodes: int = 3, fc_nodes: int = 2) -> None:
+    def up(
+        self, nodes: int = 3, fc_nodes: int = 2, real_nodes: int = 0, real_fc_nodes: int = 0
+    ) -> None:
         """Start the plane (or keep it, if healthy) and make sure the requested nodes are Ready.
 
-        On a healthy cluster this only adds missing nodes (it never removes any). Raises
-        `ComponentFailedError` naming the component and its log when something does not come
-        up; the processes started so far are stopped, the logs are kept.
+        `nodes`/`fc_nodes` are kwok (simulated) nodes; `real_nodes`/`real_fc_nodes` run a
+        kubelet and containerd each and need root (see `real_nodes`). On a healthy cluster this
+        only adds missing kwok nodes (it never removes any; real nodes are fixed at `up`).
+        Raises `ComponentFailedError` naming the component and its log when something does not
+        come up; the processes started so far are stopped, the logs are kept.
         """
         specs = node_specs(nodes, fc_nodes)
+        real_node_names(real_nodes, real_fc_nodes)  # validates the counts before anything runs
         with self._locked():
-            self._up(specs)
+            self._up(specs, real_nodes, real_fc_nodes)
 
-    def _up(self, specs: list[NodeSpec]) -> None:
+    def _up(self, specs: list[NodeSpec], real_nodes: int, real_fc_nodes: int) -> None:
         started = time.monotonic()
+        wanted_real = real_node_names(real_nodes, real_fc_nodes)
         state = self.state()
         if state is not None:
             unhealthy = self.unhealthy_components()
-            if not unhealthy:
+            recorded_real = [(record.name, record.fc) for record in state.real_nodes]
+            if not unhealthy and recorded_real == wanted_real:
                 log.info("cluster %r is already up", self.name)
-                self._ensure_nodes(specs)
+                self._ensure_nodes(specs, tainted=bool(state.real_nodes))
                 return
+            if not unhealthy:
+                raise ClusterError(
+                    f"cluster {self.name!r} runs real nodes {[n for n, _ in recorded_real]}, "
+                    f"not {[n for n, _ in wanted_real]}; run `hda cluster down` first"
+                )
             log.warning(
                 "cluster %r is recorded but %s not healthy; restarting it from scratch",
                 self.name,
@@ -208,21 +262,169 @@ class LocalCluster:
             )
             self._down(remove_state=True)
 
-        bin_dir = self._bin_dir or find_bin_dir()
+        required = BINARIES + (REAL_NODE_BINARIES if real_nodes else ())
+        bin_dir = self._bin_dir or find_bin_dir(required)
+        missing = missing_binaries(bin_dir, required)
+        if missing:
+            raise ClusterError(f"{bin_dir} lacks {', '.join(missing)} (needed for real nodes)")
+        facts = self.real.check_host() if real_nodes else None
+        if self.real.leftovers_exist():
+            log.info("removing leftovers of an earlier run of cluster %r", self.name)
+            self._teardown_real({})
         self._prepare_files(bin_dir)
         state = ClusterState(name=self.name, bin_dir=str(bin_dir), ports=allocate_ports())
+        if real_nodes:
+            state.real_nodes = allocate_real_nodes(real_nodes, real_fc_nodes)
         self._write_state(state)
         self._write_kubeconfig(state.ports)
         try:
+            if facts is not None:
+                state.previous_sysctls = self.real.prepare_network(
+                    state.real_nodes, state.ports.apiserver
+                )
+                self._write_state(state)
             self._start_and_wait(state, [ETCD])
             self._start_and_wait(state, [APISERVER])
             self._start_and_wait(state, [CONTROLLER_MANAGER, SCHEDULER, KWOK])
-            self._ensure_nodes(specs)
+            if not missing_binaries(bin_dir, (REGISTRY,)):
+                self._start_registry(state)
+            if facts is not None:
+                self._start_real_nodes(state, facts)
+            self._ensure_nodes(specs, tainted=bool(state.real_nodes))
             self._wait_for_default_service_account(state)
         except BaseException:
             self._stop_processes(state)
+            if state.real_nodes:
+                self._teardown_real(state.previous_sysctls)
             raise
         log.info("cluster %r is up in %.1fs", self.name, time.monotonic() - started)
+
+    # -- the loopback registry and real nodes ------------------------------------------------------
+
+    def registry_host(self) -> str:
+        """`127.0.0.1:PORT` of the cluster's registry (every image host maps to it)."""
+        return registry.registry_host(self._running_state(REGISTRY).ports.registry)
+
+    def registry_url(self) -> str:
+        """`http://127.0.0.1:PORT`: the registry's HTTP API."""
+        return registry.registry_url(self._running_state(REGISTRY).ports.registry)
+
+    def _running_state(self, component: str) -> ClusterState:
+        state = self.state()
+        if state is None or not any(r.component == component for r in state.processes):
+            raise ClusterError(f"cluster {self.name!r} runs no {component}; is it up?")
+        return state
+
+    def real_node_names(self) -> list[str]:
+        state = self.state()
+        return [record.name for record in state.real_nodes] if state else []
+
+    def _start_registry(self, state: ClusterState) -> None:
+        layout = self.layout
+        storage = layout.registry_dir / "storage"
+        storage.mkdir(parents=True, exist_ok=True)
+        config_path = layout.registry_dir / "config.yml"
+        config = registry.registry_config(storage, state.ports.registry)
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self._start_component(
+            state,
+            REGISTRY,
+            registry.registry_args(Path(state.bin_dir), config_path),
+            env=registry.registry_env(),
+        )
+        self._wait_healthy(self._record(state, REGISTRY), state)
+
+    def _start_real_nodes(self, state: ClusterState, facts: Any) -> None:
+        bin_dir = Path(state.bin_dir)
+        server = flags.apiserver_url(state.ports)
+        registry_url = registry.registry_url(state.ports.registry)
+        digest = self.real.push_pause_image(bin_dir, registry_url)
+        log.info("pause image pushed to %s (%s)", registry_url, digest)
+        self._apply_manifests(node_pki.rbac_manifests())
+        self._apply_manifests(coredns.dns_manifests(self.real.network.dns_address))
+        self.real.write_shared_files(server, state.ports, state.real_nodes[0].name)
+        for record in state.real_nodes:
+            self.real.write_node_files(
+                record, server=server, registry_url=registry_url, facts=facts
+            )
+            process = self.real.start_containerd(bin_dir, record)
+            state.processes.append(process)
+            self._write_state(state)
+        for record in state.real_nodes:
+            component = self.real.containerd_component(record.name)
+            self.real.wait_containerd(record, self._record(state, component))
+            state.processes.append(self.real.start_kubelet(bin_dir, record))
+            self._write_state(state)
+        state.processes.append(self.real.start_kube_proxy(bin_dir))
+        state.processes.append(self.real.start_coredns(bin_dir))
+        self._write_state(state)
+        for process in state.processes:
+            if self._health_url(process.component, state) and process.component not in COMPONENTS:
+                self._wait_healthy(process, state)
+        network.keep_guard_first(self.real.network)  # kube-proxy put its jumps on top
+        self._wait_real_nodes_ready(state)
+
+    def _wait_real_nodes_ready(self, state: ClusterState) -> None:
+        from kubernetes import client  # noqa: PLC0415
+        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+        pending = {record.name for record in state.real_nodes}
+        started = time.monotonic()
+
+        def all_ready() -> bool:
+            for name in sorted(pending):
+                try:
+                    node = core.read_node_status(name)
+                except ApiException as error:
+                    if error.status == 404:
+                        continue
+                    raise
+                conditions = (node.status.conditions if node.status else None) or []
+                if any(c.type == "Ready" and c.status == "True" for c in conditions):
+                    pending.discard(name)
+            return not pending
+
+        with self.api_client() as api:
+            core = client.CoreV1Api(api)
+            first_kubelet = self.real.kubelet_component(state.real_nodes[0].name)
+            self._wait_for(
+                first_kubelet,
+                state,
+                all_ready,
+                REAL_NODE_READY_TIMEOUT,
+                f"real nodes {sorted(pending)} not Ready",
+            )
+        log.info(
+            "%d real node(s) Ready after %.1fs", len(state.real_nodes), time.monotonic() - started
+        )
+
+    def _apply_manifests(self, manifests: list[dict[str, Any]]) -> None:
+        from kubernetes import utils  # noqa: PLC0415
+        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+        with self.api_client() as api:
+            for manifest in manifests:
+                try:
+                    utils.create_from_dict(api, manifest)  # type: ignore[no-untyped-call]
+                except utils.FailToCreateError as error:
+                    if not all(
+                        isinstance(cause, ApiException) and cause.status == 409
+                        for cause in error.api_exceptions
+                    ):
+                        raise ClusterError(
+                            f"cannot create {manifest['kind']} {manifest['metadata']['name']}: "
+                            f"{error}"
+                        ) from error
+
+    def _teardown_real(self, previous_sysctls: dict[str, str]) -> None:
+        problems = self.real.teardown()
+        if previous_sysctls:
+            network.restore_sysctls(previous_sysctls)
+        if problems:
+            raise ClusterError(
+                f"cluster {self.name!r}: could not remove everything the real nodes made:\n- "
+                + "\n- ".join(problems)
+            )
 
     def down(self, *, remove_state: bool = True) -> None:
         """Stop every process this cluster started; remove its state dir unless told not to."""
@@ -233,6 +435,8 @@ class LocalCluster:
         state = self.state()
         if state is not None:
             self._stop_processes(state)
+        if (state is not None and state.real_nodes) or self.real.leftovers_exist():
+            self._teardown_real(state.previous_sysctls if state else {})
         if remove_state and self.layout.state_dir.exists():
             shutil.rmtree(self.layout.state_dir)
             log.info("removed %s", self.layout.state_dir)
@@ -248,7 +452,9 @@ class LocalCluster:
 
     def add_node(self, name: str, *, fc: bool = True, wait: bool = True) -> None:
         """Register one more fake node (Fibre Channel labelled if `fc`) and wait until Ready."""
-        self._create_nodes([NodeSpec(name=name, fc=fc)], wait=wait)
+        state = self.state()
+        tainted = bool(state and state.real_nodes)
+        self._create_nodes([NodeSpec(name=name, fc=fc)], wait=wait, tainted=tainted)
 
     def delete_node(self, name: str) -> None:
         """Remove a node (kwok stops simulating it; its pods are garbage-collected)."""
@@ -297,34 +503,63 @@ class LocalCluster:
 
     def _start_and_wait(self, state: ClusterState, components: list[str]) -> None:
         bin_dir = Path(state.bin_dir)
+        advertise = self.real.network.apiserver_address if state.real_nodes else None
         for component in components:
-            argv = flags.component_args(component, bin_dir, self.layout, state.ports)
-            record = processes.start(
-                component, argv, self.layout.log_path(component), cwd=self.layout.state_dir
-            )
-            state.processes.append(record)
-            self._write_state(state)
+            argv = flags.component_args(component, bin_dir, self.layout, state.ports, advertise)
+            self._start_component(state, component, argv)
         for component in components:
-            record = next(r for r in state.processes if r.component == component)
-            self._wait_healthy(record, state.ports)
+            self._wait_healthy(self._record(state, component), state)
 
-    def _wait_healthy(self, record: ProcessRecord, ports: Ports) -> None:
+    def _start_component(
+        self,
+        state: ClusterState,
+        component: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+    ) -> None:
+        record = processes.start(
+            component, argv, self.layout.log_path(component), cwd=self.layout.state_dir, env=env
+        )
+        state.processes.append(record)
+        self._write_state(state)
+
+    @staticmethod
+    def _record(state: ClusterState, component: str) -> ProcessRecord:
+        return next(r for r in state.processes if r.component == component)
+
+    def _health_url(self, component: str, state: ClusterState) -> str | None:
+        """Where `component` answers 200 once healthy; None when it has no such endpoint."""
+        if component in COMPONENTS:
+            return flags.health_url(component, state.ports)
+        if component == REGISTRY:
+            return registry.registry_health_url(state.ports.registry)
+        if component == COREDNS:
+            return coredns.ready_url(state.ports.coredns_ready)
+        if component == KUBE_PROXY:
+            return f"http://{flags.LOOPBACK}:{state.ports.kube_proxy_healthz}/healthz"
+        for record in state.real_nodes:
+            if component == self.real.kubelet_component(record.name):
+                return f"http://{flags.LOOPBACK}:{record.kubelet_healthz_port}/healthz"
+        return None
+
+    def _wait_healthy(self, record: ProcessRecord, state: ClusterState) -> None:
         component = record.component
-        timeout = HEALTH_TIMEOUTS[component]
+        timeout = HEALTH_TIMEOUTS.get(component, DEFAULT_HEALTH_TIMEOUT)
         started = time.monotonic()
         last_error = "no answer yet"
         while time.monotonic() - started < timeout:
             code = processes.exit_status(record)
             if code is not None or not processes.alive(record.pid):
                 raise self._failure(component, f"exited (code {code}) before it became healthy")
-            ok, last_error = self._probe(component, ports)
+            ok, last_error = self._probe(component, state)
             if ok:
                 log.info("%s healthy after %.1fs", component, time.monotonic() - started)
                 return
             time.sleep(_POLL_INTERVAL)
         raise self._failure(
             component,
-            f"not healthy after {timeout:.0f}s at {flags.health_url(component, ports)}: {last_error}",
+            f"not healthy after {timeout:.0f}s at {self._health_url(component, state)}: "
+            f"{last_error}",
         )
 
     def _failure(self, component: str, reason: str) -> ComponentFailedError:
@@ -373,10 +608,10 @@ class LocalCluster:
             time.sleep(_POLL_INTERVAL)
         raise self._failure(component, f"{what} within {timeout:.0f}s")
 
-    def _ensure_nodes(self, specs: list[NodeSpec]) -> None:
-        self._create_nodes(specs, wait=True)
+    def _ensure_nodes(self, specs: list[NodeSpec], *, tainted: bool = False) -> None:
+        self._create_nodes(specs, wait=True, tainted=tainted)
 
-    def _create_nodes(self, specs: list[NodeSpec], *, wait: bool) -> None:
+    def _create_nodes(self, specs: list[NodeSpec], *, wait: bool, tainted: bool = False) -> None:
         from kubernetes import client  # noqa: PLC0415
         from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
 
@@ -384,7 +619,7 @@ class LocalCluster:
             core = client.CoreV1Api(api)
             for spec in specs:
                 try:
-                    body: Any = node_manifest(spec)  # the client accepts plain dicts
+                    body: Any = node_manifest(spec, tainted=tainted)  # plain dicts are fine
                     core.create_node(body)
                     log.info(
                         "registered node %s%s", spec.name, " (Fibre Channel)" if spec.fc else ""
@@ -425,8 +660,10 @@ class LocalCluster:
         )
         return context
 
-    def _probe(self, component: str, ports: Ports) -> tuple[bool, str]:
-        url = flags.health_url(component, ports)
+    def _probe(self, component: str, state: ClusterState) -> tuple[bool, str]:
+        url = self._health_url(component, state)
+        if url is None:  # no endpoint (containerd): running is all we can tell
+            return True, "running"
         context = self._ssl_context() if url.startswith("https:") else None
         try:
             with urllib.request.urlopen(url, timeout=2.0, context=context) as response:  # noqa: S310
@@ -437,8 +674,8 @@ class LocalCluster:
         except (OSError, ssl.SSLError) as error:
             return False, str(error)
 
-    def _healthy(self, component: str, ports: Ports) -> bool:
-        return self._probe(component, ports)[0]
+    def _healthy(self, component: str, state: ClusterState) -> bool:
+        return self._probe(component, state)[0]
 
     def _stop_processes(self, state: ClusterState) -> None:
         marker = str(self.layout.state_dir)

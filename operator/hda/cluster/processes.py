@@ -48,8 +48,17 @@ class ProcessRecord:
         )
 
 
-def start(component: str, argv: list[str], log_path: Path, cwd: Path) -> ProcessRecord:
-    """Start `argv` in its own session, stdout and stderr appended to `log_path`."""
+def start(
+    component: str,
+    argv: list[str],
+    log_path: Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+) -> ProcessRecord:
+    """Start `argv` in its own session, stdout and stderr appended to `log_path`.
+
+    `env` adds to (does not replace) this process's environment.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log_file:
         log_file.write(f"\n==> {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
@@ -60,6 +69,7 @@ def start(component: str, argv: list[str], log_path: Path, cwd: Path) -> Process
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=cwd,
+            env={**os.environ, **env} if env else None,
             start_new_session=True,
         )
     _CHILDREN[child.pid] = child

@@ -53,6 +53,15 @@ def wait_for(
         time.sleep(interval)
 
 
+@dataclass(frozen=True)
+class ProbeImage:
+    """The e2e probe image (tests/e2e/probe) under a ghcr.io and a docker.io official name."""
+
+    ghcr: str
+    docker_hub: str
+    tag: str
+
+
 @dataclass
 class ClusterHandle:
     """A cluster under test.
@@ -60,13 +69,16 @@ class ClusterHandle:
     - `kubeconfig`: path to an admin kubeconfig;
     - `api_client`: a `kubernetes.client.ApiClient` for that kubeconfig;
     - `bin_dir`: directory of the pinned binaries (kubectl, helm, ...), or None when unknown;
-    - `local`: the `LocalCluster` when the tests started the plane, None for an existing cluster.
+    - `local`: the `LocalCluster` when the tests started the plane, None for an existing cluster;
+    - `registry_url`: `http://127.0.0.1:PORT` of the plane's loopback registry, when it runs one
+      (every image host of the real nodes maps to it).
     """
 
     kubeconfig: Path
     api_client: ApiClient
     bin_dir: Path | None = None
     local: LocalCluster | None = None
+    registry_url: str | None = None
     _kubectl: str = field(default="", repr=False)
 
     @property

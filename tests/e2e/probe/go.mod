@@ -1,0 +1,3 @@
+module hda.shitops.dev/e2e-probe
+
+go 1.22
