@@ -31,6 +31,8 @@ import pytest
 from kubernetes import client
 
 from hda.cluster import LocalCluster, oci
+from hda.cluster.binaries import REPO_ROOT
+from hda.cluster.images import build_images
 from hda.cluster.testing import ClusterHandle, ProbeImage, wait_for
 
 _HERE = Path(__file__).resolve().parent
@@ -66,6 +68,16 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHa
     finally:
         plane.down(remove_state=False)
         shutil.rmtree(plane.layout.etcd_data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def app_images(real_cluster: ClusterHandle) -> list[str]:
+    """The runtime and Valkey images, built here (BuildKit, no Docker) into the plane's registry
+    under the names the chart and the operator use."""
+    assert real_cluster.registry_url is not None
+    assert real_cluster.bin_dir is not None
+    built = build_images(real_cluster.registry_url, real_cluster.bin_dir, REPO_ROOT)
+    return [reference for image in built for reference in image.references]
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ expensive on two cores.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def helm(cluster: ClusterHandle, home: Path, *args: str) -> subprocess.Completed
 
 @pytest.fixture(scope="module")
 def operator_release(
-    real_cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory
+    real_cluster: ClusterHandle, app_images: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """`helm install` exactly as the README says; the operator runs in its pod."""
     home = tmp_path_factory.mktemp("helm")
@@ -249,7 +250,7 @@ def test_every_acknowledged_event_lands_once_through_kills(
     try:
         reports = {}
         for producer in PRODUCERS:
-            wait_for(lambda p=producer: producer_finished(real_cluster, p), timeout=900,
+            wait_for(functools.partial(producer_finished, real_cluster, producer), timeout=900,
                      message=f"producer {producer} did not finish")  # fmt: skip
             log = k("-n", NAMESPACE, "logs", f"producer-{producer}").stdout
             reports[producer] = orjson.loads(log.strip().splitlines()[-1])

@@ -141,10 +141,13 @@ def test_default_cache_dir_follows_xdg() -> None:
     assert images.default_cache_dir({"XDG_CACHE_HOME": "/x"}) == Path("/x/hda/images")
 
 
-def test_cli_without_a_registry_says_how_to_give_one() -> None:
-    result = CliRunner().invoke(cluster, ["images"])
-    assert result.exit_code == 2
-    assert "--registry http://127.0.0.1:PORT" in result.output
+def test_cli_without_a_registry_names_the_cluster_that_is_not_up(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HDA_STATE_DIR", str(tmp_path))
+    result = CliRunner().invoke(cluster, ["images", "--name", "nowhere"])
+    assert result.exit_code == 1
+    assert "cluster 'nowhere' runs no registry; is it up?" in result.output
 
 
 def test_cli_refuses_a_registry_off_loopback_before_building_anything() -> None:

@@ -137,17 +137,15 @@ def env(name: str) -> None:
     "--registry",
     "registry_url",
     metavar="URL",
-    help="The loopback registry to push to, e.g. http://127.0.0.1:5000.",
+    help="The loopback registry to push to (default: the registry of cluster --name).",
 )
 def images(name: str, registry_url: str | None) -> None:
     """Build the runtime/operator image (the project's Dockerfile, with BuildKit) and the Valkey
     image, and push them to the cluster's loopback registry. Needs root; no Docker daemon."""
     _configure_logging()
-    if registry_url is None:
-        raise click.UsageError(
-            f"no registry for cluster {name!r}: pass --registry http://127.0.0.1:PORT",
-        )
     try:
+        if registry_url is None:
+            registry_url = _cluster(name).registry_url()
         registry_port_from_url(registry_url)
         bin_dir = find_bin_dir(IMAGE_BINARIES)
         built = build_images(registry_url, bin_dir, REPO_ROOT)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import yaml
 
-from hda.cluster import coredns, flags, network, node_pki, pki, processes, registry
+from hda.cluster import coredns, flags, network, node_pki, pki, processes, registry, storage
 from hda.cluster.binaries import find_bin_dir, missing_binaries
 from hda.cluster.errors import ClusterError, ComponentFailedError
 from hda.cluster.kwok_stages import KWOK_STAGES_YAML
@@ -363,6 +363,12 @@ class LocalCluster:
                 self._wait_healthy(process, state)
         network.keep_guard_first(self.real.network)  # kube-proxy put its jumps on top
         self._wait_real_nodes_ready(state)
+        nodes = [(record.name, record.fc) for record in state.real_nodes]
+        self._apply_manifests(storage.provision_volumes(self.real.volumes_dir, nodes))
+
+    def kubelet_root_dirs(self) -> list[Path]:
+        """Each real node's kubelet root: where it mounts pod volumes (tests read them)."""
+        return [self.real.files(name).kubelet_root for name in self.real_node_names()]
 
     def _wait_real_nodes_ready(self, state: ClusterState) -> None:
         from kubernetes import client  # noqa: PLC0415

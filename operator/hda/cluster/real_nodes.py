@@ -28,7 +28,18 @@ from typing import Any, Final
 
 import yaml
 
-from hda.cluster import coredns, flags, host, kubelet, network, node_pki, oci, pki, processes
+from hda.cluster import (
+    coredns,
+    flags,
+    host,
+    kubelet,
+    network,
+    node_pki,
+    oci,
+    pki,
+    processes,
+    storage,
+)
 from hda.cluster.containerd import (
     SANDBOX_REPOSITORY,
     SANDBOX_TAG,
@@ -170,6 +181,11 @@ class RealNodes:
     @staticmethod
     def kubelet_component(node_name: str) -> str:
         return f"{KUBELET}-{node_name}"
+
+    @property
+    def volumes_dir(self) -> Path:
+        """Backing files of the FC stand-in LUNs and the default class's directories."""
+        return self.network.data_root / "volumes"
 
     @property
     def shared_dir(self) -> Path:
@@ -404,6 +420,7 @@ class RealNodes:
         mount_roots = [self.network.data_root, self.network.run_root, self.layout.nodes_dir]
         problems += [f"cannot unmount {mount}" for mount in host.unmount_under(mount_roots)]
         if not problems:  # never delete below a mount that is still there
+            storage.detach_loop_devices(self.volumes_dir)
             for data in (self.network.data_root, self.network.run_root):
                 shutil.rmtree(data, ignore_errors=True)
                 with contextlib.suppress(OSError):  # /var/lib/hda, /run/hda when empty

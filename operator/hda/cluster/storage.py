@@ -27,6 +27,14 @@ LOCAL_STORAGE_CLASS: Final = "hda-local"
 _FS_TYPE: Final = "ext4"
 #: Marks every PV the plane made, so `down` and tests can tell them from a user's.
 PLANE_VOLUME_LABEL: Final = "hda.shitops.dev/local-plane-volume"
+#: FC stand-in LUNs per FC-labelled real node: enough for two HDAs with two output pods each.
+FC_VOLUMES_PER_NODE: Final = 4
+#: Sparse: a LUN takes the disk space its ext4 metadata and data use, not its size.
+FC_VOLUME_SIZE: Final = "128Gi"
+_FC_VOLUME_BYTES: Final = 128 * 1024**3
+#: Directory volumes of the default class (Valkey's claims), all on one node.
+LOCAL_VOLUMES: Final = 4
+LOCAL_VOLUME_SIZE: Final = "64Gi"
 
 
 def storage_class(name: str, *, default: bool) -> dict[str, Any]:
@@ -112,8 +120,9 @@ def attach_loop_device(backing_file: Path, size_bytes: int) -> str:
     backing_file.parent.mkdir(parents=True, exist_ok=True)
     with backing_file.open("ab") as handle:
         os.ftruncate(handle.fileno(), size_bytes)
-    if fresh:
-        _run(["mkfs.ext4", "-q", "-F", "-L", backing_file.stem[:16], str(backing_file)])
+    if fresh:  # lazy init and a small journal: seconds, and megabytes of real disk
+        _run(["mkfs.ext4", "-q", "-F", "-J", "size=16", "-E", "lazy_itable_init=1,lazy_journal_init=1",
+              "-L", backing_file.stem[:16], str(backing_file)])  # fmt: skip
     device = _run(["losetup", "--find", "--show", str(backing_file)])
     log.info("attached %s over %s", device, backing_file)
     return device
@@ -132,3 +141,49 @@ def detach_loop_devices(directory: Path) -> list[str]:
     if freed:
         log.info("detached %s", ", ".join(freed))
     return freed
+
+
+def provision_volumes(volumes_dir: Path, nodes: list[tuple[str, bool]]) -> list[dict[str, Any]]:
+    """Make the backing devices and directories on this host; the classes and PVs to create.
+
+    `nodes` are the real nodes as (name, fc). Each FC node gets `FC_VOLUMES_PER_NODE` LUN
+    stand-ins; the default class's directory volumes live on the first FC node (else the first
+    node), so Valkey and output share that node and the others stay free to drain.
+    """
+    if not nodes:
+        return []
+    fc_nodes = [name for name, fc in nodes if fc]
+    local_node = fc_nodes[0] if fc_nodes else nodes[0][0]
+    manifests = [
+        storage_class(LOCAL_STORAGE_CLASS, default=True),
+        storage_class(FC_STORAGE_CLASS, default=False),
+    ]
+    for index in range(LOCAL_VOLUMES):
+        path = volumes_dir / local_node / f"local-{index}"
+        path.mkdir(parents=True, exist_ok=True)
+        manifests.append(
+            local_volume(
+                f"{local_node}-local-{index}",
+                node=local_node,
+                path=str(path),
+                size=LOCAL_VOLUME_SIZE,
+                storage_class_name=LOCAL_STORAGE_CLASS,
+                block_device=False,
+            )
+        )
+    for node in fc_nodes:
+        for index in range(FC_VOLUMES_PER_NODE):
+            device = attach_loop_device(
+                volumes_dir / node / f"fc-lun-{index}.img", _FC_VOLUME_BYTES
+            )
+            manifests.append(
+                local_volume(
+                    f"{node}-fc-lun-{index}",
+                    node=node,
+                    path=device,
+                    size=FC_VOLUME_SIZE,
+                    storage_class_name=FC_STORAGE_CLASS,
+                    block_device=True,
+                )
+            )
+    return manifests
