@@ -17,10 +17,10 @@ main() {
   containerd_version=v2.4.2
   registry_version=v3.1.2
   buildkit_version=v0.34.2
-  # The cache key covers every pinned version: any change to a wrapper module's requirements, or
-  # to the build recipe revision below, gives a new directory.
+  # The cache key covers every pinned version: any change to a wrapper module's requirements or
+  # source, or to the build recipe revision below, gives a new directory.
   recipe_revision=3
-  key=$( (cat "$root"/tools/*/go.mod; echo "$recipe_revision $containerd_version"
+  key=$( (cat "$root"/tools/*/go.mod "$root"/tools/*/*.go; echo "$recipe_revision $containerd_version"
     echo "$registry_version $buildkit_version") | sha256sum | cut -c1-12)
   bin_dir=${HDA_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hda/bin/k8s-$k8s_version-$key}
   binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm

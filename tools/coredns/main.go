@@ -7,6 +7,7 @@ import (
 
 	// Registered by import; the order queries pass through them comes from upstream's
 	// dnsserver.Directives, which lists every plugin.
+	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/health"
