@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 
+from hda.cluster import FC_LABEL
 from hda.cluster.testing import ClusterHandle, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -137,6 +138,9 @@ def client_pod(name: str, image: str, args: list[str]) -> dict[str, Any]:
         "metadata": {"name": name, "labels": {"app": "e2e-producer"}},
         "spec": {
             "restartPolicy": "Never",
+            # Beside Valkey and output on the FC node: the node the test drains must hold only
+            # pods with a controller, and a producer must not be restarted (it would resend).
+            "nodeSelector": {FC_LABEL: "true"},
             "securityContext": {
                 "runAsNonRoot": True,
                 "runAsUser": RUNTIME_UID,

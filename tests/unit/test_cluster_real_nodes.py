@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -444,3 +447,17 @@ def test_local_cluster_rejects_bad_real_node_counts_before_starting(tmp_path: Pa
 def test_cgroup_roots_are_found_in_cgroupfs_and_systemd_slice_form() -> None:
     assert kubelet.cgroup_root("a1b2c3", "real-node-0") == "/hda-a1b2c3-real-node-0"
     assert kubelet.cgroup_root_prefixes("a1b2c3") == ("/hda-a1b2c3-", "/hda_a1b2c3_")
+
+
+def test_check_names_root_when_run_without_it() -> None:
+    """`hda cluster check` as an unprivileged user (setpriv drops root and every capability)."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None, "setpriv (util-linux) is needed for this test"
+    result = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+         sys.executable, "-m", "hda", "cluster", "check"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "real nodes need root (running as uid 65534)" in result.stderr
+    assert "missing capabilities:" in result.stderr

@@ -1,13 +1,15 @@
-"""`hda cluster up|down|env`: the local control plane from the shell."""
+"""`hda cluster up|down|env|images|check`: the local control plane from the shell."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 
 import click
 
+from hda.cluster import host
 from hda.cluster.binaries import REPO_ROOT, find_bin_dir
 from hda.cluster.errors import ClusterError
 from hda.cluster.images import IMAGE_BINARIES, build_images, registry_port_from_url
@@ -158,3 +160,24 @@ def images(name: str, registry_url: str | None) -> None:
             f"  {image.size_bytes / 1e6:.1f} MB compressed, built in {image.seconds:.1f}s",
             err=True,
         )
+
+
+#: Debian's commands `hda cluster images` runs besides the pinned BuildKit.
+_IMAGE_BUILD_TOOLS = ("mmdebstrap", "runc")
+
+
+@cluster.command()
+def check() -> None:
+    """Can this host run real nodes and build images? Prints what is missing and exits 1, or
+    says the host is fit. (`make demo` uses this to choose real nodes or kwok.)"""
+    problems = host.host_problems(host.gather_facts())
+    missing = [tool for tool in _IMAGE_BUILD_TOOLS if shutil.which(tool) is None]
+    if missing:
+        problems.append(
+            f"missing commands for image builds: {', '.join(missing)} "
+            "(Debian: apt-get install mmdebstrap runc)"
+        )
+    if problems:
+        click.echo("this host cannot run real nodes:\n- " + "\n- ".join(problems), err=True)
+        sys.exit(1)
+    click.echo("this host can run real nodes and build images", err=True)
