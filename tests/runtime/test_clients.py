@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,25 @@ def test_load_paces_batches_to_the_requested_rate(
     # The 20th batch is due 1.9 s after the start: pacing can only make a run longer.
     assert report["acked_events"] == 2000
     assert report["seconds"] >= 1.9
+
+
+def test_tail_brief_prints_one_short_line_per_record(
+    processes: Processes, write_manifest: Any, tmp_path: Path
+) -> None:
+    manifest = write_manifest("    - {name: events}\n")
+    port = processes.ingest(manifest)
+    processes.worker(manifest)
+    _, output_port = processes.output(manifest, tmp_path / "data")
+    run_load(port, "--events", "100", "--batch", "50", "--producer", "b")
+
+    result = subprocess.run(
+        [*HDA, "tail", f"ws://127.0.0.1:{output_port}/v1/streams/events/subscribe",
+         "--count", "100", "--idle-timeout", "30", "--brief"],
+        capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines
+    assert all(re.match(r"^\d+/\d+-\d+ +\d+ events  first: \{", line) for line in lines), lines
+    assert sum(int(line.split()[1]) for line in lines) == 100

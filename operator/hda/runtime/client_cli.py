@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 import click
+import orjson
 
 from hda.api.consts import ENV_INGEST_TOKEN
 
@@ -77,15 +78,28 @@ def load(
 @click.option(
     "--idle-timeout", type=float, default=None, help="Stop after this many quiet seconds."
 )
+@click.option("--brief", is_flag=True, help="One short line per record: ID, size, first event.")
 @_token_option
 def tail(
-    *, url: str, start: str, count: int | None, idle_timeout: float | None, token: str | None
+    *,
+    url: str,
+    start: str,
+    count: int | None,
+    idle_timeout: float | None,
+    brief: bool,
+    token: str | None,
 ) -> None:
     """Follow an output subscribe endpoint (ws://HOST:8081/v1/streams/NAME/subscribe) and print
     each durable record (one JSON line with its ID and events) as it lands."""
 
     def show(record: bytes) -> None:
-        sys.stdout.buffer.write(record + b"\n")
+        if brief:
+            document = orjson.loads(record)
+            events = document.get("events") or [None]
+            first = orjson.dumps(events[0]).decode()[:100]
+            sys.stdout.write(f"{document.get('id')}  {len(events):>5} events  first: {first}\n")
+        else:
+            sys.stdout.buffer.write(record + b"\n")
         sys.stdout.flush()
 
     seen = asyncio.run(
