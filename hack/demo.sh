@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# `make demo`: a local Kubernetes control plane, the HDA CRD, the operator, and examples/hda.yaml
-# running until Ready. Everything runs as local processes (no Docker): the nodes are kwok nodes,
-# so pods are simulated and their containers never run.
+# `make demo`: a local Kubernetes cluster running examples/hda.yaml, with events flowing through.
 #
-# Storage for the demo: examples/hda.yaml keeps the defaults, so its Valkey claim wants the
-# cluster's default StorageClass and its two output claims want static Fibre Channel volumes of
-# class hda-fibre-channel. The demo provides both: a default no-provisioner class with one
-# hostPath volume, and two FC PersistentVolumes (fake WWIDs; kwok never attaches them).
+# Where the host allows it (root, see `hda cluster check`), the cluster has real nodes (kubelet,
+# containerd, runc) and the demo does what the README says: builds the images here (no Docker),
+# `helm install`s the operator, applies examples/hda.yaml, sends events through the ingest
+# Service and shows them landing on the FC volumes through a live tail. Elsewhere it falls back to
+# kwok nodes (pods are simulated, containers never run) with the operator as a local process, and
+# says why. HDA_DEMO_NODES=kwok forces the fallback.
+#
+# Storage: examples/hda.yaml keeps the defaults, so its Valkey claim wants the cluster's default
+# StorageClass and its two output claims want static Fibre Channel volumes of class
+# hda-fibre-channel. Real nodes come with both (FC stand-ins are loop devices the kubelet really
+# mounts); on kwok the demo makes a hostPath volume and two FC PersistentVolumes with fake WWIDs.
 #
 # Environment: HDA_DEMO_CLUSTER (default demo), HDA_DEMO_NAMESPACE (default hda-demo),
-# HDA_DEMO_TIMEOUT seconds to wait for Ready (default 300).
+# HDA_DEMO_TIMEOUT seconds to wait for Ready (default 300), HDA_DEMO_EVENTS (default 20000).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +39,89 @@ fi
 say "binaries (built once into ~/.cache/hda/bin)"
 bin_dir=$(bash "$root/hack/build-binaries.sh")
 kubectl="$bin_dir/kubectl"
+
+mode=real
+if [ "${HDA_DEMO_NODES:-real}" = kwok ]; then
+  mode=kwok; reason="HDA_DEMO_NODES=kwok"
+elif ! reason=$("$hda" cluster check 2>&1); then
+  mode=kwok
+fi
+
+if [ "$mode" = real ]; then
+  k() { "$kubectl" "$@"; }
+  events=${HDA_DEMO_EVENTS:-20000}
+  say "local cluster '$cluster' with real nodes (one of them Fibre Channel labelled)"
+  eval "$("$hda" cluster up --name "$cluster" --nodes 0 --real-nodes 2 --real-fc-nodes 1)"
+  k get nodes -L hda.shitops.dev/fibre-channel -o wide
+
+  say "images: the Dockerfile built with BuildKit, pushed to the cluster's loopback registry"
+  "$hda" cluster images --name "$cluster"
+
+  say "operator: helm install, as the README says"
+  "$bin_dir/helm" upgrade --install hda-operator "$root/charts/hda-operator" \
+    --namespace hda-system --create-namespace
+  k -n hda-system rollout status deployment/hda-operator --timeout="${timeout}s"
+
+  say "namespace $namespace and $example"
+  k create namespace "$namespace" --dry-run=client -o yaml | k apply -f -
+  k apply -n "$namespace" -f "$example"
+  name=$(k create --dry-run=client -o jsonpath='{.metadata.name}' -f "$example")
+  for _ in $(seq "$timeout"); do # `kubectl wait` fails at once while there are no conditions
+    [ -n "$(k -n "$namespace" get "hda/$name" -o jsonpath='{.status.conditions}' 2>/dev/null)" ] && break
+    sleep 1
+  done
+  k -n "$namespace" wait --for=condition=Ready "hda/$name" --timeout="${timeout}s"
+  k -n "$namespace" get hda,pods -o wide
+
+  work=$(mktemp -d)
+  forwards=()
+  cleanup() { kill "${forwards[@]}" 2>/dev/null || true; rm -rf "$work"; }
+  trap cleanup EXIT
+  forward() { # forward LOG TARGET PORT: starts kubectl port-forward, prints the local port
+    k -n "$namespace" port-forward "$2" ":$3" >"$work/$1.forward" 2>&1 &
+    forwards+=($!)
+    for _ in $(seq 60); do
+      local_port=$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) .*/\1/p' "$work/$1.forward" | head -n1)
+      if [ -n "$local_port" ]; then echo "$local_port"; return 0; fi
+      sleep 0.5
+    done
+    cat "$work/$1.forward" >&2
+    return 1
+  }
+
+  say "live tail of every output pod (kubectl port-forward, through the kubelets)"
+  tails=()
+  for pod in $(k -n "$namespace" get pods -l app.kubernetes.io/component=output -o name); do
+    pod_name=${pod#pod/}
+    port=$(forward "$pod_name" "$pod" 8081)
+    "$hda" tail "ws://127.0.0.1:$port/v1/streams/events/subscribe" --from '$' --brief \
+      --idle-timeout 15 2>"$work/$pod_name.count" | sed -u "s|^|$pod_name: |" &
+    tails+=($!)
+  done
+
+  say "sending $events events through the ingest Service"
+  ingest_port=$(forward ingest "svc/$name-ingest" 8080)
+  "$hda" load "http://127.0.0.1:$ingest_port" --events "$events" --batch 200 --rate 2000 \
+    --producer demo
+  wait "${tails[@]}" 2>/dev/null || true
+  say "durable on the FC volumes, per output pod"
+  for file in "$work"/*.count; do echo "$(basename "$file" .count): $(cat "$file")"; done
+  k -n "$namespace" get hda "$name" -o wide
+
+  cat <<EOF
+
+The pipeline is running on real nodes. Try:
+  export KUBECONFIG=$KUBECONFIG
+  $kubectl -n $namespace get pods -o wide
+  $kubectl -n $namespace scale hda/$name --replicas=3      # workers follow
+  $kubectl -n $namespace delete pod -l app.kubernetes.io/component=workers  # replaced, nothing lost
+  $kubectl -n $namespace logs -l app.kubernetes.io/component=output --tail=5
+Stop everything (processes, bridges, mounts, loop devices): make demo-down
+EOF
+  exit 0
+fi
+
+say "kwok nodes instead of real ones, because: $reason"
 
 say "local cluster '$cluster'"
 eval "$("$hda" cluster up --name "$cluster" --nodes 3 --fc-nodes 2)"
