@@ -227,6 +227,107 @@ def test_no_fibre_channel_nodes_then_recovers_when_one_is_added(
         cluster.delete_node(node)
 
 
+# --- status tells the truth ---------------------------------------------------------------------
+
+
+def test_unschedulable_workers_make_degraded_with_the_schedulers_reason(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    name = "toobig"
+    too_big = {"requests": {"cpu": "64"}, "limits": {"cpu": "64"}}  # kwok nodes have 16
+    hdas.create(
+        hdas.manifest(
+            name,
+            ns,
+            replicas=1,
+            luns=1,
+            extra_spec={"workers": {"replicas": 1, "resources": too_big}},
+        )
+    )
+    obj = wait_condition(cluster, running_operator, ns, name, "Degraded", "True", "Unschedulable")
+    message = condition(obj, "Degraded")["message"]
+    assert "cannot be scheduled" in message
+    assert "Insufficient cpu" in message
+    # No worker pod is ready: Ready is False for the same reason.
+    assert condition(obj, "WorkersReady")["reason"] == "Unschedulable"
+    assert condition(obj, "Ready")["status"] == "False"
+
+
+def test_valkey_claim_with_a_missing_storage_class_is_named(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    name = "noclass"
+    redis = {"storage": {"size": "1Gi", "storageClassName": "no-such-class"}}
+    manifest = hdas.manifest(name, ns, replicas=1, luns=1, extra_spec={"redis": redis})
+    # Not hdas.create: its pre-bound volume would bind the claim whatever its class.
+    hdas.namespaces.add(ns)
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    obj = wait_condition(
+        cluster, running_operator, ns, name, "Degraded", "True", "StorageClassMissing"
+    )
+    names = child_names(model(obj))
+    message = condition(obj, "Degraded")["message"]
+    assert f"data-{names.valkey_statefulset}-0" in message
+    assert "StorageClass no-such-class" in message
+    assert condition(obj, "BufferReady")["reason"] == "StorageClassMissing"
+
+
+def test_unreachable_api_is_reported_in_status_and_cleared_on_the_next_pass(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    obj = ready_hda(cluster, running_operator, hdas, ns, replicas=1, luns=1)
+    name = obj["metadata"]["name"]
+    names = child_names(model(obj))
+
+    def child_write(request: Request) -> bool:
+        return (
+            request.write
+            and f"/namespaces/{ns}/" in request.path
+            and not request.path.endswith("/status")
+            and "/events" not in request.path
+        )
+
+    running_operator.proxy.drop(child_write)
+    try:
+        cluster.kubectl("delete", "configmap", names.runtime_configmap, "-n", ns)
+        obj = wait_condition(cluster, running_operator, ns, name, "Degraded", "True", "ApplyFailed")
+        message = condition(obj, "Degraded")["message"]
+        assert f"ConfigMap/{names.runtime_configmap}" in message
+        assert "not reachable" in message
+    finally:
+        running_operator.proxy.drop(None)
+    wait_condition(cluster, running_operator, ns, name, "Degraded", "False")
+    cluster.kubectl("get", "configmap", names.runtime_configmap, "-n", ns)
+
+
+def test_pods_are_watched_only_through_the_hda_label_selector(
+    running_operator: RunningOperator,
+) -> None:
+    pod_requests = [
+        r
+        for r in running_operator.proxy.snapshot()
+        if r.path.endswith("/pods") or "/pods/" in r.path
+    ]
+    assert pod_requests, "the operator never listed or watched pods"
+    unselected = [r for r in pod_requests if "labelSelector=" not in r.query]
+    assert unselected == [], describe(unselected)
+    assert all(r.method == "GET" and r.path.endswith("/pods") for r in pod_requests), describe(
+        pod_requests
+    )
+
+
 # --- drift ------------------------------------------------------------------------------------
 
 
