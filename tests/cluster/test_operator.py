@@ -534,6 +534,58 @@ def test_delete_removes_every_child_and_releases_fc_volumes(
     )
 
 
+# --- no silent takeover -----------------------------------------------------------------------
+
+
+def test_object_with_a_childs_name_is_reported_left_untouched_and_kept_on_delete(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    name = "taken"
+    manifest = hdas.manifest(name, ns, replicas=1, luns=1)
+    names = child_names(model(manifest))
+    configmap, service = names.runtime_configmap, names.ingest_service
+    cluster.kubectl("create", "configmap", configmap, "-n", ns, "--from-literal=owner=someone-else")
+    cluster.kubectl("create", "service", "clusterip", service, "-n", ns, "--tcp=9999:9999")
+    before = {
+        kind: get_json(cluster, kind, obj, "-n", ns)
+        for kind, obj in (("configmap", configmap), ("service", service))
+    }
+
+    hdas.create(manifest)
+    obj = wait_condition(
+        cluster, running_operator, ns, name, "Degraded", "True", "ChildNameConflict"
+    )
+    message = condition(obj, "Degraded")["message"]
+    assert f"ConfigMap/{configmap} exists and is not owned" in message
+    assert f"Service/{service} exists and is not owned" in message
+    events = get_json(cluster, "events", "-n", ns, "--field-selector", "reason=ChildNameConflict")[
+        "items"
+    ]
+    assert {e["type"] for e in events} == {"Warning"}
+    assert any(configmap in e["message"] for e in events)
+
+    for kind, before_obj in before.items():
+        after = get_json(cluster, kind, before_obj["metadata"]["name"], "-n", ns)
+        assert after["metadata"]["resourceVersion"] == before_obj["metadata"]["resourceVersion"]
+        assert "ownerReferences" not in after["metadata"]
+        managers = {m.get("manager") for m in after["metadata"].get("managedFields") or []}
+        assert FIELD_MANAGER not in managers
+
+    cluster.kubectl("delete", HDA_RESOURCE, name, "-n", ns, "--wait=true", "--timeout=90s")
+    # The garbage collector removes what the HDA owned; what it did not own stays.
+    wait_for(
+        lambda: not get_json(cluster, "statefulsets", "-n", ns).get("items"),
+        timeout=READY_TIMEOUT,
+        message="the HDA's StatefulSets were never garbage collected",
+    )
+    assert get_json(cluster, "configmap", configmap, "-n", ns)["data"] == {"owner": "someone-else"}
+    assert get_json(cluster, "service", service, "-n", ns)["spec"]["ports"][0]["port"] == 9999
+
+
 # --- invalid spec -----------------------------------------------------------------------------
 
 
