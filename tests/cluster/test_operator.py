@@ -227,6 +227,107 @@ def test_no_fibre_channel_nodes_then_recovers_when_one_is_added(
         cluster.delete_node(node)
 
 
+# --- status tells the truth ---------------------------------------------------------------------
+
+
+def test_unschedulable_workers_make_degraded_with_the_schedulers_reason(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    name = "toobig"
+    too_big = {"requests": {"cpu": "64"}, "limits": {"cpu": "64"}}  # kwok nodes have 16
+    hdas.create(
+        hdas.manifest(
+            name,
+            ns,
+            replicas=1,
+            luns=1,
+            extra_spec={"workers": {"replicas": 1, "resources": too_big}},
+        )
+    )
+    obj = wait_condition(cluster, running_operator, ns, name, "Degraded", "True", "Unschedulable")
+    message = condition(obj, "Degraded")["message"]
+    assert "cannot be scheduled" in message
+    assert "Insufficient cpu" in message
+    # No worker pod is ready: Ready is False for the same reason.
+    assert condition(obj, "WorkersReady")["reason"] == "Unschedulable"
+    assert condition(obj, "Ready")["status"] == "False"
+
+
+def test_valkey_claim_with_a_missing_storage_class_is_named(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    name = "noclass"
+    redis = {"storage": {"size": "1Gi", "storageClassName": "no-such-class"}}
+    manifest = hdas.manifest(name, ns, replicas=1, luns=1, extra_spec={"redis": redis})
+    # Not hdas.create: its pre-bound volume would bind the claim whatever its class.
+    hdas.namespaces.add(ns)
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    obj = wait_condition(
+        cluster, running_operator, ns, name, "Degraded", "True", "StorageClassMissing"
+    )
+    names = child_names(model(obj))
+    message = condition(obj, "Degraded")["message"]
+    assert f"data-{names.valkey_statefulset}-0" in message
+    assert "StorageClass no-such-class" in message
+    assert condition(obj, "BufferReady")["reason"] == "StorageClassMissing"
+
+
+def test_unreachable_api_is_reported_in_status_and_cleared_on_the_next_pass(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    obj = ready_hda(cluster, running_operator, hdas, ns, replicas=1, luns=1)
+    name = obj["metadata"]["name"]
+    names = child_names(model(obj))
+
+    def child_write(request: Request) -> bool:
+        return (
+            request.write
+            and f"/namespaces/{ns}/" in request.path
+            and not request.path.endswith("/status")
+            and "/events" not in request.path
+        )
+
+    running_operator.proxy.drop(child_write)
+    try:
+        cluster.kubectl("delete", "configmap", names.runtime_configmap, "-n", ns)
+        obj = wait_condition(cluster, running_operator, ns, name, "Degraded", "True", "ApplyFailed")
+        message = condition(obj, "Degraded")["message"]
+        assert f"ConfigMap/{names.runtime_configmap}" in message
+        assert "not reachable" in message
+    finally:
+        running_operator.proxy.drop(None)
+    wait_condition(cluster, running_operator, ns, name, "Degraded", "False")
+    cluster.kubectl("get", "configmap", names.runtime_configmap, "-n", ns)
+
+
+def test_pods_are_watched_only_through_the_hda_label_selector(
+    running_operator: RunningOperator,
+) -> None:
+    pod_requests = [
+        r
+        for r in running_operator.proxy.snapshot()
+        if r.path.endswith("/pods") or "/pods/" in r.path
+    ]
+    assert pod_requests, "the operator never listed or watched pods"
+    unselected = [r for r in pod_requests if "labelSelector=" not in r.query]
+    assert unselected == [], describe(unselected)
+    assert all(r.method == "GET" and r.path.endswith("/pods") for r in pod_requests), describe(
+        pod_requests
+    )
+
+
 # --- drift ------------------------------------------------------------------------------------
 
 
@@ -431,6 +532,58 @@ def test_delete_removes_every_child_and_releases_fc_volumes(
             + [pv for pv in names.fc_volumes if get_json(cluster, "pv", pv)]
         ),
     )
+
+
+# --- no silent takeover -----------------------------------------------------------------------
+
+
+def test_object_with_a_childs_name_is_reported_left_untouched_and_kept_on_delete(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    name = "taken"
+    manifest = hdas.manifest(name, ns, replicas=1, luns=1)
+    names = child_names(model(manifest))
+    configmap, service = names.runtime_configmap, names.ingest_service
+    cluster.kubectl("create", "configmap", configmap, "-n", ns, "--from-literal=owner=someone-else")
+    cluster.kubectl("create", "service", "clusterip", service, "-n", ns, "--tcp=9999:9999")
+    before = {
+        kind: get_json(cluster, kind, obj, "-n", ns)
+        for kind, obj in (("configmap", configmap), ("service", service))
+    }
+
+    hdas.create(manifest)
+    obj = wait_condition(
+        cluster, running_operator, ns, name, "Degraded", "True", "ChildNameConflict"
+    )
+    message = condition(obj, "Degraded")["message"]
+    assert f"ConfigMap/{configmap} exists and is not owned" in message
+    assert f"Service/{service} exists and is not owned" in message
+    events = get_json(cluster, "events", "-n", ns, "--field-selector", "reason=ChildNameConflict")[
+        "items"
+    ]
+    assert {e["type"] for e in events} == {"Warning"}
+    assert any(configmap in e["message"] for e in events)
+
+    for kind, before_obj in before.items():
+        after = get_json(cluster, kind, before_obj["metadata"]["name"], "-n", ns)
+        assert after["metadata"]["resourceVersion"] == before_obj["metadata"]["resourceVersion"]
+        assert "ownerReferences" not in after["metadata"]
+        managers = {m.get("manager") for m in after["metadata"].get("managedFields") or []}
+        assert FIELD_MANAGER not in managers
+
+    cluster.kubectl("delete", HDA_RESOURCE, name, "-n", ns, "--wait=true", "--timeout=90s")
+    # The garbage collector removes what the HDA owned; what it did not own stays.
+    wait_for(
+        lambda: not get_json(cluster, "statefulsets", "-n", ns).get("items"),
+        timeout=READY_TIMEOUT,
+        message="the HDA's StatefulSets were never garbage collected",
+    )
+    assert get_json(cluster, "configmap", configmap, "-n", ns)["data"] == {"owner": "someone-else"}
+    assert get_json(cluster, "service", service, "-n", ns)["spec"]["ports"][0]["port"] == 9999
 
 
 # --- invalid spec -----------------------------------------------------------------------------

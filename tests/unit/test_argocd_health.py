@@ -11,6 +11,7 @@ Needs `lua5.1` (Debian/Ubuntu package `lua5.1`).
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +19,10 @@ from typing import Any
 
 import pytest
 import yaml
+
+from hda.controller.observe import pod_summary
+from hda.controller.reasons import Reason
+from hda.controller.status import Claim, Observation, Workload, compute_status
 
 pytestmark = pytest.mark.lua
 
@@ -250,3 +255,72 @@ def test_lua_literal_round_trip(tmp_path: Path) -> None:
     script.write_text('return {status = "Healthy", message = obj.text}\n')
     status, message = run_health({"text": value}, tmp_path, script)
     assert (status, message) == ("Healthy", value)
+
+
+def _named_reasons() -> dict[str, set[str]]:
+    """Every condition reason health.lua compares against, and every reason in its test data."""
+    script = HEALTH_LUA.read_text()
+    found = {"health.lua": set(re.findall(r"reason\s*[~=]=\s*\"([^\"]*)\"", script))}
+    for path in sorted((ARGOCD / "testdata").glob("*.yaml")):
+        obj = yaml.load(path.read_text(), Loader=_KubeLoader)  # noqa: S506
+        conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+        found[path.name] = {str(c["reason"]) for c in conditions if "reason" in c}
+    return found
+
+
+def test_health_check_and_test_data_name_only_reasons_the_operator_emits() -> None:
+    emitted = {reason.value for reason in Reason}
+    unknown = {where: names - emitted for where, names in _named_reasons().items()}
+    assert {where: names for where, names in unknown.items() if names} == {}
+
+
+def test_the_reason_check_sees_reasons_in_lua_and_test_data() -> None:
+    # The collector itself must find reasons, or the test above could never fail.
+    assert re.findall(r"reason\s*[~=]=\s*\"([^\"]*)\"", 'if c.reason == "Failed" then') == [
+        "Failed"
+    ]
+    assert "NoFibreChannelNodes" in _named_reasons()["degraded_condition.yaml"]
+
+
+def test_image_pull_problem_computed_by_the_operator_is_degraded_in_argo_cd(
+    tmp_path: Path,
+) -> None:
+    """From a recorded pod in ImagePullBackOff, through compute_status, to Argo CD's verdict."""
+    pod = {
+        "metadata": {
+            "name": "hda-pipelines-events-workers-7d9f-x2x4k",
+            "labels": {"app.kubernetes.io/component": "workers"},
+        },
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [
+                {
+                    "name": "workers",
+                    "image": "registry.invalid/hda:missing",
+                    "ready": False,
+                    "state": {"waiting": {"reason": "ImagePullBackOff"}},
+                }
+            ],
+        },
+    }
+    ready = Workload("w", True, 2, 2, 1, 3, True)
+    obs = Observation(
+        generation=2,
+        buffer=ready,
+        ingest=ready,
+        workers=ready,
+        output=ready,
+        fc_nodes=1,
+        claims=(Claim("c-0", "Bound"), Claim("c-1", "Bound")),
+        problems=pod_summary(pod).problems,
+    )
+    status, _ = compute_status(obs, None, "2026-11-30T06:00:00Z")
+    obj = {
+        "apiVersion": "hda.shitops.dev/v1alpha1",
+        "kind": "HyperDriveAccelerator",
+        "metadata": {"generation": 2},
+        "status": status,
+    }
+    health, message = run_health(obj, tmp_path)
+    assert health == "Degraded"
+    assert "registry.invalid/hda:missing" in message

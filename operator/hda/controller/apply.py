@@ -10,12 +10,16 @@ import logging
 import time
 from typing import Any, Final
 
+from hda.api.consts import LABEL_ACCELERATOR
 from hda.api.v1alpha1 import HyperDriveAccelerator
+from hda.specs import LABEL_NAMESPACE
+from hda.specs.names import label_value
 
 from .compare import APPLIED_HASH, first_difference
 from .kube import KINDS, ApiError, Kind, Kube, kind_of
 from .observe import Cache, find_child
 from .state import AppliedMemory, Key, NamespaceTerminatingError, Stats, Writes, log_fields
+from .status import CONFLICT_MARKER
 
 log = logging.getLogger("hda.controller")
 
@@ -37,7 +41,6 @@ async def apply_children(  # noqa: PLR0917
     writes: Writes,
 ) -> None:
     """Apply every desired object whose live copy differs (or is missing)."""
-    uid = str(hda.metadata.get("uid", ""))
     for obj in desired:
         kind = kind_of(obj)
         name = obj["metadata"]["name"]
@@ -45,11 +48,15 @@ async def apply_children(  # noqa: PLR0917
         why = why_apply(obj, live, kind, memory)
         if why is None:
             continue
-        clash = foreign(live, uid, kind)
-        if clash is not None:
-            writes.errors.append(clash)
-            continue
         try:
+            if live is None:
+                # The watch sees only objects with our labels: one of this name without them
+                # would be adopted by a forced apply. Look before creating.
+                live = await kube.get(kind, obj["metadata"].get("namespace"), name)
+            clash = foreign(live, hda, kind)
+            if clash is not None:
+                writes.errors.append(clash)
+                continue
             result = await kube.apply(obj)
         except ApiError as error:
             if error.namespace_terminating:
@@ -103,7 +110,6 @@ async def prune(  # noqa: PLR0917
 ) -> None:
     """Delete children this HDA owns that the spec no longer asks for."""
     wanted = {(kind_of(o).plural, o["metadata"]["name"]) for o in desired}
-    uid = str(hda.metadata.get("uid", ""))
     for kind in KINDS:
         if kind.kind in _KEPT_KINDS:
             continue
@@ -111,7 +117,7 @@ async def prune(  # noqa: PLR0917
             name = str(live["metadata"]["name"])
             if (kind.plural, name) in wanted:
                 continue
-            if kind.namespaced and foreign(live, uid, kind) is not None:
+            if foreign(live, hda, kind) is not None:
                 continue
             if not kind.namespaced and (live.get("status") or {}).get("phase") == "Bound":
                 continue  # a PV still holding a claim's data stays until the claim goes
@@ -126,14 +132,24 @@ async def prune(  # noqa: PLR0917
             writes.done.append(f"{kind.kind}/{name} (deleted: no longer in the spec)")
 
 
-def foreign(live: dict[str, Any] | None, uid: str, kind: Kind) -> str | None:
-    """A message when `live` belongs to something else than this HDA; None when it is ours."""
-    if live is None or not kind.namespaced:
+def foreign(live: dict[str, Any] | None, hda: HyperDriveAccelerator, kind: Kind) -> str | None:
+    """A message when `live` belongs to something else than this HDA; None when it is ours.
+
+    Namespaced children are ours by owner reference; cluster-scoped ones (FC PersistentVolumes),
+    which cannot carry one, by the labels naming this HDA and its namespace.
+    """
+    if live is None:
         return None
-    owners = live["metadata"].get("ownerReferences") or []
-    if any(o.get("uid") == uid for o in owners):
-        return None
-    return (
-        f"{live.get('kind', kind.kind)}/{live['metadata']['name']} exists and is not owned by "
-        "this HyperDriveAccelerator; rename or delete it"
-    )
+    meta = live["metadata"]
+    if kind.namespaced:
+        uid = str(hda.metadata.get("uid", ""))
+        if any(o.get("uid") == uid for o in meta.get("ownerReferences") or []):
+            return None
+    else:
+        labels = meta.get("labels") or {}
+        if (
+            labels.get(LABEL_ACCELERATOR) == label_value(hda.name)
+            and labels.get(LABEL_NAMESPACE) == hda.namespace
+        ):
+            return None
+    return f"{live.get('kind', kind.kind)}/{meta['name']} exists and {CONFLICT_MARKER}; rename or delete it"

@@ -10,6 +10,7 @@ import secrets
 from hda.api.v1alpha1 import HyperDriveAccelerator
 from hda.specs import ChildNames, Images, generated_password_secret
 
+from .apply import foreign
 from .kube import ApiError, Kube, kind_of
 from .observe import Cache, find_child
 from .state import Key, NamespaceTerminatingError, Stats, Writes
@@ -43,3 +44,13 @@ async def ensure_password_secret(  # noqa: PLR0917
     if created is not None:
         stats.creates += 1
         writes.done.append(f"Secret/{names.valkey_password_secret} (created once)")
+        return
+    # A Secret of this name exists but the watch (our labels only) does not see it: is it ours?
+    try:
+        live = await kube.get(secret_kind, hda.namespace, names.valkey_password_secret)
+    except ApiError as error:
+        writes.errors.append(f"Secret/{names.valkey_password_secret}: {error}")
+        return
+    clash = foreign(live, hda, secret_kind)
+    if clash is not None:
+        writes.errors.append(clash)

@@ -16,10 +16,18 @@ from typing import Any, Final
 
 import kopf
 
-from hda.api.consts import GROUP, LABEL_ACCELERATOR, PLURAL, VERSION
+from hda.api.consts import GROUP, LABEL_ACCELERATOR, LABEL_NAME, PLURAL, VERSION
+from hda.specs.labels import APP_NAME
 
 from .kube import KINDS, Kind, Kube
-from .observe import NodeSummary, VolumeSummary, node_summary, volume_summary
+from .observe import (
+    NodeSummary,
+    PodSummary,
+    VolumeSummary,
+    node_summary,
+    pod_summary,
+    volume_summary,
+)
 from .reconcile import Controller
 from .state import Key, child_key, key_of
 
@@ -27,6 +35,10 @@ log = logging.getLogger("hda.controller")
 
 HDA: Final = (f"{GROUP}/{VERSION}", PLURAL)
 _ALL: Final = "all"
+# The API server filters the watches: only objects an HDA made reach the operator's Python code.
+CHILD_SELECTOR: Final = LABEL_ACCELERATOR
+POD_SELECTOR: Final = f"{LABEL_NAME}={APP_NAME},{LABEL_ACCELERATOR}"
+DEFAULT_CLASS_ANNOTATION: Final = "storageclass.kubernetes.io/is-default-class"
 
 
 def _index_id(kind: Kind) -> str:
@@ -55,6 +67,14 @@ class KopfCache:
     def storage_class_exists(self, name: str) -> bool:
         return name in self._indexes["hda_storage_classes"]
 
+    def default_storage_class_exists(self) -> bool:
+        index = self._indexes["hda_storage_classes"]
+        return any(any(store) for store in index.values())
+
+    def pods(self, namespace: str, accelerator: str) -> list[PodSummary]:
+        store = self._indexes["hda_pods"].get((namespace, accelerator))
+        return list(store) if store is not None else []
+
 
 def _controller(memo: Any) -> Controller:
     controller: Controller = memo["controller"]
@@ -78,6 +98,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.networking.error_backoffs = [1, 2, 5, 10]
     settings.batching.worker_limit = 1000
+    for kind in KINDS:
+        settings.watching.label_selectors[kind.api_version, kind.plural] = CHILD_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = POD_SELECTOR
     if "controller" not in memo:
         resync = float(memo.get("resync_seconds", 15.0))
         memo["controller"] = Controller(
@@ -131,6 +154,28 @@ for _kind in KINDS:
     _register_child(_kind)
 
 
+@kopf.index("v1", "pods", id="hda_pods", labels={LABEL_ACCELERATOR: kopf.PRESENT})
+def index_pods(body: kopf.Body, **_: Any) -> dict[Key, PodSummary] | None:
+    key = child_key(body)
+    return {key: pod_summary(body)} if key is not None else None
+
+
+@kopf.on.event("v1", "pods", id="hda_wake_pods", labels={LABEL_ACCELERATOR: kopf.PRESENT})
+def wake_on_pods(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    # Readiness reaches status through the workloads; pods wake an HDA only for their problems.
+    summaries: dict[tuple[str, str], object] = memo.setdefault("pod_problems", {})
+    meta = body["metadata"]
+    name = (str(meta.get("namespace")), str(meta["name"]))
+    if type == "DELETED":
+        changed = bool(summaries.pop(name, ()))
+    else:
+        problems = pod_summary(body).problems
+        changed = summaries.get(name, ()) != problems
+        summaries[name] = problems
+    if changed and type is not None:
+        _controller(memo).wake(child_key(body))
+
+
 def _wake_all_if_changed(
     memo: kopf.Memo,
     memo_key: str,
@@ -174,8 +219,9 @@ def wake_on_volumes(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
 
 
 @kopf.index("storage.k8s.io/v1", "storageclasses", id="hda_storage_classes")
-def index_storage_classes(name: str, **_: Any) -> dict[str, bool]:
-    return {name: True}
+def index_storage_classes(name: str, annotations: kopf.Annotations, **_: Any) -> dict[str, bool]:
+    """StorageClass name -> whether it is the cluster's default."""
+    return {name: annotations.get(DEFAULT_CLASS_ANNOTATION) == "true"}
 
 
 @kopf.on.event("storage.k8s.io/v1", "storageclasses", id="hda_wake_storage_classes")

@@ -86,6 +86,12 @@ class CountingProxy:
         self._thread = threading.Thread(target=self._run, name="counting-proxy", daemon=True)
         self._started = threading.Event()
         self._stop: asyncio.Event | None = None
+        self._dropping: Callable[[Request], bool] | None = None
+
+    def drop(self, matching: Callable[[Request], bool] | None) -> None:
+        """Cut the connection of every request `matching` selects, as an unreachable API server
+        would (None: pass everything on again)."""
+        self._dropping = matching
 
     @property
     def url(self) -> str:
@@ -125,6 +131,12 @@ class CountingProxy:
             app = web.Application(client_max_size=64 * 1024 * 1024)
 
             async def handle(request: web.Request) -> web.StreamResponse:
+                dropping = self._dropping
+                if dropping is not None and dropping(self._entry(request, 0)):
+                    self._record(request, 0)
+                    if request.transport is not None:
+                        request.transport.abort()
+                    raise ConnectionResetError("dropped by the test")
                 return await self._forward(session, request)
 
             app.router.add_route("*", "/{tail:.*}", handle)
@@ -170,14 +182,18 @@ class CountingProxy:
                 self._record(request, status)
             return web.Response(status=502, text=f"proxy: {error}")
 
-    def _record(self, request: web.Request, status: int) -> None:
-        entry = Request(
+    @staticmethod
+    def _entry(request: web.Request, status: int) -> Request:
+        return Request(
             at=time.time(),
             method=request.method,
             path=request.rel_url.path,
             query=request.rel_url.query_string,
             status=status,
         )
+
+    def _record(self, request: web.Request, status: int) -> None:
+        entry = self._entry(request, status)
         with self._lock:
             self.requests.append(entry)
 

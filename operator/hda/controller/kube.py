@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import kubernetes
+import urllib3
 
 from hda.api.consts import FIELD_MANAGER, GROUP, PLURAL, VERSION
 
@@ -155,9 +156,16 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self._client.call_api(
-            method, url, header_params=headers, body=payload, _request_timeout=30
-        )
+        try:
+            response = self._client.call_api(
+                method, url, header_params=headers, body=payload, _request_timeout=30
+            )
+        except urllib3.exceptions.HTTPError as error:
+            # Reported like any failed call (in status, on the next pass): the message names
+            # the kind of failure only, so that it is the same on every attempt.
+            raise ApiError(
+                0, "Unreachable", f"the API server is not reachable ({type(error).__name__})"
+            ) from error
         data = response.read() or b""  # type: ignore[no-untyped-call]
         if response.status >= 400:
             raise _error(int(response.status), data)

@@ -16,14 +16,24 @@ from typing import Any, Protocol
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from hda.api.consts import REDIS_PORT
+from hda.api.consts import LABEL_COMPONENT, REDIS_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator, parse_quantity
 from hda.api.v1alpha1.status import Endpoints, ImagesStatus
 from hda.specs import PASSWORD_KEY, ChildNames, Images, worker_selector
+from hda.specs.names import VALKEY_DATA_VOLUME
 
 from .kube import KINDS, Kind, Kube, kind_of
 from .lag import Sample, measure_streams
-from .status import LAG_UNKNOWN_PREFIX, Claim, Lag, Observation, StreamLag, Workload
+from .reasons import Reason
+from .status import (
+    LAG_UNKNOWN_PREFIX,
+    Claim,
+    Lag,
+    Observation,
+    Problem,
+    StreamLag,
+    Workload,
+)
 
 log = logging.getLogger("hda.controller")
 
@@ -49,6 +59,15 @@ class VolumeSummary:
     claim: tuple[str, str] | None  # (namespace, name) it is reserved for or bound to
 
 
+@dataclasses.dataclass(frozen=True)
+class PodSummary:
+    """What matters about one of an HDA's pods for status: its problems, if any."""
+
+    name: str
+    component: str
+    problems: tuple[Problem, ...]
+
+
 class Cache(Protocol):
     """The live objects the operator watches (kopf indexes in production, dicts in tests)."""
 
@@ -59,6 +78,10 @@ class Cache(Protocol):
     def volumes(self, storage_class: str) -> list[VolumeSummary]: ...
 
     def storage_class_exists(self, name: str) -> bool: ...
+
+    def default_storage_class_exists(self) -> bool: ...
+
+    def pods(self, namespace: str, accelerator: str) -> list[PodSummary]: ...
 
 
 def node_summary(body: Mapping[str, Any]) -> NodeSummary:
@@ -86,6 +109,119 @@ def volume_summary(body: Mapping[str, Any]) -> VolumeSummary:
         capacity=capacity,
         claim=(str(ref.get("namespace")), str(ref.get("name"))) if ref else None,
     )
+
+
+# Kubelet's waiting reasons for an image that cannot be pulled (ErrImagePull and ImagePullBackOff
+# alternate while it retries: one reason for both keeps the status from flapping).
+_IMAGE_PULL_REASONS = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+)
+_CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
+
+
+def _container_problem(pod: str, component: str, status: Mapping[str, Any]) -> Problem | None:
+    waiting = (status.get("state") or {}).get("waiting") or {}
+    reason = str(waiting.get("reason") or "")
+    container = status.get("name", "?")
+    image = status.get("image", "?")
+    if reason in _IMAGE_PULL_REASONS:
+        return Problem(
+            component,
+            Reason.IMAGE_PULL_FAILED,
+            f"pod {pod} container {container}: cannot pull image {image} (ImagePull failed)",
+        )
+    if reason == "CrashLoopBackOff":
+        last = (status.get("lastState") or {}).get("terminated") or {}
+        exited = (
+            f" (last exit code {last.get('exitCode')}, {last.get('reason') or 'no reason'})"
+            if last
+            else ""
+        )
+        return Problem(
+            component,
+            Reason.CRASH_LOOP_BACK_OFF,
+            f"pod {pod} container {container} is in CrashLoopBackOff{exited}",
+        )
+    if reason in _CONFIG_REASONS:
+        return Problem(
+            component,
+            Reason.CONTAINER_CONFIG_INVALID,
+            f"pod {pod} container {container} cannot start: {reason}: "
+            f"{waiting.get('message') or 'no message'}",
+        )
+    return None
+
+
+def pod_summary(body: Mapping[str, Any]) -> PodSummary:
+    """The problems of one pod, from its status (pure: recorded pod objects are test input)."""
+    meta = body.get("metadata") or {}
+    name = str(meta.get("name", "?"))
+    component = str((meta.get("labels") or {}).get(LABEL_COMPONENT, ""))
+    status = body.get("status") or {}
+    problems: list[Problem] = []
+    for condition in status.get("conditions") or []:
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == "Unschedulable"
+        ):
+            problems.append(
+                Problem(
+                    component,
+                    Reason.UNSCHEDULABLE,
+                    f"pod {name} cannot be scheduled: {condition.get('message') or 'no message'}",
+                )
+            )
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for container in status.get(key) or []:
+            problem = _container_problem(name, component, container)
+            if problem is not None:
+                problems.append(problem)
+    return PodSummary(name=name, component=component, problems=tuple(problems))
+
+
+def _rollout_problem(component: str, live: Mapping[str, Any] | None) -> Problem | None:
+    """The Deployment controller's verdict that a rollout exceeded its progress deadline."""
+    if live is None:
+        return None
+    for condition in (live.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Progressing" and (
+            condition.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            return Problem(
+                component,
+                Reason.PROGRESS_DEADLINE_EXCEEDED,
+                f"Deployment {live['metadata']['name']} exceeded its progress deadline: "
+                f"{condition.get('message') or 'no message'}",
+            )
+    return None
+
+
+def _valkey_claim_problem(
+    hda: HyperDriveAccelerator, names: ChildNames, cache: Cache, accelerator: str
+) -> Problem | None:
+    """A Pending Valkey claim that cannot bind because its StorageClass does not exist."""
+    claim_name = f"{VALKEY_DATA_VOLUME}-{names.valkey_statefulset}-0"
+    claims = _by_name(cache.children(_kind("PersistentVolumeClaim"), hda.namespace, accelerator))
+    claim = claims.get(claim_name)
+    if claim is None or (claim.get("status") or {}).get("phase") != "Pending":
+        return None
+    storage_class = (claim.get("spec") or {}).get("storageClassName")
+    if storage_class is None:
+        if cache.default_storage_class_exists():
+            return None
+        message = (
+            f"claim {claim_name} is Pending: it names no StorageClass and the cluster has no "
+            "default StorageClass (set spec.redis.storage.storageClassName)"
+        )
+    elif storage_class and not cache.storage_class_exists(str(storage_class)):
+        message = (
+            f"claim {claim_name} is Pending: StorageClass {storage_class} "
+            "(spec.redis.storage.storageClassName) does not exist"
+        )
+    else:
+        return None
+    return Problem("valkey", Reason.STORAGE_CLASS_MISSING, message)
 
 
 def matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
@@ -180,6 +316,17 @@ def observe(
     )
     autoscaling = spec.workers.autoscaling
     ingest_port = spec.ingest.service.port
+    problems = [
+        problem
+        for problem in (
+            _valkey_claim_problem(hda, names, cache, accelerator),
+            _rollout_problem("ingest", live("Deployment", names.ingest_deployment)),
+            _rollout_problem("workers", live("Deployment", names.workers_deployment)),
+        )
+        if problem is not None
+    ]
+    for pod in sorted(cache.pods(namespace, accelerator), key=lambda p: p.name):
+        problems.extend(pod.problems)
     return Observation(
         generation=int(hda.metadata.get("generation") or 0),
         apply_errors=apply_errors,
@@ -218,6 +365,7 @@ def observe(
         ),
         images=ImagesStatus(runtime=images.runtime, valkey=images.valkey),
         waiting_for_workers=tuple(sorted(component.value for component in images.held)),
+        problems=tuple(problems),
     )
 
 

@@ -32,6 +32,7 @@ from .compare import with_applied_hash
 from .generated_secret import ensure_password_secret
 from .kube import Kube, kind_of
 from .observe import Cache, LagProbe, find_child, lag_from_status, observe
+from .reasons import Reason
 from .release import release_volumes
 from .rollout import workers_first
 from .scaling import worker_replicas
@@ -44,7 +45,7 @@ from .state import (
     key_of,
     log_fields,
 )
-from .status import Observation
+from .status import CONFLICT_MARKER, Observation
 from .status_write import write_status
 
 __all__ = ["Controller"]
@@ -249,7 +250,10 @@ class Controller:
         errors = tuple(writes.errors)
         if errors and errors != state.errors:
             for item in errors:
-                events.error(body, "ApplyFailed", item)
+                reason = (
+                    Reason.CHILD_NAME_CONFLICT if CONFLICT_MARKER in item else Reason.APPLY_FAILED
+                )
+                events.error(body, reason, item)
         state.errors = errors
 
     def _require_cache(self) -> Cache:

@@ -22,6 +22,8 @@ from hda.api.v1alpha1.status import (
     WorkersStatus,
 )
 
+from .reasons import COMPONENT_REASONS, PROBLEM_REASONS, Reason
+
 Status = Literal["True", "False", "Unknown"]
 
 READY: Final = "Ready"
@@ -48,12 +50,11 @@ CONDITION_TYPES: Final = (
 # For these, "True" is bad news; for all others "False" is.
 _TRUE_IS_BAD: Final = frozenset({DEGRADED})
 
-NO_FC_NODES: Final = "NoFibreChannelNodes"
-FC_VOLUME_UNAVAILABLE: Final = "FibreChannelVolumeUnavailable"
-INVALID_SPEC: Final = "InvalidSpec"
-APPLY_FAILED: Final = "ApplyFailed"
 LAG_UNKNOWN_PREFIX: Final = "stream lag unknown: "
-PROBLEM_REASONS: Final = frozenset({NO_FC_NODES, FC_VOLUME_UNAVAILABLE, INVALID_SPEC, APPLY_FAILED})
+# In an apply error, says that an object of a child's name belongs to someone else.
+CONFLICT_MARKER: Final = "is not owned by this HyperDriveAccelerator"
+# Degraded names this many problems, then counts the rest (the message stays short and stable).
+SHOWN_PROBLEMS: Final = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,16 @@ class Workload:
     updated: int = 0
     current: int = 0
     rolled_out: bool = False  # the controller observed the latest generation
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Something that keeps a component from running as specified, e.g. a pod that cannot pull
+    its image; `component` is the workload's label (valkey, ingest, workers, output)."""
+
+    component: str
+    reason: Reason
+    message: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +142,8 @@ class Observation:
     images: ImagesStatus | None = None
     # Runtime components kept on their image until the workers rolled out a new one.
     waiting_for_workers: tuple[str, ...] = ()
+    # Pods, rollouts and the Valkey claim that cannot make progress (observe.py finds them).
+    problems: tuple[Problem, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,100 +170,120 @@ class Transition:
 @dataclasses.dataclass(frozen=True)
 class _Cond:
     status: Status
-    reason: str
+    reason: Reason
     message: str
 
 
-def _component(label: str, prefix: str, workload: Workload) -> _Cond:
+def _problems_message(problems: list[Problem]) -> str:
+    shown = "; ".join(p.message for p in problems[:SHOWN_PROBLEMS])
+    hidden = len(problems) - SHOWN_PROBLEMS
+    return shown + (f" (and {hidden} more)" if hidden > 0 else "")
+
+
+def _component(label: str, prefix: str, workload: Workload, problems: list[Problem]) -> _Cond:
+    missing, ready, not_ready = COMPONENT_REASONS[prefix]
     if not workload.exists:
-        return _Cond("False", f"{prefix}Missing", f"{label} {workload.name} does not exist yet")
+        return _Cond("False", missing, f"{label} {workload.name} does not exist yet")
     if workload.desired == 0:
-        return _Cond("True", "ScaledToZero", f"{label} {workload.name} is scaled to zero")
+        return _Cond("True", Reason.SCALED_TO_ZERO, f"{label} {workload.name} is scaled to zero")
     summary = f"{workload.ready}/{workload.desired} {label} pods ready"
     if workload.ready >= workload.desired:
-        return _Cond("True", f"{prefix}Ready", summary)
-    return _Cond("False", f"{prefix}NotReady", summary)
+        return _Cond("True", ready, summary)
+    if problems:
+        return _Cond("False", problems[0].reason, f"{summary}: {_problems_message(problems)}")
+    return _Cond("False", not_ready, summary)
 
 
 def _storage(obs: Observation) -> _Cond:
     wanted = obs.output.desired
     if wanted == 0:
-        return _Cond("True", "NoClaims", "output is scaled to zero")
+        return _Cond("True", Reason.NO_CLAIMS, "output is scaled to zero")
     claims = obs.claims[:wanted]
     bound = sum(1 for c in claims if c.phase == "Bound")
     if bound >= wanted:
-        return _Cond("True", "ClaimsBound", f"{bound}/{wanted} output claims Bound")
+        return _Cond("True", Reason.CLAIMS_BOUND, f"{bound}/{wanted} output claims Bound")
     waiting = [c for c in claims if c.phase != "Bound"]
     first = waiting[0].name if waiting else "?"
     if not obs.storage_class_exists:
         return _Cond(
             "False",
-            FC_VOLUME_UNAVAILABLE,
+            Reason.FIBRE_CHANNEL_VOLUME_UNAVAILABLE,
             f"StorageClass {obs.storage_class} (spec.output.fibreChannel.storageClassName) "
             "does not exist",
         )
     if any(c.phase == "Lost" for c in claims):
         lost = next(c.name for c in claims if c.phase == "Lost")
-        return _Cond("False", FC_VOLUME_UNAVAILABLE, f"claim {lost} lost its PersistentVolume")
+        return _Cond(
+            "False",
+            Reason.FIBRE_CHANNEL_VOLUME_UNAVAILABLE,
+            f"claim {lost} lost its PersistentVolume",
+        )
     if obs.fc_nodes == 0:
         return _Cond(
             "False",
-            NO_FC_NODES,
+            Reason.NO_FIBRE_CHANNEL_NODES,
             f"{bound}/{wanted} output claims Bound; claims bind only once an output pod "
             f"can be scheduled on a node matching {obs.fc_node_selector}",
         )
     if obs.available_volumes < len(waiting):
         return _Cond(
             "False",
-            FC_VOLUME_UNAVAILABLE,
+            Reason.FIBRE_CHANNEL_VOLUME_UNAVAILABLE,
             f"claim {first} cannot bind: {obs.available_volumes} Available PersistentVolumes of "
             f"StorageClass {obs.storage_class} for {len(waiting)} unbound claims",
         )
-    return _Cond("False", "ClaimsPending", f"{bound}/{wanted} output claims Bound")
+    return _Cond("False", Reason.CLAIMS_PENDING, f"{bound}/{wanted} output claims Bound")
 
 
-def _output(obs: Observation) -> _Cond:
+def _output(obs: Observation, problems: list[Problem]) -> _Cond:
     if obs.output.desired > 0 and obs.fc_nodes == 0:
         return _Cond(
             "False",
-            NO_FC_NODES,
+            Reason.NO_FIBRE_CHANNEL_NODES,
             f"no Ready node matches the Fibre Channel node selector {obs.fc_node_selector} "
             "(spec.output.fibreChannel.nodeSelector)",
         )
-    return _component("output", "Output", obs.output)
+    return _component("output", "Output", obs.output, problems)
 
 
 def _keeping_up(obs: Observation) -> _Cond:
     total = obs.lag.total
     if total is None:
-        return _Cond("Unknown", "LagUnknown", f"{LAG_UNKNOWN_PREFIX}{obs.lag.error}")
+        return _Cond("Unknown", Reason.LAG_UNKNOWN, f"{LAG_UNKNOWN_PREFIX}{obs.lag.error}")
     capacity = max(obs.workers.ready, 1) * obs.target_lag_per_replica
     if total <= capacity:
-        return _Cond("True", "LagWithinTarget", "backlog within the workers' target")
+        return _Cond("True", Reason.LAG_WITHIN_TARGET, "backlog within the workers' target")
     return _Cond(
         "False",
-        "LagAboveTarget",
+        Reason.LAG_ABOVE_TARGET,
         f"backlog above {obs.target_lag_per_replica} entries per ready worker",
     )
 
 
+def _of(obs: Observation, component: str) -> list[Problem]:
+    return [p for p in obs.problems if p.component == component]
+
+
 def _conditions(obs: Observation) -> dict[str, _Cond]:
     components = {
-        BUFFER_READY: _component("Valkey", "Valkey", obs.buffer),
-        INGEST_READY: _component("ingest", "Ingest", obs.ingest),
-        WORKERS_READY: _component("worker", "Workers", obs.workers),
-        OUTPUT_READY: _output(obs),
+        BUFFER_READY: _component("Valkey", "Valkey", obs.buffer, _of(obs, "valkey")),
+        INGEST_READY: _component("ingest", "Ingest", obs.ingest, _of(obs, "ingest")),
+        WORKERS_READY: _component("worker", "Workers", obs.workers, _of(obs, "workers")),
+        OUTPUT_READY: _output(obs, _of(obs, "output")),
         OUTPUT_STORAGE_BOUND: _storage(obs),
     }
-    blocking = [c for c in components.values() if c.reason in (NO_FC_NODES, FC_VOLUME_UNAVAILABLE)]
+    blocking = [c for c in components.values() if c.reason in _BLOCKING]
     if obs.spec_error is not None:
-        degraded = _Cond("True", INVALID_SPEC, obs.spec_error)
+        degraded = _Cond("True", Reason.INVALID_SPEC, obs.spec_error)
     elif obs.apply_errors:
-        degraded = _Cond("True", APPLY_FAILED, "; ".join(obs.apply_errors))
+        degraded = _Cond("True", _apply_reason(obs.apply_errors), "; ".join(obs.apply_errors))
     elif blocking:
         degraded = _Cond("True", blocking[0].reason, blocking[0].message)
+    elif obs.problems:
+        problems = list(obs.problems)
+        degraded = _Cond("True", problems[0].reason, _problems_message(problems))
     else:
-        degraded = _Cond("False", "AsExpected", "no problems observed")
+        degraded = _Cond("False", Reason.AS_EXPECTED, "no problems observed")
 
     workloads = (obs.buffer, obs.ingest, obs.workers, obs.output)
     rolling = [
@@ -258,35 +291,38 @@ def _conditions(obs: Observation) -> dict[str, _Cond]:
         for w in workloads
         if w.exists and (not w.rolled_out or w.updated < w.desired or w.current > w.desired)
     ]
+    stalled = [p for p in obs.problems if p.reason == Reason.PROGRESS_DEADLINE_EXCEEDED]
     if obs.spec_error is not None:
-        progressing = _Cond("False", INVALID_SPEC, "the spec cannot be applied")
+        progressing = _Cond("False", Reason.INVALID_SPEC, "the spec cannot be applied")
+    elif stalled:
+        progressing = _Cond("False", Reason.PROGRESS_DEADLINE_EXCEEDED, _problems_message(stalled))
     elif obs.missing_children:
         progressing = _Cond(
-            "True", "CreatingChildren", "waiting for " + ", ".join(obs.missing_children)
+            "True", Reason.CREATING_CHILDREN, "waiting for " + ", ".join(obs.missing_children)
         )
     elif obs.waiting_for_workers:
         progressing = _Cond(
             "True",
-            "RollingOutWorkersFirst",
+            Reason.ROLLING_OUT_WORKERS_FIRST,
             "rolling out the workers' new image first; "
             + ", ".join(obs.waiting_for_workers)
             + " follow once the workers' rollout completed",
         )
     elif rolling:
-        progressing = _Cond("True", "RollingOut", "rolling out " + ", ".join(rolling))
+        progressing = _Cond("True", Reason.ROLLING_OUT, "rolling out " + ", ".join(rolling))
     else:
-        progressing = _Cond("False", "Reconciled", "every component runs the desired revision")
+        progressing = _Cond("False", Reason.RECONCILED, "every component runs the desired revision")
 
     if obs.spec_error is not None:
-        ready = _Cond("False", INVALID_SPEC, obs.spec_error)
+        ready = _Cond("False", Reason.INVALID_SPEC, obs.spec_error)
     elif obs.apply_errors:
-        ready = _Cond("False", APPLY_FAILED, degraded.message)
+        ready = _Cond("False", degraded.reason, degraded.message)
     else:
         failing = [c for c in components.values() if c.status != "True"]
         if not failing:
             ready = _Cond(
                 "True",
-                "AllComponentsReady",
+                Reason.ALL_COMPONENTS_READY,
                 f"Valkey {obs.buffer.ready}/{obs.buffer.desired}, "
                 f"ingest {obs.ingest.ready}/{obs.ingest.desired}, "
                 f"workers {obs.workers.ready}/{obs.workers.desired}, "
@@ -302,6 +338,22 @@ def _conditions(obs: Observation) -> dict[str, _Cond]:
         **components,
         WORKERS_KEEPING_UP: _keeping_up(obs),
     }
+
+
+_BLOCKING: Final = frozenset(
+    {
+        Reason.NO_FIBRE_CHANNEL_NODES,
+        Reason.FIBRE_CHANNEL_VOLUME_UNAVAILABLE,
+        Reason.STORAGE_CLASS_MISSING,
+    }
+)
+
+
+def _apply_reason(errors: tuple[str, ...]) -> Reason:
+    """ChildNameConflict when every failure is an object of a child's name that is not ours."""
+    if all(CONFLICT_MARKER in error for error in errors):
+        return Reason.CHILD_NAME_CONFLICT
+    return Reason.APPLY_FAILED
 
 
 def _previous_conditions(previous: dict[str, Any] | None) -> dict[str, dict[str, Any]]:

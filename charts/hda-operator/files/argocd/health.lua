@@ -12,8 +12,11 @@
 --   4. status.observedGeneration < generation      -> Progressing "Operator has not yet observed the latest spec"
 --   5. condition Degraded=True                     -> Degraded    its message, reason, or "Degraded"
 --   6. condition Ready=True                        -> Healthy     its message or "Ready"
---   7. condition Ready=False with reason Failed    -> Degraded    its message or "Failed"
---   8. otherwise                                   -> Progressing the Ready message, or "Reconciling"
+--   7. otherwise                                   -> Progressing the Ready message, or "Reconciling"
+--
+-- The operator says Degraded=True for every failure (an invalid spec, a failed apply, a child
+-- name taken by someone else, a rollout past its deadline, pods that cannot pull their image,
+-- crash-loop or cannot be scheduled, missing storage), so no condition reason is matched here.
 
 local function nonEmpty(value)
   return value ~= nil and value ~= ""
@@ -74,9 +77,6 @@ local function check(o)
   local ready = findCondition(status.conditions, "Ready")
   if ready ~= nil and ready.status == "True" then
     return {status = "Healthy", message = firstNonEmpty(ready.message, nil, "Ready")}
-  end
-  if ready ~= nil and ready.status == "False" and ready.reason == "Failed" then
-    return {status = "Degraded", message = firstNonEmpty(ready.message, nil, "Failed")}
   end
   if ready ~= nil then
     return {status = "Progressing", message = firstNonEmpty(ready.message, nil, "Reconciling")}
