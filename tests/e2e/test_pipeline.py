@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import pytest
 
-from hda.cluster import FC_LABEL
+from hda.cluster import FC_LABEL, oci
 from hda.cluster.testing import ClusterHandle, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -315,6 +315,86 @@ def test_subscribe_serves_the_events_of_every_output_pod(
             forward.wait(timeout=30)
     assert seen == events_in_files(fc_segment_files(real_cluster))
     assert sum(seen.values()) == EVENTS_PER_PRODUCER * len(PRODUCERS)
+
+
+UPGRADE_TAG = "0.1.0-upgrade"
+UPGRADE_EVENTS = 50_000
+
+
+def template_image(cluster: ClusterHandle, kind: str, name: str) -> str:
+    workload = kubectl_json(cluster, "-n", NAMESPACE, "get", kind, name)
+    return str(workload["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+def rolled_out(cluster: ClusterHandle, kind: str, name: str) -> bool:
+    """What `kubectl rollout status` waits for: every replica updated, ready and available."""
+    workload = kubectl_json(cluster, "-n", NAMESPACE, "get", kind, name)
+    want = workload["spec"].get("replicas", 1)
+    status = workload.get("status", {})
+    return bool(
+        status.get("observedGeneration", 0) >= workload["metadata"]["generation"]
+        and status.get("updatedReplicas", 0) == want
+        and status.get("readyReplicas", 0) == want
+        and status.get("replicas", 0) == want
+    )
+
+
+def test_operator_upgrade_rolls_workers_first_without_losing_events(
+    real_cluster: ClusterHandle, pipeline: str, tmp_path: Path
+) -> None:
+    """`helm upgrade` with a new default runtime image moves the unpinned pipeline: the workers
+    roll first, ingest and output only once the workers' rollout is complete, while a producer
+    keeps sending; every event still lands exactly once."""
+    assert real_cluster.registry_url is not None
+    repository = "shitops/hyperdrive-accelerator"
+    old_image = runtime_image(real_cluster)
+    new_image = f"{old_image.rsplit(':', 1)[0]}:{UPGRADE_TAG}"
+    oci.retag(real_cluster.registry_url, repository, old_image.rsplit(":", 1)[1], UPGRADE_TAG)
+    args = ["load", INGEST_URL, "--events", str(UPGRADE_EVENTS), "--producer", "upgrade",
+            "--rate", str(RATE_PER_PRODUCER), "--batch", "250"]  # fmt: skip
+    real_cluster.kubectl("-n", NAMESPACE, "apply", "-f", "-",
+                         input=json.dumps(client_pod("producer-upgrade", old_image, args)))  # fmt: skip
+    helm(real_cluster, tmp_path, "upgrade", "hda-operator", str(CHART), "-n", OPERATOR_NAMESPACE,
+         "--reuse-values", "--set", f"defaultImages.runtime={new_image}")  # fmt: skip
+    workloads = {
+        "workers": ("deployment", f"{HDA}-workers"),
+        "ingest": ("deployment", f"{HDA}-ingest"),
+        "output": ("statefulset", f"{HDA}-output"),
+    }
+    switched: dict[str, float] = {}
+    workers_done: float | None = None
+    deadline = time.monotonic() + 600
+    while len(switched) < len(workloads) and time.monotonic() < deadline:
+        now = time.monotonic()
+        for component, (kind, name) in workloads.items():
+            if component not in switched and template_image(real_cluster, kind, name) == new_image:
+                switched[component] = now
+        workers_switched = workers_done is None and "workers" in switched
+        if workers_switched and rolled_out(real_cluster, *workloads["workers"]):
+            workers_done = now
+        time.sleep(0.5)
+    log_figure("upgrade switch times (s after the first)",
+               {c: round(t - min(switched.values()), 1) for c, t in switched.items()})  # fmt: skip
+    assert set(switched) == set(workloads), f"not every component moved: {switched}"
+    assert workers_done is not None
+    assert switched["ingest"] >= workers_done, "ingest moved before the workers had rolled out"
+    assert switched["output"] >= workers_done, "output moved before the workers had rolled out"
+    wait_for(functools.partial(producer_finished, real_cluster, "upgrade"), timeout=600,
+             message="the upgrade producer did not finish")  # fmt: skip
+    log = real_cluster.kubectl("-n", NAMESPACE, "logs", "producer-upgrade").stdout
+    report = orjson.loads(log.strip().splitlines()[-1])
+    assert report["acked_events"] == UPGRADE_EVENTS, report
+
+    def upgrade_events() -> collections.Counter[tuple[str, int]] | None:
+        seen = events_in_files(fc_segment_files(real_cluster))
+        ours = collections.Counter({k: n for k, n in seen.items() if k[0] == "upgrade"})
+        return ours if sum(ours.values()) >= UPGRADE_EVENTS else None
+
+    seen = wait_for(upgrade_events, timeout=600, interval=5,
+                    message="the upgrade producer's events did not all land")  # fmt: skip
+    assert sorted(s for _, s in seen) == list(range(UPGRADE_EVENTS))
+    assert set(seen.values()) == {1}
+    assert hda_status(real_cluster)["images"]["runtime"] == new_image
 
 
 def argocd_health(obj: dict[str, Any], tmp_path: Path) -> tuple[str, str]:
