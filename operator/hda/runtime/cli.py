@@ -28,7 +28,7 @@ from .config import (
     consumer_name,
     load_config,
 )
-from .ingest import serve_ingest
+from .ingest.app import serve_ingest
 from .local import LocalPipeline
 from .logs import setup_logging
 from .output import serve_output

@@ -1,0 +1,50 @@
+"""What every ingest request passes first: the bearer token, a known stream, and error replies
+that are counted in the metrics."""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+
+from aiohttp import web
+
+from ..codec import ParsedBatch, split_by_partition
+from ..config import RuntimeConfig, StreamConfig
+from ..metrics import Metrics
+
+
+class Admission:
+    def __init__(self, config: RuntimeConfig, metrics: Metrics, tokens: list[str]) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.tokens = [t.encode() for t in tokens if t]
+        self._round_robin = {s.name: itertools.count() for s in config.streams}
+
+    def authorized(self, request: web.Request) -> bool:
+        if not self.tokens:
+            return True
+        header = request.headers.get("Authorization", "")
+        offered = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+        offered_bytes = offered.encode()
+        return any(hmac.compare_digest(offered_bytes, token) for token in self.tokens)
+
+    def error(
+        self, status: int, message: str, stream: str = "", headers: dict[str, str] | None = None
+    ) -> web.Response:
+        self.metrics.inc("hda_ingest_requests_total", code=str(status), stream=stream)
+        return web.json_response({"error": message}, status=status, headers=headers)
+
+    def precheck(self, request: web.Request) -> tuple[StreamConfig | None, web.Response | None]:
+        name = request.match_info["stream"]
+        if not self.authorized(request):
+            return None, self.error(
+                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+        stream = self.config.stream(name)
+        if stream is None:
+            return None, self.error(404, f"unknown stream {name!r}")
+        return stream, None
+
+    def partition_groups(self, stream: StreamConfig, batch: ParsedBatch) -> dict[int, list[int]]:
+        round_robin = next(self._round_robin[stream.name]) % stream.partitions
+        return split_by_partition(batch, stream.partitions, round_robin)

@@ -1,0 +1,112 @@
+"""The ingest aiohttp app: wires the writer, the backlog monitor and the handlers, and serves
+the probes and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from ..config import RuntimeConfig
+from ..groups import ensure_groups
+from ..metrics import Metrics
+from ..resp import Reconnecting, RedisAddress
+from .admission import Admission
+from .backlog import BacklogMonitor
+from .rest import RestHandler
+from .websocket import WebSocketHandler
+from .writer import EntryWriter
+
+log = logging.getLogger(__name__)
+
+
+class IngestServer:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        address: RedisAddress,
+        *,
+        tokens: list[str] | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.metrics.describe("hda_ingest_events_total", "counter", "Events accepted")
+        self.metrics.describe("hda_ingest_requests_total", "counter", "Requests by status code")
+        self.metrics.describe("hda_ingest_backlog_events", "gauge", "Estimated backlog in events")
+        self.metrics.describe("hda_ingest_entries_total", "counter", "Stream entries written")
+        self.write_connection = Reconnecting(address)
+        self.poll_connection = Reconnecting(address)
+        self.writer = EntryWriter(self.write_connection, config.max_events_per_entry)
+        self.monitor = BacklogMonitor(config, self.poll_connection, self.writer)
+        self.shutting_down = asyncio.Event()
+        admission = Admission(config, self.metrics, tokens or [])
+        self.rest = RestHandler(admission, self.writer, self.monitor)
+        self.websocket = WebSocketHandler(admission, self.writer, self.monitor, self.shutting_down)
+
+    async def _context(self, app: web.Application) -> AsyncIterator[None]:
+        await ensure_groups(await self.poll_connection.get(), self.config)
+        monitor_task = asyncio.create_task(self.monitor.run())
+        log.info("ingest ready", extra={"streams": [s.name for s in self.config.streams]})
+        yield
+        monitor_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await monitor_task
+        self.write_connection.close()
+        self.poll_connection.close()
+
+    def app(self) -> web.Application:
+        # aiohttp enforces client_max_size when reading a body: that is our 413.
+        app = web.Application(client_max_size=self.config.max_request_bytes)
+        app.cleanup_ctx.append(self._context)
+
+        async def on_shutdown(app: web.Application) -> None:
+            self.shutting_down.set()
+
+        app.on_shutdown.append(on_shutdown)
+        app.router.add_post("/v1/streams/{stream}/events", self.rest.post_events)
+        app.router.add_get("/v1/streams/{stream}/ws", self.websocket.websocket)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_handler)
+        return app
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready = self.monitor.healthy
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def metrics_handler(self, request: web.Request) -> web.Response:
+        for name, backlog in self.monitor.backlog_events.items():
+            self.metrics.set("hda_ingest_backlog_events", backlog, stream=name)
+        self.metrics.set("hda_ingest_entries_total", self.writer.entries_written)
+        return web.Response(text=self.metrics.render(), content_type="text/plain")
+
+
+async def serve_ingest(
+    config: RuntimeConfig,
+    address: RedisAddress,
+    *,
+    host: str,
+    port: int,
+    tokens: list[str] | None,
+    stop: asyncio.Event,
+    reuse_port: bool = False,
+) -> None:
+    server = IngestServer(config, address, tokens=tokens)
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, host, port, backlog=1024, reuse_address=True, reuse_port=reuse_port or None
+    )
+    await site.start()
+    log.info("ingest listening", extra={"host": host, "port": port, "at": time.time()})
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
