@@ -1,10 +1,11 @@
-"""What every ingest request passes first: the bearer token, a known stream, and error replies
-that are counted in the metrics."""
+"""What every ingest request passes first: the bearer token, a known stream, a reachable Valkey,
+and error replies that are counted in the metrics."""
 
 from __future__ import annotations
 
 import hmac
 import itertools
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -12,11 +13,21 @@ from ..codec import ParsedBatch, split_by_partition
 from ..config import RuntimeConfig, StreamConfig
 from ..metrics import Metrics
 
+# While Valkey is unreachable (not up yet, or stalled) every request is 503 after this many seconds.
+UNAVAILABLE_RETRY_AFTER = "1"
+
 
 class Admission:
-    def __init__(self, config: RuntimeConfig, metrics: Metrics, tokens: list[str]) -> None:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        metrics: Metrics,
+        tokens: list[str],
+        valkey_reachable: Callable[[], bool],
+    ) -> None:
         self.config = config
         self.metrics = metrics
+        self.valkey_reachable = valkey_reachable
         self.tokens = [t.encode() for t in tokens if t]
         self._round_robin = {s.name: itertools.count() for s in config.streams}
 
@@ -43,7 +54,17 @@ class Admission:
         stream = self.config.stream(name)
         if stream is None:
             return None, self.error(404, f"unknown stream {name!r}")
+        if not self.valkey_reachable():
+            return None, self.unavailable(stream.name)
         return stream, None
+
+    def unavailable(self, stream: str) -> web.Response:
+        return self.error(
+            503,
+            "Valkey unavailable; retry",
+            stream,
+            headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
+        )
 
     def partition_groups(self, stream: StreamConfig, batch: ParsedBatch) -> dict[int, list[int]]:
         round_robin = next(self._round_robin[stream.name]) % stream.partitions

@@ -15,6 +15,7 @@ from ..config import RuntimeConfig
 from ..groups import ensure_groups
 from ..metrics import Metrics
 from ..resp import Reconnecting, RedisAddress
+from ..supervise import run_until_stopped
 from .admission import Admission
 from .backlog import BacklogMonitor
 from .rest import RestHandler
@@ -43,14 +44,32 @@ class IngestServer:
         self.writer = EntryWriter(self.write_connection, config.max_events_per_entry)
         self.monitor = BacklogMonitor(config, self.poll_connection, self.writer)
         self.shutting_down = asyncio.Event()
-        admission = Admission(config, self.metrics, tokens or [])
+        self.groups_ready = False
+        admission = Admission(config, self.metrics, tokens or [], self.valkey_reachable)
         self.rest = RestHandler(admission, self.writer, self.monitor)
         self.websocket = WebSocketHandler(admission, self.writer, self.monitor, self.shutting_down)
 
-    async def _context(self, app: web.Application) -> AsyncIterator[None]:
-        await ensure_groups(await self.poll_connection.get(), self.config)
-        monitor_task = asyncio.create_task(self.monitor.run())
+    def valkey_reachable(self) -> bool:
+        """Groups exist and the last backlog poll succeeded: until then every request is 503."""
+        return self.groups_ready and self.monitor.healthy
+
+    async def _prepare_then_monitor(self) -> None:
+        """Create the consumer groups once Valkey answers (retrying meanwhile), then poll."""
+
+        async def create_groups() -> None:
+            await ensure_groups(await self.poll_connection.get(), self.config)
+
+        await run_until_stopped(create_groups, self.shutting_down, "ingest")
+        if self.shutting_down.is_set():
+            return
+        self.groups_ready = True
         log.info("ingest ready", extra={"streams": [s.name for s in self.config.streams]})
+        await self.monitor.run()
+
+    async def _context(self, app: web.Application) -> AsyncIterator[None]:
+        # Listen at once; requests are 503 until Valkey is reachable (a fresh HDA starts its
+        # Valkey and ingest together: crash-looping until Valkey is up helps nobody).
+        monitor_task = asyncio.create_task(self._prepare_then_monitor())
         yield
         monitor_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -78,7 +97,7 @@ class IngestServer:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        ready = self.monitor.healthy
+        ready = self.valkey_reachable()
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     async def metrics_handler(self, request: web.Request) -> web.Response:

@@ -68,9 +68,7 @@ class RestHandler:
             )
         except (OSError, RespError) as failure:
             log.error("write to Valkey failed", extra={"error": str(failure)})
-            return error(
-                503, "Valkey unavailable; retry", stream.name, headers={"Retry-After": "1"}
-            )
+            return self.admission.unavailable(stream.name)
         self.metrics.inc("hda_ingest_events_total", receipt.count, stream=stream.name)
         self.metrics.inc("hda_ingest_requests_total", code="202", stream=stream.name)
         return web.Response(
