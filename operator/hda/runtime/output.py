@@ -30,7 +30,8 @@ from .codec import (
 from .config import OUTPUT_GROUP, RuntimeConfig
 from .groups import ensure_groups
 from .metrics import Metrics
-from .resp import Arg, RedisAddress, RespConnection, raise_errors
+from .probes import Liveness, Readiness, add_probe_routes, liveness_window
+from .resp import Arg, FencedConnector, RedisAddress, RespConnection, raise_errors
 from .segments import (
     FilePosition,
     SegmentWriter,
@@ -47,6 +48,7 @@ from .worker import count_per_key
 log = logging.getLogger(__name__)
 
 CLOSE_SLOW_SUBSCRIBER = 4008
+READ_BLOCK_SECONDS = 1.0
 ReadReply = list[tuple[bytes, list[tuple[bytes, list[bytes] | None]]]]
 
 
@@ -122,7 +124,9 @@ class OutputProcess:
         self.metrics.describe(
             "hda_output_slow_disconnects_total", "counter", "Slow subscribers cut"
         )
-        self.ready = False
+        self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
+        self.liveness = Liveness(liveness_window(address.command_timeout, READ_BLOCK_SECONDS))
+        self._connector = FencedConnector(address)
         self.durable_last: dict[tuple[str, int], StreamId] = {}
 
     # --- the durable path ---
@@ -191,6 +195,7 @@ class OutputProcess:
             if not entries:
                 return
             await self.write_batch(connection, entries)
+            self.liveness.beat()
             last_by_key = {key: items[-1][0] for key, items in entries}
             cursors = [
                 last_by_key.get(key.encode(), cursor)
@@ -198,24 +203,28 @@ class OutputProcess:
             ]
 
     async def run(self, stop: asyncio.Event) -> None:
-        connection = await RespConnection.connect(self.address)
+        # Fenced: a `>` read given up on must not assign entries to us after the drain below,
+        # or they would be written after newer ones and then taken for durable.
+        connection = await self._connector.connect()
         try:
             await ensure_groups(connection, self.config)
             await self.drain_own_pending(connection)
-            self.ready = True
+            self.readiness.clear("valkey")
             read_command: list[Arg] = [
                 "XREADGROUP", "GROUP", OUTPUT_GROUP, self.consumer,
                 # output's work per entry is small: four worker batches per call
                 "COUNT", count_per_key(self.config.batch_size * 4, len(self.keys)),
-                "BLOCK", 1000, "STREAMS",
+                "BLOCK", int(READ_BLOCK_SECONDS * 1000), "STREAMS",
                 *[key for _, _, key in self.keys], *([">"] * len(self.keys)),
             ]  # fmt: skip
             while not stop.is_set():
-                reply = await connection.execute(*read_command)
+                self.liveness.beat()
+                reply = await connection.execute(*read_command, block_seconds=READ_BLOCK_SECONDS)
                 if reply:
                     await self.write_batch(connection, reply)
         finally:
-            self.ready = False  # until Valkey is back and our pending entries are settled
+            # not ready until Valkey is back and our pending entries are settled
+            self.readiness.set("valkey", "reconnecting to Valkey")
             connection.close()
 
     def close(self) -> None:
@@ -232,9 +241,12 @@ class OutputProcess:
 
         app.on_shutdown.append(on_shutdown)
         app.router.add_get("/v1/streams/{stream}/subscribe", self.subscribe)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics_handler)
+        add_probe_routes(
+            app,
+            liveness=self.liveness,
+            readiness=self.readiness,
+            render_metrics=self.render_metrics,
+        )
         return app
 
     async def subscribe(self, request: web.Request) -> web.StreamResponse:
@@ -297,16 +309,10 @@ class OutputProcess:
             watcher.cancel()
         return ws
 
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def readyz(self, request: web.Request) -> web.Response:
-        return web.json_response({"ready": self.ready}, status=200 if self.ready else 503)
-
-    async def metrics_handler(self, request: web.Request) -> web.Response:
+    def render_metrics(self) -> str:
         for stream, subscribers in self.hub.subscribers.items():
             self.metrics.set("hda_output_subscribers", len(subscribers), stream=stream)
-        return web.Response(text=self.metrics.render(), content_type="text/plain")
+        return self.metrics.render()
 
 
 def _id_of(line: bytes) -> str | None:
@@ -361,7 +367,13 @@ async def serve_output(
     await site.start()
     log.info("output listening", extra={"host": host, "port": port, "dir": str(data_dir)})
     try:
-        await run_until_stopped(lambda: process.run(stop), stop, "output")
+        await run_until_stopped(
+            lambda: process.run(stop),
+            stop,
+            "output",
+            liveness=process.liveness,
+            readiness=process.readiness,
+        )
     finally:
         process.close()
         await runner.cleanup()

@@ -14,6 +14,7 @@ from aiohttp import web
 from ..config import RuntimeConfig
 from ..groups import ensure_groups
 from ..metrics import Metrics
+from ..probes import Liveness, Readiness, add_probe_routes, liveness_window
 from ..resp import Reconnecting, RedisAddress
 from ..supervise import run_until_stopped
 from .admission import Admission
@@ -42,16 +43,23 @@ class IngestServer:
         self.write_connection = Reconnecting(address)
         self.poll_connection = Reconnecting(address)
         self.writer = EntryWriter(self.write_connection, config.max_events_per_entry)
-        self.monitor = BacklogMonitor(config, self.poll_connection, self.writer)
+        self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
+        self.liveness = Liveness(liveness_window(address.command_timeout))
+        self.monitor = BacklogMonitor(
+            config,
+            self.poll_connection,
+            self.writer,
+            readiness=self.readiness,
+            liveness=self.liveness,
+        )
         self.shutting_down = asyncio.Event()
-        self.groups_ready = False
         admission = Admission(config, self.metrics, tokens or [], self.valkey_reachable)
         self.rest = RestHandler(admission, self.writer, self.monitor)
         self.websocket = WebSocketHandler(admission, self.writer, self.monitor, self.shutting_down)
 
     def valkey_reachable(self) -> bool:
         """Groups exist and the last backlog poll succeeded: until then every request is 503."""
-        return self.groups_ready and self.monitor.healthy
+        return "valkey" not in self.readiness.causes
 
     async def _prepare_then_monitor(self) -> None:
         """Create the consumer groups once Valkey answers (retrying meanwhile), then poll."""
@@ -59,10 +67,9 @@ class IngestServer:
         async def create_groups() -> None:
             await ensure_groups(await self.poll_connection.get(), self.config)
 
-        await run_until_stopped(create_groups, self.shutting_down, "ingest")
+        await run_until_stopped(create_groups, self.shutting_down, "ingest", liveness=self.liveness)
         if self.shutting_down.is_set():
             return
-        self.groups_ready = True
         log.info("ingest ready", extra={"streams": [s.name for s in self.config.streams]})
         await self.monitor.run()
 
@@ -88,23 +95,19 @@ class IngestServer:
         app.on_shutdown.append(on_shutdown)
         app.router.add_post("/v1/streams/{stream}/events", self.rest.post_events)
         app.router.add_get("/v1/streams/{stream}/ws", self.websocket.websocket)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics_handler)
+        add_probe_routes(
+            app,
+            liveness=self.liveness,
+            readiness=self.readiness,
+            render_metrics=self.render_metrics,
+        )
         return app
 
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def readyz(self, request: web.Request) -> web.Response:
-        ready = self.valkey_reachable()
-        return web.json_response({"ready": ready}, status=200 if ready else 503)
-
-    async def metrics_handler(self, request: web.Request) -> web.Response:
+    def render_metrics(self) -> str:
         for name, backlog in self.monitor.backlog_events.items():
             self.metrics.set("hda_ingest_backlog_events", backlog, stream=name)
         self.metrics.set("hda_ingest_entries_total", self.writer.entries_written)
-        return web.Response(text=self.metrics.render(), content_type="text/plain")
+        return self.metrics.render()
 
 
 async def serve_ingest(

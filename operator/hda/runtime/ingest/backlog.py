@@ -7,6 +7,7 @@ import logging
 
 from ..codec import input_key
 from ..config import WORKER_GROUP, RuntimeConfig
+from ..probes import Liveness, Readiness
 from ..resp import Reconnecting, RespConnection, RespError
 from .writer import EntryWriter
 
@@ -17,20 +18,28 @@ class BacklogMonitor:
     """Polls the worker group's backlog (undelivered + pending) of every stream.
 
     Valkey counts entries; the event figure multiplies by this process's average events per
-    entry, which is what maxBacklog (in events) is compared with.
+    entry, which is what maxBacklog (in events) is compared with. Each poll is also ingest's
+    check on Valkey: a failed (or timed out) poll makes ingest not ready, the next good one ready.
     """
 
     def __init__(
-        self, config: RuntimeConfig, connection: Reconnecting, writer: EntryWriter
+        self,
+        config: RuntimeConfig,
+        connection: Reconnecting,
+        writer: EntryWriter,
+        *,
+        readiness: Readiness,
+        liveness: Liveness,
     ) -> None:
         self.config = config
         self.connection = connection
         self.writer = writer
+        self.readiness = readiness
+        self.liveness = liveness
         self.backlog_events: dict[str, float] = {s.name: 0.0 for s in config.streams}
         self.open: dict[str, asyncio.Event] = {s.name: asyncio.Event() for s in config.streams}
         for event in self.open.values():
             event.set()
-        self.healthy = False
 
     def over_watermark(self, stream: str) -> bool:
         return not self.open[stream].is_set()
@@ -70,10 +79,12 @@ class BacklogMonitor:
 
     async def run(self, interval: float = 0.2) -> None:
         while True:
+            self.liveness.beat()
             try:
                 await self.poll_once()
-                self.healthy = True
+                self.readiness.clear("valkey")
             except (OSError, RespError) as error:
-                self.healthy = False
-                log.warning("backlog poll failed", extra={"error": str(error)})
+                if "valkey" not in self.readiness.causes:
+                    log.warning("backlog poll failed", extra={"error": str(error)})
+                self.readiness.set("valkey", f"Valkey unavailable: {error}")
             await asyncio.sleep(interval)
