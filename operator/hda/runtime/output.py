@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import errno
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ from .segments import (
     SegmentWriter,
     encode_record,
     find_resume_position,
+    is_disk_error,
     iter_lines,
     list_segments,
     record_position,
@@ -49,6 +52,23 @@ log = logging.getLogger(__name__)
 
 CLOSE_SLOW_SUBSCRIBER = 4008
 READ_BLOCK_SECONDS = 1.0
+DISK_RETRY_MAX_SECONDS = 5.0
+
+
+class DiskWriteError(Exception):
+    """Segments of a stream could not be written or synced (full disk, I/O error); the files
+    were rolled back to their durable position and nothing of the batch was acknowledged."""
+
+    def __init__(self, stream: str, directory: Path, cause: OSError, discarded: int) -> None:
+        self.stream = stream
+        self.directory = directory
+        self.cause = cause
+        self.discarded = discarded  # bytes written since the last fsync, cut by the rollback
+        code = errno.errorcode.get(cause.errno or 0, "unknown")
+        self.code = code
+        super().__init__(f"cannot write segments of {stream!r} in {directory}: [{code}] {cause}")
+
+
 ReadReply = list[tuple[bytes, list[tuple[bytes, list[bytes] | None]]]]
 
 
@@ -124,6 +144,11 @@ class OutputProcess:
         self.metrics.describe(
             "hda_output_slow_disconnects_total", "counter", "Slow subscribers cut"
         )
+        self.metrics.describe(
+            "hda_output_disk_errors_total",
+            "counter",
+            "Failed segment writes or fsyncs (rolled back, not acknowledged), by errno",
+        )
         self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
         self.liveness = Liveness(liveness_window(address.command_timeout, READ_BLOCK_SECONDS))
         self._connector = FencedConnector(address)
@@ -166,10 +191,20 @@ class OutputProcess:
                 )
                 records[stream].append((partition, parsed_id, line))
                 events[stream] += count
+        stream = ""
+        try:
+            for stream, stream_records in records.items():
+                self.writers[stream].append(stream_records)
+            for stream in records:
+                self.writers[stream].sync()
+        except OSError as error:
+            if not is_disk_error(error):
+                raise
+            discarded = self._roll_back_all()
+            raise DiskWriteError(
+                stream, self.writers[stream].directory, error, discarded
+            ) from error
         for stream, stream_records in records.items():
-            self.writers[stream].append(stream_records)
-        for stream, stream_records in records.items():
-            self.writers[stream].sync()
             for partition, parsed_id, _ in stream_records:
                 self.durable_last[(stream, partition)] = parsed_id
             self.hub.publish(stream, [line[:-1] for _, _, line in stream_records])
@@ -183,7 +218,53 @@ class OutputProcess:
             )
         return sum(len(r) for r in records.values())
 
-    async def drain_own_pending(self, connection: RespConnection) -> None:
+    def _roll_back_all(self) -> int:
+        """Every stream, not only the failed one: the others may hold unsynced appends of this
+        batch, which the retry would otherwise write a second time. Returns the bytes cut."""
+        discarded = 0
+        for writer in self.writers.values():
+            with contextlib.suppress(OSError):  # still broken: the next append retries it
+                discarded += writer.rollback()
+        return discarded
+
+    async def write_until_durable(
+        self, connection: RespConnection, reply: ReadReply, stop: asyncio.Event
+    ) -> bool:
+        """`write_batch`, retried while the disk refuses (not ready meanwhile, nothing acked);
+        False if asked to stop first (the entries stay pending for this consumer)."""
+        delay = 0.2
+        while True:
+            try:
+                await self.write_batch(connection, reply)
+            except DiskWriteError as error:
+                self.metrics.inc(
+                    "hda_output_disk_errors_total", stream=error.stream, errno=error.code
+                )
+                if "disk" not in self.readiness.causes:
+                    log.error(
+                        "segment write failed; rolled back, not acknowledging until it succeeds",
+                        extra={
+                            "stream": error.stream,
+                            "dir": str(error.directory),
+                            "error": str(error.cause),
+                            "errno": error.code,
+                            "rolled_back_bytes": error.discarded,
+                        },
+                    )
+                self.readiness.set("disk", str(error))
+                self.liveness.beat()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return False
+                delay = min(delay * 2, DISK_RETRY_MAX_SECONDS)
+                continue
+            if "disk" in self.readiness.causes:
+                log.info("segment writes succeed again; acknowledging")
+                self.readiness.clear("disk")
+            return True
+
+    async def drain_own_pending(self, connection: RespConnection, stop: asyncio.Event) -> None:
         """Re-read this consumer's pending entries (history) in ID order until none is left."""
         cursors: list[Arg] = ["0"] * len(self.keys)
         while True:
@@ -192,9 +273,8 @@ class OutputProcess:
                 *[key for _, _, key in self.keys], *cursors,
             )  # fmt: skip
             entries = [(key, items) for key, items in reply or [] if items]
-            if not entries:
+            if not entries or not await self.write_until_durable(connection, entries, stop):
                 return
-            await self.write_batch(connection, entries)
             self.liveness.beat()
             last_by_key = {key: items[-1][0] for key, items in entries}
             cursors = [
@@ -208,7 +288,7 @@ class OutputProcess:
         connection = await self._connector.connect()
         try:
             await ensure_groups(connection, self.config)
-            await self.drain_own_pending(connection)
+            await self.drain_own_pending(connection, stop)
             self.readiness.clear("valkey")
             read_command: list[Arg] = [
                 "XREADGROUP", "GROUP", OUTPUT_GROUP, self.consumer,
@@ -221,7 +301,7 @@ class OutputProcess:
                 self.liveness.beat()
                 reply = await connection.execute(*read_command, block_seconds=READ_BLOCK_SECONDS)
                 if reply:
-                    await self.write_batch(connection, reply)
+                    await self.write_until_durable(connection, reply, stop)
         finally:
             # not ready until Valkey is back and our pending entries are settled
             self.readiness.set("valkey", "reconnecting to Valkey")
