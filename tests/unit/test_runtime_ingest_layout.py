@@ -7,7 +7,7 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hda.runtime.ingest import Submission, layout_entries
+from hda.runtime.ingest.writer import Submission, layout_entries
 
 LINES = st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=30)
 REQUEST = st.tuples(

@@ -128,3 +128,39 @@ def test_rotation_by_age(tmp_path: Path) -> None:
     segments = list_segments(tmp_path)
     assert len(segments) == 4  # the first (empty) one, then a new one before each write
     assert scan_segment(segments[-1][1].read_bytes()).header_last == {0: (2, 0)}
+
+
+@given(st.data())
+def test_scan_rejects_a_torn_line_that_a_later_record_was_appended_to(data: st.DataObject) -> None:
+    header = encode_header(1, "s", 0, {})
+    intact = record(0, 10, b'{"id":"looks like a record"}')
+    torn = record(0, 11, b'{"a":1}', b'{"b":2}')
+    cut = data.draw(st.integers(min_value=1, max_value=len(torn) - 1))  # at most its newline lost
+    merged = header + intact + torn[:cut] + record(1, 12, b'{"c":3}')
+    scan = scan_segment(merged)
+    assert scan.records == 1
+    assert scan.last == {0: (10, 0)}
+    assert scan.intact_length == len(header + intact)
+
+
+def test_rollback_forgets_unsynced_records_and_segments_begun_since(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path, "s", max_bytes=200, max_age_seconds=600)
+    writer.recover()
+    writer.append([(0, (1, 0), record(0, 1, b"{}"))])
+    durable = writer.sync()
+    pad = b'{"pad":"%s"}' % (b"x" * 50)
+    writer.append([(0, (ms, 0), record(0, ms, pad)) for ms in range(2, 8)])  # rotates
+    assert len(list_segments(tmp_path)) > 1
+    assert writer.rollback() > 0
+    assert [number for number, _ in list_segments(tmp_path)] == [durable.segment]
+    assert list_segments(tmp_path)[0][1].stat().st_size == durable.offset
+    writer.append([(0, (8, 0), record(0, 8, b"{}"))])
+    writer.close()
+    again = SegmentWriter(tmp_path, "s", max_bytes=200, max_age_seconds=600)
+    assert again.recover() == {0: (8, 0)}
+    ids = [
+        record_position(line)
+        for _, path in list_segments(tmp_path)
+        for line in path.read_bytes().splitlines()
+    ]
+    assert [position for position in ids if position] == [(0, (1, 0)), (0, (8, 0))]

@@ -24,15 +24,16 @@ from .config import (
     DEFAULT_REDIS_URL,
     DEFAULT_WORKER_PORT,
     ENV_CONFIG,
+    ENV_REDIS_TIMEOUT,
     RuntimeConfig,
     consumer_name,
     load_config,
 )
-from .ingest import serve_ingest
+from .ingest.app import serve_ingest
 from .local import LocalPipeline
 from .logs import setup_logging
 from .output import serve_output
-from .resp import RedisAddress
+from .resp import DEFAULT_COMMAND_TIMEOUT, RedisAddress
 from .supervise import stop_on_signals
 from .worker import serve_worker
 
@@ -52,11 +53,24 @@ redis_option = click.option(
     show_default=True,
     help=f"Valkey URL (env {ENV_REDIS_URL}); the password comes from {ENV_REDIS_PASSWORD}.",
 )
+redis_timeout_option = click.option(
+    "--redis-timeout",
+    envvar=ENV_REDIS_TIMEOUT,
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_COMMAND_TIMEOUT,
+    show_default=True,
+    help=f"Seconds a Valkey command may take (plus BLOCK for blocking reads) before the "
+    f"connection counts as stalled (env {ENV_REDIS_TIMEOUT}).",
+)
 log_option = click.option("--log-level", default="INFO", show_default=True)
 
 
-def _address(redis_url: str) -> RedisAddress:
-    return RedisAddress.from_url(redis_url, password=os.environ.get(ENV_REDIS_PASSWORD) or None)
+def _address(redis_url: str, redis_timeout: float) -> RedisAddress:
+    return RedisAddress.from_url(
+        redis_url,
+        password=os.environ.get(ENV_REDIS_PASSWORD) or None,
+        command_timeout=redis_timeout,
+    )
 
 
 def _with_overrides(
@@ -79,6 +93,7 @@ def _with_overrides(
 @click.command()
 @config_option
 @redis_option
+@redis_timeout_option
 @click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104 (a server binds all)
 @click.option("--port", envvar="HDA_INGEST_PORT", default=DEFAULT_INGEST_PORT, show_default=True)
 @click.option("--reuse-port", is_flag=True, help="Share the port with sibling processes.")
@@ -88,6 +103,7 @@ def ingest(
     *,
     config_path: Path,
     redis_url: str,
+    redis_timeout: float,
     host: str,
     port: int,
     reuse_port: bool,
@@ -99,12 +115,13 @@ def ingest(
     setup_logging("ingest", log_level)
     config = _with_overrides(load_config(config_path), max_events_per_entry=max_events_per_entry)
     tokens = [t.strip() for t in os.environ.get(ENV_INGEST_TOKEN, "").split(",") if t.strip()]
+    address = _address(redis_url, redis_timeout)
 
     async def main() -> None:
         stop = asyncio.Event()
         stop_on_signals(stop)
         await serve_ingest(
-            config, _address(redis_url), host=host, port=port, tokens=tokens, stop=stop,
+            config, address, host=host, port=port, tokens=tokens, stop=stop,
             reuse_port=reuse_port,
         )  # fmt: skip
 
@@ -114,6 +131,7 @@ def ingest(
 @click.command()
 @config_option
 @redis_option
+@redis_timeout_option
 @click.option(
     "--consumer", default=None, help="Consumer name (default: HDA_POD_NAME, then HOSTNAME)."
 )
@@ -129,6 +147,7 @@ def worker(
     *,
     config_path: Path,
     redis_url: str,
+    redis_timeout: float,
     consumer: str | None,
     claim_idle: float | None,
     trim_interval: float | None,
@@ -144,7 +163,11 @@ def worker(
     )
     asyncio.run(
         serve_worker(
-            config, _address(redis_url), consumer=consumer_name(consumer), host=host, port=port
+            config,
+            _address(redis_url, redis_timeout),
+            consumer=consumer_name(consumer),
+            host=host,
+            port=port,
         )
     )
 
@@ -152,6 +175,7 @@ def worker(
 @click.command()
 @config_option
 @redis_option
+@redis_timeout_option
 @click.option(
     "--consumer", default=None, help="Consumer name (default: HDA_POD_NAME, then HOSTNAME)."
 )
@@ -164,6 +188,7 @@ def output(
     *,
     config_path: Path,
     redis_url: str,
+    redis_timeout: float,
     consumer: str | None,
     data_dir: Path,
     host: str,
@@ -174,12 +199,13 @@ def output(
 
     setup_logging("output", log_level)
     config = load_config(config_path)
+    address = _address(redis_url, redis_timeout)
 
     async def main() -> None:
         stop = asyncio.Event()
         stop_on_signals(stop)
         await serve_output(
-            config, _address(redis_url), consumer=consumer_name(consumer), data_dir=data_dir,
+            config, address, consumer=consumer_name(consumer), data_dir=data_dir,
             host=host, port=port, stop=stop,
         )  # fmt: skip
 

@@ -33,6 +33,7 @@ from hda.api.v1alpha1 import (
 
 # The runtime contract (what the operator gives every runtime pod) lives in hda.api.consts.
 ENV_CONFIG = "HDA_CONFIG"
+ENV_REDIS_TIMEOUT = "HDA_REDIS_TIMEOUT"  # seconds; the default suits every deployment so far
 ENV_CONSUMER_NAME = ENV_POD_NAME
 DEFAULT_CONFIG_PATH = RUNTIME_CONFIG_PATH
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

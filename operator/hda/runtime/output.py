@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import errno
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +32,14 @@ from .codec import (
 from .config import OUTPUT_GROUP, RuntimeConfig
 from .groups import ensure_groups
 from .metrics import Metrics
-from .resp import Arg, RedisAddress, RespConnection, raise_errors
+from .probes import Liveness, Readiness, add_probe_routes, liveness_window
+from .resp import Arg, FencedConnector, RedisAddress, RespConnection, raise_errors
 from .segments import (
     FilePosition,
     SegmentWriter,
     encode_record,
     find_resume_position,
+    is_disk_error,
     iter_lines,
     list_segments,
     record_position,
@@ -47,6 +51,24 @@ from .worker import count_per_key
 log = logging.getLogger(__name__)
 
 CLOSE_SLOW_SUBSCRIBER = 4008
+READ_BLOCK_SECONDS = 1.0
+DISK_RETRY_MAX_SECONDS = 5.0
+
+
+class DiskWriteError(Exception):
+    """Segments of a stream could not be written or synced (full disk, I/O error); the files
+    were rolled back to their durable position and nothing of the batch was acknowledged."""
+
+    def __init__(self, stream: str, directory: Path, cause: OSError, discarded: int) -> None:
+        self.stream = stream
+        self.directory = directory
+        self.cause = cause
+        self.discarded = discarded  # bytes written since the last fsync, cut by the rollback
+        code = errno.errorcode.get(cause.errno or 0, "unknown")
+        self.code = code
+        super().__init__(f"cannot write segments of {stream!r} in {directory}: [{code}] {cause}")
+
+
 ReadReply = list[tuple[bytes, list[tuple[bytes, list[bytes] | None]]]]
 
 
@@ -122,7 +144,14 @@ class OutputProcess:
         self.metrics.describe(
             "hda_output_slow_disconnects_total", "counter", "Slow subscribers cut"
         )
-        self.ready = False
+        self.metrics.describe(
+            "hda_output_disk_errors_total",
+            "counter",
+            "Failed segment writes or fsyncs (rolled back, not acknowledged), by errno",
+        )
+        self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
+        self.liveness = Liveness(liveness_window(address.command_timeout, READ_BLOCK_SECONDS))
+        self._connector = FencedConnector(address)
         self.durable_last: dict[tuple[str, int], StreamId] = {}
 
     # --- the durable path ---
@@ -162,10 +191,20 @@ class OutputProcess:
                 )
                 records[stream].append((partition, parsed_id, line))
                 events[stream] += count
+        stream = ""
+        try:
+            for stream, stream_records in records.items():
+                self.writers[stream].append(stream_records)
+            for stream in records:
+                self.writers[stream].sync()
+        except OSError as error:
+            if not is_disk_error(error):
+                raise
+            discarded = self._roll_back_all()
+            raise DiskWriteError(
+                stream, self.writers[stream].directory, error, discarded
+            ) from error
         for stream, stream_records in records.items():
-            self.writers[stream].append(stream_records)
-        for stream, stream_records in records.items():
-            self.writers[stream].sync()
             for partition, parsed_id, _ in stream_records:
                 self.durable_last[(stream, partition)] = parsed_id
             self.hub.publish(stream, [line[:-1] for _, _, line in stream_records])
@@ -179,7 +218,53 @@ class OutputProcess:
             )
         return sum(len(r) for r in records.values())
 
-    async def drain_own_pending(self, connection: RespConnection) -> None:
+    def _roll_back_all(self) -> int:
+        """Every stream, not only the failed one: the others may hold unsynced appends of this
+        batch, which the retry would otherwise write a second time. Returns the bytes cut."""
+        discarded = 0
+        for writer in self.writers.values():
+            with contextlib.suppress(OSError):  # still broken: the next append retries it
+                discarded += writer.rollback()
+        return discarded
+
+    async def write_until_durable(
+        self, connection: RespConnection, reply: ReadReply, stop: asyncio.Event
+    ) -> bool:
+        """`write_batch`, retried while the disk refuses (not ready meanwhile, nothing acked);
+        False if asked to stop first (the entries stay pending for this consumer)."""
+        delay = 0.2
+        while True:
+            try:
+                await self.write_batch(connection, reply)
+            except DiskWriteError as error:
+                self.metrics.inc(
+                    "hda_output_disk_errors_total", stream=error.stream, errno=error.code
+                )
+                if "disk" not in self.readiness.causes:
+                    log.error(
+                        "segment write failed; rolled back, not acknowledging until it succeeds",
+                        extra={
+                            "stream": error.stream,
+                            "dir": str(error.directory),
+                            "error": str(error.cause),
+                            "errno": error.code,
+                            "rolled_back_bytes": error.discarded,
+                        },
+                    )
+                self.readiness.set("disk", str(error))
+                self.liveness.beat()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return False
+                delay = min(delay * 2, DISK_RETRY_MAX_SECONDS)
+                continue
+            if "disk" in self.readiness.causes:
+                log.info("segment writes succeed again; acknowledging")
+                self.readiness.clear("disk")
+            return True
+
+    async def drain_own_pending(self, connection: RespConnection, stop: asyncio.Event) -> None:
         """Re-read this consumer's pending entries (history) in ID order until none is left."""
         cursors: list[Arg] = ["0"] * len(self.keys)
         while True:
@@ -188,9 +273,9 @@ class OutputProcess:
                 *[key for _, _, key in self.keys], *cursors,
             )  # fmt: skip
             entries = [(key, items) for key, items in reply or [] if items]
-            if not entries:
+            if not entries or not await self.write_until_durable(connection, entries, stop):
                 return
-            await self.write_batch(connection, entries)
+            self.liveness.beat()
             last_by_key = {key: items[-1][0] for key, items in entries}
             cursors = [
                 last_by_key.get(key.encode(), cursor)
@@ -198,24 +283,28 @@ class OutputProcess:
             ]
 
     async def run(self, stop: asyncio.Event) -> None:
-        connection = await RespConnection.connect(self.address)
+        # Fenced: a `>` read given up on must not assign entries to us after the drain below,
+        # or they would be written after newer ones and then taken for durable.
+        connection = await self._connector.connect()
         try:
             await ensure_groups(connection, self.config)
-            await self.drain_own_pending(connection)
-            self.ready = True
+            await self.drain_own_pending(connection, stop)
+            self.readiness.clear("valkey")
             read_command: list[Arg] = [
                 "XREADGROUP", "GROUP", OUTPUT_GROUP, self.consumer,
                 # output's work per entry is small: four worker batches per call
                 "COUNT", count_per_key(self.config.batch_size * 4, len(self.keys)),
-                "BLOCK", 1000, "STREAMS",
+                "BLOCK", int(READ_BLOCK_SECONDS * 1000), "STREAMS",
                 *[key for _, _, key in self.keys], *([">"] * len(self.keys)),
             ]  # fmt: skip
             while not stop.is_set():
-                reply = await connection.execute(*read_command)
+                self.liveness.beat()
+                reply = await connection.execute(*read_command, block_seconds=READ_BLOCK_SECONDS)
                 if reply:
-                    await self.write_batch(connection, reply)
+                    await self.write_until_durable(connection, reply, stop)
         finally:
-            self.ready = False  # until Valkey is back and our pending entries are settled
+            # not ready until Valkey is back and our pending entries are settled
+            self.readiness.set("valkey", "reconnecting to Valkey")
             connection.close()
 
     def close(self) -> None:
@@ -232,9 +321,12 @@ class OutputProcess:
 
         app.on_shutdown.append(on_shutdown)
         app.router.add_get("/v1/streams/{stream}/subscribe", self.subscribe)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics_handler)
+        add_probe_routes(
+            app,
+            liveness=self.liveness,
+            readiness=self.readiness,
+            render_metrics=self.render_metrics,
+        )
         return app
 
     async def subscribe(self, request: web.Request) -> web.StreamResponse:
@@ -297,16 +389,10 @@ class OutputProcess:
             watcher.cancel()
         return ws
 
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def readyz(self, request: web.Request) -> web.Response:
-        return web.json_response({"ready": self.ready}, status=200 if self.ready else 503)
-
-    async def metrics_handler(self, request: web.Request) -> web.Response:
+    def render_metrics(self) -> str:
         for stream, subscribers in self.hub.subscribers.items():
             self.metrics.set("hda_output_subscribers", len(subscribers), stream=stream)
-        return web.Response(text=self.metrics.render(), content_type="text/plain")
+        return self.metrics.render()
 
 
 def _id_of(line: bytes) -> str | None:
@@ -361,7 +447,13 @@ async def serve_output(
     await site.start()
     log.info("output listening", extra={"host": host, "port": port, "dir": str(data_dir)})
     try:
-        await run_until_stopped(lambda: process.run(stop), stop, "output")
+        await run_until_stopped(
+            lambda: process.run(stop),
+            stop,
+            "output",
+            liveness=process.liveness,
+            readiness=process.readiness,
+        )
     finally:
         process.close()
         await runner.cleanup()

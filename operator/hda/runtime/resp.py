@@ -4,17 +4,27 @@ redis-py's asyncio client packs commands in pure Python and blocks the event loo
 pipelines (see shared/notes/dataplane.md); this client writes each command (or a whole pipeline)
 with one `transport.write` and resolves replies in order from a single reader callback, so any
 number of coroutines pipeline over one connection for free.
+
+Every command has a deadline (`RedisAddress.command_timeout`, plus the BLOCK time of a blocking
+read). Replies come back in order, so a watchdog only looks at the oldest outstanding command: if
+its deadline passed, Valkey is stalled or unreachable, and the connection is dropped with
+`CommandTimeoutError` for every waiter. TCP keepalive notices a dead peer on an idle connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
+import logging
+import socket
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, cast
 
 import hiredis
+
+log = logging.getLogger(__name__)
 
 RespValue = Any  # bytes | int | list[RespValue] | None | RespError: what hiredis returns
 Arg = bytes | str | int | float
@@ -34,6 +44,21 @@ class ConnectionLostError(ConnectionError):
     """The connection closed with commands still waiting for replies."""
 
 
+class ConnectError(ConnectionError):
+    """No connection to Valkey could be made (not up yet, unresolvable, unreachable)."""
+
+
+class CommandTimeoutError(TimeoutError):
+    """A command passed its deadline: Valkey is stalled or unreachable; the connection is gone.
+    Whether the command ran is unknown (it may still run when Valkey resumes)."""
+
+
+DEFAULT_COMMAND_TIMEOUT = 5.0
+WATCHDOG_INTERVAL = 0.25
+# Keepalive on idle connections: first probe after 15 s, then every 5 s, dead after 3 misses.
+KEEPALIVE = {"TCP_KEEPIDLE": 15, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+
+
 @dataclass(frozen=True)
 class RedisAddress:
     host: str = "127.0.0.1"
@@ -41,9 +66,16 @@ class RedisAddress:
     db: int = 0
     username: str | None = None
     password: str | None = None
+    command_timeout: float = DEFAULT_COMMAND_TIMEOUT  # seconds; blocking reads add their BLOCK
 
     @classmethod
-    def from_url(cls, url: str, *, password: str | None = None) -> RedisAddress:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        password: str | None = None,
+        command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+    ) -> RedisAddress:
         """`redis://[user:pass@]host:port/db`; an explicit `password` (from env) wins."""
         parsed = urllib.parse.urlparse(url)
         if parsed.scheme not in ("redis", "valkey"):
@@ -57,6 +89,7 @@ class RedisAddress:
             password=password
             if password
             else (urllib.parse.unquote(parsed.password) if parsed.password else None),
+            command_timeout=command_timeout,
         )
 
 
@@ -64,10 +97,46 @@ class _ReplyProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = hiredis.Reader(replyError=RespError)
         self.waiters: collections.deque[asyncio.Future[RespValue]] = collections.deque()
+        self.deadlines: collections.deque[float] = collections.deque()  # loop time, per waiter
         self.transport: asyncio.Transport | None = None
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
         self._paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def expect(self, futures: list[asyncio.Future[RespValue]], timeout: float) -> None:
+        """Register replies to wait for, each due within `timeout` seconds from now."""
+        self.waiters.extend(futures)
+        self.deadlines.extend(itertools.repeat(self._loop.time() + timeout, len(futures)))
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(WATCHDOG_INTERVAL, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._watchdog = None
+        if self.closed.done() or not self.waiters:
+            return
+        if self.deadlines[0] > self._loop.time():
+            self._watchdog = self._loop.call_later(WATCHDOG_INTERVAL, self._check_deadline)
+            return
+        overdue = self._loop.time() - self.deadlines[0]
+        self._fail_all(
+            CommandTimeoutError(
+                f"Valkey did not answer in time (deadline passed {overdue:.1f}s ago)"
+            )
+        )
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self.transport is not None:
+            self.transport.abort()
+        self._wake_drainers()
+
+    def _fail_all(self, error: Exception) -> None:
+        while self.waiters:
+            future = self.waiters.popleft()
+            if not future.done():
+                future.set_exception(error)
+        self.deadlines.clear()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -81,15 +150,15 @@ class _ReplyProtocol(asyncio.Protocol):
             if reply is False:
                 return
             future = waiters.popleft()
+            self.deadlines.popleft()
             if not future.done():
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        error = ConnectionLostError(f"connection to Valkey lost: {exc}")
-        while self.waiters:
-            future = self.waiters.popleft()
-            if not future.done():
-                future.set_exception(error)
+        self._fail_all(ConnectionLostError(f"connection to Valkey lost: {exc}"))
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if not self.closed.done():
             self.closed.set_result(None)
         self._wake_drainers()
@@ -117,28 +186,40 @@ class _ReplyProtocol(asyncio.Protocol):
 class RespConnection:
     """One TCP connection; commands from any coroutine are pipelined in call order."""
 
-    def __init__(self, protocol: _ReplyProtocol, transport: asyncio.Transport) -> None:
+    def __init__(
+        self, protocol: _ReplyProtocol, transport: asyncio.Transport, command_timeout: float
+    ) -> None:
         self._protocol = protocol
         self._transport = transport
         self._loop = asyncio.get_running_loop()
+        self.command_timeout = command_timeout
 
     @classmethod
-    async def connect(
-        cls, address: RedisAddress, *, connect_seconds: float = 5.0
-    ) -> RespConnection:
+    async def connect(cls, address: RedisAddress) -> RespConnection:
         loop = asyncio.get_running_loop()
-        transport, protocol = await asyncio.wait_for(
-            loop.create_connection(_ReplyProtocol, address.host, address.port), connect_seconds
-        )
+        try:
+            transport, protocol = await asyncio.wait_for(
+                loop.create_connection(_ReplyProtocol, address.host, address.port),
+                address.command_timeout,
+            )
+        except OSError as error:  # refused, unresolvable, unreachable, timed out
+            raise ConnectError(
+                f"cannot connect to Valkey at {address.host}:{address.port}: {error}"
+            ) from error
         assert isinstance(transport, asyncio.Transport)
-        connection = cls(protocol, transport)
-        if address.password is not None:
-            if address.username:
-                await connection.execute("AUTH", address.username, address.password)
-            else:
-                await connection.execute("AUTH", address.password)
-        if address.db:
-            await connection.execute("SELECT", address.db)
+        _enable_keepalive(transport)
+        connection = cls(protocol, transport, address.command_timeout)
+        try:
+            if address.password is not None:
+                if address.username:
+                    await connection.execute("AUTH", address.username, address.password)
+                else:
+                    await connection.execute("AUTH", address.password)
+            if address.db:
+                await connection.execute("SELECT", address.db)
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
     @property
@@ -151,11 +232,13 @@ class RespConnection:
     async def wait_closed(self) -> None:
         await self._protocol.closed
 
-    def _send(self, payload: bytes, count: int) -> list[asyncio.Future[RespValue]]:
+    def _send(
+        self, payload: bytes, count: int, block_seconds: float = 0.0
+    ) -> list[asyncio.Future[RespValue]]:
         if self._protocol.closed.done():
             raise ConnectionLostError("connection to Valkey is closed")
         futures = [self._loop.create_future() for _ in range(count)]
-        self._protocol.waiters.extend(futures)
+        self._protocol.expect(futures, self.command_timeout + block_seconds)
         self._transport.write(payload)
         return futures
 
@@ -163,9 +246,10 @@ class RespConnection:
         """Write pre-packed commands expecting `count` replies (benchmarks)."""
         return self._send(payload, count)
 
-    async def execute(self, *args: Arg) -> RespValue:
-        """Send one command; raise RespError on an error reply."""
-        (future,) = self._send(pack(args), 1)
+    async def execute(self, *args: Arg, block_seconds: float = 0.0) -> RespValue:
+        """Send one command; raise RespError on an error reply. A blocking command passes its
+        BLOCK time as `block_seconds`: its deadline is that plus the command timeout."""
+        (future,) = self._send(pack(args), 1, block_seconds)
         await self._protocol.drain()
         reply = await future
         if isinstance(reply, RespError):
@@ -180,6 +264,62 @@ class RespConnection:
         futures = self._send(payload, len(commands))
         await self._protocol.drain()
         return list(await asyncio.gather(*futures))
+
+    async def client_identity(self) -> ClientIdentity:
+        """How the server knows this connection (CLIENT INFO): its ID and peer address."""
+        info: bytes = await self.execute("CLIENT", "INFO")
+        fields = dict(pair.split("=", 1) for pair in info.decode().split() if "=" in pair)
+        return ClientIdentity(int(fields["id"]), fields["addr"])
+
+
+def _enable_keepalive(transport: asyncio.Transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in KEEPALIVE.items():
+        option = getattr(socket, name, None)  # Linux names; other systems keep their defaults
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    client_id: int
+    addr: str  # ip:port as the server sees it: IDs restart with the server, addresses differ
+
+
+class FencedConnector:
+    """Connections for a consumer whose reads change server state (`XREADGROUP >` assigns entries
+    to the consumer): a connection given up on after a deadline may still hold commands in the
+    server's socket buffer that run when a stalled Valkey resumes. Each new connection first kills
+    the previous one on the server, so whatever the old one did is done before the new one looks
+    at the consumer's pending entries, and nothing it sent runs afterwards."""
+
+    def __init__(self, address: RedisAddress) -> None:
+        self.address = address
+        self._previous: ClientIdentity | None = None
+
+    async def connect(self) -> RespConnection:
+        connection = await RespConnection.connect(self.address)
+        try:
+            identity = await connection.client_identity()
+            if self._previous is not None:
+                await self._kill(connection, self._previous)
+            self._previous = identity
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    @staticmethod
+    async def _kill(connection: RespConnection, previous: ClientIdentity) -> None:
+        try:
+            await connection.execute(
+                "CLIENT", "KILL", "ID", previous.client_id, "ADDR", previous.addr, "SKIPME", "yes"
+            )
+        except RespError as error:  # e.g. an ACL without CLIENT KILL: nothing better to do
+            log.warning("could not fence the previous connection", extra={"error": str(error)})
 
 
 def raise_errors(replies: list[RespValue]) -> list[RespValue]:

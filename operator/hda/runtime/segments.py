@@ -7,11 +7,16 @@ written before the segment began, so recovery and resume read one segment, not a
     {"id":"0/1700000000001-0","src":"1699999999999-0","n":2,"events":[{...},{...}]}
 
 Every record line carries its output stream ID (partition/entry ID) and its input entry ID.
-A line without its newline is a torn write from a crash: recovery truncates it away.
+A line without its newline is a torn write from a crash: recovery truncates it away. A line that
+is not one JSON object is where a torn write was continued (a full disk, an I/O error): scanning
+stops there too. The writer never lets that happen: a failed write or fsync rolls the files back
+to the last durable position before anything else is written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import time
 from collections.abc import Iterator
@@ -25,6 +30,14 @@ from .codec import StreamId, format_stream_id, parse_stream_id
 SEGMENT_PREFIX = "segment-"
 SEGMENT_SUFFIX = ".ndjson"
 _RECORD_PREFIX = b'{"id":"'
+
+
+# Errors of the disk, not of our data: output rolls back, stops acknowledging and retries.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
+
+
+def is_disk_error(error: OSError) -> bool:
+    return error.errno in DISK_ERRNOS
 
 
 def segment_name(number: int) -> str:
@@ -96,10 +109,15 @@ def scan_segment(data: bytes) -> SegmentScan:
         if newline < 0:
             break  # a torn tail (or nothing) after the last newline
         line = data[offset:newline]
-        position = record_position(line) if line.startswith(_RECORD_PREFIX) else None
-        if position is not None:
-            if not line.endswith(b"]}"):
+        if line.startswith(_RECORD_PREFIX):
+            # a torn line, or a torn line with a later record appended to it, ends the scan
+            if not line.endswith(b"]}") or not _is_one_json_object(line):
                 break
+            try:
+                position = record_position(line)
+            except ValueError:
+                break
+            assert position is not None
             partition, entry_id = position
             scan.last[partition] = entry_id
             scan.records += 1
@@ -116,6 +134,13 @@ def scan_segment(data: bytes) -> SegmentScan:
         offset = newline + 1
     scan.intact_length = offset
     return scan
+
+
+def _is_one_json_object(line: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(line), dict)
+    except orjson.JSONDecodeError:
+        return False
 
 
 def iter_lines(data: bytes, start: int = 0) -> Iterator[tuple[int, bytes]]:
@@ -152,6 +177,14 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until done: a short write is how a filling disk first shows (ENOSPC follows)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
 class SegmentWriter:
     """Appends records of one stream; `sync` makes everything written so far durable."""
 
@@ -170,6 +203,8 @@ class SegmentWriter:
         self._file: int | None = None
         self._dirty = False
         self.durable_position = FilePosition(0, 0)
+        self._durable_created = 0.0
+        self._broken = False  # a write or fsync failed: roll back before writing again
 
     def recover(self) -> dict[int, StreamId]:
         """Open the newest segment, cut a torn tail, fsync; returns the last durable ID per
@@ -178,6 +213,7 @@ class SegmentWriter:
         segments = list_segments(self.directory)
         if not segments:
             self._open_new(1, {})
+            self._mark_durable()
             return {}
         number, path = segments[-1]
         data = path.read_bytes()
@@ -187,7 +223,7 @@ class SegmentWriter:
             os.ftruncate(fd, scan.intact_length)
         if scan.intact_length == 0:  # even the header was torn: rewrite it
             previous = scan_segment(segments[-2][1].read_bytes()).last if len(segments) > 1 else {}
-            os.write(fd, encode_header(number, self.stream, int(time.time() * 1000), previous))
+            _write_all(fd, encode_header(number, self.stream, int(time.time() * 1000), previous))
             scan = scan_segment(encode_header(number, self.stream, 0, previous))
         os.fsync(fd)
         self._file = fd
@@ -196,7 +232,7 @@ class SegmentWriter:
         self._created = (scan.created_ms or int(time.time() * 1000)) / 1000
         self.durable_last = dict(scan.last)
         self._written_last = dict(scan.last)
-        self.durable_position = FilePosition(number, self._size)
+        self._mark_durable()
         return dict(scan.last)
 
     def _open_new(self, number: int, last: dict[int, StreamId]) -> None:
@@ -204,20 +240,24 @@ class SegmentWriter:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
         now = time.time()
         header = encode_header(number, self.stream, int(now * 1000), last)
-        os.write(fd, header)
-        os.fsync(fd)
-        _fsync_directory(self.directory)
+        try:
+            _write_all(fd, header)
+            os.fsync(fd)
+            _fsync_directory(self.directory)
+        except OSError:
+            os.close(fd)
+            raise
         self._file = fd
         self._number = number
         self._size = len(header)
         self._created = now
-        self.durable_position = FilePosition(number, self._size)
 
     def _rotate_if_due(self) -> None:
         if self._size >= self.max_bytes or time.time() - self._created >= self.max_age_seconds:
             assert self._file is not None
             os.fsync(self._file)
             os.close(self._file)
+            self._file = None
             self._open_new(self._number + 1, dict(self._written_last))
 
     def append(self, records: list[tuple[int, StreamId, bytes]]) -> None:
@@ -225,38 +265,87 @@ class SegmentWriter:
         happen between any two records, so a segment never grows far past its size."""
         if not records:
             return
-        start = 0
-        while start < len(records):
-            self._rotate_if_due()
-            end = start
-            size = self._size
-            while end < len(records) and (end == start or size < self.max_bytes):
-                size += len(records[end][2])
-                end += 1
-            self._write(records[start:end])
-            start = end
+        if self._broken:
+            self.rollback()
+        try:
+            start = 0
+            while start < len(records):
+                self._rotate_if_due()
+                end = start
+                size = self._size
+                while end < len(records) and (end == start or size < self.max_bytes):
+                    size += len(records[end][2])
+                    end += 1
+                self._write(records[start:end])
+                start = end
+        except OSError:
+            self._broken = True
+            raise
 
     def _write(self, records: list[tuple[int, StreamId, bytes]]) -> None:
         assert self._file is not None
         data = b"".join(line for _, _, line in records)
-        view = memoryview(data)
-        while view:
-            written = os.write(self._file, view)
-            view = view[written:]
+        _write_all(self._file, data)
         self._size += len(data)
         for partition, entry_id, _ in records:
             self._written_last[partition] = entry_id
         self._dirty = True
 
     def sync(self) -> FilePosition:
+        if self._broken:
+            raise OSError(errno.EIO, f"segment writer of {self.stream} needs a rollback first")
         if self._dirty and self._file is not None:
-            os.fsync(self._file)
+            try:
+                os.fsync(self._file)
+            except OSError:
+                self._broken = True
+                raise
             self._dirty = False
         self.durable_last = dict(self._written_last)
-        self.durable_position = FilePosition(self._number, self._size)
+        self._mark_durable()
         return self.durable_position
 
+    def _mark_durable(self) -> None:
+        self.durable_position = FilePosition(self._number, self._size)
+        self._durable_created = self._created
+
+    def rollback(self) -> int:
+        """Forget everything written since the last `sync`: after a failed write or fsync those
+        bytes are unknown (a torn line, or pages the kernel dropped). Segments begun since are
+        deleted, the durable one is cut back to the durable position. Returns the bytes cut."""
+        durable = self.durable_position
+        self._broken = True  # until this rollback completes
+        if self._file is not None:
+            with contextlib.suppress(OSError):  # the close of a failed file may fail too
+                os.close(self._file)
+            self._file = None
+        discarded = 0
+        for number, path in list_segments(self.directory):
+            if number > durable.segment:
+                discarded += path.stat().st_size
+                path.unlink(missing_ok=True)
+        fd = os.open(self.directory / segment_name(durable.segment), os.O_WRONLY | os.O_APPEND)
+        try:
+            discarded += os.fstat(fd).st_size - durable.offset
+            os.ftruncate(fd, durable.offset)
+            os.fsync(fd)
+            _fsync_directory(self.directory)
+        except OSError:
+            os.close(fd)
+            raise
+        self._file = fd
+        self._number = durable.segment
+        self._size = durable.offset
+        self._created = self._durable_created
+        self._written_last = dict(self.durable_last)
+        self._dirty = False
+        self._broken = False
+        return discarded
+
     def close(self) -> None:
+        if self._broken:
+            with contextlib.suppress(OSError):  # recovery cuts whatever is left torn
+                self.rollback()
         if self._file is not None:
             self.sync()
             os.close(self._file)

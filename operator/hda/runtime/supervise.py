@@ -9,6 +9,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
+from .probes import Liveness, Readiness
 from .resp import RespError
 
 log = logging.getLogger(__name__)
@@ -30,15 +31,25 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def run_until_stopped(
-    body: Callable[[], Awaitable[None]], stop: asyncio.Event, component: str
+    body: Callable[[], Awaitable[None]],
+    stop: asyncio.Event,
+    component: str,
+    *,
+    liveness: Liveness | None = None,
+    readiness: Readiness | None = None,
 ) -> None:
-    """Run `body()` again after Valkey connection failures (with back-off) until `stop`."""
+    """Run `body()` again after Valkey failures (refused, lost, timed out) with back-off until
+    `stop`; each failure makes the component not ready with cause `valkey`."""
     delay = 0.2
     while not stop.is_set():
+        if liveness is not None:
+            liveness.beat()
         try:
             await body()
             return
-        except (OSError, RespError) as error:
+        except (ConnectionError, TimeoutError, RespError) as error:
+            if readiness is not None:
+                readiness.set("valkey", f"Valkey unavailable: {error}")
             log.warning(
                 "Valkey connection failed; retrying",
                 extra={"component": component, "error": str(error), "retry_in": delay},

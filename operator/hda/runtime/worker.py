@@ -31,7 +31,8 @@ from .config import WORKER_GROUP, RuntimeConfig
 from .groups import ensure_groups
 from .metrics import Metrics
 from .pipeline import EntryResult, Pipeline
-from .resp import Arg, RedisAddress, RespConnection, RespError
+from .probes import Liveness, Readiness, add_probe_routes, liveness_window
+from .resp import Arg, FencedConnector, RedisAddress, RespConnection, RespError
 from .retention import trim_key
 from .scripts import Script
 from .supervise import run_until_stopped, stop_on_signals
@@ -122,7 +123,9 @@ class Worker:
         self.metrics.describe(
             "hda_worker_failed_deliveries_total", "counter", "Entries left for retry"
         )
-        self.ready = False
+        self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
+        self.liveness = Liveness(liveness_window(address.command_timeout, block_ms / 1000))
+        self._connector = FencedConnector(address)
 
     # --- processing ---
 
@@ -243,6 +246,7 @@ class Worker:
                     if entry_id is not None
                 ]
                 recovered += await self.process(connection, {(stream, partition): items})
+                self.liveness.beat()
                 start = b"(" + ids[-1]
         return recovered
 
@@ -280,6 +284,7 @@ class Worker:
                     claimed_total += len(items)
                     log.info("reclaimed idle entries", extra={"key": key, "count": len(items)})
                     await self.process(connection, {(stream, partition): items})
+                    self.liveness.beat()
                 if cursor == b"0-0":
                     break
         return claimed_total
@@ -287,14 +292,17 @@ class Worker:
     # --- lifecycle ---
 
     async def run(self, stop: asyncio.Event) -> None:
-        connection = await RespConnection.connect(self.address)
-        await ensure_groups(connection, self.config)
-        trimmer = asyncio.create_task(self._trim_forever())
+        # Fenced: a read this process gave up on must not assign entries to us after we
+        # recovered our pending ones (below); the claim loop would find them, but only later.
+        connection = await self._connector.connect()
+        trimmer: asyncio.Task[None] | None = None
         try:
+            await ensure_groups(connection, self.config)
+            trimmer = asyncio.create_task(self._trim_forever())
             recovered = await self.recover_own_pending(connection)
             if recovered:
                 log.info("recovered own pending entries", extra={"count": recovered})
-            self.ready = True
+            self.readiness.clear("valkey")
             read_command: list[Arg] = [
                 "XREADGROUP", "GROUP", WORKER_GROUP, self.consumer,
                 "COUNT", count_per_key(self.config.batch_size, len(self.keys)),
@@ -302,11 +310,14 @@ class Worker:
                 *[key for _, _, key in self.keys],
                 *([">"] * len(self.keys)),
             ]  # fmt: skip
+            block_seconds = self.block_ms / 1000
             claim_every = max(0.05, self.config.claim_idle_seconds / 2)
             next_claim = time.monotonic() + claim_every
             while not stop.is_set():
-                # The blocking read is never cancelled: entries it returns are ours to finish.
-                reply = await connection.execute(*read_command)
+                self.liveness.beat()
+                # The blocking read is never cancelled: entries it returns are ours to finish
+                # (after a deadline they are pending for us, recovered on the next connection).
+                reply = await connection.execute(*read_command, block_seconds=block_seconds)
                 if reply:
                     await self.process(connection, self._group_reply(reply))
                 if time.monotonic() >= next_claim:
@@ -314,10 +325,12 @@ class Worker:
                     next_claim = time.monotonic() + claim_every
             await self._leave_group(connection)
         finally:
-            self.ready = False  # until Valkey is back and our pending entries are recovered
-            trimmer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await trimmer
+            # not ready until Valkey is back and our pending entries are recovered
+            self.readiness.set("valkey", "reconnecting to Valkey")
+            if trimmer is not None:
+                trimmer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await trimmer
             connection.close()
 
     async def _leave_group(self, connection: RespConnection) -> None:
@@ -345,6 +358,8 @@ class Worker:
                 await trim_streams(connection, self.config)
             except (OSError, RespError) as error:
                 log.warning("trim failed", extra={"error": str(error)})
+                if connection is not None:
+                    connection.close()
                 connection = None
             await asyncio.sleep(self.config.trim_interval_seconds)
 
@@ -375,26 +390,25 @@ async def serve_worker(
     worker = Worker(config, address, consumer)
     runner: web.AppRunner | None = None
     if port:
-
-        async def healthz(request: web.Request) -> web.Response:
-            return web.json_response({"status": "ok"})
-
-        async def readyz(request: web.Request) -> web.Response:
-            return web.json_response({"ready": worker.ready}, status=200 if worker.ready else 503)
-
-        async def metrics(request: web.Request) -> web.Response:
-            return web.Response(text=worker.metrics.render(), content_type="text/plain")
-
         app = web.Application()
-        app.router.add_get("/healthz", healthz)
-        app.router.add_get("/readyz", readyz)
-        app.router.add_get("/metrics", metrics)
+        add_probe_routes(
+            app,
+            liveness=worker.liveness,
+            readiness=worker.readiness,
+            render_metrics=worker.metrics.render,
+        )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         await web.TCPSite(runner, host, port, reuse_address=True).start()
     log.info("worker started", extra={"consumer": consumer})
     try:
-        await run_until_stopped(lambda: worker.run(stop), stop, "worker")
+        await run_until_stopped(
+            lambda: worker.run(stop),
+            stop,
+            "worker",
+            liveness=worker.liveness,
+            readiness=worker.readiness,
+        )
     finally:
         if runner is not None:
             await runner.cleanup()

@@ -1,0 +1,71 @@
+"""What every ingest request passes first: the bearer token, a known stream, a reachable Valkey,
+and error replies that are counted in the metrics."""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+from collections.abc import Callable
+
+from aiohttp import web
+
+from ..codec import ParsedBatch, split_by_partition
+from ..config import RuntimeConfig, StreamConfig
+from ..metrics import Metrics
+
+# While Valkey is unreachable (not up yet, or stalled) every request is 503 after this many seconds.
+UNAVAILABLE_RETRY_AFTER = "1"
+
+
+class Admission:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        metrics: Metrics,
+        tokens: list[str],
+        valkey_reachable: Callable[[], bool],
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.valkey_reachable = valkey_reachable
+        self.tokens = [t.encode() for t in tokens if t]
+        self._round_robin = {s.name: itertools.count() for s in config.streams}
+
+    def authorized(self, request: web.Request) -> bool:
+        if not self.tokens:
+            return True
+        header = request.headers.get("Authorization", "")
+        offered = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+        offered_bytes = offered.encode()
+        return any(hmac.compare_digest(offered_bytes, token) for token in self.tokens)
+
+    def error(
+        self, status: int, message: str, stream: str = "", headers: dict[str, str] | None = None
+    ) -> web.Response:
+        self.metrics.inc("hda_ingest_requests_total", code=str(status), stream=stream)
+        return web.json_response({"error": message}, status=status, headers=headers)
+
+    def precheck(self, request: web.Request) -> tuple[StreamConfig | None, web.Response | None]:
+        name = request.match_info["stream"]
+        if not self.authorized(request):
+            return None, self.error(
+                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+        stream = self.config.stream(name)
+        if stream is None:
+            return None, self.error(404, f"unknown stream {name!r}")
+        if not self.valkey_reachable():
+            return None, self.unavailable(stream.name)
+        return stream, None
+
+    def unavailable(self, stream: str) -> web.Response:
+        return self.error(
+            503,
+            "Valkey unavailable; retry",
+            stream,
+            headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
+        )
+
+    def partition_groups(self, stream: StreamConfig, batch: ParsedBatch) -> dict[int, list[int]]:
+        round_robin = next(self._round_robin[stream.name]) % stream.partitions
+        return split_by_partition(batch, stream.partitions, round_robin)

@@ -1,0 +1,134 @@
+"""The ingest aiohttp app: wires the writer, the backlog monitor and the handlers, and serves
+the probes and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from ..config import RuntimeConfig
+from ..groups import ensure_groups
+from ..metrics import Metrics
+from ..probes import Liveness, Readiness, add_probe_routes, liveness_window
+from ..resp import Reconnecting, RedisAddress
+from ..supervise import run_until_stopped
+from .admission import Admission
+from .backlog import BacklogMonitor
+from .rest import RestHandler
+from .websocket import WebSocketHandler
+from .writer import EntryWriter
+
+log = logging.getLogger(__name__)
+
+
+class IngestServer:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        address: RedisAddress,
+        *,
+        tokens: list[str] | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.metrics.describe("hda_ingest_events_total", "counter", "Events accepted")
+        self.metrics.describe("hda_ingest_requests_total", "counter", "Requests by status code")
+        self.metrics.describe("hda_ingest_backlog_events", "gauge", "Estimated backlog in events")
+        self.metrics.describe("hda_ingest_entries_total", "counter", "Stream entries written")
+        self.write_connection = Reconnecting(address)
+        self.poll_connection = Reconnecting(address)
+        self.writer = EntryWriter(self.write_connection, config.max_events_per_entry)
+        self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
+        self.liveness = Liveness(liveness_window(address.command_timeout))
+        self.monitor = BacklogMonitor(
+            config,
+            self.poll_connection,
+            self.writer,
+            readiness=self.readiness,
+            liveness=self.liveness,
+        )
+        self.shutting_down = asyncio.Event()
+        admission = Admission(config, self.metrics, tokens or [], self.valkey_reachable)
+        self.rest = RestHandler(admission, self.writer, self.monitor)
+        self.websocket = WebSocketHandler(admission, self.writer, self.monitor, self.shutting_down)
+
+    def valkey_reachable(self) -> bool:
+        """Groups exist and the last backlog poll succeeded: until then every request is 503."""
+        return "valkey" not in self.readiness.causes
+
+    async def _prepare_then_monitor(self) -> None:
+        """Create the consumer groups once Valkey answers (retrying meanwhile), then poll."""
+
+        async def create_groups() -> None:
+            await ensure_groups(await self.poll_connection.get(), self.config)
+
+        await run_until_stopped(create_groups, self.shutting_down, "ingest", liveness=self.liveness)
+        if self.shutting_down.is_set():
+            return
+        log.info("ingest ready", extra={"streams": [s.name for s in self.config.streams]})
+        await self.monitor.run()
+
+    async def _context(self, app: web.Application) -> AsyncIterator[None]:
+        # Listen at once; requests are 503 until Valkey is reachable (a fresh HDA starts its
+        # Valkey and ingest together: crash-looping until Valkey is up helps nobody).
+        monitor_task = asyncio.create_task(self._prepare_then_monitor())
+        yield
+        monitor_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await monitor_task
+        self.write_connection.close()
+        self.poll_connection.close()
+
+    def app(self) -> web.Application:
+        # aiohttp enforces client_max_size when reading a body: that is our 413.
+        app = web.Application(client_max_size=self.config.max_request_bytes)
+        app.cleanup_ctx.append(self._context)
+
+        async def on_shutdown(app: web.Application) -> None:
+            self.shutting_down.set()
+
+        app.on_shutdown.append(on_shutdown)
+        app.router.add_post("/v1/streams/{stream}/events", self.rest.post_events)
+        app.router.add_get("/v1/streams/{stream}/ws", self.websocket.websocket)
+        add_probe_routes(
+            app,
+            liveness=self.liveness,
+            readiness=self.readiness,
+            render_metrics=self.render_metrics,
+        )
+        return app
+
+    def render_metrics(self) -> str:
+        for name, backlog in self.monitor.backlog_events.items():
+            self.metrics.set("hda_ingest_backlog_events", backlog, stream=name)
+        self.metrics.set("hda_ingest_entries_total", self.writer.entries_written)
+        return self.metrics.render()
+
+
+async def serve_ingest(
+    config: RuntimeConfig,
+    address: RedisAddress,
+    *,
+    host: str,
+    port: int,
+    tokens: list[str] | None,
+    stop: asyncio.Event,
+    reuse_port: bool = False,
+) -> None:
+    server = IngestServer(config, address, tokens=tokens)
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, host, port, backlog=1024, reuse_address=True, reuse_port=reuse_port or None
+    )
+    await site.start()
+    log.info("ingest listening", extra={"host": host, "port": port, "at": time.time()})
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
