@@ -417,10 +417,14 @@ def test_argocd_reports_a_missing_runtime_image_degraded(
         "apiVersion": "hda.shitops.dev/v1alpha1",
         "kind": "HyperDriveAccelerator",
         "metadata": {"name": "no-image"},
+        # Small requests: the real nodes' CPUs (the host's two) are mostly claimed by `logs`.
         "spec": {
             "image": "ghcr.io/shitops/hyperdrive-accelerator:does-not-exist",
             "streams": [{"name": "events"}],
-            "output": {"replicas": 1},
+            "redis": {"resources": {"requests": {"cpu": "10m"}}},
+            "ingest": {"replicas": 1, "resources": {"requests": {"cpu": "10m"}}},
+            "workers": {"replicas": 1, "resources": {"requests": {"cpu": "10m"}}},
+            "output": {"replicas": 1, "resources": {"requests": {"cpu": "10m"}}},
         },
     }
     real_cluster.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(manifest))

@@ -99,7 +99,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.error_backoffs = [1, 2, 5, 10]
     settings.batching.worker_limit = 1000
     for kind in KINDS:
-        settings.watching.label_selectors[kind.api_version, kind.plural] = CHILD_SELECTOR
+        # PersistentVolumes stay unfiltered: the FC availability check must see the volumes an
+        # administrator made (no labels of ours), not only those from a LUN inventory.
+        if kind.plural != "persistentvolumes":
+            settings.watching.label_selectors[kind.api_version, kind.plural] = CHILD_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = POD_SELECTOR
     if "controller" not in memo:
         resync = float(memo.get("resync_seconds", 15.0))
