@@ -4,6 +4,7 @@ PersistentVolumes, whose availability for FC claims includes volumes an administ
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import kopf
 
@@ -14,7 +15,8 @@ def configured_settings() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     memo = kopf.Memo()
     memo["controller"] = object()  # configure() keeps an existing controller
-    asyncio.run(configure(settings=settings, memo=memo))
+    startup: Any = configure  # kopf types the decorated handler as its own callback protocol
+    asyncio.run(startup(settings=settings, memo=memo))
     return settings
 
 
