@@ -17,7 +17,7 @@ buildkitd runs only for the duration of one build (`build_images`): its layer ca
 under the cache directory, so keeping a daemon per cluster would save only its ~1 s start, and
 nothing is left running after `hda cluster images`.
 
-Builders (`buildkitd_config`, `render_toml`, `*_args`, `*_settings`) are pure; `build_images`
+Builders (`buildkitd_config`, `*_args`, `*_settings`) are pure; `build_images`
 and the `start`/`stop` helpers run things.
 """
 
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from hda.api.images import BUILTIN_RUNTIME_IMAGE
-from hda.cluster import oci, processes, rootfs
+from hda.cluster import oci, processes, rootfs, toml
 from hda.cluster.errors import ClusterError, ComponentFailedError
 from hda.cluster.registry import registry_host
 from hda.cluster.wheelhouse import TARGET_PYTHON, build_wheelhouse
@@ -165,39 +165,6 @@ def buildkitd_config(paths: BuildkitPaths, port: int) -> dict[str, Any]:
     }
 
 
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"no TOML form for {type(value).__name__}: {value!r}")
-
-
-def render_toml(document: dict[str, Any]) -> str:
-    """TOML for nested tables of strings, ints, bools and lists (what buildkitd.toml needs)."""
-    lines: list[str] = []
-
-    def table(path: list[str], content: dict[str, Any]) -> None:
-        scalars = {k: v for k, v in content.items() if not isinstance(v, dict)}
-        tables = {k: v for k, v in content.items() if isinstance(v, dict)}
-        if path and (scalars or not tables):
-            lines.append(f"\n[{'.'.join(_toml_key(part) for part in path)}]")
-        lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars.items())
-        for key, sub in tables.items():
-            table([*path, key], sub)
-
-    table([], document)
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
 def buildkitd_args(bin_dir: Path, paths: BuildkitPaths) -> list[str]:
     return [
         str(bin_dir / BUILDKITD),
@@ -268,7 +235,7 @@ def start_buildkitd(bin_dir: Path, paths: BuildkitPaths, port: int) -> processes
     """Start buildkitd (rootful, runc worker) and wait until it lists its worker."""
     paths.root.mkdir(parents=True, exist_ok=True)
     _stop_leftover(paths)
-    paths.config.write_text(render_toml(buildkitd_config(paths, port)))
+    paths.config.write_text(toml.dumps(buildkitd_config(paths, port)))
     paths.socket.unlink(missing_ok=True)
     record = processes.start(BUILDKITD, buildkitd_args(bin_dir, paths), paths.log, paths.root)
     paths.record.write_text(json.dumps(record.to_dict()))
