@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
@@ -186,3 +189,51 @@ async def group_idle(redis: RespConnection, keys: list[str], group: str) -> bool
             if int(info[b"pending"]) or info[b"last-delivered-id"] != last_generated:
                 return False
     return True
+
+
+class AckingProducers:
+    """Lanes that POST batches of `{"seq": n}` events until stopped, recording which sequence
+    numbers were acknowledged (202) and every outcome. A refused batch is never resent: after a
+    503 it may still land, so the tests check `acked` exactly and the rest at most once."""
+
+    def __init__(
+        self, url: str, *, lanes: int = 4, batch: int = 50, pad: str = "", pace: float = 0.0
+    ) -> None:
+        self.url = url
+        self.lanes = lanes
+        self.batch = batch
+        self.pad = pad
+        self.pace = pace  # seconds between a lane's batches
+        self.acked: set[int] = set()
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self._sequence = itertools.count()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, session: aiohttp.ClientSession) -> None:
+        self._tasks = [asyncio.create_task(self._lane(session)) for _ in range(self.lanes)]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+    async def _lane(self, session: aiohttp.ClientSession) -> None:
+        while not self._stop.is_set():
+            batch = [next(self._sequence) for _ in range(self.batch)]
+            event = {"pad": self.pad} if self.pad else {}
+            body = b"\n".join(orjson.dumps({"seq": s, **event}) for s in batch)
+            refused = False
+            try:
+                async with session.post(
+                    self.url, data=body, headers={"Content-Type": "application/x-ndjson"}
+                ) as response:
+                    await response.read()
+                    self.outcomes[str(response.status)] += 1
+                    if response.status == 202:
+                        self.acked.update(batch)
+                    else:
+                        refused = True
+            except aiohttp.ClientError:
+                self.outcomes["error"] += 1
+                refused = True
+            await asyncio.sleep(0.05 if refused else self.pace)

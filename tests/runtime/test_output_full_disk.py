@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
-import itertools
 import logging
 import subprocess
 import time
@@ -14,9 +13,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import aiohttp
-import orjson
 import pytest
-from tests.runtime.conftest import Processes, group_idle, read_output_events, wait_for
+from tests.runtime.conftest import (
+    AckingProducers,
+    Processes,
+    group_idle,
+    read_output_events,
+    wait_for,
+)
 
 from hda.runtime.codec import input_key, output_key
 from hda.runtime.config import OUTPUT_GROUP, WORKER_GROUP
@@ -84,30 +88,16 @@ async def test_full_disk_rolls_back_stops_acking_and_resumes_when_space_returns(
     ingest_port = processes.ingest(manifest)
     processes.worker(manifest)
     _, output_port = processes.output(manifest, small_disk)
-    url = f"http://127.0.0.1:{ingest_port}/v1/streams/events/events"
-    acked: set[int] = set()
-    sequence = itertools.count()
-    stop = asyncio.Event()
-    outcomes: collections.Counter[str] = collections.Counter()
-
-    async def producer(session: aiohttp.ClientSession) -> None:
-        while not stop.is_set():
-            batch = [next(sequence) for _ in range(50)]
-            body = b"\n".join(orjson.dumps({"seq": s, "pad": PAD}) for s in batch)
-            async with session.post(
-                url, data=body, headers={"Content-Type": "application/x-ndjson"}
-            ) as response:
-                await response.read()
-                outcomes[str(response.status)] += 1
-                if response.status == 202:
-                    acked.update(batch)
-            await asyncio.sleep(PACE_SECONDS)
+    producers = AckingProducers(
+        f"http://127.0.0.1:{ingest_port}/v1/streams/events/events", pad=PAD, pace=PACE_SECONDS
+    )
+    acked = producers.acked
 
     redis = await RespConnection.connect(RedisAddress(port=valkey.port))
     outputs = [output_key("events", p) for p in range(PARTITIONS)]
     ballast = small_disk / "ballast"
     async with aiohttp.ClientSession() as session:
-        producers = [asyncio.create_task(producer(session)) for _ in range(4)]
+        producers.start(session)
         await wait_for(lambda: len(acked) >= 5_000)
         filled = await asyncio.to_thread(fill, ballast)
         assert filled > 0
@@ -139,8 +129,7 @@ async def test_full_disk_rolls_back_stops_acking_and_resumes_when_space_returns(
         )
         resumed_at = len(acked)
         await wait_for(lambda: len(acked) >= resumed_at + 5_000)
-        stop.set()
-        await asyncio.gather(*producers)
+        await producers.stop()
 
     inputs = [input_key("events", p) for p in range(PARTITIONS)]
     await wait_for(lambda: group_idle(redis, inputs, WORKER_GROUP))

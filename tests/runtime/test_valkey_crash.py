@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import itertools
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
-from tests.runtime.conftest import Processes, group_idle, read_output_events, wait_for
+from tests.runtime.conftest import (
+    AckingProducers,
+    Processes,
+    group_idle,
+    read_output_events,
+    wait_for,
+)
 
 from hda.runtime.codec import input_key, output_key
 from hda.runtime.config import OUTPUT_GROUP, WORKER_GROUP
@@ -29,40 +32,17 @@ async def test_valkey_sigkill_loses_no_acknowledged_event(
     assert valkey.appendfsync == "always"
     manifest = write_manifest(f"    - {{name: events, partitions: {PARTITIONS}}}\n")
     port = processes.ingest(manifest)
-    url = f"http://127.0.0.1:{port}/v1/streams/events/events"
-    acked: set[int] = set()
-    sequence = itertools.count()
-    stop = asyncio.Event()
-    outcomes: collections.Counter[str] = collections.Counter()
-
-    async def producer(session: aiohttp.ClientSession) -> None:
-        while not stop.is_set():
-            batch = [next(sequence) for _ in range(50)]
-            body = b"\n".join(orjson.dumps({"seq": s}) for s in batch)
-            try:
-                async with session.post(
-                    url, data=body, headers={"Content-Type": "application/x-ndjson"}
-                ) as response:
-                    await response.read()
-                    outcomes[str(response.status)] += 1
-                    if response.status == 202:
-                        acked.update(batch)
-                    else:
-                        await asyncio.sleep(0.05)
-            except aiohttp.ClientError:
-                outcomes["error"] += 1
-                await asyncio.sleep(0.05)
-
+    producers = AckingProducers(f"http://127.0.0.1:{port}/v1/streams/events/events")
+    acked, outcomes = producers.acked, producers.outcomes
     async with aiohttp.ClientSession() as session:
-        producers = [asyncio.create_task(producer(session)) for _ in range(4)]
+        producers.start(session)
         await wait_for(lambda: len(acked) >= 20_000)
         valkey.kill()
         await wait_for(lambda: outcomes["503"] + outcomes["error"] > 0)
         valkey.start()  # same port, same directory: it replays the AOF
         before_restart = len(acked)
         await wait_for(lambda: len(acked) >= before_restart + 20_000)
-        stop.set()
-        await asyncio.gather(*producers)
+        await producers.stop()
 
     redis = await RespConnection.connect(RedisAddress(port=valkey.port))
     processes.worker(manifest)

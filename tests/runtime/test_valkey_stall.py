@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import logging
 import os
 import signal
@@ -14,9 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
-from tests.runtime.conftest import Processes, group_idle, read_output_events, wait_for
+from tests.runtime.conftest import (
+    AckingProducers,
+    Processes,
+    group_idle,
+    read_output_events,
+    wait_for,
+)
 
 from hda.runtime.codec import input_key, output_key
 from hda.runtime.config import OUTPUT_GROUP, WORKER_GROUP
@@ -70,29 +74,9 @@ async def test_stalled_valkey_turns_everyone_not_ready_then_ready_and_loses_noth
         "output": processes.output(manifest, tmp_path / "data")[1],
     }
     processes.worker(manifest, "worker-0", "--port", str(worker_port))
-    url = f"http://127.0.0.1:{ports['ingest']}/v1/streams/events/events"
-    acked: set[int] = set()
-    sequence = itertools.count()
-    stop = asyncio.Event()
-    outcomes: collections.Counter[str] = collections.Counter()
-
-    async def producer(session: aiohttp.ClientSession) -> None:
-        while not stop.is_set():
-            batch = [next(sequence) for _ in range(50)]  # never resent: a 503 may still land
-            body = b"\n".join(orjson.dumps({"seq": s}) for s in batch)
-            try:
-                async with session.post(
-                    url, data=body, headers={"Content-Type": "application/x-ndjson"}
-                ) as response:
-                    await response.read()
-                    outcomes[str(response.status)] += 1
-                    if response.status == 202:
-                        acked.update(batch)
-                    else:
-                        await asyncio.sleep(0.05)
-            except aiohttp.ClientError:
-                outcomes["error"] += 1
-                await asyncio.sleep(0.05)
+    producers = AckingProducers(f"http://127.0.0.1:{ports['ingest']}/v1/streams/events/events")
+    acked, outcomes = producers.acked, producers.outcomes
+    stop = asyncio.Event()  # ends the probe watchers
 
     probes: dict[str, list[Probe]] = {name: [] for name in ports}
     async with aiohttp.ClientSession() as session:
@@ -101,7 +85,7 @@ async def test_stalled_valkey_turns_everyone_not_ready_then_ready_and_loses_noth
             asyncio.create_task(watch(session, port, probes[name], stop))
             for name, port in ports.items()
         ]
-        producers = [asyncio.create_task(producer(session)) for _ in range(4)]
+        producers.start(session)
         await wait_for(lambda: len(acked) >= 10_000)
         assert valkey.process is not None
         os.kill(valkey.process.pid, signal.SIGSTOP)
@@ -116,7 +100,8 @@ async def test_stalled_valkey_turns_everyone_not_ready_then_ready_and_loses_noth
             await wait_for(lambda seen=seen: first_at(seen, resumed_at, 200), within=30)
         await wait_for(lambda: len(acked) >= acked_at_resume + 10_000)
         stop.set()
-        await asyncio.gather(*producers, *watchers)
+        await producers.stop()
+        await asyncio.gather(*watchers)
 
     figures: dict[str, tuple[float, float]] = {}
     for name, seen in probes.items():
