@@ -58,23 +58,7 @@ CHILD_KINDS = (
 def helm(
     cluster: ClusterHandle, home: Path, *args: str, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        **cluster.env(),
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-    result = subprocess.run(
-        [cluster.binary("helm"), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        timeout=300,
-    )
-    if check:
-        assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-    return result
+    return cluster.helm(home, *args, check=check, timeout=300)
 
 
 @pytest.fixture

@@ -66,42 +66,18 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return {}
 
 
-def helm(cluster: ClusterHandle, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **cluster.env(),
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-    result = subprocess.run(
-        [cluster.binary("helm"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-    return result
-
-
 @pytest.fixture(scope="module")
 def operator_release(
     real_cluster: ClusterHandle, app_images: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """`helm install` exactly as the README says; the operator runs in its pod."""
     home = tmp_path_factory.mktemp("helm")
-    helm(real_cluster, home, "install", "hda-operator", str(CHART),
+    real_cluster.helm(home, "install", "hda-operator", str(CHART),
          "--namespace", OPERATOR_NAMESPACE, "--create-namespace")  # fmt: skip
     real_cluster.kubectl("-n", OPERATOR_NAMESPACE, "rollout", "status",
                          "deployment/hda-operator", "--timeout=300s", timeout=320)  # fmt: skip
     yield "hda-operator"
-    subprocess.run(
-        [real_cluster.binary("helm"), "uninstall", "hda-operator", "-n", OPERATOR_NAMESPACE],
-        env={**real_cluster.env(), "HELM_CACHE_HOME": str(home / "cache"),
-             "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")},
-        capture_output=True, check=False, timeout=300,
-    )  # fmt: skip
+    real_cluster.helm(home, "uninstall", "hda-operator", "-n", OPERATOR_NAMESPACE, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -354,7 +330,7 @@ def test_operator_upgrade_rolls_workers_first_without_losing_events(
             "--rate", str(RATE_PER_PRODUCER), "--batch", "250"]  # fmt: skip
     real_cluster.kubectl("-n", NAMESPACE, "apply", "-f", "-",
                          input=json.dumps(client_pod("producer-upgrade", old_image, args)))  # fmt: skip
-    helm(real_cluster, tmp_path, "upgrade", "hda-operator", str(CHART), "-n", OPERATOR_NAMESPACE,
+    real_cluster.helm(tmp_path, "upgrade", "hda-operator", str(CHART), "-n", OPERATOR_NAMESPACE,
          "--reuse-values", "--set", f"defaultImages.runtime={new_image}")  # fmt: skip
     workloads = {
         "workers": ("deployment", f"{HDA}-workers"),

@@ -120,6 +120,30 @@ class ClusterHandle:
             )
         return result
 
+    def helm(
+        self, home: Path, *args: str, check: bool = True, timeout: float = 600.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the pinned `helm *args` against this cluster with its state under `home` (cache,
+        config and data: tests never touch the user's). `check` raises `ClusterError` quoting
+        helm's output on a non-zero exit."""
+        env = {
+            **self.env(),
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+        result = subprocess.run(
+            [self.binary("helm"), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise ClusterError(f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}")
+        return result
+
     def add_node(self, name: str, *, fc: bool = True) -> None:
         """Register a simulated node (Fibre Channel labelled when `fc`) and wait until Ready.
 
