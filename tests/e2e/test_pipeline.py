@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 
+from hda.api.consts import LABEL_ACCELERATOR
 from hda.cluster import FC_LABEL, oci
 from hda.cluster.testing import ClusterHandle, wait_for
 
@@ -142,7 +143,13 @@ def client_pod(name: str, image: str, args: list[str]) -> dict[str, Any]:
 
 def pods(cluster: ClusterHandle, component: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = kubectl_json(
-        cluster, "-n", NAMESPACE, "get", "pods", "-l", f"app.kubernetes.io/component={component}"
+        cluster,
+        "-n",
+        NAMESPACE,
+        "get",
+        "pods",
+        "-l",
+        f"app.kubernetes.io/component={component},{LABEL_ACCELERATOR}={HDA}",
     )["items"]
     return items
 
@@ -398,7 +405,7 @@ def test_argocd_reports_a_missing_runtime_image_degraded(
             "image": "ghcr.io/shitops/hyperdrive-accelerator:does-not-exist",
             "streams": [{"name": "events"}],
             "redis": {"resources": {"requests": {"cpu": "10m"}}},
-            "ingest": {"replicas": 1, "resources": {"requests": {"cpu": "10m"}}},
+            "ingest": {"replicas": 1},
             "workers": {"replicas": 1, "resources": {"requests": {"cpu": "10m"}}},
             "output": {"replicas": 1, "resources": {"requests": {"cpu": "10m"}}},
         },
@@ -428,6 +435,16 @@ def test_delete_removes_every_child_and_releases_the_fc_volumes(
         if c["spec"].get("storageClassName") == "hda-fibre-channel"
     ]
     assert claims
+    # Output claims outlive their HDA by default (the data is kept); a user who wants the FC
+    # volumes back says so, and deleting the HDA then releases them.
+    real_cluster.kubectl("-n", NAMESPACE, "patch", "hda", HDA, "--type=merge", "-p",
+                         '{"spec":{"output":{"pvcRetentionPolicy":{"whenDeleted":"Delete"}}}}')  # fmt: skip
+    wait_for(
+        lambda: kubectl_json(real_cluster, "-n", NAMESPACE, "get", "statefulset", f"{HDA}-output")[
+            "spec"
+        ].get("persistentVolumeClaimRetentionPolicy", {}).get("whenDeleted") == "Delete",
+        timeout=120, message="the output StatefulSet never got whenDeleted: Delete",
+    )  # fmt: skip
     real_cluster.kubectl("-n", NAMESPACE, "delete", "hda", HDA, "--timeout=300s", timeout=320)
 
     def children_left() -> list[str]:
@@ -435,12 +452,19 @@ def test_delete_removes_every_child_and_releases_the_fc_volumes(
         for kind in ("deployments", "statefulsets", "services", "configmaps", "pods",
                      "networkpolicies", "poddisruptionbudgets", "pvc"):  # fmt: skip
             for item in kubectl_json(real_cluster, "-n", NAMESPACE, "get", kind)["items"]:
-                if item["metadata"].get("labels", {}).get("app.kubernetes.io/instance") == HDA:
+                if item["metadata"].get("labels", {}).get(LABEL_ACCELERATOR) == HDA:
                     names.append(f"{kind}/{item['metadata']['name']}")
         return names
 
     wait_for(lambda: not children_left(), timeout=300, interval=2,
              message=lambda: f"children left: {children_left()}")  # fmt: skip
+    wait_for(
+        lambda: not [
+            c for c in kubectl_json(real_cluster, "-n", NAMESPACE, "get", "pvc")["items"]
+            if c["metadata"]["name"] in claims
+        ],
+        timeout=300, interval=2, message="the output claims were not deleted",
+    )  # fmt: skip
     volumes = kubectl_json(real_cluster, "get", "pv")["items"]
     still_bound = [
         v["metadata"]["name"]
