@@ -433,6 +433,7 @@ def test_delete_removes_every_child_and_releases_the_fc_volumes(
         c["metadata"]["name"]
         for c in kubectl_json(real_cluster, "-n", NAMESPACE, "get", "pvc")["items"]
         if c["spec"].get("storageClassName") == "hda-fibre-channel"
+        and c["metadata"]["name"].startswith(f"data-{HDA}-output-")
     ]
     assert claims
     # Output claims outlive their HDA by default (the data is kept); a user who wants the FC
