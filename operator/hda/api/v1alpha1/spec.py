@@ -9,6 +9,7 @@ from pydantic import Field, JsonValue, WithJsonSchema, field_validator, model_va
 
 from hda.api.consts import FC_NODE_LABEL
 
+from .otlp import OtlpIngest, otlp_stream_rules
 from .types import (
     ApiModel,
     Duration,
@@ -277,6 +278,10 @@ class IngestSpec(ApiModel):
     token_secret: SecretKeyRef | None = Field(
         default=None,
         description="A Secret key holding the bearer token producers must send; no auth if unset.",
+    )
+    otlp: OtlpIngest | None = Field(
+        default=None,
+        description="OTLP/HTTP ingest: the stream each OpenTelemetry signal is written to.",
     )
 
 
@@ -718,6 +723,8 @@ DEFAULT_IMAGE = "ghcr.io/shitops/hyperdrive-accelerator:0.1.0"
 class HyperDriveAcceleratorSpec(ApiModel):
     """Desired state of a HyperDriveAccelerator pipeline."""
 
+    model_config = cel_rules(*otlp_stream_rules())
+
     paused: bool = Field(
         default=False, description="Stop reconciling; everything keeps running as it is."
     )
@@ -769,6 +776,16 @@ class HyperDriveAcceleratorSpec(ApiModel):
                 raise ValueError(f"streams[{index}].name: duplicate stream name {stream.name!r}")
             seen.add(stream.name)
         return streams
+
+    @model_validator(mode="after")
+    def _otlp_streams_exist(self) -> Self:
+        if self.ingest.otlp is not None:
+            for signal, name in self.ingest.otlp.streams().items():
+                if self.stream(name) is None:
+                    raise ValueError(
+                        f"ingest.otlp.{signal}: stream {name!r} is not in spec.streams"
+                    )
+        return self
 
     def stream(self, name: str) -> Stream | None:
         """The stream called `name`, if the spec has one."""
