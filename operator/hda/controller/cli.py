@@ -27,6 +27,13 @@ from hda.api.consts import ENV_LOG_FORMAT, OPERATOR_HEALTH_PORT
     help="Health endpoint URL; an empty string disables it.",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    help="Serve Prometheus /metrics (reconcile figures, worker replicas, backlog) on this port.",
+)
+@click.option("--metrics-host", default="0.0.0.0", show_default=True)  # noqa: S104 (a server)
+@click.option(
     "--resync",
     type=click.FloatRange(min=1.0),
     default=15.0,
@@ -49,6 +56,8 @@ def operator(  # noqa: PLR0917 - click passes options positionally
     namespaces: tuple[str, ...],
     all_namespaces: bool,
     liveness: str,
+    metrics_port: int | None,
+    metrics_host: str,
     resync: float,
     log_format: str | None,
     standalone: bool,
@@ -73,7 +82,7 @@ def operator(  # noqa: PLR0917 - click passes options positionally
         for handler in logging.getLogger().handlers:
             handler.addFilter(_quiet_routine_handlers)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # liveness probes
-    memo = kopf.Memo(resync_seconds=resync)
+    memo = kopf.Memo(resync_seconds=resync, metrics_port=metrics_port, metrics_host=metrics_host)
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,

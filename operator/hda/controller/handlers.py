@@ -15,10 +15,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import kopf
+from aiohttp import web
 
 from hda.api.consts import GROUP, LABEL_ACCELERATOR, PLURAL, VERSION
 
 from .kube import KINDS, Kind, Kube
+from .metrics import serve_metrics
 from .observe import NodeSummary, VolumeSummary, node_summary, volume_summary
 from .reconcile import Controller, Key, child_key, key_of
 
@@ -80,6 +82,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if "controller" not in memo:
         resync = float(memo.get("resync_seconds", 15.0))
         memo["controller"] = Controller(Kube.from_environment(), resync_seconds=resync)
+    metrics_port = memo.get("metrics_port")
+    if metrics_port is not None and "metrics_runner" not in memo:
+        memo["metrics_runner"] = await serve_metrics(
+            memo["controller"].render_metrics, memo["metrics_host"], metrics_port
+        )
 
 
 @kopf.on.cleanup()
@@ -98,6 +105,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
             },
         )
         controller.kube.close()
+    runner = memo.get("metrics_runner")
+    if isinstance(runner, web.AppRunner):
+        await runner.cleanup()
 
 
 # --- indexes and wake-ups of owned children --------------------------------------------------

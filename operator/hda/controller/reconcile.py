@@ -37,6 +37,7 @@ from hda.specs.names import label_value
 from . import events
 from .compare import APPLIED_HASH, first_difference, with_applied_hash
 from .kube import KINDS, ApiError, Kind, Kube, kind_of
+from .metrics import OperatorMetrics
 from .observe import Cache, LagProbe, lag_from_status, observe
 from .scaling import ScalingState, clamp, recommend
 from .status import Lag, Observation, compute_status, status_patch
@@ -110,8 +111,19 @@ class Controller:
         self.debounce_seconds = debounce_seconds
         self.lag_probe = lag_probe or LagProbe(kube, interval=resync_seconds)
         self.stats = Stats()
+        self.metrics = OperatorMetrics()
         self._states: dict[Key, _State] = {}
         self.ready = asyncio.Event()
+
+    def render_metrics(self) -> str:
+        stats = self.stats
+        return self.metrics.render(
+            reconciles=stats.reconciles,
+            reconcile_seconds=stats.reconcile_seconds,
+            applies=stats.applies,
+            status_writes=stats.status_writes,
+            lag_probe_seconds=self.lag_probe.busy_seconds,
+        )
 
     # --- wake-ups --------------------------------------------------------------------------
 
@@ -148,6 +160,7 @@ class Controller:
         finally:
             if stopped:
                 self._states.pop(key, None)
+                self.metrics.forget(key)
                 self.lag_probe.forget(f"{key[0]}/{key[1]}")
 
     async def reconcile_safely(self, body: kopf.Body, key: Key, state: _State) -> float:
@@ -231,6 +244,7 @@ class Controller:
         )
         lag = probed if probed is not None else lag_from_status(raw.get("status"))
         replicas = self._worker_replicas(hda, names, cache, accelerator, lag, state)
+        self.metrics.observe_hda(key, hda, replicas=replicas, lag=lag)
         desired = [
             with_applied_hash(obj) for obj in desired_children(hda, worker_replicas=replicas)
         ]
@@ -470,6 +484,7 @@ class Controller:
                 self.stats.deletes += 1
                 log.info("released", extra=_fields(key, object=f"PersistentVolume/{name}"))
         self._states.pop(key, None)
+        self.metrics.forget(key)
 
 
 def _changed(new: dict[str, Any], old: dict[str, Any]) -> list[str]:
