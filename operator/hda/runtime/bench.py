@@ -266,10 +266,14 @@ async def _latency(
 
         listening = asyncio.create_task(subscriber())
 
-        async def send(probe: int) -> None:
-            # OTLP: record i of request `probe` has seq probe*n+i; only the first is a probe.
-            first = probe * options.events_per_request if options.otlp else probe
-            url, body, headers = _request(options, ingest_port, first)
+        total = int(options.seconds / interval)
+        # Bodies are built before the clock starts: building OTLP requests in the loop would
+        # delay reading the replies and bias the latency.
+        # OTLP: record i of request p has attribute seq p*n+i, and only its first is timed.
+        firsts = [p * options.events_per_request if options.otlp else p for p in range(total)]
+        requests = [(first, *_request(options, ingest_port, first)) for first in firsts]
+
+        async def send(first: int, url: str, body: bytes, headers: dict[str, str]) -> None:
             async with session.post(url, data=body, headers=headers) as response:
                 await response.read()
                 if response.status == accepted_status:
@@ -277,12 +281,11 @@ async def _latency(
 
         tasks = []
         started = time.perf_counter()
-        total = int(options.seconds / interval)
-        for probe in range(total):
+        for probe, request in enumerate(requests):
             delay = started + probe * interval - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(send(probe)))
+            tasks.append(asyncio.create_task(send(*request)))
         await asyncio.gather(*tasks)
         deadline = time.perf_counter() + 10
         # bounded wait for the last records to reach the subscriber
