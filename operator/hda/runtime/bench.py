@@ -27,10 +27,11 @@ import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import SeverityNumber
 
+from .codec import parse_ndjson
 from .embedded import EmbeddedValkey, free_port
 from .local import LocalPipeline
-from .otlp.decode import PROTOBUF_TYPE
-from .otlp.mapping import map_logs
+from .otlp.decode import PROTOBUF_TYPE, Encoding, decode_request
+from .otlp.mapping import map_logs, map_request
 from .resp import RedisAddress, RespConnection, pack
 
 
@@ -302,6 +303,24 @@ async def _latency(
     return statistics.median(latencies), p99, len(latencies)
 
 
+def _ingest_cpu_per_event(options: BenchOptions, repeats: int = 200) -> tuple[float, float]:
+    """Microseconds of this process's CPU per event: what ingest does to one OTLP request's
+    records (protobuf decode, mapping, JSON encoding) and to one NDJSON body's lines."""
+    count = options.events_per_request
+    otlp_body = otlp_logs_request(0, count, options.event_bytes)
+    ndjson_body = b"\n".join(sample_event(i, options.event_bytes) for i in range(count))
+    started = time.process_time()
+    for _ in range(repeats):
+        request = decode_request("logs", otlp_body, Encoding.PROTOBUF)
+        [orjson.dumps(event) for event in map_request(request).events]
+    otlp = time.process_time() - started
+    started = time.process_time()
+    for _ in range(repeats):
+        parse_ndjson(ndjson_body)
+    ndjson = time.process_time() - started
+    return otlp / repeats / count * 1e6, ndjson / repeats / count * 1e6
+
+
 def _machine() -> str:
     model = "unknown CPU"
     with open("/proc/cpuinfo") as cpuinfo:
@@ -357,3 +376,7 @@ def run_bench(options: BenchOptions) -> Iterator[str]:
     yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p50 | {p50:.1f} ms |"
     yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p99 | {p99:.1f} ms ({samples} requests) |"
     yield f"| ratio (b)/(a) | {sustained / ceiling:.2f} |"
+    if options.otlp:
+        otlp_us, ndjson_us = _ingest_cpu_per_event(options)
+        yield f"| (c) ingest CPU per event, OTLP decode + map + encode | {otlp_us:.2f} us |"
+        yield f"| (c) ingest CPU per event, NDJSON validation (same count) | {ndjson_us:.2f} us |"
