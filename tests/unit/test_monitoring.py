@@ -1,8 +1,8 @@
 """The chart's alerts and dashboard: `promtool test rules` on the rules file, and the dashboard's
 shape. tests/runtime/test_monitoring_metrics.py checks their metric names against scrapes.
 
-promtool is built from the Prometheus Go module into ~/.cache/hda/promtool/ (docs/monitoring.md
-gives the command); HDA_PROMTOOL points elsewhere.
+promtool is built from the Prometheus Go module (docs/monitoring.md gives the command); the test
+takes $HDA_PROMTOOL, $HDA_BIN_DIR/promtool, ~/.cache/hda/promtool/promtool or PATH's.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ ALERTS = {
 def promtool() -> str:
     candidates = [
         os.environ.get("HDA_PROMTOOL", ""),
+        str(Path(os.environ.get("HDA_BIN_DIR", "/nonexistent")) / "promtool"),
         str(Path.home() / ".cache" / "hda" / "promtool" / "promtool"),
         shutil.which("promtool") or "",
     ]
