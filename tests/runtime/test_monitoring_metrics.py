@@ -19,6 +19,7 @@ import yaml
 from tests.runtime.conftest import Processes, wait_for
 
 from hda.runtime.embedded import free_port
+from hda.runtime.latency import output_latency
 from hda.runtime.metrics import Metrics
 from hda.runtime.volume import SIZE, VolumeGauges
 
@@ -27,9 +28,13 @@ pytestmark = pytest.mark.runtime
 ROOT = Path(__file__).resolve().parents[2]
 CHART_FILES = ROOT / "charts" / "hda-operator" / "files"
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-# Exported by hda.runtime.volume once output.py calls it (the output volume gauges; output.py
-# belongs to another change): the test fails as soon as they appear, so this list is removed then.
-AWAITING_OUTPUT_HOOK = {"hda_output_volume_used_bytes", "hda_output_volume_size_bytes"}
+# Exported once output.py calls hda.runtime.volume and hda.runtime.latency (output.py belongs to
+# another change): the test fails as soon as they appear, so this list is removed then.
+AWAITING_OUTPUT_HOOK = {
+    "hda_output_volume_used_bytes",
+    "hda_output_volume_size_bytes",
+    "hda_output_latency_seconds_bucket",
+}
 
 
 def queried_metric_names() -> set[str]:
@@ -115,10 +120,12 @@ def sample(text: str, name: str) -> float:
     return float(match[1])
 
 
-def test_volume_gauges_export_what_the_alert_queries(tmp_path: Path) -> None:
+def test_output_modules_export_what_the_dashboard_and_alert_query(tmp_path: Path) -> None:
     metrics = Metrics()
     VolumeGauges(metrics, tmp_path).update()
+    output_latency(metrics).observe("events", [b"1700000000000-0"], now=1_700_000_000.25)
     text = metrics.render()
-    assert set(families(text)) >= AWAITING_OUTPUT_HOOK
+    assert all(exported(name, families(text)) for name in AWAITING_OUTPUT_HOOK)
+    assert 'hda_output_latency_seconds_bucket{stream="events",le="0.25"} 1' in text
     used, size = sample(text, "hda_output_volume_used_bytes"), sample(text, SIZE)
     assert 0 < used <= size

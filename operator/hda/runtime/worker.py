@@ -29,7 +29,8 @@ from .codec import (
 )
 from .config import WORKER_GROUP, RuntimeConfig
 from .groups import ensure_groups
-from .metrics import LATENCY_BUCKETS, Metrics
+from .latency import worker_latency
+from .metrics import Metrics
 from .pipeline import EntryResult, Pipeline
 from .probes import Liveness, Readiness, add_probe_routes, liveness_window
 from .resp import Arg, FencedConnector, RedisAddress, RespConnection, RespError
@@ -125,11 +126,7 @@ class Worker:
         )
         for stream in config.streams:  # from 0, so the first dead letter is an increase
             self.metrics.inc("hda_worker_dead_letters_total", 0, stream=stream.name)
-        self.metrics.describe_histogram(
-            "hda_worker_latency_seconds",
-            "Seconds from ingest accepting an entry (its stream ID) to its commit to output",
-            LATENCY_BUCKETS,
-        )
+        self.latency = worker_latency(self.metrics)
         self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
         self.liveness = Liveness(liveness_window(address.command_timeout, block_ms / 1000))
         self._connector = FencedConnector(address)
@@ -177,17 +174,17 @@ class Worker:
     ) -> int:
         """Run the pipeline over delivered entries and commit them, one script call per partition."""
         calls: list[tuple[list[str], list[Arg]]] = []
-        counted: list[tuple[str, int, list[int]]] = []
+        counted: list[tuple[str, int, list[bytes]]] = []
         for (stream, partition), items in batch.items():
             args: list[Arg] = [WORKER_GROUP]
             events = 0
-            accepted_ms: list[int] = []
+            accepted: list[bytes] = []
             for item in items:
                 planned = self._plan(stream, item)
                 if planned is not None:
                     args.extend(planned)
                     events += int(planned[1])
-                    accepted_ms.append(parse_stream_id(item.entry_id)[0])
+                    accepted.append(item.entry_id)
             if len(args) > 1:
                 keys = [
                     input_key(stream, partition),
@@ -195,20 +192,16 @@ class Worker:
                     dead_letter_key(stream, partition),
                 ]
                 calls.append((keys, args))
-                counted.append((stream, events, accepted_ms))
+                counted.append((stream, events, accepted))
         if not calls:
             return 0
         replies = await COMMIT_SCRIPT.call_many(connection, calls)
         committed = 0
-        now_ms = time.time() * 1000
         for (stream, events, accepted), reply in zip(counted, replies, strict=True):
             committed += int(reply)
             self.metrics.inc("hda_worker_entries_total", int(reply), stream=stream)
             self.metrics.inc("hda_worker_events_total", events, stream=stream)
-            for ms in accepted:
-                self.metrics.observe(
-                    "hda_worker_latency_seconds", max(0.0, now_ms - ms) / 1000, stream=stream
-                )
+            self.latency.observe(stream, accepted)
         return committed
 
     def _group_reply(self, reply: ReadReply | None) -> dict[tuple[str, int], list[Delivered]]:
