@@ -36,6 +36,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from tests.runtime.conftest import Processes, read_output_events, total_length, wait_for
 
+from hda.runtime.embedded import EmbeddedValkey
 from hda.runtime.resp import RespConnection
 
 pytestmark = pytest.mark.runtime
@@ -375,3 +376,46 @@ async def metric_value(port: int, series: str) -> float:
         if line.startswith(series + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+async def test_body_over_max_request_bytes_is_413_compressed_or_not(
+    processes: Processes, write_manifest: Any, redis: RespConnection
+) -> None:
+    manifest = write_manifest(
+        "    - {name: spans, partitions: 1}\n",
+        "  ingest:\n    maxRequestBytes: 2048\n    otlp: {traces: spans}\n",
+    )
+    port = processes.ingest(manifest)
+    big = span_request(*[bytes(range(16))] * 100).SerializeToString()
+    assert len(big) > 2048
+    status, reply, _ = await post(port, "traces", big, "application/x-protobuf")
+    assert status == 413
+    assert "maxRequestBytes (2048)" in Status.FromString(reply).message
+    squeezed = gzip.compress(big)
+    assert len(squeezed) < 2048  # small on the wire, too large once decompressed
+    status, _, _ = await post(
+        port, "traces", squeezed, "application/x-protobuf", **{"Content-Encoding": "gzip"}
+    )
+    assert status == 413
+    assert await total_length(redis, "spans", 1) == 0
+
+
+async def test_valkey_down_is_503_with_retry_after(
+    processes: Processes, write_manifest: Any, valkey: EmbeddedValkey
+) -> None:
+    manifest = write_manifest(
+        "    - {name: spans, partitions: 1}\n", "  ingest:\n    otlp: {traces: spans}\n"
+    )
+    port = processes.ingest(manifest)
+    valkey.kill()
+    body = span_request(bytes(range(16))).SerializeToString()
+
+    async def unavailable() -> bool:
+        status, reply, headers = await post(port, "traces", body, "application/x-protobuf")
+        return (
+            status == 503
+            and headers["Retry-After"] == "1"
+            and Status.FromString(reply).code == 14  # UNAVAILABLE
+        )
+
+    await wait_for(unavailable)
