@@ -158,6 +158,11 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "spec.template.workers.tolerations[0].operator",
     ),
     ("unknown-field", with_stream(wokers={"replicas": 2}), 'unknown field "spec.wokers"'),
+    (
+        "otlp-unknown-stream",
+        with_stream(ingest={"otlp": {"logs": "events", "traces": "spans"}}),
+        "spec.ingest.otlp.traces: Invalid value: ingest.otlp.traces must name a stream in spec.streams",
+    ),
 ]
 
 

@@ -9,6 +9,7 @@ Waits poll with generous timeouts; nothing asserts on elapsed time.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from pathlib import Path
@@ -453,6 +454,35 @@ def test_scale_subresource_sets_the_worker_count(
     # Scaling the workers changes nothing else.
     ingest_after = get_json(cluster, "deployment", names.ingest_deployment, "-n", ns)
     assert ingest_after["metadata"]["generation"] == ingest_before["metadata"]["generation"]
+
+
+def test_metrics_export_every_operator_series_the_dashboard_and_alerts_query(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    autoscaling = {"workers": {"autoscaling": {"minReplicas": 1, "maxReplicas": 7}}}
+    obj = ready_hda(cluster, running_operator, hdas, ns, extra_spec=autoscaling)
+    name = obj["metadata"]["name"]
+    text = running_operator.process.metrics()
+    assert f'hda_operator_workers_max_replicas{{hda="{name}",namespace="{ns}"}} 7' in text
+    assert re.search(
+        rf'^hda_operator_workers_replicas\{{hda="{name}",namespace="{ns}"\}} [1-7]$', text, re.M
+    )
+    assert re.search(r"^hda_operator_reconciles_total [1-9]", text, re.M)
+    declared = set(re.findall(r"^# TYPE (hda_operator_\w+) ", text, re.M))
+    chart_files = Path(__file__).resolve().parents[2] / "charts" / "hda-operator" / "files"
+    queried = set(
+        re.findall(
+            r"\bhda_operator_\w+",
+            (chart_files / "grafana" / "hda.json").read_text()
+            + (chart_files / "prometheus" / "rules.yaml").read_text(),
+        )
+    )
+    assert queried, "the dashboard and rules query operator metrics"
+    assert queried <= declared, f"queried but not exported: {sorted(queried - declared)}"
 
 
 # --- pause ------------------------------------------------------------------------------------

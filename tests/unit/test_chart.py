@@ -34,6 +34,8 @@ CRD_NAME = "hyperdriveaccelerators.hda.shitops.dev"
 CRD_SOURCE = ROOT / "crds" / f"{CRD_NAME}.yaml"
 CRD_COPY = CHART / "files" / "crds" / f"{CRD_NAME}.yaml"
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+PROMETHEUS_RULE_API = "monitoring.coreos.com/v1/PrometheusRule"
+POD_MONITOR_API = "monitoring.coreos.com/v1/PodMonitor"
 STANDARD_LABELS = {
     "helm.sh/chart",
     "app.kubernetes.io/name",
@@ -418,10 +420,14 @@ def test_metrics_service_is_optional() -> None:
     docs = render(scenario="metrics")
     service = only(docs, "Service")
     assert service["spec"]["ports"] == [
-        {"name": "metrics", "port": 8080, "targetPort": "http", "protocol": "TCP"}
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
     ]
     pod_labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
+    container = operator_container(docs)
+    assert "--metrics-port=8083" in container["args"]
+    assert {"name": "metrics", "containerPort": 8083, "protocol": "TCP"} in container["ports"]
+    assert not any(arg.startswith("--metrics-port") for arg in operator_container(render())["args"])
 
 
 def test_service_monitor_only_when_its_api_exists() -> None:
@@ -430,7 +436,13 @@ def test_service_monitor_only_when_its_api_exists() -> None:
     monitor = only(docs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["endpoints"] == [
-        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "5s"}
+        {
+            "port": "metrics",
+            "path": "/metrics",
+            "honorLabels": True,  # the HDA's namespace label, not the operator's
+            "interval": "15s",
+            "scrapeTimeout": "5s",
+        }
     ]
     service = only(docs, "Service")
     assert (
@@ -439,6 +451,37 @@ def test_service_monitor_only_when_its_api_exists() -> None:
     # A ServiceMonitor without the metrics Service would scrape nothing.
     off = render(values=["metrics.serviceMonitor.enabled=true"], api_versions=[SERVICE_MONITOR_API])
     assert not by_kind(off, "ServiceMonitor")
+
+
+def test_dashboard_configmap_carries_the_sidecar_label_and_the_dashboard() -> None:
+    assert not by_kind(render(), "ConfigMap")
+    config_map = only(render(scenario="monitoring"), "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "HDA"}
+    dashboard_file = CHART / "files" / "grafana" / "hda.json"
+    assert json.loads(config_map["data"]["hda.json"]) == json.loads(dashboard_file.read_text())
+
+
+def test_prometheus_rule_and_pod_monitor_only_when_their_apis_exist() -> None:
+    assert not by_kind(render(scenario="monitoring"), "PrometheusRule")
+    assert not by_kind(render(scenario="monitoring"), "PodMonitor")
+    docs = render(scenario="monitoring", api_versions=[PROMETHEUS_RULE_API, POD_MONITOR_API])
+    rule = only(docs, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    rules_file = CHART / "files" / "prometheus" / "rules.yaml"
+    assert rule["spec"] == yaml.safe_load(rules_file.read_text())
+    monitor = only(docs, "PodMonitor")
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["http", "health"]
+    targets = {
+        r["targetLabel"]
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]
+        for r in endpoint["relabelings"]
+    }
+    assert targets == {"hda", "component"}
+    off = render(api_versions=[PROMETHEUS_RULE_API, POD_MONITOR_API])
+    assert not by_kind(off, "PrometheusRule")
+    assert not by_kind(off, "PodMonitor")
 
 
 def test_argocd_health_check_snippet() -> None:

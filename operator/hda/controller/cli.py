@@ -44,6 +44,13 @@ def _image_reference(ctx: click.Context, param: click.Parameter, value: str) -> 
     help="Health endpoint URL; an empty string disables it.",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    help="Serve Prometheus /metrics (reconcile figures, worker replicas, backlog) on this port.",
+)
+@click.option("--metrics-host", default="0.0.0.0", show_default=True)  # noqa: S104 (a server)
+@click.option(
     "--resync",
     type=click.FloatRange(min=1.0),
     default=15.0,
@@ -84,6 +91,8 @@ def operator(  # noqa: PLR0917 - click passes options positionally
     namespaces: tuple[str, ...],
     all_namespaces: bool,
     liveness: str,
+    metrics_port: int | None,
+    metrics_host: str,
     resync: float,
     log_format: str | None,
     standalone: bool,
@@ -115,7 +124,12 @@ def operator(  # noqa: PLR0917 - click passes options positionally
         "default images",
         extra={"runtime": default_images.runtime, "valkey": default_images.valkey},
     )
-    memo = kopf.Memo(resync_seconds=resync, default_images=default_images)
+    memo = kopf.Memo(
+        resync_seconds=resync,
+        default_images=default_images,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,

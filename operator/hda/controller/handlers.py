@@ -15,11 +15,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import kopf
+from aiohttp import web
 
 from hda.api.consts import GROUP, LABEL_ACCELERATOR, LABEL_NAME, PLURAL, VERSION
 from hda.specs.labels import APP_NAME
 
 from .kube import KINDS, Kind, Kube
+from .metrics import serve_metrics
 from .observe import (
     NodeSummary,
     PodSummary,
@@ -111,6 +113,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             resync_seconds=resync,
             default_images=memo.get("default_images"),
         )
+    metrics_port = memo.get("metrics_port")
+    if metrics_port is not None and "metrics_runner" not in memo:
+        memo["metrics_runner"] = await serve_metrics(
+            memo["controller"].render_metrics, memo["metrics_host"], metrics_port
+        )
 
 
 @kopf.on.cleanup()
@@ -129,6 +136,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
             },
         )
         controller.kube.close()
+    runner = memo.get("metrics_runner")
+    if isinstance(runner, web.AppRunner):
+        await runner.cleanup()
 
 
 # --- indexes and wake-ups of owned children --------------------------------------------------

@@ -354,6 +354,7 @@ class OperatorProcess:
         self.extra_args = tuple(extra_args)
         self.extra_env = dict(env or {})
         self.port = free_port()
+        self.metrics_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
@@ -373,6 +374,8 @@ class OperatorProcess:
                     "hda",
                     *self.args,
                     f"--liveness=http://127.0.0.1:{self.port}/healthz",
+                    f"--metrics-port={self.metrics_port}",
+                    "--metrics-host=127.0.0.1",
                     *self.extra_args,
                 ],
                 env=env,
@@ -402,6 +405,13 @@ class OperatorProcess:
                 return bool(response.status == 200)
         except OSError:
             return False
+
+    def metrics(self) -> str:
+        """The operator's Prometheus /metrics text."""
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as response:
+            return str(response.read().decode())
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -31,6 +31,7 @@ from .apply import apply_children, prune
 from .compare import with_applied_hash
 from .generated_secret import ensure_password_secret
 from .kube import Kube, kind_of
+from .metrics import OperatorMetrics
 from .observe import Cache, LagProbe, find_child, lag_from_status, observe
 from .reasons import Reason
 from .release import release_volumes
@@ -72,8 +73,19 @@ class Controller:
         self.debounce_seconds = debounce_seconds
         self.lag_probe = lag_probe or LagProbe(kube, interval=resync_seconds)
         self.stats = Stats()
+        self.metrics = OperatorMetrics()
         self._states: dict[Key, HdaState] = {}
         self.ready = asyncio.Event()
+
+    def render_metrics(self) -> str:
+        stats = self.stats
+        return self.metrics.render(
+            reconciles=stats.reconciles,
+            reconcile_seconds=stats.reconcile_seconds,
+            applies=stats.applies,
+            status_writes=stats.status_writes,
+            lag_probe_seconds=self.lag_probe.busy_seconds,
+        )
 
     # --- wake-ups --------------------------------------------------------------------------
 
@@ -110,6 +122,7 @@ class Controller:
         finally:
             if stopped:
                 self._states.pop(key, None)
+                self.metrics.forget(key)
                 self.lag_probe.forget(f"{key[0]}/{key[1]}")
 
     async def reconcile_safely(self, body: kopf.Body, key: Key, state: HdaState) -> float:
@@ -202,6 +215,7 @@ class Controller:
         replicas, state.scaling = worker_replicas(
             hda, live_workers, backlog=lag.total, state=state.scaling, now=time.monotonic()
         )
+        self.metrics.observe_hda(key, hda, replicas=replicas, lag=lag)
 
         # 2. Images: the spec's pins, else the operator's defaults; a new runtime image reaches
         #    ingest and output only after the workers rolled it out.
@@ -271,6 +285,7 @@ class Controller:
         async with state.lock:
             await release_volumes(self.kube, body, self._require_cache(), key, self.stats)
         self._states.pop(key, None)
+        self.metrics.forget(key)
 
 
 _DEPLOYMENT = kind_of({"apiVersion": "apps/v1", "kind": "Deployment"})

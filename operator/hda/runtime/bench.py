@@ -1,7 +1,8 @@
 """`hda bench`: the raw Valkey XADD ceiling and the whole pipeline, measured in one run.
 
 (a) pipelined XADD of 200-byte entries against the same embedded Valkey settings;
-(b) HTTP ingest -> workers -> fsync'd output with ~200-byte JSON events: the sustained rate
+(b) HTTP ingest -> workers -> fsync'd output with ~200-byte JSON events (or, with `--otlp`, OTLP
+    protobuf log records posted to /v1/logs, one event each): the sustained rate
     (events made durable per second while producers push as fast as ingest accepts), then
     latency from the ingest acknowledgement to the record arriving at a live subscriber
     (which output publishes only after the fsync) at half that rate.
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import statistics
@@ -22,9 +24,14 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import SeverityNumber
 
+from .codec import parse_ndjson
 from .embedded import EmbeddedValkey, free_port
 from .local import LocalPipeline
+from .otlp.decode import PROTOBUF_TYPE, Encoding, decode_request
+from .otlp.mapping import map_logs, map_request
 from .resp import RedisAddress, RespConnection, pack
 
 
@@ -39,6 +46,7 @@ class BenchOptions:
     connections: int = 16
     appendfsync: str = "everysec"
     pipeline_steps: bool = False
+    otlp: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,64 @@ def sample_event(sequence: int, size: int) -> bytes:
     base = len(orjson.dumps(event))
     event["pad"] = "x" * max(0, size - base)
     return orjson.dumps(event)
+
+
+def otlp_logs_request(first: int, count: int, size: int) -> bytes:
+    """An OTLP protobuf ExportLogsServiceRequest of `count` log-like records (attribute `seq`
+    from `first` on), each padded so that its HDA event (resource and scope included) is about
+    `size` bytes."""
+    return _otlp_logs(first, count, _otlp_padding(size)).SerializeToString()
+
+
+def _event_bytes(options: BenchOptions) -> int:
+    """Size of one stored event (an OTLP record's event carries its resource and scope)."""
+    if not options.otlp:
+        return options.event_bytes
+    padding = _otlp_padding(options.event_bytes)
+    return len(orjson.dumps(map_logs(_otlp_logs(0, 1, padding)).events[0]))
+
+
+@functools.cache
+def _otlp_padding(size: int) -> str:
+    base = len(orjson.dumps(map_logs(_otlp_logs(0, 1, "")).events[0]))
+    return "x" * max(0, size - base)
+
+
+def _otlp_logs(first: int, count: int, pad: str) -> ExportLogsServiceRequest:
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    for key, value in (("service.name", "checkout"), ("host.name", "web-017")):
+        attribute = resource_logs.resource.attributes.add()
+        attribute.key, attribute.value.string_value = key, value
+    scope_logs = resource_logs.scope_logs.add()
+    scope_logs.scope.name = "bench"
+    for sequence in range(first, first + count):
+        record = scope_logs.log_records.add()
+        record.time_unix_nano = 1_700_000_000_123_456_789
+        record.severity_number = SeverityNumber.SEVERITY_NUMBER_INFO
+        record.severity_text = "INFO"
+        record.body.string_value = "GET /api/v1/items/123456 200"
+        seq, padding = record.attributes.add(), record.attributes.add()
+        seq.key, seq.value.int_value = "seq", sequence
+        padding.key, padding.value.string_value = "pad", pad
+    return request
+
+
+def _request(
+    options: BenchOptions, ingest_port: int, probe: int | None
+) -> tuple[str, bytes, dict[str, str]]:
+    """URL, body and headers of one producer request; `probe` marks its first event."""
+    if options.otlp:
+        first = probe if probe is not None else 10**9
+        body = otlp_logs_request(first, options.events_per_request, options.event_bytes)
+        return f"http://127.0.0.1:{ingest_port}/v1/logs", body, {"Content-Type": PROTOBUF_TYPE}
+    lines = [sample_event(i, options.event_bytes) for i in range(1, options.events_per_request)]
+    if probe is not None:
+        lines.insert(0, orjson.dumps({"probe": probe, "pad": "x" * (options.event_bytes - 30)}))
+    else:
+        lines.insert(0, sample_event(0, options.event_bytes))
+    url = f"http://127.0.0.1:{ingest_port}/v1/streams/bench/events"
+    return url, b"\n".join(lines) + b"\n", {"Content-Type": "application/x-ndjson"}
 
 
 # --- (a) the raw ceiling ---
@@ -109,6 +175,7 @@ def _manifest(options: BenchOptions) -> str:
       - filter: {field: level, op: ne, value: debug}
       - setFields: {fields: {env: bench}}
       - dropFields: {fields: [pad]}"""
+    otlp = "\n    otlp: {logs: bench}" if options.otlp else ""
     return f"""apiVersion: hda.shitops.dev/v1alpha1
 kind: HyperDriveAccelerator
 metadata: {{name: bench}}
@@ -116,7 +183,7 @@ spec:
   streams:
     - {{name: bench, partitions: {options.partitions}}}
   ingest:
-    maxRequestBytes: 67108864
+    maxRequestBytes: 67108864{otlp}
     backpressure: {{maxBacklog: 2000000}}
   workers:
     replicas: {options.workers}
@@ -141,10 +208,8 @@ async def _output_events(port: int) -> float:
 async def _throughput(
     options: BenchOptions, ingest_port: int, output_port: int
 ) -> tuple[float, float]:
-    lines = [sample_event(i, options.event_bytes) for i in range(options.events_per_request)]
-    body = b"\n".join(lines) + b"\n"
-    url = f"http://127.0.0.1:{ingest_port}/v1/streams/bench/events"
-    headers = {"Content-Type": "application/x-ndjson"}
+    url, body, headers = _request(options, ingest_port, None)
+    accepted_status = 200 if options.otlp else 202
     accepted = 0
     stop_at = time.perf_counter() + options.seconds + 2.0
     connector = aiohttp.TCPConnector(limit=options.connections)
@@ -155,7 +220,7 @@ async def _throughput(
             while time.perf_counter() < stop_at:
                 async with session.post(url, data=body, headers=headers) as response:
                     await response.read()
-                    if response.status == 202:
+                    if response.status == accepted_status:
                         accepted += options.events_per_request
                     else:
                         await asyncio.sleep(0.05)  # 429: backlog above the watermark
@@ -176,17 +241,17 @@ async def _throughput(
     return (durable_end - durable_start) / elapsed, (accepted_end - accepted_start) / elapsed
 
 
+# The first event of each latency request: `"probe":N` (NDJSON); with OTLP every record has
+# attribute `"seq":N` and the first of request p has N = p * events per request.
 _PROBE = re.compile(rb'"probe":(\d+)')
+_OTLP_SEQ = re.compile(rb'"seq":(\d+)')
 
 
 async def _latency(
     options: BenchOptions, ingest_port: int, output_port: int, rate: float
 ) -> tuple[float, float, int]:
-    rest = b"\n".join(
-        sample_event(i, options.event_bytes) for i in range(1, options.events_per_request)
-    )
-    url = f"http://127.0.0.1:{ingest_port}/v1/streams/bench/events"
-    headers = {"Content-Type": "application/x-ndjson"}
+    accepted_status = 200 if options.otlp else 202
+    marker = _OTLP_SEQ if options.otlp else _PROBE
     interval = options.events_per_request / rate
     acked: dict[int, float] = {}
     durable: dict[int, float] = {}
@@ -197,30 +262,37 @@ async def _latency(
         async def subscriber() -> None:
             async for message in ws:
                 now = time.perf_counter()
-                for probe in _PROBE.findall(message.data.encode()):
+                for probe in marker.findall(message.data.encode()):
                     durable[int(probe)] = now
 
         listening = asyncio.create_task(subscriber())
 
-        async def send(probe: int) -> None:
-            first = orjson.dumps({"probe": probe, "pad": "x" * (options.event_bytes - 30)})
-            async with session.post(url, data=first + b"\n" + rest, headers=headers) as response:
+        total = int(options.seconds / interval)
+        # Bodies are built before the clock starts: building OTLP requests in the loop would
+        # delay reading the replies and bias the latency.
+        # OTLP: record i of request p has attribute seq p*n+i, and only its first is timed.
+        firsts = [p * options.events_per_request if options.otlp else p for p in range(total)]
+        requests = [(first, *_request(options, ingest_port, first)) for first in firsts]
+
+        async def send(first: int, url: str, body: bytes, headers: dict[str, str]) -> None:
+            async with session.post(url, data=body, headers=headers) as response:
                 await response.read()
-                if response.status == 202:
-                    acked[probe] = time.perf_counter()
+                if response.status == accepted_status:
+                    acked[first] = time.perf_counter()
 
         tasks = []
         started = time.perf_counter()
-        total = int(options.seconds / interval)
-        for probe in range(total):
+        for probe, request in enumerate(requests):
             delay = started + probe * interval - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(send(probe)))
+            tasks.append(asyncio.create_task(send(*request)))
         await asyncio.gather(*tasks)
         deadline = time.perf_counter() + 10
         # bounded wait for the last records to reach the subscriber
-        while len(durable) < len(acked) and time.perf_counter() < deadline:  # noqa: ASYNC110
+        while (  # noqa: ASYNC110
+            any(p not in durable for p in acked) and time.perf_counter() < deadline
+        ):
             await asyncio.sleep(0.1)
         await ws.close()
         listening.cancel()
@@ -229,6 +301,24 @@ async def _latency(
         return float("nan"), float("nan"), 0
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     return statistics.median(latencies), p99, len(latencies)
+
+
+def _ingest_cpu_per_event(options: BenchOptions, repeats: int = 200) -> tuple[float, float]:
+    """Microseconds of this process's CPU per event: what ingest does to one OTLP request's
+    records (protobuf decode, mapping, JSON encoding) and to one NDJSON body's lines."""
+    count = options.events_per_request
+    otlp_body = otlp_logs_request(0, count, options.event_bytes)
+    ndjson_body = b"\n".join(sample_event(i, options.event_bytes) for i in range(count))
+    started = time.process_time()
+    for _ in range(repeats):
+        request = decode_request("logs", otlp_body, Encoding.PROTOBUF)
+        [orjson.dumps(event) for event in map_request(request).events]
+    otlp = time.process_time() - started
+    started = time.process_time()
+    for _ in range(repeats):
+        parse_ndjson(ndjson_body)
+    ndjson = time.process_time() - started
+    return otlp / repeats / count * 1e6, ndjson / repeats / count * 1e6
 
 
 def _machine() -> str:
@@ -249,7 +339,8 @@ def run_bench(options: BenchOptions) -> Iterator[str]:
         yield (
             f"settings: valkey appendfsync={options.appendfsync}, {options.partitions} partitions, "
             f"{options.ingest_processes} ingest / {options.workers} worker / 1 output process(es), "
-            f"{options.events_per_request} events of {options.event_bytes} B per request, "
+            f"{options.events_per_request} events of {_event_bytes(options)} B per request "
+            f"({'OTLP protobuf log records to /v1/logs' if options.otlp else 'NDJSON'}), "
             f"{options.connections} HTTP connections, "
             f"pipeline: {'filter+setFields+dropFields' if options.pipeline_steps else 'pass-through'}"
         )
@@ -285,3 +376,7 @@ def run_bench(options: BenchOptions) -> Iterator[str]:
     yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p50 | {p50:.1f} ms |"
     yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p99 | {p99:.1f} ms ({samples} requests) |"
     yield f"| ratio (b)/(a) | {sustained / ceiling:.2f} |"
+    if options.otlp:
+        otlp_us, ndjson_us = _ingest_cpu_per_event(options)
+        yield f"| (c) ingest CPU per event, OTLP decode + map + encode | {otlp_us:.2f} us |"
+        yield f"| (c) ingest CPU per event, NDJSON validation (same count) | {ndjson_us:.2f} us |"

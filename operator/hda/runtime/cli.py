@@ -267,6 +267,8 @@ def run(
               show_default=True)  # fmt: skip
 @click.option("--pipeline-steps/--no-pipeline-steps", default=False, show_default=True,
               help="Run a filter + setFields + dropFields pipeline instead of pass-through.")  # fmt: skip
+@click.option("--otlp", is_flag=True,
+              help="Post OTLP/HTTP protobuf log records to /v1/logs instead of NDJSON events.")  # fmt: skip
 @log_option
 def bench(
     *,
@@ -279,6 +281,7 @@ def bench(
     connections: int,
     appendfsync: str,
     pipeline_steps: bool,
+    otlp: bool,
     log_level: str,
 ) -> None:
     """Raw Valkey XADD ceiling, then the whole pipeline: throughput and ack->durable latency."""
@@ -294,6 +297,7 @@ def bench(
         connections=connections,
         appendfsync=appendfsync,
         pipeline_steps=pipeline_steps,
+        otlp=otlp,
     )
     for line in run_bench(options):
         click.echo(line)

@@ -68,6 +68,8 @@ class RuntimeConfig:
     segment_max_age_seconds: float = 600.0
     subscriber_max_buffered_entries: int = 10_000
     subscribers_enabled: bool = True
+    # OTLP signal (logs, metrics, traces) -> stream name; a signal missing here answers 404.
+    otlp_streams: dict[str, str] = field(default_factory=dict)
     # Knobs the API does not expose (yet): ops defaults, overridable by CLI flags for tests.
     max_events_per_entry: int = 1000
     claim_idle_seconds: float = 30.0
@@ -105,6 +107,7 @@ def from_spec(spec: HyperDriveAcceleratorSpec) -> RuntimeConfig:
         segment_max_age_seconds=parse_duration(segment_files.max_segment_age),
         subscriber_max_buffered_entries=subscribers.max_buffered_entries,
         subscribers_enabled=subscribers.enabled,
+        otlp_streams=spec.ingest.otlp.streams() if spec.ingest.otlp else {},
     )
 
 

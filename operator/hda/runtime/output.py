@@ -31,6 +31,7 @@ from .codec import (
 )
 from .config import OUTPUT_GROUP, RuntimeConfig
 from .groups import ensure_groups
+from .latency import output_latency
 from .metrics import Metrics
 from .probes import Liveness, Readiness, add_probe_routes, liveness_window
 from .resp import Arg, FencedConnector, RedisAddress, RespConnection, raise_errors
@@ -46,6 +47,7 @@ from .segments import (
     segment_name,
 )
 from .supervise import run_until_stopped
+from .volume import VolumeGauges
 from .worker import count_per_key
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,8 @@ class OutputProcess:
             "counter",
             "Failed segment writes or fsyncs (rolled back, not acknowledged), by errno",
         )
+        self.volume = VolumeGauges(self.metrics, data_dir)
+        self.latency = output_latency(self.metrics)
         self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
         self.liveness = Liveness(liveness_window(address.command_timeout, READ_BLOCK_SECONDS))
         self._connector = FencedConnector(address)
@@ -172,6 +176,7 @@ class OutputProcess:
         records: dict[str, list[tuple[int, StreamId, bytes]]] = collections.defaultdict(list)
         acks: dict[str, list[bytes]] = collections.defaultdict(list)
         events: dict[str, int] = collections.defaultdict(int)
+        sources: dict[str, list[bytes]] = collections.defaultdict(list)  # input IDs: latency
         for key, entries in reply:
             stream, partition = self._by_key[key]
             durable = self.durable_last.get((stream, partition))
@@ -190,6 +195,7 @@ class OutputProcess:
                     fields.get(FIELD_DATA, b""),
                 )
                 records[stream].append((partition, parsed_id, line))
+                sources[stream].append(fields.get(FIELD_SOURCE, b""))
                 events[stream] += count
         stream = ""
         try:
@@ -210,6 +216,7 @@ class OutputProcess:
             self.hub.publish(stream, [line[:-1] for _, _, line in stream_records])
             self.metrics.inc("hda_output_entries_total", len(stream_records), stream=stream)
             self.metrics.inc("hda_output_events_total", events[stream], stream=stream)
+            self.latency.observe(stream, sources[stream])
         if acks:
             raise_errors(
                 await connection.pipeline(
@@ -390,6 +397,7 @@ class OutputProcess:
         return ws
 
     def render_metrics(self) -> str:
+        self.volume.update()
         for stream, subscribers in self.hub.subscribers.items():
             self.metrics.set("hda_output_subscribers", len(subscribers), stream=stream)
         return self.metrics.render()

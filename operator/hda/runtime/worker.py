@@ -29,6 +29,7 @@ from .codec import (
 )
 from .config import WORKER_GROUP, RuntimeConfig
 from .groups import ensure_groups
+from .latency import worker_latency
 from .metrics import Metrics
 from .pipeline import EntryResult, Pipeline
 from .probes import Liveness, Readiness, add_probe_routes, liveness_window
@@ -123,6 +124,9 @@ class Worker:
         self.metrics.describe(
             "hda_worker_failed_deliveries_total", "counter", "Entries left for retry"
         )
+        for stream in config.streams:  # from 0, so the first dead letter is an increase
+            self.metrics.inc("hda_worker_dead_letters_total", 0, stream=stream.name)
+        self.latency = worker_latency(self.metrics)
         self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
         self.liveness = Liveness(liveness_window(address.command_timeout, block_ms / 1000))
         self._connector = FencedConnector(address)
@@ -170,15 +174,17 @@ class Worker:
     ) -> int:
         """Run the pipeline over delivered entries and commit them, one script call per partition."""
         calls: list[tuple[list[str], list[Arg]]] = []
-        counted: list[tuple[str, int]] = []
+        counted: list[tuple[str, int, list[bytes]]] = []
         for (stream, partition), items in batch.items():
             args: list[Arg] = [WORKER_GROUP]
             events = 0
+            accepted: list[bytes] = []
             for item in items:
                 planned = self._plan(stream, item)
                 if planned is not None:
                     args.extend(planned)
                     events += int(planned[1])
+                    accepted.append(item.entry_id)
             if len(args) > 1:
                 keys = [
                     input_key(stream, partition),
@@ -186,15 +192,16 @@ class Worker:
                     dead_letter_key(stream, partition),
                 ]
                 calls.append((keys, args))
-                counted.append((stream, events))
+                counted.append((stream, events, accepted))
         if not calls:
             return 0
         replies = await COMMIT_SCRIPT.call_many(connection, calls)
         committed = 0
-        for (stream, events), reply in zip(counted, replies, strict=True):
+        for (stream, events, accepted), reply in zip(counted, replies, strict=True):
             committed += int(reply)
             self.metrics.inc("hda_worker_entries_total", int(reply), stream=stream)
             self.metrics.inc("hda_worker_events_total", events, stream=stream)
+            self.latency.observe(stream, accepted)
         return committed
 
     def _group_reply(self, reply: ReadReply | None) -> dict[tuple[str, int], list[Delivered]]:

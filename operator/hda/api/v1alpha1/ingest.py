@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from .common import SecretKeyRef
+from .otlp import OtlpIngest
 from .types import ApiModel
 
 
@@ -58,4 +59,8 @@ class IngestSpec(ApiModel):
     token_secret: SecretKeyRef | None = Field(
         default=None,
         description="A Secret key holding the bearer token producers must send; no auth if unset.",
+    )
+    otlp: OtlpIngest | None = Field(
+        default=None,
+        description="OTLP/HTTP ingest: the stream each OpenTelemetry signal is written to.",
     )

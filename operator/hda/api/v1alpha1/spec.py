@@ -5,21 +5,24 @@ Each component's models live in a module of their own; this one assembles them.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .buffer import RedisSpec
 from .common import Templates
 from .ingest import IngestSpec
+from .otlp import otlp_stream_rules
 from .output import OutputSpec
 from .streams import Stream
-from .types import ApiModel, ImageReference
+from .types import ApiModel, ImageReference, cel_rules
 from .workers import WorkersSpec
 
 
 class HyperDriveAcceleratorSpec(ApiModel):
     """Desired state of a HyperDriveAccelerator pipeline."""
+
+    model_config = cel_rules(*otlp_stream_rules())
 
     paused: bool = Field(
         default=False, description="Stop reconciling; everything keeps running as it is."
@@ -74,6 +77,16 @@ class HyperDriveAcceleratorSpec(ApiModel):
                 raise ValueError(f"streams[{index}].name: duplicate stream name {stream.name!r}")
             seen.add(stream.name)
         return streams
+
+    @model_validator(mode="after")
+    def _otlp_streams_exist(self) -> Self:
+        if self.ingest.otlp is not None:
+            for signal, name in self.ingest.otlp.streams().items():
+                if self.stream(name) is None:
+                    raise ValueError(
+                        f"ingest.otlp.{signal}: stream {name!r} is not in spec.streams"
+                    )
+        return self
 
     def stream(self, name: str) -> Stream | None:
         """The stream called `name`, if the spec has one."""

@@ -14,6 +14,7 @@ from aiohttp import web
 from ..config import RuntimeConfig
 from ..groups import ensure_groups
 from ..metrics import Metrics
+from ..otlp.handler import OtlpHandler
 from ..probes import Liveness, Readiness, add_probe_routes, liveness_window
 from ..resp import Reconnecting, RedisAddress
 from ..supervise import run_until_stopped
@@ -56,6 +57,7 @@ class IngestServer:
         admission = Admission(config, self.metrics, tokens or [], self.valkey_reachable)
         self.rest = RestHandler(admission, self.writer, self.monitor)
         self.websocket = WebSocketHandler(admission, self.writer, self.monitor, self.shutting_down)
+        self.otlp = OtlpHandler(admission, self.writer, self.monitor)
 
     def valkey_reachable(self) -> bool:
         """Groups exist and the last backlog poll succeeded: until then every request is 503."""
@@ -95,6 +97,7 @@ class IngestServer:
         app.on_shutdown.append(on_shutdown)
         app.router.add_post("/v1/streams/{stream}/events", self.rest.post_events)
         app.router.add_get("/v1/streams/{stream}/ws", self.websocket.websocket)
+        self.otlp.add_routes(app)
         add_probe_routes(
             app,
             liveness=self.liveness,
