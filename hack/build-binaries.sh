@@ -2,7 +2,8 @@
 # Builds the pinned upstream binaries into a versioned cache directory outside the repository:
 # the control plane (Kubernetes, etcd, kwok, helm) from the wrapper modules in tools/, and the
 # real-node parts (kubelet, kube-proxy, containerd, CoreDNS, pause, the loopback registry,
-# BuildKit) from their own Go modules or wrappers. Does nothing when they exist.
+# BuildKit) from their own Go modules or wrappers, and promtool for the alert rules' tests.
+# Does nothing when they exist.
 # Prints the directory on stdout; progress goes to stderr.
 set -euo pipefail
 
@@ -25,7 +26,7 @@ main() {
   bin_dir=${HDA_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hda/bin/k8s-$k8s_version-$key}
   binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm
     kubelet kube-proxy containerd containerd-shim-runc-v2 ctr coredns pause registry
-    buildkitd buildctl)
+    buildkitd buildctl promtool)
 
   have_all() {
     local b
@@ -95,6 +96,11 @@ main() {
   step "buildkit $buildkit_version"
   build_module github.com/moby/buildkit "$buildkit_version" \
     "-X github.com/moby/buildkit/version.Version=$buildkit_version" "" ./cmd/buildkitd ./cmd/buildctl
+
+  step "promtool"
+  # The chart's alert rules are checked with `promtool test rules` (tools/promtool).
+  (cd "$root/tools/promtool" && go build -trimpath -ldflags "-s -w" -o "$bin_dir/promtool" \
+    github.com/prometheus/prometheus/cmd/promtool)
 
   have_all || { step "missing binaries in $bin_dir"; exit 1; }
   step "built in $(( $(date +%s) - start ))s into $bin_dir"

@@ -1,32 +1,25 @@
 """The chart's alerts and dashboard: `promtool test rules` on the rules file, and the dashboard's
 shape. tests/runtime/test_monitoring_metrics.py checks their metric names against scrapes.
 
-promtool is built from the Prometheus Go module (docs/monitoring.md gives the command); the test
-takes $HDA_PROMTOOL, $HDA_BIN_DIR/promtool, ~/.cache/hda/promtool/promtool or PATH's.
+promtool is built from the Prometheus Go module by `make binaries` (tools/promtool).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from hda.cluster.binaries import find_bin_dir
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART_FILES = ROOT / "charts" / "hda-operator" / "files"
 RULES = CHART_FILES / "prometheus" / "rules.yaml"
 RULES_TEST = Path(__file__).parent / "monitoring" / "rules_test.yaml"
 DASHBOARD = CHART_FILES / "grafana" / "hda.json"
-BUILD_HINT = (
-    "promtool not found: build it once with "
-    "`GOFLAGS=-mod=mod go build -o ~/.cache/hda/promtool/promtool "
-    "github.com/prometheus/prometheus/cmd/promtool` in a module requiring "
-    "github.com/prometheus/prometheus v0.316.0 (docs/monitoring.md), or set HDA_PROMTOOL"
-)
 ALERTS = {
     "HdaLagGrowing",
     "HdaWorkersAtMaxReplicas",
@@ -38,16 +31,8 @@ ALERTS = {
 
 
 def promtool() -> str:
-    candidates = [
-        os.environ.get("HDA_PROMTOOL", ""),
-        str(Path(os.environ.get("HDA_BIN_DIR", "/nonexistent")) / "promtool"),
-        str(Path.home() / ".cache" / "hda" / "promtool" / "promtool"),
-        shutil.which("promtool") or "",
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return candidate
-    raise AssertionError(BUILD_HINT)
+    """The pinned promtool (tools/promtool), built by `make binaries` with the other binaries."""
+    return str(find_bin_dir(("promtool",)) / "promtool")
 
 
 def test_promtool_checks_the_rules() -> None:
