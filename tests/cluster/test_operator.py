@@ -34,7 +34,13 @@ from hda.controller.pytest_fixtures import (
     dump,
     get_json,
 )
-from hda.specs import ChildNames, child_names, desired_children, resolve_images
+from hda.specs import (
+    SECRETS_HASH_ANNOTATION,
+    ChildNames,
+    child_names,
+    desired_children,
+    resolve_images,
+)
 
 pytest_plugins = ["hda.controller.pytest_fixtures"]
 pytestmark = pytest.mark.cluster
@@ -584,6 +590,116 @@ def test_object_with_a_childs_name_is_reported_left_untouched_and_kept_on_delete
     )
     assert get_json(cluster, "configmap", configmap, "-n", ns)["data"] == {"owner": "someone-else"}
     assert get_json(cluster, "service", service, "-n", ns)["spec"]["ports"][0]["port"] == 9999
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+def put_secret(cluster: ClusterHandle, namespace: str, name: str, **values: str) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": values,
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(secret))
+
+
+def secrets_hashes(cluster: ClusterHandle, namespace: str, names: ChildNames) -> dict[str, str]:
+    workloads = {
+        "valkey": ("statefulset", names.valkey_statefulset),
+        "ingest": ("deployment", names.ingest_deployment),
+        "workers": ("deployment", names.workers_deployment),
+        "output": ("statefulset", names.output_statefulset),
+    }
+    hashes = {}
+    for component, (kind, name) in workloads.items():
+        template = get_json(cluster, kind, name, "-n", namespace)["spec"]["template"]
+        hashes[component] = template["metadata"]["annotations"].get(SECRETS_HASH_ANNOTATION, "")
+    return hashes
+
+
+def changed_hashes(
+    cluster: ClusterHandle, namespace: str, names: ChildNames, before: dict[str, str]
+) -> dict[str, str] | None:
+    hashes = secrets_hashes(cluster, namespace, names)
+    return hashes if hashes != before else None
+
+
+def test_generated_password_secret_is_created_before_any_workload(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    since = running_operator.proxy_time()
+    ready_hda(cluster, running_operator, hdas, ns, replicas=1, luns=1)
+    writes = running_operator.writes(since, in_namespace(ns))
+    paths = [f"{r.method} {r.path}" for r in writes]
+    secret = next(i for i, r in enumerate(writes) if r.path.endswith("/secrets"))
+    workloads = [
+        i for i, r in enumerate(writes) if "/statefulsets/" in r.path or "/deployments/" in r.path
+    ]
+    assert workloads, paths
+    assert secret < min(workloads), paths
+
+
+def test_changed_password_or_token_rolls_the_pods_that_read_it(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    password, token = "first-password", "first-token"
+    put_secret(cluster, ns, "auth", password=password)
+    put_secret(cluster, ns, "producers", token=token)
+    extra = {"redis": {"storage": {"size": "1Gi", "storageClassName": LOCAL_CLASS},
+                       "auth": {"existingSecret": "auth"}},
+             "ingest": {"replicas": 1, "tokenSecret": {"name": "producers"}}}  # fmt: skip
+    obj = ready_hda(cluster, running_operator, hdas, ns, replicas=1, luns=1, extra_spec=extra)
+    names = child_names(model(obj))
+    before = secrets_hashes(cluster, ns, names)
+    assert all(before.values()), before
+    assert all(password not in value for value in before.values())
+
+    put_secret(cluster, ns, "auth", password="second-password")
+    after = wait_for(
+        lambda: changed_hashes(cluster, ns, names, before),
+        timeout=READY_TIMEOUT,
+        message="the new password never reached the pod templates",
+    )
+    assert {c for c in before if before[c] != after[c]} == {"valkey", "ingest", "workers", "output"}
+
+    put_secret(cluster, ns, "producers", token="second-token")
+    final = wait_for(
+        lambda: changed_hashes(cluster, ns, names, after),
+        timeout=READY_TIMEOUT,
+        message="the new token never reached the pod templates",
+    )
+    assert {c for c in after if after[c] != final[c]} == {"ingest"}
+
+
+def test_password_with_a_trailing_newline_is_refused_by_name(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    name = "newline"
+    put_secret(cluster, ns, "auth", password="from-a-file\n")
+    extra = {"redis": {"storage": {"size": "1Gi", "storageClassName": LOCAL_CLASS},
+                       "auth": {"existingSecret": "auth"}}}  # fmt: skip
+    hdas.create(hdas.manifest(name, ns, replicas=1, luns=1, extra_spec=extra))
+    obj = wait_condition(cluster, running_operator, ns, name, "Degraded", "True", "SecretInvalid")
+    message = condition(obj, "Degraded")["message"]
+    assert "spec.redis.auth.existingSecret" in message
+    assert "Secret auth" in message
+    assert "line break" in message
+    # Refused: nothing that would read it was created.
+    assert get_json(cluster, "statefulsets,deployments", "-n", ns)["items"] == []
 
 
 # --- invalid spec -----------------------------------------------------------------------------

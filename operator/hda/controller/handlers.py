@@ -41,6 +41,10 @@ POD_SELECTOR: Final = f"{LABEL_NAME}={APP_NAME},{LABEL_ACCELERATOR}"
 DEFAULT_CLASS_ANNOTATION: Final = "storageclass.kubernetes.io/is-default-class"
 
 
+# Secrets are read by name only (secret_inputs.py): the operator never lists or watches them.
+WATCHED_KINDS: Final = tuple(kind for kind in KINDS if kind.kind != "Secret")
+
+
 def _index_id(kind: Kind) -> str:
     return f"hda_children_{kind.plural}"
 
@@ -98,7 +102,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.networking.error_backoffs = [1, 2, 5, 10]
     settings.batching.worker_limit = 1000
-    for kind in KINDS:
+    for kind in WATCHED_KINDS:
         settings.watching.label_selectors[kind.api_version, kind.plural] = CHILD_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = POD_SELECTOR
     if "controller" not in memo:
@@ -150,7 +154,7 @@ def _register_child(kind: Kind) -> None:
     kopf.on.event(kind.api_version, kind.plural, id=f"hda_wake_{kind.plural}", labels=labels)(wake)
 
 
-for _kind in KINDS:
+for _kind in WATCHED_KINDS:
     _register_child(_kind)
 
 

@@ -62,6 +62,7 @@ class HdaState:
     scaling: ScalingState = dataclasses.field(default_factory=ScalingState)
     applied: AppliedMemory = dataclasses.field(default_factory=dict)
     errors: tuple[str, ...] = ()
+    secret_errors: tuple[str, ...] = ()
     paused_logged: bool = False
     failures: int = 0
 
