@@ -21,6 +21,7 @@ from hda.specs.labels import APP_NAME
 
 from .kube import KINDS, Kind, Kube
 from .observe import (
+    LagProbe,
     NodeSummary,
     PodSummary,
     VolumeSummary,
@@ -75,6 +76,9 @@ class KopfCache:
         index = self._indexes["hda_storage_classes"]
         return any(any(store) for store in index.values())
 
+    def namespace_terminating(self, namespace: str) -> bool:
+        return namespace in self._indexes["hda_terminating_namespaces"]
+
     def pods(self, namespace: str, accelerator: str) -> list[PodSummary]:
         store = self._indexes["hda_pods"].get((namespace, accelerator))
         return list(store) if store is not None else []
@@ -111,6 +115,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             Kube.from_environment(),
             resync_seconds=resync,
             default_images=memo.get("default_images"),
+            lag_probe=LagProbe(interval=resync, address=memo.get("lag_probe_address")),
         )
 
 
@@ -156,6 +161,13 @@ def _register_child(kind: Kind) -> None:
 
 for _kind in WATCHED_KINDS:
     _register_child(_kind)
+
+
+@kopf.index("v1", "namespaces", id="hda_terminating_namespaces")
+def index_terminating_namespaces(name: str, meta: kopf.Meta, **_: Any) -> dict[str, bool] | None:
+    # An HDA in a namespace being deleted is neither restored nor reported on: everything in it
+    # goes, and the API refuses new objects (Events too) there.
+    return {name: True} if meta.get("deletionTimestamp") else None
 
 
 @kopf.index("v1", "pods", id="hda_pods", labels={LABEL_ACCELERATOR: kopf.PRESENT})

@@ -80,6 +80,8 @@ class Cache(Protocol):
 
     def default_storage_class_exists(self) -> bool: ...
 
+    def namespace_terminating(self, namespace: str) -> bool: ...
+
     def pods(self, namespace: str, accelerator: str) -> list[PodSummary]: ...
 
 
@@ -392,7 +394,14 @@ class LagProbe:
     (`hda.controller.lag`). The password comes from the reconcile, which reads it by name.
     """
 
-    def __init__(self, *, interval: float = 15.0, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        interval: float = 15.0,
+        timeout: float = 2.0,
+        address: tuple[str, int] | None = None,
+    ) -> None:
+        self._address = address  # one Valkey for every HDA (an operator outside the cluster)
         self._interval = interval
         self._timeout = timeout
         self._last: dict[str, tuple[float, Lag]] = {}
@@ -450,10 +459,10 @@ class LagProbe:
     ) -> Lag:
         if password is None:
             return Lag(error=f"password Secret {names.valkey_password_secret} not found")
-        host = f"{names.valkey_service}.{hda.namespace}.svc"
+        host, port = self._address or (f"{names.valkey_service}.{hda.namespace}.svc", REDIS_PORT)
         client = redis.Redis(
             host=host,
-            port=REDIS_PORT,
+            port=port,
             password=password,
             socket_connect_timeout=self._timeout,
             socket_timeout=self._timeout,
@@ -466,7 +475,7 @@ class LagProbe:
         except (OSError, RedisError, TimeoutError) as error:
             # The message must not vary with the kind of failure, or status would flap.
             log.debug("lag probe failed", extra={"host": host, "error": repr(error)})
-            return Lag(error=f"Valkey at {host}:{REDIS_PORT} not reachable")
+            return Lag(error=f"Valkey at {host}:{port} not reachable")
         finally:
             await client.aclose()
         self._samples[key] = sample

@@ -42,7 +42,7 @@ from .observe import Cache, LagProbe, find_child, lag_from_status, observe
 from .reasons import Reason
 from .release import release_volumes
 from .rollout import workers_first
-from .scaling import worker_replicas
+from .scaling import with_scaling_state, worker_replicas
 from .secret_inputs import read_secrets
 from .state import (
     HdaState,
@@ -140,7 +140,7 @@ class Controller:
         started = time.perf_counter()
         raw = copy.deepcopy(dict(body))  # a stable snapshot: the live body changes under us
         meta = raw.get("metadata") or {}
-        if meta.get("deletionTimestamp"):
+        if meta.get("deletionTimestamp") or self._require_cache().namespace_terminating(key[0]):
             return
         spec = raw.get("spec") or {}
         if spec.get("paused"):
@@ -209,7 +209,7 @@ class Controller:
             cache, _DEPLOYMENT, hda.namespace, key[1], names.workers_deployment
         )
         replicas, state.scaling = worker_replicas(
-            hda, live_workers, backlog=lag.total, state=state.scaling, now=time.monotonic()
+            hda, live_workers, backlog=lag.total, state=state.scaling, now=time.time()
         )
 
         # 2. Images: the spec's pins, else the operator's defaults; a new runtime image reaches
@@ -233,7 +233,7 @@ class Controller:
                 found = found.with_body(names.valkey_password_secret, created)
         digests = found.digests
         desired = [
-            with_applied_hash(with_secret_digests(obj, digests))
+            with_applied_hash(with_secret_digests(_with_scaling(obj, names, state), digests))
             for obj in desired_children(hda, images, worker_replicas=replicas)
         ]
         if not found.errors:
@@ -302,6 +302,12 @@ class Controller:
 
 _DEPLOYMENT = kind_of({"apiVersion": "apps/v1", "kind": "Deployment"})
 _STATEFULSET = kind_of({"apiVersion": "apps/v1", "kind": "StatefulSet"})
+
+
+def _with_scaling(obj: dict[str, Any], names: ChildNames, state: HdaState) -> dict[str, Any]:
+    if obj["kind"] == "Deployment" and obj["metadata"]["name"] == names.workers_deployment:
+        return with_scaling_state(obj, state.scaling)
+    return obj
 
 
 def _buffer_ready(cache: Cache, hda: HyperDriveAccelerator, names: ChildNames, key: Key) -> bool:
