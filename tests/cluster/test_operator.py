@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 pytest.register_assert_rewrite("hda.controller.pytest_fixtures")
 
@@ -35,7 +36,17 @@ from hda.controller.pytest_fixtures import (
     dump,
     get_json,
 )
-from hda.specs import ChildNames, child_names, desired_children, resolve_images
+from hda.controller.scaling import SCALING_ANNOTATION
+from hda.runtime.codec import input_key
+from hda.runtime.config import WORKER_GROUP
+from hda.runtime.embedded import EmbeddedValkey
+from hda.specs import (
+    SECRETS_HASH_ANNOTATION,
+    ChildNames,
+    child_names,
+    desired_children,
+    resolve_images,
+)
 
 pytest_plugins = ["hda.controller.pytest_fixtures"]
 pytestmark = pytest.mark.cluster
@@ -410,6 +421,98 @@ def test_spec_update_rolls_out_the_affected_pods(
     assert valkey_after["metadata"]["generation"] == valkey_before["metadata"]["generation"]
 
 
+# --- autoscaling --------------------------------------------------------------------------------
+
+
+def workers_scaling(cluster: ClusterHandle, namespace: str, names: ChildNames) -> tuple[int, Any]:
+    deployment = get_json(cluster, "deployment", names.workers_deployment, "-n", namespace)
+    annotations = deployment["metadata"].get("annotations") or {}
+    history = json.loads(annotations.get(SCALING_ANNOTATION) or "{}")
+    return int(deployment["spec"]["replicas"]), history
+
+
+def test_scale_down_window_survives_an_operator_restart(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """A real Valkey holds the backlog (the operator measures it there: kwok pods serve nothing).
+    A backlog of 35 entries at 10 per worker needs 4 workers; when it drains, the 10-minute
+    scale-down window keeps them, also across a restart of the operator."""
+    ns = restricted_namespace
+    password = "autoscaling-test-password"
+    valkey = EmbeddedValkey(data_dir=tmp_path / "valkey", password=password)
+    valkey.start()
+    probe_env = {"HDA_LAG_PROBE_ADDRESS": f"127.0.0.1:{valkey.port}"}
+    running_operator.restart(extra_env=probe_env)
+    client = redis.Redis(port=valkey.port, password=password)
+    try:
+        keys = [input_key("events", partition) for partition in range(2)]
+        for key in keys:
+            client.xgroup_create(key, WORKER_GROUP, id="0", mkstream=True)
+        for number in range(35):
+            client.xadd(keys[0], {"n": str(number)})
+        put_secret(cluster, ns, "auth", password=password)
+        autoscaling = {
+            "minReplicas": 1,
+            "maxReplicas": 8,
+            "targetLagPerReplica": 10,
+            "scaleDownStabilization": "10m",
+        }
+        extra = {"redis": {"storage": {"size": "1Gi", "storageClassName": LOCAL_CLASS},
+                           "auth": {"existingSecret": "auth"}},
+                 "workers": {"replicas": 1, "autoscaling": autoscaling}}  # fmt: skip
+        obj = ready_hda(cluster, running_operator, hdas, ns, replicas=1, luns=1, extra_spec=extra)
+        names = child_names(model(obj))
+        wait_for(
+            lambda: workers_scaling(cluster, ns, names)[0] == 4,
+            timeout=READY_TIMEOUT,
+            message=lambda: f"never scaled to 4: {workers_scaling(cluster, ns, names)}",
+        )
+
+        for key in keys:  # every entry delivered and acknowledged: no backlog
+            client.xgroup_setid(key, WORKER_GROUP, id="$")
+        replicas, history = wait_for(
+            lambda: (found := workers_scaling(cluster, ns, names))[1].get("current") == 1 and found,
+            timeout=READY_TIMEOUT,
+            message=lambda: (
+                f"the drained backlog was never seen: {workers_scaling(cluster, ns, names)}"
+            ),
+        )
+        assert replicas == 4
+        assert [n for _, n in history["ended"]] == [4]
+        # The status says the backlog is gone: the new operator starts from it (no stale lag).
+        wait_for(
+            lambda: hda_obj(cluster, ns, obj["metadata"]["name"])["status"].get("totalLag") == 0,
+            timeout=READY_TIMEOUT,
+            message="the status never reported the drained backlog",
+        )
+
+        restarted = running_operator.restart(extra_env=probe_env)
+
+        def passes_since_restart() -> int:
+            return sum(
+                1
+                for r in running_operator.proxy.since(restarted)
+                if r.method == "GET" and r.path.endswith(f"/namespaces/{ns}/secrets/auth")
+            )
+
+        # Several reconciles of this HDA by the new operator, which measured the same lag.
+        wait_for(
+            lambda: passes_since_restart() >= 3,
+            timeout=READY_TIMEOUT,
+            message="the restarted operator never reconciled the HDA",
+        )
+        assert hda_obj(cluster, ns, obj["metadata"]["name"])["status"]["totalLag"] == 0
+        assert workers_scaling(cluster, ns, names)[0] == 4
+    finally:
+        client.close()
+        running_operator.restart()
+        valkey.stop()
+
+
 # --- scale subresource ------------------------------------------------------------------------
 
 
@@ -535,7 +638,17 @@ def test_delete_removes_every_child_and_releases_fc_volumes(
     restricted_namespace: str,
 ) -> None:
     ns = restricted_namespace
-    obj = ready_hda(cluster, running_operator, hdas, ns, when_deleted="Delete")
+    # The Valkey claim has its own retention policy: both say Delete here.
+    redis = {
+        "storage": {
+            "size": "1Gi",
+            "storageClassName": LOCAL_CLASS,
+            "pvcRetentionPolicy": {"whenDeleted": "Delete"},
+        }
+    }
+    obj = ready_hda(
+        cluster, running_operator, hdas, ns, when_deleted="Delete", extra_spec={"redis": redis}
+    )
     name = obj["metadata"]["name"]
     names = child_names(model(obj))
     assert all(get_json(cluster, "pv", pv) for pv in names.fc_volumes)
@@ -614,6 +727,122 @@ def test_object_with_a_childs_name_is_reported_left_untouched_and_kept_on_delete
     )
     assert get_json(cluster, "configmap", configmap, "-n", ns)["data"] == {"owner": "someone-else"}
     assert get_json(cluster, "service", service, "-n", ns)["spec"]["ports"][0]["port"] == 9999
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+def put_secret(cluster: ClusterHandle, namespace: str, name: str, **values: str) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": values,
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(secret))
+
+
+def secrets_hashes(cluster: ClusterHandle, namespace: str, names: ChildNames) -> dict[str, str]:
+    workloads = {
+        "valkey": ("statefulset", names.valkey_statefulset),
+        "ingest": ("deployment", names.ingest_deployment),
+        "workers": ("deployment", names.workers_deployment),
+        "output": ("statefulset", names.output_statefulset),
+    }
+    hashes = {}
+    for component, (kind, name) in workloads.items():
+        template = get_json(cluster, kind, name, "-n", namespace)["spec"]["template"]
+        hashes[component] = template["metadata"]["annotations"].get(SECRETS_HASH_ANNOTATION, "")
+    return hashes
+
+
+def reads_since(operator: RunningOperator, namespace: str, secret: str, since: float) -> int:
+    """Passes of the operator over an HDA since `since`: each reads the Secret by name once."""
+    path = f"/namespaces/{namespace}/secrets/{secret}"
+    return sum(
+        1 for r in operator.proxy.since(since) if r.method == "GET" and r.path.endswith(path)
+    )
+
+
+def hashes_after_passes(
+    cluster: ClusterHandle, operator: RunningOperator, namespace: str, names: ChildNames
+) -> dict[str, str]:
+    """The secrets-hash annotations once two full passes over the HDA ran from now."""
+    since = operator.proxy_time()
+    wait_for(
+        lambda: reads_since(operator, namespace, "auth", since) >= 2,
+        timeout=READY_TIMEOUT,
+        message="the operator never reconciled the HDA twice",
+    )
+    return secrets_hashes(cluster, namespace, names)
+
+
+def test_generated_password_secret_is_created_before_any_workload(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    since = running_operator.proxy_time()
+    ready_hda(cluster, running_operator, hdas, ns, replicas=1, luns=1)
+    writes = running_operator.writes(since, in_namespace(ns))
+    paths = [f"{r.method} {r.path}" for r in writes]
+    secret = next(i for i, r in enumerate(writes) if r.path.endswith("/secrets"))
+    workloads = [
+        i for i, r in enumerate(writes) if "/statefulsets/" in r.path or "/deployments/" in r.path
+    ]
+    assert workloads, paths
+    assert secret < min(workloads), paths
+
+
+def test_changed_password_or_token_rolls_the_pods_that_read_it(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    password, token = "first-password", "first-token"
+    put_secret(cluster, ns, "auth", password=password)
+    put_secret(cluster, ns, "producers", token=token)
+    extra = {"redis": {"storage": {"size": "1Gi", "storageClassName": LOCAL_CLASS},
+                       "auth": {"existingSecret": "auth"}},
+             "ingest": {"replicas": 1, "tokenSecret": {"name": "producers"}}}  # fmt: skip
+    obj = ready_hda(cluster, running_operator, hdas, ns, replicas=1, luns=1, extra_spec=extra)
+    names = child_names(model(obj))
+    before = secrets_hashes(cluster, ns, names)
+    assert all(before.values()), before
+    assert all(password not in value for value in before.values())
+
+    put_secret(cluster, ns, "auth", password="second-password")
+    after = hashes_after_passes(cluster, running_operator, ns, names)
+    assert {c for c in before if before[c] != after[c]} == {"valkey", "ingest", "workers", "output"}
+
+    put_secret(cluster, ns, "producers", token="second-token")
+    final = hashes_after_passes(cluster, running_operator, ns, names)
+    assert {c for c in after if after[c] != final[c]} == {"ingest"}
+
+
+def test_password_with_a_trailing_newline_is_refused_by_name(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    name = "newline"
+    put_secret(cluster, ns, "auth", password="from-a-file\n")
+    extra = {"redis": {"storage": {"size": "1Gi", "storageClassName": LOCAL_CLASS},
+                       "auth": {"existingSecret": "auth"}}}  # fmt: skip
+    hdas.create(hdas.manifest(name, ns, replicas=1, luns=1, extra_spec=extra))
+    obj = wait_condition(cluster, running_operator, ns, name, "Degraded", "True", "SecretInvalid")
+    message = condition(obj, "Degraded")["message"]
+    assert "spec.redis.auth.existingSecret" in message
+    assert "Secret auth" in message
+    assert "line break" in message
+    # Refused: nothing that would read it was created.
+    assert get_json(cluster, "statefulsets,deployments", "-n", ns)["items"] == []
 
 
 # --- invalid spec -----------------------------------------------------------------------------

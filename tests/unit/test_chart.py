@@ -89,7 +89,7 @@ NAMESPACED_RULES = [
     {
         "apiGroups": [""],
         "resources": ["secrets"],
-        "verbs": ["get", "list", "watch", "create", "patch"],
+        "verbs": ["get", "create"],
     },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": CRUD},

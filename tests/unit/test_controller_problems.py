@@ -159,6 +159,10 @@ class RecordedCache:
     def default_storage_class_exists(self) -> bool:
         return any(self._classes.values())
 
+    def namespace_terminating(self, namespace: str) -> bool:
+        del namespace
+        return False
+
     def pods(self, namespace: str, accelerator: str) -> list[PodSummary]:
         del namespace, accelerator
         return self._pods

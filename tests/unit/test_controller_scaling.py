@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.unit.test_specs_support import example
 
 from hda.api.v1alpha1 import Autoscaling
-from hda.controller.scaling import ScalingState, raw_recommendation, recommend
+from hda.controller.scaling import (
+    SCALING_ANNOTATION,
+    Recommendation,
+    ScalingState,
+    raw_recommendation,
+    recommend,
+    stored_state,
+    with_scaling_state,
+    worker_replicas,
+)
 
 
 def policy(**kwargs: object) -> Autoscaling:
@@ -105,3 +115,52 @@ def test_recommendations_stay_within_bounds_and_move_toward_the_need(  # noqa: P
             need = raw_recommendation(backlog, p)
             # Never overshoot: scaling goes toward the need, never past it.
             assert min(previous, need) <= replicas <= max(previous, need)
+
+
+def workers_deployment(replicas: int, state: ScalingState | None) -> dict[str, object]:
+    base = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w"}}
+    live = with_scaling_state({**base, "spec": {"replicas": replicas}}, state)
+    return {**live, "spec": {"replicas": replicas}}
+
+
+def test_stored_state_round_trips_through_the_annotation() -> None:
+    state = ScalingState(
+        2, (Recommendation(1_700_000_000.0, 5), Recommendation(1_700_000_030.0, 3))
+    )
+    assert stored_state(workers_deployment(5, state)) == state
+
+
+def test_unreadable_or_missing_annotation_is_an_empty_history() -> None:
+    assert stored_state(None) == ScalingState()
+    broken = {"metadata": {"annotations": {SCALING_ANNOTATION: "{not json"}}}
+    assert stored_state(broken) == ScalingState()
+
+
+def test_restarted_operator_keeps_the_scale_down_window() -> None:
+    hda = example().model_copy(deep=True)
+    hda.spec.workers.autoscaling = policy(scaleDownStabilization="10m")
+    t0 = 1_700_000_000.0
+    # The first operator saw a backlog needing 5 workers, then none.
+    replicas, state = worker_replicas(hda, None, backlog=500, state=None, now=t0)
+    assert replicas == 5
+    replicas, state = worker_replicas(
+        hda, workers_deployment(5, state), backlog=0, state=state, now=t0 + 30
+    )
+    assert replicas == 5
+    stored = workers_deployment(5, state)
+    # A new operator (no memory) one minute later: the need of 5 is still inside the window.
+    replicas, _ = worker_replicas(hda, stored, backlog=0, state=None, now=t0 + 90)
+    assert replicas == 5
+    # Once the window passed, it scales down.
+    replicas, _ = worker_replicas(hda, stored, backlog=0, state=None, now=t0 + 30 + 601)
+    assert replicas == 1
+
+
+def test_steady_need_leaves_the_annotation_unchanged() -> None:
+    """The history changes only with the need: a steady backlog causes no write."""
+    p = policy(scaleDownStabilization="5m")
+    _, state = recommend(current=3, backlog=300, policy=p, state=ScalingState(), now=0)
+    first = workers_deployment(3, state)
+    for now in range(10, 200, 10):
+        _, state = recommend(current=3, backlog=300, policy=p, state=state, now=now)
+        assert workers_deployment(3, state) == first

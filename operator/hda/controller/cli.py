@@ -86,6 +86,16 @@ def _image_reference(ctx: click.Context, param: click.Parameter, value: str) -> 
     callback=_image_reference,
     help="Valkey image for HDAs whose spec.redis.image is unset.",
 )
+@click.option(
+    "--lag-probe-address",
+    envvar="HDA_LAG_PROBE_ADDRESS",
+    default=None,
+    show_envvar=True,
+    help=(
+        "host:port of the Valkey to measure every HDA's lag at, instead of each HDA's Valkey "
+        "Service: for an operator outside the cluster, where Service names do not resolve."
+    ),
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def operator(  # noqa: PLR0917 - click passes options positionally
     namespaces: tuple[str, ...],
@@ -98,6 +108,7 @@ def operator(  # noqa: PLR0917 - click passes options positionally
     standalone: bool,
     default_runtime_image: str,
     default_valkey_image: str,
+    lag_probe_address: str | None,
     verbose: bool,
 ) -> None:
     """Run the HyperDriveAccelerator operator (standalone: one replica, no peering)."""
@@ -129,6 +140,7 @@ def operator(  # noqa: PLR0917 - click passes options positionally
         default_images=default_images,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        lag_probe_address=_address(lag_probe_address),
     )
     kopf.run(
         standalone=True,
@@ -143,3 +155,14 @@ def _quiet_routine_handlers(record: logging.LogRecord) -> bool:
     """Drop kopf's per-event "Handler 'hda_wake_…' succeeded." lines (one per child event)."""
     message = str(record.msg)
     return not (message.startswith("Handler 'hda_") and message.endswith("succeeded."))
+
+
+def _address(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(
+            f"{value!r} is not host:port", param_hint="--lag-probe-address/HDA_LAG_PROBE_ADDRESS"
+        )
+    return host, int(port)

@@ -1,19 +1,22 @@
 """The Valkey password Secret the operator generates when the user brings none.
 
-It is created once and never re-applied or rotated: a new password would lock every client out.
+It is created once, before any workload that reads it, and never re-applied or rotated: a new
+password would lock every client out. If it is deleted, the next pass creates a new one and the
+pods that read it roll (their template carries its digest).
 """
 
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from hda.api.v1alpha1 import HyperDriveAccelerator
 from hda.specs import ChildNames, Images, generated_password_secret
 
 from .apply import foreign
-from .kube import ApiError, Kube, kind_of
-from .observe import Cache, find_child
-from .state import Key, NamespaceTerminatingError, Stats, Writes
+from .kube import ApiError, Kube
+from .secret_inputs import SECRET, SecretInputs
+from .state import NamespaceTerminatingError, Stats, Writes
 
 
 async def ensure_password_secret(  # noqa: PLR0917
@@ -21,17 +24,21 @@ async def ensure_password_secret(  # noqa: PLR0917
     hda: HyperDriveAccelerator,
     images: Images,
     names: ChildNames,
-    cache: Cache,
-    key: Key,
+    found: SecretInputs,
     stats: Stats,
     writes: Writes,
-) -> None:
-    """Create the generated password Secret if the HDA needs one and it does not exist."""
+) -> dict[str, Any] | None:
+    """Create the generated password Secret if the HDA needs one and it does not exist; the
+    created Secret, or None when nothing was created."""
+    name = names.valkey_password_secret
     if not names.valkey_password_secret_is_generated:
-        return
-    secret_kind = kind_of({"apiVersion": "v1", "kind": "Secret"})
-    if find_child(cache, secret_kind, hda.namespace, key[1], names.valkey_password_secret):
-        return
+        return None
+    live = found.bodies.get(name)
+    if live is not None:
+        clash = foreign(live, hda, SECRET)
+        if clash is not None:
+            writes.errors.append(clash)
+        return None
     try:
         created = await kube.create(
             generated_password_secret(hda, images, secrets.token_urlsafe(32))
@@ -39,18 +46,10 @@ async def ensure_password_secret(  # noqa: PLR0917
     except ApiError as error:
         if error.namespace_terminating:
             raise NamespaceTerminatingError from error
-        writes.errors.append(f"Secret/{names.valkey_password_secret}: {error}")
-        return
-    if created is not None:
-        stats.creates += 1
-        writes.done.append(f"Secret/{names.valkey_password_secret} (created once)")
-        return
-    # A Secret of this name exists but the watch (our labels only) does not see it: is it ours?
-    try:
-        live = await kube.get(secret_kind, hda.namespace, names.valkey_password_secret)
-    except ApiError as error:
-        writes.errors.append(f"Secret/{names.valkey_password_secret}: {error}")
-        return
-    clash = foreign(live, hda, secret_kind)
-    if clash is not None:
-        writes.errors.append(clash)
+        writes.errors.append(f"Secret/{name}: {error}")
+        return None
+    if created is None:  # created since it was read: the next pass sees it
+        return None
+    stats.creates += 1
+    writes.done.append(f"Secret/{name} (created once)")
+    return created

@@ -23,6 +23,7 @@ from hda.specs.labels import APP_NAME
 from .kube import KINDS, Kind, Kube
 from .metrics import serve_metrics
 from .observe import (
+    LagProbe,
     NodeSummary,
     PodSummary,
     VolumeSummary,
@@ -41,6 +42,10 @@ _ALL: Final = "all"
 CHILD_SELECTOR: Final = LABEL_ACCELERATOR
 POD_SELECTOR: Final = f"{LABEL_NAME}={APP_NAME},{LABEL_ACCELERATOR}"
 DEFAULT_CLASS_ANNOTATION: Final = "storageclass.kubernetes.io/is-default-class"
+
+
+# Secrets are read by name only (secret_inputs.py): the operator never lists or watches them.
+WATCHED_KINDS: Final = tuple(kind for kind in KINDS if kind.kind != "Secret")
 
 
 def _index_id(kind: Kind) -> str:
@@ -73,6 +78,9 @@ class KopfCache:
         index = self._indexes["hda_storage_classes"]
         return any(any(store) for store in index.values())
 
+    def namespace_terminating(self, namespace: str) -> bool:
+        return namespace in self._indexes["hda_terminating_namespaces"]
+
     def pods(self, namespace: str, accelerator: str) -> list[PodSummary]:
         store = self._indexes["hda_pods"].get((namespace, accelerator))
         return list(store) if store is not None else []
@@ -100,7 +108,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.networking.error_backoffs = [1, 2, 5, 10]
     settings.batching.worker_limit = 1000
-    for kind in KINDS:
+    for kind in WATCHED_KINDS:
         # PersistentVolumes stay unfiltered: the FC availability check must see the volumes an
         # administrator made (no labels of ours), not only those from a LUN inventory.
         if kind.plural != "persistentvolumes":
@@ -112,6 +120,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             Kube.from_environment(),
             resync_seconds=resync,
             default_images=memo.get("default_images"),
+            lag_probe=LagProbe(interval=resync, address=memo.get("lag_probe_address")),
         )
     metrics_port = memo.get("metrics_port")
     if metrics_port is not None and "metrics_runner" not in memo:
@@ -163,8 +172,15 @@ def _register_child(kind: Kind) -> None:
     kopf.on.event(kind.api_version, kind.plural, id=f"hda_wake_{kind.plural}", labels=labels)(wake)
 
 
-for _kind in KINDS:
+for _kind in WATCHED_KINDS:
     _register_child(_kind)
+
+
+@kopf.index("v1", "namespaces", id="hda_terminating_namespaces")
+def index_terminating_namespaces(name: str, meta: kopf.Meta, **_: Any) -> dict[str, bool] | None:
+    # An HDA in a namespace being deleted is neither restored nor reported on: everything in it
+    # goes, and the API refuses new objects (Events too) there.
+    return {name: True} if meta.get("deletionTimestamp") else None
 
 
 @kopf.index("v1", "pods", id="hda_pods", labels={LABEL_ACCELERATOR: kopf.PRESENT})

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import logging
 import time
@@ -19,10 +18,10 @@ from redis.exceptions import RedisError
 from hda.api.consts import LABEL_COMPONENT, REDIS_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator, parse_quantity
 from hda.api.v1alpha1.status import Endpoints, ImagesStatus
-from hda.specs import PASSWORD_KEY, ChildNames, Images, worker_selector
+from hda.specs import ChildNames, Images, worker_selector
 from hda.specs.names import VALKEY_DATA_VOLUME
 
-from .kube import KINDS, Kind, Kube, kind_of
+from .kube import KINDS, Kind, kind_of
 from .lag import Sample, measure_streams
 from .reasons import Reason
 from .status import (
@@ -80,6 +79,8 @@ class Cache(Protocol):
     def storage_class_exists(self, name: str) -> bool: ...
 
     def default_storage_class_exists(self) -> bool: ...
+
+    def namespace_terminating(self, namespace: str) -> bool: ...
 
     def pods(self, namespace: str, accelerator: str) -> list[PodSummary]: ...
 
@@ -273,6 +274,7 @@ def observe(
     worker_replicas: int,
     apply_errors: tuple[str, ...],
     lag: Lag,
+    secret_errors: tuple[str, ...] = (),
 ) -> Observation:
     """Build the Observation of one HDA from the cache (no I/O)."""
     namespace = hda.namespace
@@ -330,6 +332,7 @@ def observe(
     return Observation(
         generation=int(hda.metadata.get("generation") or 0),
         apply_errors=apply_errors,
+        secret_errors=secret_errors,
         missing_children=tuple(missing),
         buffer=_workload(
             names.valkey_statefulset, live("StatefulSet", names.valkey_statefulset), 1
@@ -388,17 +391,22 @@ class LagProbe:
     result is stale, starts one background measurement that calls `wake` when it has news. Any
     failure (DNS, connection, auth, timeout) gives `Lag(error=...)` with a stable message.
     The last successful sample of each HDA is kept, so the next one reports rates
-    (`hda.controller.lag`).
+    (`hda.controller.lag`). The password comes from the reconcile, which reads it by name.
     """
 
-    def __init__(self, kube: Kube, *, interval: float = 15.0, timeout: float = 2.0) -> None:
-        self._kube = kube
+    def __init__(
+        self,
+        *,
+        interval: float = 15.0,
+        timeout: float = 2.0,
+        address: tuple[str, int] | None = None,
+    ) -> None:
+        self._address = address  # one Valkey for every HDA (an operator outside the cluster)
         self._interval = interval
         self._timeout = timeout
         self._last: dict[str, tuple[float, Lag]] = {}
         self._samples: dict[str, Sample] = {}  # the last successful one, for rates
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._secrets: dict[tuple[str, str], tuple[float, str | None]] = {}
         self.busy_seconds = 0.0
 
     def forget(self, key: str) -> None:
@@ -413,9 +421,8 @@ class LagProbe:
         key: str,
         hda: HyperDriveAccelerator,
         names: ChildNames,
-        cache: Cache,
         *,
-        accelerator: str,
+        password: str | None,
         buffer_ready: bool,
         wake: Callable[[], None],
     ) -> Lag | None:
@@ -425,23 +432,20 @@ class LagProbe:
         previous = self._last.get(key)
         stale = previous is None or time.monotonic() - previous[0] >= self._interval
         if stale and key not in self._tasks:
-            self._tasks[key] = asyncio.create_task(
-                self._refresh(key, hda, names, cache, accelerator, wake)
-            )
+            self._tasks[key] = asyncio.create_task(self._refresh(key, hda, names, password, wake))
         return previous[1] if previous is not None else None
 
-    async def _refresh(  # noqa: PLR0917
+    async def _refresh(
         self,
         key: str,
         hda: HyperDriveAccelerator,
         names: ChildNames,
-        cache: Cache,
-        accelerator: str,
+        password: str | None,
         wake: Callable[[], None],
     ) -> None:
         started = time.perf_counter()
         try:
-            result = await self._measure(key, hda, names, cache, accelerator=accelerator)
+            result = await self._measure(key, hda, names, password)
         finally:
             self.busy_seconds += time.perf_counter() - started
             self._tasks.pop(key, None)
@@ -450,46 +454,15 @@ class LagProbe:
         if previous is None or previous[1] != result:
             wake()
 
-    async def _password(
-        self, hda: HyperDriveAccelerator, names: ChildNames, cache: Cache, accelerator: str
-    ) -> str | None:
-        secret: dict[str, Any] | None
-        if names.valkey_password_secret_is_generated:
-            secrets = _by_name(cache.children(_kind("Secret"), hda.namespace, accelerator))
-            secret = secrets.get(names.valkey_password_secret)
-        else:
-            cache_key = (hda.namespace, names.valkey_password_secret)
-            cached = self._secrets.get(cache_key)
-            if cached is not None and time.monotonic() - cached[0] < 300:
-                return cached[1]
-            secret = await self._kube.get(
-                _kind("Secret"), hda.namespace, names.valkey_password_secret
-            )
-            value = _decode(secret)
-            self._secrets[cache_key] = (time.monotonic(), value)
-            return value
-        return _decode(secret)
-
     async def _measure(
-        self,
-        key: str,
-        hda: HyperDriveAccelerator,
-        names: ChildNames,
-        cache: Cache,
-        *,
-        accelerator: str,
+        self, key: str, hda: HyperDriveAccelerator, names: ChildNames, password: str | None
     ) -> Lag:
-        try:
-            password = await self._password(hda, names, cache, accelerator)
-        except Exception as error:  # lag is advisory
-            log.debug("password Secret unreadable", extra={"error": repr(error)})
-            return Lag(error="password Secret unreadable")
         if password is None:
             return Lag(error=f"password Secret {names.valkey_password_secret} not found")
-        host = f"{names.valkey_service}.{hda.namespace}.svc"
+        host, port = self._address or (f"{names.valkey_service}.{hda.namespace}.svc", REDIS_PORT)
         client = redis.Redis(
             host=host,
-            port=REDIS_PORT,
+            port=port,
             password=password,
             socket_connect_timeout=self._timeout,
             socket_timeout=self._timeout,
@@ -502,21 +475,11 @@ class LagProbe:
         except (OSError, RedisError, TimeoutError) as error:
             # The message must not vary with the kind of failure, or status would flap.
             log.debug("lag probe failed", extra={"host": host, "error": repr(error)})
-            return Lag(error=f"Valkey at {host}:{REDIS_PORT} not reachable")
+            return Lag(error=f"Valkey at {host}:{port} not reachable")
         finally:
             await client.aclose()
         self._samples[key] = sample
         return Lag(streams=streams)
-
-
-def _decode(secret: dict[str, Any] | None) -> str | None:
-    if secret is None:
-        return None
-    data = secret.get("data") or {}
-    raw = data.get(PASSWORD_KEY)
-    if raw is None:
-        return None
-    return base64.b64decode(raw).decode()
 
 
 def lag_from_status(status: Mapping[str, Any] | None) -> Lag:

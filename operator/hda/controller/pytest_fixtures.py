@@ -11,7 +11,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,9 +78,13 @@ class RunningOperator:
     default_images: DefaultImages = OPERATOR_DEFAULT_IMAGES
     restarts: int = 0
 
-    def restart(self, default_images: DefaultImages | None = None) -> float:
+    def restart(
+        self,
+        default_images: DefaultImages | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> float:
         """Stop and start the operator (with other default images, if given: they stay for later
-        restarts); returns the moment (epoch) it was stopped."""
+        restarts; `extra_env` is for this start only); returns the moment (epoch) it stopped."""
         self.process.stop()
         stopped = self.proxy_time()
         if default_images is not None:
@@ -89,7 +93,7 @@ class RunningOperator:
             self.kubeconfig,
             self.log,
             extra_args=["--resync", str(RESYNC_SECONDS)],
-            env=default_images_env(self.default_images),
+            env={**default_images_env(self.default_images), **(extra_env or {})},
         ).start()
         self.restarts += 1
         wait_for(self.process.healthy, timeout=60, message=lambda: self.process.output()[-4000:])

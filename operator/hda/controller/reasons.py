@@ -25,6 +25,7 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     APPLY_FAILED = "ApplyFailed"
     CHILD_NAME_CONFLICT = "ChildNameConflict"
+    SECRET_INVALID = "SecretInvalid"  # noqa: S105 - a reason, not a secret
     # Pods and rollouts that cannot make progress
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     IMAGE_PULL_FAILED = "ImagePullFailed"
@@ -67,6 +68,7 @@ PROBLEM_REASONS: Final = frozenset(
         Reason.INVALID_SPEC,
         Reason.APPLY_FAILED,
         Reason.CHILD_NAME_CONFLICT,
+        Reason.SECRET_INVALID,
         Reason.PROGRESS_DEADLINE_EXCEEDED,
         Reason.IMAGE_PULL_FAILED,
         Reason.CRASH_LOOP_BACK_OFF,

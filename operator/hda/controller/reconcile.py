@@ -6,7 +6,7 @@ loop that reconciles, then sleeps until something relevant happens (a child or n
 change) or the resync interval passes. One loop per HDA means reconciles of an HDA never overlap.
 
 This module is the table of contents: it alone knows the order of the steps, each of which lives
-in a module of its own (scaling, apply, generated_secret, status_write, release).
+in a module of its own (secret_inputs, scaling, apply, generated_secret, status_write, release).
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ from pydantic import ValidationError
 from hda.api.images import DefaultImages
 from hda.api.v1alpha1 import HyperDriveAccelerator
 from hda.api.v1alpha1.resource import field_path
-from hda.specs import ChildNames, child_names, desired_children, resolve_images
+from hda.specs import (
+    PASSWORD_KEY,
+    ChildNames,
+    child_names,
+    desired_children,
+    resolve_images,
+    with_secret_digests,
+)
 
 from . import events
 from .apply import apply_children, prune
@@ -36,7 +43,8 @@ from .observe import Cache, LagProbe, find_child, lag_from_status, observe
 from .reasons import Reason
 from .release import release_volumes
 from .rollout import workers_first
-from .scaling import worker_replicas
+from .scaling import with_scaling_state, worker_replicas
+from .secret_inputs import read_secrets
 from .state import (
     HdaState,
     Key,
@@ -71,7 +79,7 @@ class Controller:
         self.cache: Cache | None = None
         self.resync_seconds = resync_seconds
         self.debounce_seconds = debounce_seconds
-        self.lag_probe = lag_probe or LagProbe(kube, interval=resync_seconds)
+        self.lag_probe = lag_probe or LagProbe(interval=resync_seconds)
         self.stats = Stats()
         self.metrics = OperatorMetrics()
         self._states: dict[Key, HdaState] = {}
@@ -145,7 +153,7 @@ class Controller:
         started = time.perf_counter()
         raw = copy.deepcopy(dict(body))  # a stable snapshot: the live body changes under us
         meta = raw.get("metadata") or {}
-        if meta.get("deletionTimestamp"):
+        if meta.get("deletionTimestamp") or self._require_cache().namespace_terminating(key[0]):
             return
         spec = raw.get("spec") or {}
         if spec.get("paused"):
@@ -197,14 +205,15 @@ class Controller:
         cache = self._require_cache()
         names = child_names(hda)
 
-        # 1. Observe what decides the build: stream lag, and from it the worker count.
+        # 1. Read what decides the build: the Secrets the pods read (by name), stream lag, and
+        #    from it the worker count.
+        found = await read_secrets(self.kube, hda, names)
         buffer_ready = _buffer_ready(cache, hda, names, key)
         probed = self.lag_probe.lag(
             f"{key[0]}/{key[1]}",
             hda,
             names,
-            cache,
-            accelerator=key[1],
+            password=found.value(names.valkey_password_secret, PASSWORD_KEY),
             buffer_ready=buffer_ready,
             wake=lambda: self.wake(key),
         )
@@ -213,7 +222,7 @@ class Controller:
             cache, _DEPLOYMENT, hda.namespace, key[1], names.workers_deployment
         )
         replicas, state.scaling = worker_replicas(
-            hda, live_workers, backlog=lag.total, state=state.scaling, now=time.monotonic()
+            hda, live_workers, backlog=lag.total, state=state.scaling, now=time.time()
         )
         self.metrics.observe_hda(key, hda, replicas=replicas, lag=lag)
 
@@ -226,16 +235,27 @@ class Controller:
             output=find_child(cache, _STATEFULSET, hda.namespace, key[1], names.output_statefulset),
         )
 
-        # 3. Build, apply what differs, create the generated Secret, prune the leftovers.
+        # 3. Create the generated Secret before anything reads it; build (pod templates carry
+        #    the digests of the Secrets they read), apply what differs, prune the leftovers.
+        #    A Secret the pods could not use stops here: status says which and why.
+        writes = Writes()
+        if not found.errors:
+            created = await ensure_password_secret(
+                self.kube, hda, images, names, found, self.stats, writes
+            )
+            if created is not None:
+                found = found.with_body(names.valkey_password_secret, created)
+        digests = found.digests
         desired = [
-            with_applied_hash(obj)
+            with_applied_hash(with_secret_digests(_with_scaling(obj, names, state), digests))
             for obj in desired_children(hda, images, worker_replicas=replicas)
         ]
-        writes = Writes()
-        await apply_children(self.kube, hda, desired, cache, key, state.applied, self.stats, writes)
-        await ensure_password_secret(self.kube, hda, images, names, cache, key, self.stats, writes)
-        await prune(self.kube, hda, desired, cache, key, self.stats, writes)
-        self._report_writes(body, state, writes)
+        if not found.errors:
+            await apply_children(
+                self.kube, hda, desired, cache, key, state.applied, self.stats, writes
+            )
+            await prune(self.kube, hda, desired, cache, key, self.stats, writes)
+        self._report_writes(body, state, writes, found.errors)
         if writes.done:
             # The watch has not delivered what was just written: observing now would report
             # stale problems. The events of the writes wake this loop again in a moment.
@@ -252,12 +272,15 @@ class Controller:
             images=images,
             worker_replicas=replicas,
             apply_errors=state.errors,
+            secret_errors=found.errors,
             lag=lag,
         )
         await write_status(self.kube, body, raw, key, obs, self.stats)
 
     @staticmethod
-    def _report_writes(body: kopf.Body, state: HdaState, writes: Writes) -> None:
+    def _report_writes(
+        body: kopf.Body, state: HdaState, writes: Writes, secret_errors: tuple[str, ...]
+    ) -> None:
         """One Event for what was written; one per error, when the errors changed."""
         if writes.done:
             events.applied(body, writes.done)
@@ -269,6 +292,10 @@ class Controller:
                 )
                 events.error(body, reason, item)
         state.errors = errors
+        if secret_errors and secret_errors != state.secret_errors:
+            for item in secret_errors:
+                events.error(body, Reason.SECRET_INVALID, item)
+        state.secret_errors = secret_errors
 
     def _require_cache(self) -> Cache:
         if self.cache is None:
@@ -290,6 +317,12 @@ class Controller:
 
 _DEPLOYMENT = kind_of({"apiVersion": "apps/v1", "kind": "Deployment"})
 _STATEFULSET = kind_of({"apiVersion": "apps/v1", "kind": "StatefulSet"})
+
+
+def _with_scaling(obj: dict[str, Any], names: ChildNames, state: HdaState) -> dict[str, Any]:
+    if obj["kind"] == "Deployment" and obj["metadata"]["name"] == names.workers_deployment:
+        return with_scaling_state(obj, state.scaling)
+    return obj
 
 
 def _buffer_ready(cache: Cache, hda: HyperDriveAccelerator, names: ChildNames, key: Key) -> bool:

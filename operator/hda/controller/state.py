@@ -1,6 +1,7 @@
 """What names an HDA inside the operator, and what the operator remembers about each one.
 
-The memory is lost on restart by design: everything is recomputed from the cluster.
+The memory is lost on restart by design: everything is recomputed from the cluster (the
+autoscaler's history is kept on the workers Deployment for that reason).
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ class HdaState:
 
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
-    scaling: ScalingState = dataclasses.field(default_factory=ScalingState)
+    scaling: ScalingState | None = None  # None: read it from the workers Deployment
     applied: AppliedMemory = dataclasses.field(default_factory=dict)
     errors: tuple[str, ...] = ()
+    secret_errors: tuple[str, ...] = ()
     paused_logged: bool = False
     failures: int = 0
 

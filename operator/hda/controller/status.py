@@ -124,6 +124,8 @@ class Observation:
     generation: int
     spec_error: str | None = None
     apply_errors: tuple[str, ...] = ()
+    # Secrets the pods read that they could not use (missing, no key, a trailing line break).
+    secret_errors: tuple[str, ...] = ()
     missing_children: tuple[str, ...] = ()
     buffer: Workload = Workload("valkey")
     ingest: Workload = Workload("ingest")
@@ -275,6 +277,8 @@ def _conditions(obs: Observation) -> dict[str, _Cond]:
     blocking = [c for c in components.values() if c.reason in _BLOCKING]
     if obs.spec_error is not None:
         degraded = _Cond("True", Reason.INVALID_SPEC, obs.spec_error)
+    elif obs.secret_errors:
+        degraded = _Cond("True", Reason.SECRET_INVALID, "; ".join(obs.secret_errors))
     elif obs.apply_errors:
         degraded = _Cond("True", _apply_reason(obs.apply_errors), "; ".join(obs.apply_errors))
     elif blocking:
@@ -315,7 +319,7 @@ def _conditions(obs: Observation) -> dict[str, _Cond]:
 
     if obs.spec_error is not None:
         ready = _Cond("False", Reason.INVALID_SPEC, obs.spec_error)
-    elif obs.apply_errors:
+    elif obs.secret_errors or obs.apply_errors:
         ready = _Cond("False", degraded.reason, degraded.message)
     else:
         failing = [c for c in components.values() if c.status != "True"]

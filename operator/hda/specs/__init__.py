@@ -9,7 +9,13 @@ functions only say what each child should look like.
 from .children import desired_children
 from .configmaps import runtime_configmap, runtime_manifest, valkey_conf, valkey_configmap
 from .deployments import ingest_deployment, workers_deployment
-from .hashing import CONFIG_HASH_ANNOTATION, config_hash
+from .hashing import (
+    CONFIG_HASH_ANNOTATION,
+    SECRETS_HASH_ANNOTATION,
+    config_hash,
+    secret_digest,
+    with_secret_digests,
+)
 from .images import Images, resolve_images
 from .labels import (
     LABEL_NAMESPACE,
@@ -37,6 +43,7 @@ __all__ = [
     "CONFIG_HASH_ANNOTATION",
     "LABEL_NAMESPACE",
     "PASSWORD_KEY",
+    "SECRETS_HASH_ANNOTATION",
     "ChildNames",
     "Component",
     "Images",
@@ -56,6 +63,7 @@ __all__ = [
     "runtime_configmap",
     "runtime_manifest",
     "runtime_service_account",
+    "secret_digest",
     "selector_labels",
     "standard_labels",
     "valkey_conf",
@@ -64,6 +72,7 @@ __all__ = [
     "valkey_network_policy",
     "valkey_service",
     "valkey_statefulset",
+    "with_secret_digests",
     "worker_selector",
     "workers_deployment",
 ]

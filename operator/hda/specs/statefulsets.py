@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from hda.api.consts import ENV_OUTPUT_DIR, OUTPUT_DATA_DIR, OUTPUT_PORT, REDIS_PORT
-from hda.api.v1alpha1 import HyperDriveAccelerator
+from hda.api.v1alpha1 import HyperDriveAccelerator, PvcRetentionPolicy
 
 from .configmaps import (
     VALKEY_AUTH_CONF,
@@ -64,8 +64,7 @@ def _claim_template(name: str, size: str, storage_class: str | None) -> dict[str
     }
 
 
-def _retention_policy(hda: HyperDriveAccelerator) -> dict[str, str]:
-    policy = hda.spec.output.pvc_retention_policy
+def _retention_policy(policy: PvcRetentionPolicy) -> dict[str, str]:
     return {"whenDeleted": policy.when_deleted, "whenScaled": policy.when_scaled}
 
 
@@ -142,7 +141,9 @@ def valkey_statefulset(hda: HyperDriveAccelerator, images: Images) -> dict[str, 
             "updateStrategy": {"type": "RollingUpdate"},
             "revisionHistoryLimit": 5,
             # The spec has one claim policy; the buffer's claim follows it like output's.
-            "persistentVolumeClaimRetentionPolicy": _retention_policy(hda),
+            "persistentVolumeClaimRetentionPolicy": _retention_policy(
+                hda.spec.redis.storage.pvc_retention_policy
+            ),
             "template": template,
             "volumeClaimTemplates": [
                 _claim_template(VALKEY_DATA_VOLUME, storage.size, storage.storage_class_name)
@@ -189,7 +190,9 @@ def output_statefulset(hda: HyperDriveAccelerator, images: Images) -> dict[str, 
             "podManagementPolicy": "Parallel",
             "updateStrategy": {"type": "RollingUpdate"},
             "revisionHistoryLimit": 5,
-            "persistentVolumeClaimRetentionPolicy": _retention_policy(hda),
+            "persistentVolumeClaimRetentionPolicy": _retention_policy(
+                hda.spec.output.pvc_retention_policy
+            ),
             "template": template,
             "volumeClaimTemplates": [
                 _claim_template(

@@ -5,7 +5,14 @@ output, common parts) and are all re-exported here: import them from `hda.api.v1
 """
 
 from .buffer import RedisAuth, RedisPersistence, RedisSpec, RedisStorage
-from .common import PodTemplate, ResourceRequirements, SecretKeyRef, Templates, Toleration
+from .common import (
+    PodTemplate,
+    PvcRetentionPolicy,
+    ResourceRequirements,
+    SecretKeyRef,
+    Templates,
+    Toleration,
+)
 from .ingest import Backpressure, IngestService, IngestSpec
 from .output import (
     DEFAULT_FC_NODE_SELECTOR,
@@ -13,7 +20,6 @@ from .output import (
     FibreChannelVolume,
     OutputSinks,
     OutputSpec,
-    PvcRetentionPolicy,
     SegmentFilesSink,
     SubscribersSink,
 )

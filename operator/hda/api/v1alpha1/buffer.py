@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .common import ResourceRequirements
+from .common import PvcRetentionPolicy, ResourceRequirements
 from .types import ApiModel, ImageReference, ObjectName, Quantity, cel, cel_rules
 
 
@@ -34,6 +34,14 @@ class RedisStorage(ApiModel):
     storage_class_name: ObjectName | None = Field(
         default=None, description="StorageClass of the Valkey volume; the cluster default if unset."
     )
+    pvc_retention_policy: PvcRetentionPolicy = Field(
+        default_factory=PvcRetentionPolicy,
+        description=(
+            "Fate of the Valkey claim (the buffered, not yet processed events) when the HDA is "
+            "deleted; independent of spec.output.pvcRetentionPolicy."
+        ),
+        json_schema_extra={"default": {}},
+    )
 
 
 class RedisPersistence(ApiModel):
@@ -54,8 +62,9 @@ class RedisAuth(ApiModel):
     existing_secret: ObjectName | None = Field(
         default=None,
         description=(
-            "A Secret (key `password`) you manage. Without it the operator creates one once "
-            "and never rotates it."
+            "A Secret (key `password`) you manage; new content rolls the pods that read it, "
+            "and a value ending with a line break is refused. Without it the operator creates "
+            "one once and never rotates it."
         ),
     )
 

@@ -78,3 +78,14 @@ class SecretKeyRef(ApiModel):
     key: str = Field(
         default="token", min_length=1, max_length=253, description="Key within the Secret."
     )
+
+
+class PvcRetentionPolicy(ApiModel):
+    """What happens to a StatefulSet's claims (its persistentVolumeClaimRetentionPolicy)."""
+
+    when_deleted: Literal["Retain", "Delete"] = Field(
+        default="Retain", description="Claims when the HDA is deleted."
+    )
+    when_scaled: Literal["Retain", "Delete"] = Field(
+        default="Retain", description="Claims of pods removed by a scale-down."
+    )

@@ -58,7 +58,10 @@ class IngestSpec(ApiModel):
     )
     token_secret: SecretKeyRef | None = Field(
         default=None,
-        description="A Secret key holding the bearer token producers must send; no auth if unset.",
+        description=(
+            "A Secret key holding the bearer token producers must send; no auth if unset. New "
+            "content rolls the ingest pods; a value ending with a line break is refused."
+        ),
     )
     otlp: OtlpIngest | None = Field(
         default=None,

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from hda.api.consts import FC_NODE_LABEL
 
-from .common import ResourceRequirements
+from .common import PvcRetentionPolicy, ResourceRequirements
 from .types import ApiModel, Duration, ObjectName, Quantity, StringMap, cel, cel_rules
 
 
@@ -147,17 +147,6 @@ class OutputSinks(ApiModel):
         default_factory=SubscribersSink,
         description="Live WebSocket subscribers.",
         json_schema_extra={"default": {}},
-    )
-
-
-class PvcRetentionPolicy(ApiModel):
-    """What happens to output claims, as a StatefulSet persistentVolumeClaimRetentionPolicy."""
-
-    when_deleted: Literal["Retain", "Delete"] = Field(
-        default="Retain", description="Claims when the HDA is deleted."
-    )
-    when_scaled: Literal["Retain", "Delete"] = Field(
-        default="Retain", description="Claims of pods removed by a scale-down."
     )
 
 

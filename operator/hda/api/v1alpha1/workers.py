@@ -27,13 +27,24 @@ class Autoscaling(ApiModel):
     target_lag_per_replica: int = Field(
         default=10_000,
         ge=1,
-        description="Backlog (undelivered plus pending events) one worker is expected to absorb.",
+        description=(
+            "Backlog one worker is expected to absorb, in stream entries (undelivered plus "
+            "pending; one entry is one ingest batch of events): the unit of status.totalLag."
+        ),
     )
     scale_up_stabilization: Duration = Field(
-        default="0s", description="Highest recommendation over this window is used to scale up."
+        default="0s",
+        description=(
+            "Scale up only to the lowest recommendation of this window: pods are added once the "
+            "higher need held for this long (0s: at once). Survives an operator restart."
+        ),
     )
     scale_down_stabilization: Duration = Field(
-        default="5m", description="Scale down only after the lower need held for this long."
+        default="5m",
+        description=(
+            "Scale down only to the highest recommendation of this window: pods go once the "
+            "lower need held for this long. Survives an operator restart."
+        ),
     )
 
     @model_validator(mode="after")
