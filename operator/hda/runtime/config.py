@@ -63,6 +63,8 @@ class RuntimeConfig:
     retry_after_seconds: int = 1
     pipeline: tuple[PipelineStep, ...] = ()
     max_deliveries: int = 5
+    dead_letter_max_length: int = 10_000
+    dead_letter_max_age_seconds: float = 7 * 24 * 3600.0
     batch_size: int = 64
     segment_max_bytes: int = 256 * 1024 * 1024
     segment_max_age_seconds: float = 600.0
@@ -102,6 +104,8 @@ def from_spec(spec: HyperDriveAcceleratorSpec) -> RuntimeConfig:
         retry_after_seconds=spec.ingest.backpressure.retry_after_seconds,
         pipeline=tuple(spec.workers.pipeline),
         max_deliveries=spec.workers.max_deliveries,
+        dead_letter_max_length=spec.workers.dead_letters.max_length,
+        dead_letter_max_age_seconds=parse_duration(spec.workers.dead_letters.max_age),
         batch_size=spec.workers.batch_size,
         segment_max_bytes=int(parse_quantity(segment_files.max_segment_bytes)),
         segment_max_age_seconds=parse_duration(segment_files.max_segment_age),

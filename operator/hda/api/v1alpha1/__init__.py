@@ -33,7 +33,7 @@ from .spec import HyperDriveAcceleratorSpec
 from .status import Condition, HyperDriveAcceleratorStatus, StreamStatus
 from .streams import Retention, Stream
 from .types import parse_duration, parse_quantity
-from .workers import Autoscaling, WorkersSpec
+from .workers import Autoscaling, DeadLetterRetention, WorkersSpec
 
 __all__ = [
     "DEFAULT_FC_NODE_SELECTOR",
@@ -41,6 +41,7 @@ __all__ = [
     "Backpressure",
     "Condition",
     "CountByKeyStep",
+    "DeadLetterRetention",
     "DropFieldsStep",
     "FibreChannelSpec",
     "FibreChannelVolume",
