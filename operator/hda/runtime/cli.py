@@ -65,7 +65,7 @@ redis_timeout_option = click.option(
 log_option = click.option("--log-level", default="INFO", show_default=True)
 
 
-def _address(redis_url: str, redis_timeout: float) -> RedisAddress:
+def redis_address(redis_url: str, redis_timeout: float) -> RedisAddress:
     return RedisAddress.from_url(
         redis_url,
         password=os.environ.get(ENV_REDIS_PASSWORD) or None,
@@ -115,7 +115,7 @@ def ingest(
     setup_logging("ingest", log_level)
     config = _with_overrides(load_config(config_path), max_events_per_entry=max_events_per_entry)
     tokens = [t.strip() for t in os.environ.get(ENV_INGEST_TOKEN, "").split(",") if t.strip()]
-    address = _address(redis_url, redis_timeout)
+    address = redis_address(redis_url, redis_timeout)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -164,7 +164,7 @@ def worker(
     asyncio.run(
         serve_worker(
             config,
-            _address(redis_url, redis_timeout),
+            redis_address(redis_url, redis_timeout),
             consumer=consumer_name(consumer),
             host=host,
             port=port,
@@ -199,7 +199,7 @@ def output(
 
     setup_logging("output", log_level)
     config = load_config(config_path)
-    address = _address(redis_url, redis_timeout)
+    address = redis_address(redis_url, redis_timeout)
 
     async def main() -> None:
         stop = asyncio.Event()
