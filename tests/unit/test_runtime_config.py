@@ -67,3 +67,19 @@ def test_dead_letter_max_length_below_one_is_refused_naming_the_field() -> None:
         load_config_text(
             "streams: [{name: events}]\nworkers: {deadLetters: {maxLength: 0}}", source="s.yaml"
         )
+
+
+def test_segment_retention_defaults_to_a_week_and_a_share_of_the_volume() -> None:
+    config = load_config_text("streams: [{name: events}]", source="spec.yaml")
+    assert config.segment_retention_max_age_seconds == 7 * 24 * 3600.0
+    assert config.segment_retention_max_bytes is None
+
+
+def test_segment_retention_comes_from_spec_output() -> None:
+    config = load_config_text(
+        "streams: [{name: events}]\n"
+        "output: {sinks: {segmentFiles: {retention: {maxAge: 1h, maxTotalBytes: 2Gi}}}}",
+        source="spec.yaml",
+    )
+    assert config.segment_retention_max_age_seconds == 3600.0
+    assert config.segment_retention_max_bytes == 2 * 1024**3

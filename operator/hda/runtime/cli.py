@@ -183,6 +183,8 @@ def worker(
               type=click.Path(file_okay=False, path_type=Path))  # fmt: skip
 @click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104
 @click.option("--port", envvar="HDA_OUTPUT_PORT", default=DEFAULT_OUTPUT_PORT, show_default=True)
+@click.option("--retention-interval", type=click.FloatRange(min=0.05), default=10.0,
+              show_default=True, help="Seconds between segment retention passes.")  # fmt: skip
 @log_option
 def output(
     *,
@@ -193,6 +195,7 @@ def output(
     data_dir: Path,
     host: str,
     port: int,
+    retention_interval: float,
     log_level: str,
 ) -> None:
     """Write output streams to fsync'd segment files and serve live subscribers."""
@@ -206,7 +209,7 @@ def output(
         stop_on_signals(stop)
         await serve_output(
             config, address, consumer=consumer_name(consumer), data_dir=data_dir,
-            host=host, port=port, stop=stop,
+            host=host, port=port, stop=stop, retention_interval=retention_interval,
         )  # fmt: skip
 
     asyncio.run(main())

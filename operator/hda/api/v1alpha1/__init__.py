@@ -15,6 +15,7 @@ from .output import (
     OutputSpec,
     PvcRetentionPolicy,
     SegmentFilesSink,
+    SegmentRetention,
     SubscribersSink,
 )
 from .pipeline import (
@@ -69,6 +70,7 @@ __all__ = [
     "SampleStep",
     "SecretKeyRef",
     "SegmentFilesSink",
+    "SegmentRetention",
     "SetFieldsStep",
     "Stream",
     "StreamStatus",
