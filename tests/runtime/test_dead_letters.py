@@ -64,6 +64,9 @@ async def test_rest_lists_shows_and_replays_a_dead_letter_exactly_once(
     async with aiohttp.ClientSession() as session:
         async with session.get(base) as reply:
             assert reply.status == 401
+        async with session.get(f"{base}?limit=0", headers=AUTH) as reply:
+            assert reply.status == 400
+            assert "limit must be an integer in 1..1000, got '0'" in (await reply.json())["error"]
         async with session.get(base, headers=AUTH) as reply:
             assert reply.status == 200
             letters = (await reply.json())["deadLetters"]
