@@ -23,6 +23,7 @@ _COMMANDS: dict[str, str] = {
     "bench": "hda.runtime.cli:bench",
     "load": "hda.runtime.client_cli:load",
     "tail": "hda.runtime.client_cli:tail",
+    "dlq": "hda.runtime.dlq_cli:dlq",
 }
 
 

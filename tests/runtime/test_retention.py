@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from hda.runtime.codec import dead_letter_key
+from hda.runtime.config import RuntimeConfig, StreamConfig
 from hda.runtime.resp import RespConnection
-from hda.runtime.retention import trim_key
+from hda.runtime.retention import trim_dead_letters, trim_key
+from hda.runtime.worker import trim_streams
 
 pytestmark = pytest.mark.runtime
 
@@ -43,3 +46,35 @@ async def test_no_group_means_no_trim(redis: RespConnection) -> None:
         await redis.execute("XADD", key, "*", "i", i)
     assert await trim_key(redis, key, now_ms=10**13, max_age_seconds=1, max_length=1) == 0
     assert await redis.execute("XLEN", key) == 3
+
+
+async def test_dead_letters_are_trimmed_to_their_length_limit(redis: RespConnection) -> None:
+    key = "{hda:t:3}:dlq"
+    ids = [await redis.execute("XADD", key, "*", "i", i) for i in range(8)]
+    now_ms = int(ids[-1].split(b"-")[0])
+    removed = await trim_dead_letters(redis, key, now_ms=now_ms, max_age_seconds=3600, max_length=3)
+    assert removed == 5
+    assert [row[0] for row in await redis.execute("XRANGE", key, "-", "+")] == ids[5:]
+
+
+async def test_dead_letters_are_trimmed_by_age(redis: RespConnection) -> None:
+    key = "{hda:t:4}:dlq"
+    await redis.execute("XADD", key, "1000-0", "i", "old")
+    await redis.execute("XADD", key, "5000-0", "i", "older-than-limit")
+    await redis.execute("XADD", key, "9000-0", "i", "young")
+    removed = await trim_dead_letters(redis, key, now_ms=10_000, max_age_seconds=2, max_length=100)
+    assert removed == 2
+    assert [row[0] for row in await redis.execute("XRANGE", key, "-", "+")] == [b"9000-0"]
+
+
+async def test_worker_trim_pass_applies_dead_letter_retention(redis: RespConnection) -> None:
+    config = RuntimeConfig(
+        streams=(StreamConfig(name="t5", partitions=1),),
+        dead_letter_max_length=2,
+        dead_letter_max_age_seconds=3600,
+    )
+    key = dead_letter_key("t5", 0)
+    for i in range(5):
+        await redis.execute("XADD", key, "*", "i", i)
+    await trim_streams(redis, config)
+    assert await redis.execute("XLEN", key) == 2

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
 from hda.runtime.config import load_config_text
 
 
@@ -41,3 +44,42 @@ output:
     assert (config.segment_max_bytes, config.segment_max_age_seconds) == (1 << 20, 30.0)
     assert config.subscriber_max_buffered_entries == 7
     assert config.stream("other") is None
+
+
+def test_dead_letter_retention_defaults_to_ten_thousand_entries_and_a_week() -> None:
+    config = load_config_text("streams: [{name: events}]", source="spec.yaml")
+    assert (config.dead_letter_max_length, config.dead_letter_max_age_seconds) == (
+        10_000,
+        7 * 24 * 3600.0,
+    )
+
+
+def test_dead_letter_retention_comes_from_spec_workers() -> None:
+    config = load_config_text(
+        "streams: [{name: events}]\nworkers: {deadLetters: {maxLength: 50, maxAge: 2h}}",
+        source="spec.yaml",
+    )
+    assert (config.dead_letter_max_length, config.dead_letter_max_age_seconds) == (50, 7200.0)
+
+
+def test_dead_letter_max_length_below_one_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValidationError, match=r"deadLetters\.maxLength"):
+        load_config_text(
+            "streams: [{name: events}]\nworkers: {deadLetters: {maxLength: 0}}", source="s.yaml"
+        )
+
+
+def test_segment_retention_defaults_to_a_week_and_a_share_of_the_volume() -> None:
+    config = load_config_text("streams: [{name: events}]", source="spec.yaml")
+    assert config.segment_retention_max_age_seconds == 7 * 24 * 3600.0
+    assert config.segment_retention_max_bytes is None
+
+
+def test_segment_retention_comes_from_spec_output() -> None:
+    config = load_config_text(
+        "streams: [{name: events}]\n"
+        "output: {sinks: {segmentFiles: {retention: {maxAge: 1h, maxTotalBytes: 2Gi}}}}",
+        source="spec.yaml",
+    )
+    assert config.segment_retention_max_age_seconds == 3600.0
+    assert config.segment_retention_max_bytes == 2 * 1024**3

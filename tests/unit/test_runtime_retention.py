@@ -5,7 +5,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hda.runtime.retention import GroupPosition, retention_minid, safe_minid, trim_minid
+from hda.runtime.retention import (
+    GroupPosition,
+    dead_letter_minid,
+    retention_minid,
+    safe_minid,
+    trim_minid,
+)
 
 IDS = st.tuples(st.integers(0, 10**6), st.integers(0, 5))
 
@@ -67,3 +73,8 @@ def test_trim_minid_combines_without_passing_the_safe_point() -> None:
     assert trim_minid((5, 0), None, has_retention=True) is None  # retention asks for nothing
     assert trim_minid((5, 0), (10, 0), has_retention=True) == (5, 0)
     assert trim_minid((50, 0), (10, 0), has_retention=True) == (10, 0)
+
+
+def test_dead_letter_minid_cuts_at_now_minus_max_age() -> None:
+    assert dead_letter_minid(now_ms=10_000, max_age_seconds=2) == (8_000, 0)
+    assert dead_letter_minid(now_ms=1_000, max_age_seconds=60) == (0, 0)

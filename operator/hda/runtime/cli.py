@@ -65,7 +65,7 @@ redis_timeout_option = click.option(
 log_option = click.option("--log-level", default="INFO", show_default=True)
 
 
-def _address(redis_url: str, redis_timeout: float) -> RedisAddress:
+def redis_address(redis_url: str, redis_timeout: float) -> RedisAddress:
     return RedisAddress.from_url(
         redis_url,
         password=os.environ.get(ENV_REDIS_PASSWORD) or None,
@@ -115,7 +115,7 @@ def ingest(
     setup_logging("ingest", log_level)
     config = _with_overrides(load_config(config_path), max_events_per_entry=max_events_per_entry)
     tokens = [t.strip() for t in os.environ.get(ENV_INGEST_TOKEN, "").split(",") if t.strip()]
-    address = _address(redis_url, redis_timeout)
+    address = redis_address(redis_url, redis_timeout)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -164,7 +164,7 @@ def worker(
     asyncio.run(
         serve_worker(
             config,
-            _address(redis_url, redis_timeout),
+            redis_address(redis_url, redis_timeout),
             consumer=consumer_name(consumer),
             host=host,
             port=port,
@@ -183,6 +183,8 @@ def worker(
               type=click.Path(file_okay=False, path_type=Path))  # fmt: skip
 @click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104
 @click.option("--port", envvar="HDA_OUTPUT_PORT", default=DEFAULT_OUTPUT_PORT, show_default=True)
+@click.option("--retention-interval", type=click.FloatRange(min=0.05), default=10.0,
+              show_default=True, help="Seconds between segment retention passes.")  # fmt: skip
 @log_option
 def output(
     *,
@@ -193,20 +195,21 @@ def output(
     data_dir: Path,
     host: str,
     port: int,
+    retention_interval: float,
     log_level: str,
 ) -> None:
     """Write output streams to fsync'd segment files and serve live subscribers."""
 
     setup_logging("output", log_level)
     config = load_config(config_path)
-    address = _address(redis_url, redis_timeout)
+    address = redis_address(redis_url, redis_timeout)
 
     async def main() -> None:
         stop = asyncio.Event()
         stop_on_signals(stop)
         await serve_output(
             config, address, consumer=consumer_name(consumer), data_dir=data_dir,
-            host=host, port=port, stop=stop,
+            host=host, port=port, stop=stop, retention_interval=retention_interval,
         )  # fmt: skip
 
     asyncio.run(main())

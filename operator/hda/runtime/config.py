@@ -63,9 +63,13 @@ class RuntimeConfig:
     retry_after_seconds: int = 1
     pipeline: tuple[PipelineStep, ...] = ()
     max_deliveries: int = 5
+    dead_letter_max_length: int = 10_000
+    dead_letter_max_age_seconds: float = 7 * 24 * 3600.0
     batch_size: int = 64
     segment_max_bytes: int = 256 * 1024 * 1024
     segment_max_age_seconds: float = 600.0
+    segment_retention_max_age_seconds: float | None = 7 * 24 * 3600.0
+    segment_retention_max_bytes: int | None = None  # None: a share of the volume's capacity
     subscriber_max_buffered_entries: int = 10_000
     subscribers_enabled: bool = True
     # OTLP signal (logs, metrics, traces) -> stream name; a signal missing here answers 404.
@@ -102,9 +106,17 @@ def from_spec(spec: HyperDriveAcceleratorSpec) -> RuntimeConfig:
         retry_after_seconds=spec.ingest.backpressure.retry_after_seconds,
         pipeline=tuple(spec.workers.pipeline),
         max_deliveries=spec.workers.max_deliveries,
+        dead_letter_max_length=spec.workers.dead_letters.max_length,
+        dead_letter_max_age_seconds=parse_duration(spec.workers.dead_letters.max_age),
         batch_size=spec.workers.batch_size,
         segment_max_bytes=int(parse_quantity(segment_files.max_segment_bytes)),
         segment_max_age_seconds=parse_duration(segment_files.max_segment_age),
+        segment_retention_max_age_seconds=parse_duration(segment_files.retention.max_age)
+        if segment_files.retention.max_age
+        else None,
+        segment_retention_max_bytes=int(parse_quantity(segment_files.retention.max_total_bytes))
+        if segment_files.retention.max_total_bytes
+        else None,
         subscriber_max_buffered_entries=subscribers.max_buffered_entries,
         subscribers_enabled=subscribers.enabled,
         otlp_streams=spec.ingest.otlp.streams() if spec.ingest.otlp else {},

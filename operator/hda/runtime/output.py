@@ -13,6 +13,7 @@ import collections
 import contextlib
 import errno
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from .latency import output_latency
 from .metrics import Metrics
 from .probes import Liveness, Readiness, add_probe_routes, liveness_window
 from .resp import Arg, FencedConnector, RedisAddress, RespConnection, raise_errors
+from .segment_retention import delete_segments, scan_volume, segments_to_delete
 from .segments import (
     FilePosition,
     SegmentWriter,
@@ -47,7 +49,7 @@ from .segments import (
     segment_name,
 )
 from .supervise import run_until_stopped
-from .volume import VolumeGauges
+from .volume import VolumeGauges, volume_usage
 from .worker import count_per_key
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ log = logging.getLogger(__name__)
 CLOSE_SLOW_SUBSCRIBER = 4008
 READ_BLOCK_SECONDS = 1.0
 DISK_RETRY_MAX_SECONDS = 5.0
+DEFAULT_VOLUME_SHARE = 0.75  # segments may fill this much of the volume (alert fires at 85%)
+RETENTION_INTERVAL_SECONDS = 10.0
 
 
 class DiskWriteError(Exception):
@@ -151,12 +155,19 @@ class OutputProcess:
             "counter",
             "Failed segment writes or fsyncs (rolled back, not acknowledged), by errno",
         )
+        self.metrics.describe(
+            "hda_output_retention_deleted_bytes_total",
+            "counter",
+            "Bytes of segment files deleted by retention",
+        )
         self.volume = VolumeGauges(self.metrics, data_dir)
         self.latency = output_latency(self.metrics)
         self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
         self.liveness = Liveness(liveness_window(address.command_timeout, READ_BLOCK_SECONDS))
         self._connector = FencedConnector(address)
         self.durable_last: dict[tuple[str, int], StreamId] = {}
+        # stream -> subscriber -> the segment it reads history from (retention keeps it)
+        self.history_readers: dict[str, dict[int, int]] = {s.name: {} for s in config.streams}
 
     # --- the durable path ---
 
@@ -314,6 +325,35 @@ class OutputProcess:
             self.readiness.set("valkey", "reconnecting to Valkey")
             connection.close()
 
+    def retention_pass(self) -> int:
+        """Delete segments past the age or total-size limit; returns the bytes freed."""
+        max_bytes = self.config.segment_retention_max_bytes
+        if max_bytes is None:
+            max_bytes = int(volume_usage(self.data_dir).size_bytes * DEFAULT_VOLUME_SHARE)
+        protected = {
+            stream: min([writer.current_segment, *self.history_readers[stream].values()])
+            for stream, writer in self.writers.items()
+        }
+        chosen = segments_to_delete(
+            scan_volume(self.data_dir, list(self.writers)),
+            protected,
+            now=time.time(),
+            max_age_seconds=self.config.segment_retention_max_age_seconds,
+            max_total_bytes=max_bytes,
+        )
+        return delete_segments(self.data_dir, chosen)
+
+    async def retain_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                freed = await asyncio.to_thread(self.retention_pass)
+            except OSError as error:
+                log.warning("segment retention failed", extra={"error": str(error)})
+                continue
+            if freed:
+                self.metrics.inc("hda_output_retention_deleted_bytes_total", freed)
+
     def close(self) -> None:
         for writer in self.writers.values():
             writer.close()
@@ -362,13 +402,19 @@ class OutputProcess:
             subscriber.wakeup.set()
 
         watcher = asyncio.create_task(watch_client())
+        readers = self.history_readers[stream]
         try:
             if start is not None and start < history_end:
+                readers[id(subscriber)] = start.segment
                 # one segment in memory at a time, read off the event loop
                 for number in _segments_between(directory, start, history_end):
-                    lines = await asyncio.to_thread(
-                        _read_segment_range, directory, number, start, history_end
-                    )
+                    readers[id(subscriber)] = number
+                    try:
+                        lines = await asyncio.to_thread(
+                            _read_segment_range, directory, number, start, history_end
+                        )
+                    except FileNotFoundError:
+                        continue  # deleted by retention before this subscriber reached it
                     for line in lines:
                         await ws.send_frame(line, WSMsgType.TEXT)  # already UTF-8 JSON
                         last_sent = _id_of(line) or last_sent
@@ -392,6 +438,7 @@ class OutputProcess:
         except ConnectionError:
             pass
         finally:
+            readers.pop(id(subscriber), None)
             self.hub.unregister(stream, subscriber)
             watcher.cancel()
         return ws
@@ -446,6 +493,7 @@ async def serve_output(
     host: str,
     port: int,
     stop: asyncio.Event,
+    retention_interval: float = RETENTION_INTERVAL_SECONDS,
 ) -> None:
     process = OutputProcess(config, address, consumer, data_dir)
     process.recover_files()
@@ -454,6 +502,7 @@ async def serve_output(
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     log.info("output listening", extra={"host": host, "port": port, "dir": str(data_dir)})
+    retention = asyncio.create_task(process.retain_forever(retention_interval))
     try:
         await run_until_stopped(
             lambda: process.run(stop),
@@ -463,5 +512,8 @@ async def serve_output(
             readiness=process.readiness,
         )
     finally:
+        retention.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retention
         process.close()
         await runner.cleanup()

@@ -128,3 +128,25 @@ async def trim_key(
             "trimmed", extra={"key": key, "minid": format_stream_id(minid), "removed": removed}
         )
     return removed
+
+
+def dead_letter_minid(*, now_ms: int, max_age_seconds: float) -> StreamId:
+    """The age cut of a dead-letter stream: nothing reads it, so no group bounds the trim."""
+    return (max(0, now_ms - int(max_age_seconds * 1000)), 0)
+
+
+async def trim_dead_letters(
+    connection: RespConnection,
+    key: str,
+    *,
+    now_ms: int,
+    max_age_seconds: float,
+    max_length: int,
+) -> int:
+    """Trim one dead-letter stream to its age and length limits; returns entries removed."""
+    minid = format_stream_id(dead_letter_minid(now_ms=now_ms, max_age_seconds=max_age_seconds))
+    removed = int(await connection.execute("XTRIM", key, "MINID", minid))
+    removed += int(await connection.execute("XTRIM", key, "MAXLEN", str(max_length)))
+    if removed:
+        log.debug("dead letters trimmed", extra={"key": key, "removed": removed})
+    return removed

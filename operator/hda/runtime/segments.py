@@ -206,6 +206,11 @@ class SegmentWriter:
         self._durable_created = 0.0
         self._broken = False  # a write or fsync failed: roll back before writing again
 
+    @property
+    def current_segment(self) -> int:
+        """The number of the segment being written (retention never deletes it)."""
+        return self._number
+
     def recover(self) -> dict[int, StreamId]:
         """Open the newest segment, cut a torn tail, fsync; returns the last durable ID per
         partition (everything intact in the files counts: we fsync it before returning)."""

@@ -34,7 +34,7 @@ from .metrics import Metrics
 from .pipeline import EntryResult, Pipeline
 from .probes import Liveness, Readiness, add_probe_routes, liveness_window
 from .resp import Arg, FencedConnector, RedisAddress, RespConnection, RespError
-from .retention import trim_key
+from .retention import trim_dead_letters, trim_key
 from .scripts import Script
 from .supervise import run_until_stopped, stop_on_signals
 
@@ -372,7 +372,8 @@ class Worker:
 
 
 async def trim_streams(connection: RespConnection, config: RuntimeConfig) -> int:
-    """Trim every input and output partition behind its slowest group (idempotent)."""
+    """Trim every input and output partition behind its slowest group, and every dead-letter
+    stream to its own limits (idempotent)."""
     removed = 0
     now_ms = int(time.time() * 1000)
     for stream in config.streams:
@@ -385,6 +386,13 @@ async def trim_streams(connection: RespConnection, config: RuntimeConfig) -> int
                     max_age_seconds=stream.retention_max_age_seconds,
                     max_length=stream.retention_max_length,
                 )
+            removed += await trim_dead_letters(
+                connection,
+                dead_letter_key(stream.name, partition),
+                now_ms=now_ms,
+                max_age_seconds=config.dead_letter_max_age_seconds,
+                max_length=config.dead_letter_max_length,
+            )
     return removed
 
 

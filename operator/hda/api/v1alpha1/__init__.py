@@ -21,6 +21,7 @@ from .output import (
     OutputSinks,
     OutputSpec,
     SegmentFilesSink,
+    SegmentRetention,
     SubscribersSink,
 )
 from .pipeline import (
@@ -39,7 +40,7 @@ from .spec import HyperDriveAcceleratorSpec
 from .status import Condition, HyperDriveAcceleratorStatus, StreamStatus
 from .streams import Retention, Stream
 from .types import parse_duration, parse_quantity
-from .workers import Autoscaling, WorkersSpec
+from .workers import Autoscaling, DeadLetterRetention, WorkersSpec
 
 __all__ = [
     "DEFAULT_FC_NODE_SELECTOR",
@@ -47,6 +48,7 @@ __all__ = [
     "Backpressure",
     "Condition",
     "CountByKeyStep",
+    "DeadLetterRetention",
     "DropFieldsStep",
     "FibreChannelSpec",
     "FibreChannelVolume",
@@ -74,6 +76,7 @@ __all__ = [
     "SampleStep",
     "SecretKeyRef",
     "SegmentFilesSink",
+    "SegmentRetention",
     "SetFieldsStep",
     "Stream",
     "StreamStatus",

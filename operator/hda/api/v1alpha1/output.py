@@ -113,6 +113,20 @@ class FibreChannelSpec(ApiModel):
     )
 
 
+class SegmentRetention(ApiModel):
+    """When output deletes old segment files (never the one being written, nor one a subscriber
+    is reading history from)."""
+
+    max_age: Duration | None = Field(
+        default="168h", description="Delete a segment this long after its last write (7 days)."
+    )
+    max_total_bytes: Quantity | None = Field(
+        default=None,
+        description="Delete oldest segments while the volume's segments exceed this "
+        "(default: 75% of the volume's capacity, below the 85% disk alert).",
+    )
+
+
 class SegmentFilesSink(ApiModel):
     """Durable segment files on the output volume."""
 
@@ -121,6 +135,11 @@ class SegmentFilesSink(ApiModel):
     )
     max_segment_age: Duration = Field(
         default="10m", description="Rotate a segment after this long."
+    )
+    retention: SegmentRetention = Field(
+        default_factory=SegmentRetention,
+        description="Age and total-size limits of the segment files.",
+        json_schema_extra={"default": {}},
     )
 
 

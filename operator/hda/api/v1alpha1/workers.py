@@ -54,6 +54,19 @@ class Autoscaling(ApiModel):
         return self
 
 
+class DeadLetterRetention(ApiModel):
+    """How much of each partition's dead-letter stream Valkey keeps; it has no reader to wait for."""
+
+    max_length: int = Field(
+        default=10_000,
+        ge=1,
+        description="Keep at most this many dead-letter entries per partition (oldest go first).",
+    )
+    max_age: Duration = Field(
+        default="168h", description="Drop dead-letter entries older than this (default 7 days)."
+    )
+
+
 class WorkersSpec(ApiModel):
     """The worker Deployment that consumes streams and runs the pipeline."""
 
@@ -76,6 +89,11 @@ class WorkersSpec(ApiModel):
         ge=1,
         le=1000,
         description="Deliveries of an entry before it moves to the dead-letter stream.",
+    )
+    dead_letters: DeadLetterRetention = Field(
+        default_factory=DeadLetterRetention,
+        description="Retention of the dead-letter streams (length and age per partition).",
+        json_schema_extra={"default": {}},
     )
     batch_size: int = Field(
         default=64, ge=1, le=10_000, description="Stream entries read per XREADGROUP call."

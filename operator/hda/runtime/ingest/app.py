@@ -20,6 +20,7 @@ from ..resp import Reconnecting, RedisAddress
 from ..supervise import run_until_stopped
 from .admission import Admission
 from .backlog import BacklogMonitor
+from .deadletters import DeadLetterHandler
 from .rest import RestHandler
 from .websocket import WebSocketHandler
 from .writer import EntryWriter
@@ -43,6 +44,7 @@ class IngestServer:
         self.metrics.describe("hda_ingest_entries_total", "counter", "Stream entries written")
         self.write_connection = Reconnecting(address)
         self.poll_connection = Reconnecting(address)
+        self.admin_connection = Reconnecting(address)
         self.writer = EntryWriter(self.write_connection, config.max_events_per_entry)
         self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
         self.liveness = Liveness(liveness_window(address.command_timeout))
@@ -58,6 +60,7 @@ class IngestServer:
         self.rest = RestHandler(admission, self.writer, self.monitor)
         self.websocket = WebSocketHandler(admission, self.writer, self.monitor, self.shutting_down)
         self.otlp = OtlpHandler(admission, self.writer, self.monitor)
+        self.dead_letters = DeadLetterHandler(admission, self.admin_connection)
 
     def valkey_reachable(self) -> bool:
         """Groups exist and the last backlog poll succeeded: until then every request is 503."""
@@ -85,6 +88,7 @@ class IngestServer:
             await monitor_task
         self.write_connection.close()
         self.poll_connection.close()
+        self.admin_connection.close()
 
     def app(self) -> web.Application:
         # aiohttp enforces client_max_size when reading a body: that is our 413.
@@ -98,6 +102,7 @@ class IngestServer:
         app.router.add_post("/v1/streams/{stream}/events", self.rest.post_events)
         app.router.add_get("/v1/streams/{stream}/ws", self.websocket.websocket)
         self.otlp.add_routes(app)
+        self.dead_letters.add_routes(app)
         add_probe_routes(
             app,
             liveness=self.liveness,

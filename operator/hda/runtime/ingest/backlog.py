@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..codec import input_key
-from ..config import WORKER_GROUP, RuntimeConfig
+from ..codec import input_key, output_key
+from ..config import OUTPUT_GROUP, WORKER_GROUP, RuntimeConfig
 from ..probes import Liveness, Readiness
 from ..resp import Reconnecting, RespConnection, RespError
 from .writer import EntryWriter
@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 
 class BacklogMonitor:
-    """Polls the worker group's backlog (undelivered + pending) of every stream.
+    """Polls the backlog (undelivered + pending) of every stream: the worker group's on the input
+    keys plus the output group's on the output keys, so a stalled output also closes the gate.
 
     Valkey counts entries; the event figure multiplies by this process's average events per
     entry, which is what maxBacklog (in events) is compared with. Each poll is also ingest's
@@ -53,7 +54,10 @@ class BacklogMonitor:
             entries = 0
             for partition in range(stream.partitions):
                 entries += await self._partition_backlog(
-                    connection, input_key(stream.name, partition)
+                    connection, input_key(stream.name, partition), WORKER_GROUP
+                )
+                entries += await self._partition_backlog(
+                    connection, output_key(stream.name, partition), OUTPUT_GROUP
                 )
             backlog = entries * events_per_entry
             self.backlog_events[stream.name] = backlog
@@ -63,14 +67,14 @@ class BacklogMonitor:
                 self.open[stream.name].set()
 
     @staticmethod
-    async def _partition_backlog(connection: RespConnection, key: str) -> int:
+    async def _partition_backlog(connection: RespConnection, key: str, group: str) -> int:
         try:
             groups = await connection.execute("XINFO", "GROUPS", key)
         except RespError:
             return 0  # the key does not exist yet
         for flat in groups:
             info = dict(zip(flat[0::2], flat[1::2], strict=True))
-            if info[b"name"] == WORKER_GROUP.encode():
+            if info[b"name"] == group.encode():
                 lag = info.get(b"lag")
                 if lag is None:  # NULL after trims or explicit IDs: fall back to the length
                     lag = await connection.execute("XLEN", key)
