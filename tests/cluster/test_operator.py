@@ -1082,7 +1082,9 @@ def test_invalid_default_image_fails_the_operator_start(
 def test_operator_was_never_forbidden(running_operator: RunningOperator) -> None:
     requests = running_operator.proxy.snapshot()
     assert requests, "no requests went through the proxy"
-    forbidden = [r for r in requests if r.status in (401, 403)]
+    # An Event posted into a namespace the tests are deleting is refused by admission
+    # (NamespaceTerminating), which no permission could avoid; anything else is a missing grant.
+    forbidden = [r for r in requests if r.refused_by_rbac]
     assert forbidden == [], describe(forbidden)
     log = running_operator.process.output()
     lines = [line for line in log.splitlines() if "forbidden" in line.lower()]

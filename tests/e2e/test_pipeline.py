@@ -436,10 +436,11 @@ def test_delete_removes_every_child_and_releases_the_fc_volumes(
         and c["metadata"]["name"].startswith(f"data-{HDA}-output-")
     ]
     assert claims
-    # Output claims outlive their HDA by default (the data is kept); a user who wants the FC
-    # volumes back says so, and deleting the HDA then releases them.
-    real_cluster.kubectl("-n", NAMESPACE, "patch", "hda", HDA, "--type=merge", "-p",
-                         '{"spec":{"output":{"pvcRetentionPolicy":{"whenDeleted":"Delete"}}}}')  # fmt: skip
+    # Output and Valkey claims outlive their HDA by default (the data is kept); a user who wants
+    # the volumes back says so, and deleting the HDA then releases them.
+    delete_claims = '{"pvcRetentionPolicy":{"whenDeleted":"Delete"}}'
+    patch = f'{{"spec":{{"output":{delete_claims},"redis":{{"storage":{delete_claims}}}}}}}'
+    real_cluster.kubectl("-n", NAMESPACE, "patch", "hda", HDA, "--type=merge", "-p", patch)
     wait_for(
         lambda: kubectl_json(real_cluster, "-n", NAMESPACE, "get", "statefulset", f"{HDA}-output")[
             "spec"

@@ -23,13 +23,17 @@ from hda.specs.statefulsets import (
 NO_CAPABILITIES = "0000000000000000"
 
 
+#: The runtime containers are named after the `hda` command they run (specs/pods.py).
+RUNTIME_COMMANDS = ("ingest", "worker", "output")
+
+
 def _runtime_containers() -> list[dict[str, object]]:
     hda = example()
     return [
         container
         for _, template in pod_templates(children(hda))
         for container in template["spec"]["containers"]
-        if container["image"] == hda.spec.image
+        if container["name"] in RUNTIME_COMMANDS
     ]
 
 

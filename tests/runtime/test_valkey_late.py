@@ -72,7 +72,10 @@ async def test_ingest_answers_503_until_valkey_is_up_then_everything_flows(
         assert refused.value.status == 503
         assert refused.value.headers is not None
         assert refused.value.headers["Retry-After"] == "1"
-        assert await status_of(session, f"http://127.0.0.1:{output_port}/readyz") == 503
+        # output starts as a separate process: it answers once it listens, not ready until Valkey.
+        output = f"http://127.0.0.1:{output_port}"
+        await wait_for(lambda: status_of(session, f"{output}/healthz"), within=30)
+        assert await status_of(session, f"{output}/readyz") == 503
         assert all(component.running for component in late_processes.components)
 
         late_valkey.start()

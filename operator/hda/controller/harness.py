@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -56,6 +57,14 @@ class Request:
     path: str
     query: str
     status: int
+    #: For a 401/403: the Status reason and its causes (e.g. `Forbidden NamespaceTerminating`).
+    refusal: str = ""
+
+    @property
+    def refused_by_rbac(self) -> bool:
+        """Refused for want of a permission, not because its namespace is going away."""
+        terminating = "NamespaceTerminating" in self.refusal or "being terminated" in self.refusal
+        return self.status in (401, 403) and not terminating
 
     @property
     def write(self) -> bool:
@@ -64,6 +73,17 @@ class Request:
     @property
     def watch(self) -> bool:
         return "watch=" in self.query and "watch=false" not in self.query
+
+
+def _refusal(body: bytes) -> str:
+    """`REASON CAUSE...` of a Kubernetes Status body; the raw text when it is not one."""
+    try:
+        status = json.loads(body)
+        causes = [str(c.get("reason", "")) for c in (status.get("details") or {}).get("causes", [])]
+        parts = [str(status.get("reason", "")), *causes, str(status.get("message", ""))]
+        return " ".join(parts).strip()
+    except (ValueError, AttributeError):
+        return body[:200].decode(errors="replace")
 
 
 def free_port() -> int:
@@ -162,6 +182,14 @@ class CountingProxy:
                 request.method, url, headers=headers, data=body or None, allow_redirects=False
             ) as upstream:
                 status = upstream.status
+                if status in (401, 403):  # a small Status: keep why, then pass it on whole
+                    refusal_body = await upstream.read()
+                    self._record(request, status, _refusal(refusal_body))
+                    return web.Response(
+                        status=status,
+                        body=refusal_body,
+                        content_type=upstream.content_type,
+                    )
                 self._record(request, status)
                 response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
                 for key, value in upstream.headers.items():
@@ -183,17 +211,18 @@ class CountingProxy:
             return web.Response(status=502, text=f"proxy: {error}")
 
     @staticmethod
-    def _entry(request: web.Request, status: int) -> Request:
+    def _entry(request: web.Request, status: int, refusal: str = "") -> Request:
         return Request(
             at=time.time(),
             method=request.method,
             path=request.rel_url.path,
             query=request.rel_url.query_string,
             status=status,
+            refusal=refusal,
         )
 
-    def _record(self, request: web.Request, status: int) -> None:
-        entry = self._entry(request, status)
+    def _record(self, request: web.Request, status: int, refusal: str = "") -> None:
+        entry = self._entry(request, status, refusal)
         with self._lock:
             self.requests.append(entry)
 
