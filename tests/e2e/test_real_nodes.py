@@ -223,7 +223,7 @@ def test_traffic_to_outside_addresses_is_dropped_by_the_guard(
 
     def dropped() -> int:
         out = subprocess.run(
-            ["iptables", "-w", "-L", chain, "-v", "-x", "-n"],
+            ["iptables", "-w", "-t", network.GUARD_TABLE, "-L", chain, "-v", "-x", "-n"],
             capture_output=True,
             text=True,
             check=True,
@@ -244,9 +244,11 @@ def test_live_rules_jump_to_the_guard_first_and_never_masquerade(
 ) -> None:
     assert real_cluster.local is not None
     net = real_cluster.local.real.network
-    forward = network.list_rules("FORWARD")
-    assert forward[1] == f"-A FORWARD -j {net.forward_chain}"
-    ours = network.list_rules(net.forward_chain) + network.list_rules(net.input_chain)
+    table = network.GUARD_TABLE
+    # Checked after the plane ran for a while: kube-proxy has synced many times by now.
+    assert network.list_rules("FORWARD", table)[1] == f"-A FORWARD -j {net.forward_chain}"
+    assert network.list_rules("INPUT", table)[1] == f"-A INPUT -j {net.input_chain}"
+    ours = network.list_rules(net.forward_chain, table) + network.list_rules(net.input_chain, table)
     assert any(rule.endswith("-j DROP") for rule in ours)
     assert not any("MASQUERADE" in rule or "SNAT" in rule for rule in ours)
 

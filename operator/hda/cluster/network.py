@@ -10,7 +10,10 @@ a host address.
 All nodes of a cluster share the host's network namespace, so one kube-proxy programs the
 Service rules for all of them (two would rewrite the same `KUBE-*` chains in turn).
 
-The guard (iptables, filter table, our own chains jumped to first):
+The guard (iptables, mangle table, our own chains jumped to first). It lives in mangle because
+mangle's FORWARD and INPUT run before filter's and kube-proxy never writes them: in the filter
+table kube-proxy keeps prepending jumps (KUBE-FORWARD, KUBE-PROXY-FIREWALL, ...) on later syncs,
+and one of those could ACCEPT before our DROP. A DROP in mangle is final whatever filter says.
 - `HDA-FWD-<KEY>` in FORWARD accepts packets between the cluster's bridges and drops every
   other packet entering or leaving one of them. With `net.ipv4.ip_forward=1` (needed for
   ClusterIP Services) a pod can therefore reach pods and Services, and nothing beyond.
@@ -34,7 +37,6 @@ import logging
 import shlex
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -230,46 +232,32 @@ def check_subnets_free(network: ClusterNetwork, count: int) -> None:
                     )
 
 
+#: The table of the guard's chains and jumps (see the module docstring).
+GUARD_TABLE: Final = "mangle"
+
+
+def _guard(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return _run(["iptables", "-w", "-t", GUARD_TABLE, *args], check=check)
+
+
 def install_guard(network: ClusterNetwork, apiserver_port: int) -> None:
     remove_guard(network)
     for chain in (network.forward_chain, network.input_chain):
-        _run(["iptables", "-w", "-N", chain])
+        _guard("-N", chain)
     for rule in guard_rules(network, apiserver_port):
-        _run(["iptables", "-w", "-A", *rule])
+        _guard("-A", *rule)
     for builtin, chain in guard_jumps(network):
-        _run(["iptables", "-w", "-I", builtin, "1", "-j", chain])
+        _guard("-I", builtin, "1", "-j", chain)
     log.info("iptables guard %s/%s installed", network.forward_chain, network.input_chain)
-
-
-#: Jumps kube-proxy prepends to FORWARD on its first sync.
-KUBE_PROXY_FORWARD_JUMP: Final = "-j KUBE-FORWARD"
-
-
-def keep_guard_first(network: ClusterNetwork, timeout: float = 30.0) -> None:
-    """Once kube-proxy prepended its jumps (first sync), move ours back to the top.
-
-    kube-proxy only checks that its jumps exist afterwards, so ours stay first.
-    """
-    deadline = time.monotonic() + timeout
-    while not any(KUBE_PROXY_FORWARD_JUMP in rule for rule in list_rules("FORWARD")):
-        if time.monotonic() > deadline:
-            raise ClusterError(f"kube-proxy did not program FORWARD within {timeout:.0f}s")
-        time.sleep(0.2)
-    for builtin, chain in guard_jumps(network):
-        _run(["iptables", "-w", "-I", builtin, "1", "-j", chain])
-        rules = [line for line in list_rules(builtin) if line.startswith("-A ")]
-        numbers = [i + 1 for i, line in enumerate(rules) if line == f"-A {builtin} -j {chain}"]
-        for number in reversed(numbers[1:]):
-            _run(["iptables", "-w", "-D", builtin, str(number)])
 
 
 def remove_guard(network: ClusterNetwork) -> None:
     for builtin, chain in guard_jumps(network):
-        while _run(["iptables", "-w", "-D", builtin, "-j", chain], check=False).returncode == 0:
+        while _guard("-D", builtin, "-j", chain, check=False).returncode == 0:
             pass
     for chain in (network.forward_chain, network.input_chain):
-        _run(["iptables", "-w", "-F", chain], check=False)
-        _run(["iptables", "-w", "-X", chain], check=False)
+        _guard("-F", chain, check=False)
+        _guard("-X", chain, check=False)
 
 
 KUBE_CHAIN_PREFIX: Final = "KUBE-"
@@ -314,13 +302,13 @@ def guard_chains_present(network: ClusterNetwork) -> list[str]:
     return [
         chain
         for chain in (network.forward_chain, network.input_chain)
-        if _run(["iptables", "-w", "-S", chain], check=False).returncode == 0
+        if _guard("-S", chain, check=False).returncode == 0
     ]
 
 
-def list_rules(chain: str) -> list[str]:
-    """`iptables -S chain` lines (empty when the chain does not exist)."""
-    result = _run(["iptables", "-w", "-S", chain], check=False)
+def list_rules(chain: str, table: str = "filter") -> list[str]:
+    """`iptables -t TABLE -S chain` lines (empty when the chain does not exist)."""
+    result = _run(["iptables", "-w", "-t", table, "-S", chain], check=False)
     return result.stdout.splitlines() if result.returncode == 0 else []
 
 

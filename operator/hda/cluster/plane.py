@@ -361,7 +361,6 @@ class LocalCluster:
         for process in state.processes:
             if self._health_url(process.component, state) and process.component not in COMPONENTS:
                 self._wait_healthy(process, state)
-        network.keep_guard_first(self.real.network)  # kube-proxy put its jumps on top
         self._wait_real_nodes_ready(state)
         nodes = [(record.name, record.fc) for record in state.real_nodes]
         self._apply_manifests(storage.provision_volumes(self.real.volumes_dir, nodes))
