@@ -22,18 +22,8 @@ from hda.cluster.layout import (
 )
 
 BIN = Path("/opt/hda-bin")
-PORTS = Ports(
-    etcd_client=20001,
-    etcd_peer=20002,
-    apiserver=20003,
-    controller_manager=20004,
-    scheduler=20005,
-    kwok=20006,
-    registry=20007,
-    kube_proxy_healthz=20008,
-    kube_proxy_metrics=20009,
-    coredns_ready=20010,
-)
+# Distinct ports 20001, 20002, ... in field order (registry is 20007).
+PORTS = Ports.from_list(list(range(20001, 20001 + Ports.count())))
 
 
 @pytest.fixture

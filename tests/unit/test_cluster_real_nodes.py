@@ -29,18 +29,8 @@ from hda.cluster.manifests import FC_LABELS, NodeSpec, node_manifest
 from hda.cluster.real_nodes import node_labels, real_node_names
 
 NET = network.ClusterNetwork("a1b2c3")
-PORTS = Ports(
-    etcd_client=20001,
-    etcd_peer=20002,
-    apiserver=20003,
-    controller_manager=20004,
-    scheduler=20005,
-    kwok=20006,
-    registry=20007,
-    kube_proxy_healthz=20008,
-    kube_proxy_metrics=20009,
-    coredns_ready=20010,
-)
+# Distinct ports 20001, 20002, ... in field order (registry is 20007).
+PORTS = Ports.from_list(list(range(20001, 20001 + Ports.count())))
 REGISTRY_URL = "http://127.0.0.1:20007"
 
 
