@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+import yaml
+
 from hda.cluster import flags
 from hda.cluster.errors import ClusterError
+from hda.cluster.manifests import kubeconfig_manifest
 
 log = logging.getLogger(__name__)
 
@@ -216,3 +219,21 @@ def ensure_pki(pki_dir: Path) -> None:
     if not (pki_dir / flags.SA_KEY).exists() or not (pki_dir / flags.SA_PUB).exists():
         log.info("creating ServiceAccount signing key")
         _make_service_account_keys(pki_dir)
+
+
+def write_kubeconfig(
+    path: Path, pki_dir: Path, *, cluster_name: str, server: str, cert: str, key: str, user: str
+) -> None:
+    """A kubeconfig at `path` (mode 0600) with the CA and the client pair `cert`/`key` of
+    `pki_dir` embedded."""
+    document = kubeconfig_manifest(
+        cluster_name,
+        server,
+        ca_pem=(pki_dir / flags.CA_CERT).read_bytes(),
+        cert_pem=(pki_dir / cert).read_bytes(),
+        key_pem=(pki_dir / key).read_bytes(),
+        user=user,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))

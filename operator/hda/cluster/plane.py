@@ -47,7 +47,7 @@ from hda.cluster.layout import (
     ClusterLayout,
     Ports,
 )
-from hda.cluster.manifests import NodeSpec, kubeconfig_manifest, node_manifest, node_specs
+from hda.cluster.manifests import NodeSpec, node_manifest, node_specs
 from hda.cluster.processes import ProcessRecord
 from hda.cluster.real_nodes import RealNodeRecord, RealNodes, real_node_names
 
@@ -494,17 +494,15 @@ class LocalCluster:
         tmp.replace(self.layout.state_file)
 
     def _write_kubeconfig(self, ports: Ports) -> None:
-        pki_file = self.layout.pki
-        document = kubeconfig_manifest(
-            self.name,
-            flags.apiserver_url(ports),
-            ca_pem=pki_file(flags.CA_CERT).read_bytes(),
-            cert_pem=pki_file(flags.ADMIN_CERT).read_bytes(),
-            key_pem=pki_file(flags.ADMIN_KEY).read_bytes(),
+        pki.write_kubeconfig(
+            self.layout.kubeconfig,
+            self.layout.pki_dir,
+            cluster_name=self.name,
+            server=flags.apiserver_url(ports),
+            cert=flags.ADMIN_CERT,
+            key=flags.ADMIN_KEY,
+            user="admin",
         )
-        path = self.layout.kubeconfig
-        path.touch(mode=0o600, exist_ok=True)
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
 
     def _start_and_wait(self, state: ClusterState, components: list[str]) -> None:
         bin_dir = Path(state.bin_dir)

@@ -59,7 +59,7 @@ from hda.cluster.layout import (
     ClusterLayout,
     Ports,
 )
-from hda.cluster.manifests import FC_LABELS, kubeconfig_manifest
+from hda.cluster.manifests import FC_LABELS
 from hda.cluster.network import ClusterNetwork
 
 log = logging.getLogger(__name__)
@@ -216,17 +216,15 @@ class RealNodes:
     # -- files ----------------------------------------------------------------------------------
 
     def _kubeconfig(self, path: Path, server: str, cert: str, key: str, user: str) -> None:
-        document = kubeconfig_manifest(
-            self.layout.name,
-            server,
-            ca_pem=self.layout.pki(flags.CA_CERT).read_bytes(),
-            cert_pem=self.layout.pki(cert).read_bytes(),
-            key_pem=self.layout.pki(key).read_bytes(),
+        pki.write_kubeconfig(
+            path,
+            self.layout.pki_dir,
+            cluster_name=self.layout.name,
+            server=server,
+            cert=cert,
+            key=key,
             user=user,
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600, exist_ok=True)
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
 
     def write_shared_files(self, server: str, ports: Ports, first_node: str) -> None:
         for request in node_pki.shared_requests():
