@@ -160,3 +160,24 @@ def test_parse_duration(text: str, seconds: float) -> None:
 )
 def test_parse_quantity(text: str, value: float) -> None:
     assert float(parse_quantity(text)) == pytest.approx(value)
+
+
+def test_topology_defaults_fill_replicas_and_shards() -> None:
+    redis = load_manifest(manifest_with("  redis: {topology: cluster}\n")).spec.redis
+    assert (redis.topology, redis.shard_count, redis.replica_count) == ("cluster", 3, 1)
+    assert redis.acknowledge == "primary"
+
+
+@pytest.mark.parametrize(
+    ("redis", "expected"),
+    [
+        ("{replicas: 2}", "replicas needs topology replicated or cluster"),
+        ("{topology: replicated, replicas: 0}", "topology replicated needs replicas >= 1"),
+        ("{topology: replicated, shards: 3}", "shards needs topology cluster"),
+        ("{acknowledge: replica}", "acknowledge replica needs a replica"),
+        ("{topology: cluster, shards: 2}", "spec.redis.shards"),
+        ("{topology: ring}", "spec.redis.topology"),
+    ],
+)
+def test_inconsistent_topology_is_rejected(redis: str, expected: str) -> None:
+    assert expected in rejection(manifest_with(f"  redis: {redis}\n"))

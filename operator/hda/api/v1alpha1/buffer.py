@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .common import PvcRetentionPolicy, ResourceRequirements
 from .types import ApiModel, ImageReference, ObjectName, Quantity, cel, cel_rules
@@ -69,8 +69,78 @@ class RedisAuth(ApiModel):
     )
 
 
+Topology = Literal["standalone", "replicated", "cluster"]
+Acknowledge = Literal["primary", "fsync", "replica"]
+SENTINELS = 3  # a majority survives one lost sentinel
+
+
 class RedisSpec(ApiModel):
     """The Valkey StatefulSet that buffers every stream durably."""
+
+    # Changing the layout of a running buffer would need every stream copied; it is refused.
+    model_config = cel_rules(
+        cel(
+            "self.topology == oldSelf.topology",
+            "topology is immutable: create a new HDA with the other topology and move producers",
+            field_path=".topology",
+            reason="FieldValueForbidden",
+        ),
+        cel(
+            "self.topology != 'standalone' || !has(self.replicas) || self.replicas == 0",
+            "replicas needs topology replicated or cluster: standalone is one Valkey pod",
+            field_path=".replicas",
+        ),
+        cel(
+            "self.topology != 'replicated' || !has(self.replicas) || self.replicas >= 1",
+            "topology replicated needs replicas >= 1",
+            field_path=".replicas",
+        ),
+        cel(
+            "self.topology == 'cluster' || !has(self.shards)",
+            "shards needs topology cluster",
+            field_path=".shards",
+        ),
+        cel(
+            "self.acknowledge != 'replica' || self.topology != 'standalone'",
+            "acknowledge replica needs a replica: set topology replicated or cluster",
+            field_path=".acknowledge",
+        ),
+    )
+
+    topology: Topology = Field(
+        default="standalone",
+        description=(
+            "standalone: one Valkey pod. replicated: one primary, `replicas` replicas and 3 "
+            "Valkey Sentinels that fail over automatically. cluster: Valkey Cluster of `shards` "
+            "shards, each one primary and `replicas` replicas. Immutable."
+        ),
+    )
+    replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=5,
+        description=(
+            "Replicas per primary. Unset: 0 for standalone, 2 for replicated, 1 for cluster."
+        ),
+    )
+    shards: int | None = Field(
+        default=None,
+        ge=3,
+        le=64,
+        description=(
+            "Primaries of a cluster topology (unset: 3). At least 3, so that a majority of "
+            "primaries survives one and can fail it over. Growing and shrinking move slots "
+            "atomically (CLUSTER MIGRATESLOTS)."
+        ),
+    )
+    acknowledge: Acknowledge = Field(
+        default="primary",
+        description=(
+            "When ingest answers 202 and when a worker acknowledges its input. primary: after "
+            "the primary's write. fsync: after the primary's AOF fsync (WAITAOF 1 0). replica: "
+            "after the primary's fsync and one replica has the write too (WAITAOF 1 1)."
+        ),
+    )
 
     image: ImageReference | None = Field(
         default=None,
@@ -97,3 +167,33 @@ class RedisSpec(ApiModel):
     resources: ResourceRequirements | None = Field(
         default=None, description="Valkey container resources (defaults: 250m/512Mi requests)."
     )
+
+    @model_validator(mode="after")
+    def _topology_fields_agree(self) -> Self:
+        if self.topology == "standalone" and self.replicas:
+            raise ValueError(
+                "replicas needs topology replicated or cluster: standalone is one Valkey pod"
+            )
+        if self.topology == "replicated" and self.replicas == 0:
+            raise ValueError("topology replicated needs replicas >= 1")
+        if self.topology != "cluster" and self.shards is not None:
+            raise ValueError("shards needs topology cluster")
+        if self.acknowledge == "replica" and self.topology == "standalone":
+            raise ValueError(
+                "acknowledge replica needs a replica: set topology replicated or cluster"
+            )
+        return self
+
+    @property
+    def replica_count(self) -> int:
+        """Replicas per primary, with the topology's default filled in."""
+        if self.replicas is not None:
+            return self.replicas
+        return {"standalone": 0, "replicated": 2, "cluster": 1}[self.topology]
+
+    @property
+    def shard_count(self) -> int:
+        """Primaries: 1 unless the topology is cluster."""
+        if self.topology != "cluster":
+            return 1
+        return 3 if self.shards is None else self.shards
