@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from hda.cluster.testing import ClusterHandle, wait_for
-from hda.controller.harness import (
+from hda.testing.harness import (
     CountingProxy,
     OperatorProcess,
     Request,

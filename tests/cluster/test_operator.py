@@ -18,24 +18,12 @@ from typing import Any
 import pytest
 import redis
 
-pytest.register_assert_rewrite("hda.controller.pytest_fixtures")
+pytest.register_assert_rewrite("hda.testing.pytest_fixtures")
 
 from hda.api.consts import FIELD_MANAGER, LABEL_ACCELERATOR, LABEL_COMPONENT
 from hda.api.images import ENV_DEFAULT_VALKEY_IMAGE, DefaultImages
 from hda.api.v1alpha1 import HyperDriveAccelerator
 from hda.cluster.testing import ClusterHandle, wait_for
-from hda.controller.harness import OperatorProcess, Request, describe
-from hda.controller.pytest_fixtures import (
-    HDA_RESOURCE,
-    LOCAL_CLASS,
-    RESYNC_SECONDS,
-    HdaFactory,
-    RunningOperator,
-    condition,
-    default_images_env,
-    dump,
-    get_json,
-)
 from hda.controller.scaling import SCALING_ANNOTATION
 from hda.runtime.codec import input_key
 from hda.runtime.config import WORKER_GROUP
@@ -47,8 +35,20 @@ from hda.specs import (
     desired_children,
     resolve_images,
 )
+from hda.testing.harness import OperatorProcess, Request, describe
+from hda.testing.pytest_fixtures import (
+    HDA_RESOURCE,
+    LOCAL_CLASS,
+    RESYNC_SECONDS,
+    HdaFactory,
+    RunningOperator,
+    condition,
+    default_images_env,
+    dump,
+    get_json,
+)
 
-pytest_plugins = ["hda.controller.pytest_fixtures"]
+pytest_plugins = ["hda.testing.pytest_fixtures"]
 pytestmark = pytest.mark.cluster
 
 READY_TIMEOUT = 180.0

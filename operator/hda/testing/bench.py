@@ -1,4 +1,4 @@
-"""Operator benchmark: `python -m hda.controller.bench` prints figures (never asserts on time).
+"""Operator benchmark: `python -m hda.testing.bench` prints figures (never asserts on time).
 
 On a fresh local control plane (kwok nodes, so pods are simulated), with the operator running as
 `hda operator` under exactly the chart's RBAC behind a request-counting proxy:
@@ -326,7 +326,7 @@ def summarize(requests: list[Request], hdas: int, seconds: float) -> dict[str, f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hda.controller.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hda.testing.bench", description=__doc__)
     parser.add_argument("--hdas", type=int, default=100, help="HDAs in the scale phase")
     parser.add_argument("--per-namespace", type=int, default=10)
     parser.add_argument("--latency-runs", type=int, default=3)

@@ -1,7 +1,7 @@
 """Fixtures for the operator's cluster tests: the real `hda operator` process with exactly the
 chart's RBAC (its ServiceAccount token, no admin rights), behind a proxy that counts requests.
 
-Registered with `pytest_plugins = ["hda.controller.pytest_fixtures"]` by
+Registered with `pytest_plugins = ["hda.testing.pytest_fixtures"]` by
 tests/cluster/test_operator.py (it needs the `cluster` fixture of tests/cluster/conftest.py).
 """
 
@@ -22,7 +22,8 @@ import yaml
 from hda.api.images import ENV_DEFAULT_RUNTIME_IMAGE, ENV_DEFAULT_VALKEY_IMAGE, DefaultImages
 from hda.api.v1alpha1 import HyperDriveAccelerator
 from hda.cluster.testing import ClusterHandle, wait_for
-from hda.controller.harness import (
+from hda.specs import child_names
+from hda.testing.harness import (
     CountingProxy,
     OperatorProcess,
     Request,
@@ -30,7 +31,6 @@ from hda.controller.harness import (
     install_chart_rbac,
     token_kubeconfig,
 )
-from hda.specs import child_names
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "hda-operator"
