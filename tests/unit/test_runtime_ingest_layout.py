@@ -33,7 +33,7 @@ def test_layout_keeps_order_limits_and_locates_first_and_last(
     loop = asyncio.new_event_loop()
     try:
         submissions = [submission(stream, groups, loop) for stream, groups in requests]
-        entries, located = layout_entries(submissions, max_events, max_bytes)
+        entries, located, _ = layout_entries(submissions, max_events, max_bytes)
     finally:
         loop.close()
     expected: dict[tuple[str, int], list[bytes]] = {}
