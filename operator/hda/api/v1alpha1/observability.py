@@ -19,7 +19,12 @@ class TracingSpec(ApiModel):
     """Spans of the pipeline: ingest starts one per request, workers and output continue it."""
 
     model_config = cel_rules(
-        cel("!self.enabled || has(self.endpoint)", ENDPOINT_REQUIRED, field_path=".endpoint"),
+        # has(): the apiserver also checks the rules against the schema default `{}`.
+        cel(
+            "!has(self.enabled) || !self.enabled || has(self.endpoint)",
+            ENDPOINT_REQUIRED,
+            field_path=".endpoint",
+        ),
         cel(
             "!has(self.endpoint) || !self.endpoint.matches('/v1/traces/?$')",
             ENDPOINT_IS_BASE,
