@@ -379,6 +379,19 @@ def _ingest_cpu_per_event(options: BenchOptions, repeats: int = 200) -> tuple[fl
     return otlp / repeats / count * 1e6, ndjson / repeats / count * 1e6
 
 
+def _component_cpu(local: LocalPipeline) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the pipeline's processes, per role: unlike
+    throughput, this barely moves when other work shares the machine."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = collections.defaultdict(float)
+    for component in local.components:
+        assert component.process is not None
+        stat = Path(f"/proc/{component.process.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        used[component.name.split("-")[0]] += (int(fields[11]) + int(fields[12])) / ticks
+    return dict(used)
+
+
 def _machine() -> str:
     model = "unknown CPU"
     with open("/proc/cpuinfo") as cpuinfo:
@@ -428,9 +441,12 @@ def run_bench(options: BenchOptions) -> Iterator[str]:
             sink.start()
         local.start()
         try:
+            cpu_before = _component_cpu(local)
             sustained, accepted = asyncio.run(_throughput(options, ingest_port, output_port))
             rate = sustained / 2
             p50, p99, samples = asyncio.run(_latency(options, ingest_port, output_port, rate))
+            cpu_after = _component_cpu(local)
+            durable = asyncio.run(_output_events(output_port))
         finally:
             local.stop()  # components flush their queued spans as they exit
             if sink is not None:
@@ -444,6 +460,9 @@ def run_bench(options: BenchOptions) -> Iterator[str]:
     yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p50 | {p50:.1f} ms |"
     yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p99 | {p99:.1f} ms ({samples} requests) |"
     yield f"| ratio (b)/(a) | {sustained / ceiling:.2f} |"
+    for role, seconds in cpu_after.items():
+        per_event = (seconds - cpu_before[role]) / max(1.0, durable) * 1e6
+        yield f"| (b) CPU of the {role} process(es) per durable event | {per_event:.2f} us |"
     if options.otlp:
         otlp_us, ndjson_us = _ingest_cpu_per_event(options)
         yield f"| (c) ingest CPU per event, OTLP decode + map + encode | {otlp_us:.2f} us |"
