@@ -163,6 +163,28 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         with_stream(ingest={"otlp": {"logs": "events", "traces": "spans"}}),
         "spec.ingest.otlp.traces: Invalid value: ingest.otlp.traces must name a stream in spec.streams",
     ),
+    (
+        "tracing-without-endpoint",
+        with_stream(observability={"tracing": {"enabled": True}}),
+        "spec.observability.tracing.endpoint: Invalid value: "
+        "endpoint is required when tracing is enabled",
+    ),
+    (
+        "tracing-full-url",
+        with_stream(observability={"tracing": {"endpoint": "http://otel:4318/v1/traces"}}),
+        "spec.observability.tracing.endpoint: Invalid value: "
+        "endpoint is the receiver's base URL: /v1/traces is appended to it",
+    ),
+    (
+        "tracing-not-http",
+        with_stream(observability={"tracing": {"endpoint": "grpc://otel:4317"}}),
+        "spec.observability.tracing.endpoint",
+    ),
+    (
+        "tracing-ratio",
+        with_stream(observability={"tracing": {"sampleRatio": 2}}),
+        "spec.observability.tracing.sampleRatio",
+    ),
 ]
 
 

@@ -181,3 +181,28 @@ def test_topology_defaults_fill_replicas_and_shards() -> None:
 )
 def test_inconsistent_topology_is_rejected(redis: str, expected: str) -> None:
     assert expected in rejection(manifest_with(f"  redis: {redis}\n"))
+
+
+def test_tracing_defaults_to_off_at_one_percent() -> None:
+    tracing = load_manifest(MINIMAL).spec.observability.tracing
+    assert (tracing.enabled, tracing.endpoint, tracing.sample_ratio) == (False, None, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("tracing", "expected"),
+    [
+        ("{enabled: true}", "endpoint is required when tracing is enabled"),
+        ("{endpoint: 'otel:4318'}", "spec.observability.tracing.endpoint"),
+        ("{endpoint: 'http://otel:4318/?x=1'}", "spec.observability.tracing.endpoint"),
+        (
+            "{endpoint: 'http://otel:4318/v1/traces'}",
+            "endpoint is the receiver's base URL: /v1/traces is appended to it",
+        ),
+        ("{sampleRatio: 1.5}", "spec.observability.tracing.sampleRatio"),
+        ("{sampleRatio: -0.1}", "spec.observability.tracing.sampleRatio"),
+        ("{exporter: zipkin}", "spec.observability.tracing.exporter"),
+    ],
+)
+def test_bad_tracing_settings_are_rejected_naming_the_field(tracing: str, expected: str) -> None:
+    message = rejection(manifest_with(f"  observability:\n    tracing: {tracing}\n"))
+    assert expected in message

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from hda.runtime.config import load_config_text
+from hda.runtime.config import TracingConfig, load_config_text
 
 
 def test_manifest_and_bare_spec_give_the_same_runtime_config() -> None:
@@ -83,3 +83,26 @@ def test_segment_retention_comes_from_spec_output() -> None:
     )
     assert config.segment_retention_max_age_seconds == 3600.0
     assert config.segment_retention_max_bytes == 2 * 1024**3
+
+
+TRACED = (
+    "apiVersion: hda.shitops.dev/v1alpha1\nkind: HyperDriveAccelerator\n"
+    "metadata: {name: shop, namespace: team-a}\nspec:\n  streams: [{name: events}]\n"
+    "  observability:\n    tracing: {enabled: true, endpoint: 'http://otel:4318', sampleRatio: 0.25}\n"
+)
+
+
+def test_tracing_is_off_by_default() -> None:
+    assert load_config_text("streams: [{name: events}]", source="spec.yaml").tracing is None
+
+
+def test_disabled_tracing_with_an_endpoint_is_still_off() -> None:
+    spec = "streams: [{name: events}]\nobservability: {tracing: {endpoint: 'http://otel:4318'}}"
+    assert load_config_text(spec, source="spec.yaml").tracing is None
+
+
+def test_tracing_config_carries_endpoint_ratio_and_the_hda_identity() -> None:
+    tracing = load_config_text(TRACED, source="hda.yaml").tracing
+    assert tracing == TracingConfig(
+        endpoint="http://otel:4318", sample_ratio=0.25, hda_name="shop", hda_namespace="team-a"
+    )

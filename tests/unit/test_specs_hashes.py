@@ -111,3 +111,21 @@ def test_config_hash_ignores_key_order(value: dict[str, int]) -> None:
     reordered = dict(reversed(list(value.items())))
 
     assert config_hash(value) == config_hash(reordered)
+
+
+def test_enabling_tracing_rolls_the_runtime_but_not_valkey() -> None:
+    def trace(wire: dict[str, Any]) -> None:
+        wire["spec"]["observability"] = {
+            "tracing": {"enabled": True, "endpoint": "http://otel.monitoring:4318"}
+        }
+
+    assert changed_workloads(trace) == {"logs-ingest", "logs-workers", "logs-output"}
+
+
+def test_a_disabled_tracing_section_rolls_nothing() -> None:
+    def configure_but_keep_off(wire: dict[str, Any]) -> None:
+        wire["spec"]["observability"] = {
+            "tracing": {"endpoint": "http://otel.monitoring:4318", "sampleRatio": 0.5}
+        }
+
+    assert changed_workloads(configure_but_keep_off) == set()

@@ -16,6 +16,7 @@ from hda.api.consts import (
     ENV_REDIS_URL,
 )
 from hda.api.v1alpha1 import load_manifest
+from hda.runtime.config import TracingConfig, load_config_text
 from hda.runtime.resp import DEFAULT_COMMAND_TIMEOUT
 from hda.specs.pods import http_probes
 
@@ -44,6 +45,22 @@ def test_runtime_configmap_holds_a_loadable_manifest() -> None:
 
     assert loaded.spec == hda.spec
     assert loaded.metadata == {"name": "telemetry", "namespace": NAMESPACE}
+
+
+def test_runtime_pods_get_the_tracing_settings_and_the_hda_identity() -> None:
+    def trace(wire: dict[str, Any]) -> None:
+        wire["spec"]["observability"] = {
+            "tracing": {"enabled": True, "endpoint": "http://otel:4318", "sampleRatio": 0.1}
+        }
+
+    hda = edited(example("hda-full.yaml"), trace)
+    configmap = find(children(hda), "ConfigMap", "telemetry-config")
+
+    config = load_config_text(configmap["data"]["hda.yaml"], source="hda.yaml")
+
+    assert config.tracing == TracingConfig(
+        endpoint="http://otel:4318", sample_ratio=0.1, hda_name="telemetry", hda_namespace=NAMESPACE
+    )
 
 
 @pytest.mark.parametrize(("kind", "suffix", "command"), RUNTIME)

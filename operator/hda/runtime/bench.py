@@ -6,25 +6,34 @@
     (events made durable per second while producers push as fast as ingest accepts), then
     latency from the ingest acknowledgement to the record arriving at a live subscriber
     (which output publishes only after the fsync) at half that rate.
+With `--trace-ratio R` the pipeline traces itself (spec.observability.tracing, sampleRatio R)
+into an OTLP/HTTP sink on loopback that counts the spans; compare with a run without it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import os
 import re
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import aiohttp
 import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.logs.v1.logs_pb2 import SeverityNumber
 
 from .codec import parse_ndjson
@@ -47,6 +56,7 @@ class BenchOptions:
     appendfsync: str = "everysec"
     pipeline_steps: bool = False
     otlp: bool = False
+    trace_ratio: float | None = None  # None: tracing off
 
 
 @dataclass(frozen=True)
@@ -167,7 +177,50 @@ async def _xadd_ceiling(address: RedisAddress, seconds: float, entry_bytes: int)
 # --- (b) the pipeline ---
 
 
-def _manifest(options: BenchOptions) -> str:
+class SpanSink:
+    """An OTLP/HTTP trace receiver on loopback (a thread) that counts the spans per service."""
+
+    def __init__(self) -> None:
+        self.spans: collections.Counter[str] = collections.Counter()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans:
+                    attributes = resource_spans.resource.attributes
+                    service = next(
+                        (kv.value.string_value for kv in attributes if kv.key == "service.name"),
+                        "?",
+                    )
+                    for scope_spans in resource_spans.scope_spans:
+                        sink.spans[service] += len(scope_spans.spans)
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # a line per export would flood the bench's output
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _manifest(options: BenchOptions, trace_endpoint: str = "") -> str:
     steps = ""
     if options.pipeline_steps:
         steps = """
@@ -176,6 +229,11 @@ def _manifest(options: BenchOptions) -> str:
       - setFields: {fields: {env: bench}}
       - dropFields: {fields: [pad]}"""
     otlp = "\n    otlp: {logs: bench}" if options.otlp else ""
+    tracing = ""
+    if options.trace_ratio is not None:
+        tracing = f"""
+  observability:
+    tracing: {{enabled: true, endpoint: '{trace_endpoint}', sampleRatio: {options.trace_ratio}}}"""
     return f"""apiVersion: hda.shitops.dev/v1alpha1
 kind: HyperDriveAccelerator
 metadata: {{name: bench}}
@@ -190,7 +248,7 @@ spec:
     batchSize: 64{steps}
   output:
     sinks:
-      subscribers: {{maxBufferedEntries: 100000}}
+      subscribers: {{maxBufferedEntries: 100000}}{tracing}
 """
 
 
@@ -321,6 +379,19 @@ def _ingest_cpu_per_event(options: BenchOptions, repeats: int = 200) -> tuple[fl
     return otlp / repeats / count * 1e6, ndjson / repeats / count * 1e6
 
 
+def _component_cpu(local: LocalPipeline) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the pipeline's processes, per role: unlike
+    throughput, this barely moves when other work shares the machine."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = collections.defaultdict(float)
+    for component in local.components:
+        assert component.process is not None
+        stat = Path(f"/proc/{component.process.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        used[component.name.split("-")[0]] += (int(fields[11]) + int(fields[12])) / ticks
+    return dict(used)
+
+
 def _machine() -> str:
     model = "unknown CPU"
     with open("/proc/cpuinfo") as cpuinfo:
@@ -342,14 +413,20 @@ def run_bench(options: BenchOptions) -> Iterator[str]:
             f"{options.events_per_request} events of {_event_bytes(options)} B per request "
             f"({'OTLP protobuf log records to /v1/logs' if options.otlp else 'NDJSON'}), "
             f"{options.connections} HTTP connections, "
-            f"pipeline: {'filter+setFields+dropFields' if options.pipeline_steps else 'pass-through'}"
+            f"pipeline: {'filter+setFields+dropFields' if options.pipeline_steps else 'pass-through'}, "
+            + (
+                f"tracing on at sampleRatio {options.trace_ratio} (OTLP/HTTP sink on loopback)"
+                if options.trace_ratio is not None
+                else "tracing off"
+            )
         )
         with EmbeddedValkey(root / "ceiling", appendfsync=options.appendfsync) as valkey:
             ceiling = asyncio.run(
                 _xadd_ceiling(RedisAddress(port=valkey.port), options.seconds, options.event_bytes)
             )
         manifest = root / "bench.yaml"
-        manifest.write_text(_manifest(options))
+        sink = SpanSink() if options.trace_ratio is not None else None
+        manifest.write_text(_manifest(options, sink.endpoint if sink else ""))
         ingest_port, output_port = free_port(), free_port()
         local = LocalPipeline(
             manifest,
@@ -360,13 +437,20 @@ def run_bench(options: BenchOptions) -> Iterator[str]:
             log_level="WARNING",
             ingest_processes=options.ingest_processes,
         )
+        if sink is not None:
+            sink.start()
         local.start()
         try:
+            cpu_before = _component_cpu(local)
             sustained, accepted = asyncio.run(_throughput(options, ingest_port, output_port))
             rate = sustained / 2
             p50, p99, samples = asyncio.run(_latency(options, ingest_port, output_port, rate))
+            cpu_after = _component_cpu(local)
+            durable = asyncio.run(_output_events(output_port))
         finally:
-            local.stop()
+            local.stop()  # components flush their queued spans as they exit
+            if sink is not None:
+                sink.stop()
     yield ""
     yield "| measurement | result |"
     yield "|---|---|"
@@ -376,7 +460,13 @@ def run_bench(options: BenchOptions) -> Iterator[str]:
     yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p50 | {p50:.1f} ms |"
     yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p99 | {p99:.1f} ms ({samples} requests) |"
     yield f"| ratio (b)/(a) | {sustained / ceiling:.2f} |"
+    for role, seconds in cpu_after.items():
+        per_event = (seconds - cpu_before[role]) / max(1.0, durable) * 1e6
+        yield f"| (b) CPU of the {role} process(es) per durable event | {per_event:.2f} us |"
     if options.otlp:
         otlp_us, ndjson_us = _ingest_cpu_per_event(options)
         yield f"| (c) ingest CPU per event, OTLP decode + map + encode | {otlp_us:.2f} us |"
         yield f"| (c) ingest CPU per event, NDJSON validation (same count) | {ndjson_us:.2f} us |"
+    if sink is not None:
+        counts = ", ".join(f"{service} {n:,}" for service, n in sorted(sink.spans.items()))
+        yield f"| (d) spans received by the OTLP sink | {counts or 'none'} |"

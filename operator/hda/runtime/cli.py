@@ -272,6 +272,9 @@ def run(
               help="Run a filter + setFields + dropFields pipeline instead of pass-through.")  # fmt: skip
 @click.option("--otlp", is_flag=True,
               help="Post OTLP/HTTP protobuf log records to /v1/logs instead of NDJSON events.")  # fmt: skip
+@click.option("--trace-ratio", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Trace the pipeline at this sampleRatio into a loopback OTLP sink "
+              "(default: tracing off).")  # fmt: skip
 @log_option
 def bench(
     *,
@@ -285,6 +288,7 @@ def bench(
     appendfsync: str,
     pipeline_steps: bool,
     otlp: bool,
+    trace_ratio: float | None,
     log_level: str,
 ) -> None:
     """Raw Valkey XADD ceiling, then the whole pipeline: throughput and ack->durable latency."""
@@ -301,6 +305,7 @@ def bench(
         appendfsync=appendfsync,
         pipeline_steps=pipeline_steps,
         otlp=otlp,
+        trace_ratio=trace_ratio,
     )
     for line in run_bench(options):
         click.echo(line)

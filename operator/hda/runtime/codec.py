@@ -19,6 +19,7 @@ FIELD_DATA = b"d"
 FIELD_COUNT = b"n"
 FIELD_SOURCE = b"src"
 FIELD_ERROR = b"error"
+FIELD_TRACE = b"tc"  # W3C trace contexts of sampled requests; absent unless tracing (tracing.py)
 
 
 def partition_tag(stream: str, partition: int) -> str:

@@ -56,6 +56,20 @@ class StreamConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    """Where and how often the pipeline's own spans go (spec.observability.tracing, enabled)."""
+
+    endpoint: str  # base URL of an OTLP/HTTP receiver; /v1/traces is appended
+    sample_ratio: float
+    hda_name: str = ""  # resource attributes of every span
+    hda_namespace: str = ""
+
+    @property
+    def traces_url(self) -> str:
+        return self.endpoint.rstrip("/") + "/v1/traces"
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     streams: tuple[StreamConfig, ...]
     max_request_bytes: int = 8 * 1024 * 1024
@@ -74,6 +88,7 @@ class RuntimeConfig:
     subscribers_enabled: bool = True
     # OTLP signal (logs, metrics, traces) -> stream name; a signal missing here answers 404.
     otlp_streams: dict[str, str] = field(default_factory=dict)
+    tracing: TracingConfig | None = None  # None: tracing off, no SDK set up
     # Knobs the API does not expose (yet): ops defaults, overridable by CLI flags for tests.
     max_events_per_entry: int = 1000
     claim_idle_seconds: float = 30.0
@@ -84,8 +99,12 @@ class RuntimeConfig:
         return next((s for s in self.streams if s.name == name), None)
 
 
-def from_spec(spec: HyperDriveAcceleratorSpec) -> RuntimeConfig:
-    """The one adapter from the API model to the runtime's configuration."""
+def from_spec(
+    spec: HyperDriveAcceleratorSpec, *, name: str = "", namespace: str = ""
+) -> RuntimeConfig:
+    """The one adapter from the API model to the runtime's configuration; `name` and
+    `namespace` are the HDA's (a bare spec has none)."""
+    tracing = spec.observability.tracing
     segment_files = spec.output.sinks.segment_files
     subscribers = spec.output.sinks.subscribers
     return RuntimeConfig(
@@ -120,6 +139,14 @@ def from_spec(spec: HyperDriveAcceleratorSpec) -> RuntimeConfig:
         subscriber_max_buffered_entries=subscribers.max_buffered_entries,
         subscribers_enabled=subscribers.enabled,
         otlp_streams=spec.ingest.otlp.streams() if spec.ingest.otlp else {},
+        tracing=TracingConfig(
+            endpoint=tracing.endpoint,
+            sample_ratio=tracing.sample_ratio,
+            hda_name=name,
+            hda_namespace=namespace,
+        )
+        if tracing.enabled and tracing.endpoint is not None
+        else None,
     )
 
 
@@ -127,7 +154,8 @@ def load_config_text(text: str, *, source: str) -> RuntimeConfig:
     """A whole HDA manifest (what `hda run` gets) or a bare spec (what the operator mounts)."""
     data = yaml.safe_load(text)
     if isinstance(data, dict) and "kind" in data:
-        return from_spec(load_manifest(text, source=source).spec)
+        hda = load_manifest(text, source=source)
+        return from_spec(hda.spec, name=hda.name, namespace=hda.namespace)
     return from_spec(HyperDriveAcceleratorSpec.model_validate(data))
 
 

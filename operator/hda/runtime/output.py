@@ -24,6 +24,7 @@ from .codec import (
     FIELD_COUNT,
     FIELD_DATA,
     FIELD_SOURCE,
+    FIELD_TRACE,
     StreamId,
     decode_fields,
     output_key,
@@ -49,6 +50,7 @@ from .segments import (
     segment_name,
 )
 from .supervise import run_until_stopped
+from .tracing import SERVICE_OUTPUT, PipelineTracer
 from .volume import VolumeGauges, volume_usage
 from .worker import count_per_key
 
@@ -165,6 +167,7 @@ class OutputProcess:
         self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
         self.liveness = Liveness(liveness_window(address.command_timeout, READ_BLOCK_SECONDS))
         self._connector = FencedConnector(address)
+        self.tracing = PipelineTracer(config.tracing, SERVICE_OUTPUT, consumer)
         self.durable_last: dict[tuple[str, int], StreamId] = {}
         # stream -> subscriber -> the segment it reads history from (retention keeps it)
         self.history_readers: dict[str, dict[int, int]] = {s.name: {} for s in config.streams}
@@ -188,6 +191,7 @@ class OutputProcess:
         acks: dict[str, list[bytes]] = collections.defaultdict(list)
         events: dict[str, int] = collections.defaultdict(int)
         sources: dict[str, list[bytes]] = collections.defaultdict(list)  # input IDs: latency
+        traced: list[dict[bytes, bytes]] = []  # fields of entries that carry a trace context
         for key, entries in reply:
             stream, partition = self._by_key[key]
             durable = self.durable_last.get((stream, partition))
@@ -197,6 +201,8 @@ class OutputProcess:
                 if (durable is not None and parsed_id <= durable) or not flat:
                     continue  # written before a crash (or trimmed): acknowledge only
                 fields = decode_fields(flat)
+                if FIELD_TRACE in fields:
+                    traced.append(fields)
                 count = int(fields.get(FIELD_COUNT, b"0"))
                 line = encode_record(
                     partition,
@@ -209,18 +215,19 @@ class OutputProcess:
                 sources[stream].append(fields.get(FIELD_SOURCE, b""))
                 events[stream] += count
         stream = ""
-        try:
-            for stream, stream_records in records.items():
-                self.writers[stream].append(stream_records)
-            for stream in records:
-                self.writers[stream].sync()
-        except OSError as error:
-            if not is_disk_error(error):
-                raise
-            discarded = self._roll_back_all()
-            raise DiskWriteError(
-                stream, self.writers[stream].directory, error, discarded
-            ) from error
+        with self.tracing.batch_span("hda.output.write", traced):
+            try:
+                for stream, stream_records in records.items():
+                    self.writers[stream].append(stream_records)
+                for stream in records:
+                    self.writers[stream].sync()
+            except OSError as error:
+                if not is_disk_error(error):
+                    raise
+                discarded = self._roll_back_all()
+                raise DiskWriteError(
+                    stream, self.writers[stream].directory, error, discarded
+                ) from error
         for stream, stream_records in records.items():
             for partition, parsed_id, _ in stream_records:
                 self.durable_last[(stream, partition)] = parsed_id
@@ -517,3 +524,4 @@ async def serve_output(
             await retention
         process.close()
         await runner.cleanup()
+        process.tracing.shutdown()

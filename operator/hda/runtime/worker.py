@@ -21,6 +21,7 @@ from aiohttp import web
 from .codec import (
     FIELD_COUNT,
     FIELD_DATA,
+    FIELD_TRACE,
     dead_letter_key,
     decode_fields,
     input_key,
@@ -37,6 +38,7 @@ from .resp import Arg, FencedConnector, RedisAddress, RespConnection, RespError
 from .retention import trim_dead_letters, trim_key
 from .scripts import Script
 from .supervise import run_until_stopped, stop_on_signals
+from .tracing import SERVICE_WORKER, PipelineTracer
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +47,18 @@ ReadReply = list[tuple[bytes, list[tuple[bytes, list[bytes] | None]]]]
 
 COMMIT_SCRIPT = Script(
     """
--- KEYS: input, output, dead letters. ARGV: group, then 5 per entry:
--- input ID, result count, results (NDJSON), dead-letter count, dead letters (NDJSON).
+-- KEYS: input, output, dead letters. ARGV: group, then 6 per entry: input ID, result count,
+-- results (NDJSON), dead-letter count, dead letters (NDJSON), trace context ('' for none).
 local committed = 0
-for i = 2, #ARGV, 5 do
+for i = 2, #ARGV, 6 do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
     if ARGV[i + 1] ~= '0' then
-      redis.call('XADD', KEYS[2], '*', 'src', ARGV[i], 'n', ARGV[i + 1], 'd', ARGV[i + 2])
+      if ARGV[i + 5] == '' then
+        redis.call('XADD', KEYS[2], '*', 'src', ARGV[i], 'n', ARGV[i + 1], 'd', ARGV[i + 2])
+      else
+        redis.call('XADD', KEYS[2], '*', 'src', ARGV[i], 'n', ARGV[i + 1], 'd', ARGV[i + 2],
+          'tc', ARGV[i + 5])
+      end
     end
     if ARGV[i + 3] ~= '0' then
       redis.call('XADD', KEYS[3], '*', 'src', ARGV[i], 'n', ARGV[i + 3], 'd', ARGV[i + 4])
@@ -130,16 +137,19 @@ class Worker:
         self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
         self.liveness = Liveness(liveness_window(address.command_timeout, block_ms / 1000))
         self._connector = FencedConnector(address)
+        self.tracing = PipelineTracer(config.tracing, SERVICE_WORKER, consumer)
 
     # --- processing ---
 
-    def _plan(self, stream: str, item: Delivered) -> list[Arg] | None:
-        """Script arguments committing one entry, or None to leave it pending for a retry."""
+    def _plan(self, stream: str, item: Delivered, trace: bytes) -> list[Arg] | None:
+        """Script arguments committing one entry, or None to leave it pending for a retry;
+        `trace` goes into the output entry of a traced input entry."""
         if item.fields is None:
-            return [item.entry_id, "0", "", "0", ""]
+            return [item.entry_id, "0", "", "0", "", ""]
+        trace = trace if FIELD_TRACE in item.fields else b""
         payload = item.fields.get(FIELD_DATA, b"")
         if self.pipeline.is_passthrough:
-            return [item.entry_id, item.fields.get(FIELD_COUNT, b"0"), payload, "0", ""]
+            return [item.entry_id, item.fields.get(FIELD_COUNT, b"0"), payload, "0", "", trace]
         entry_ms = parse_stream_id(item.entry_id)[0]
         result = self.pipeline.run(payload.split(b"\n") if payload else [], entry_ms)
         if result.failures and item.deliveries < self.config.max_deliveries:
@@ -167,12 +177,23 @@ class Worker:
             b"\n".join(result.lines),
             str(len(dead)),
             b"\n".join(dead),
+            trace,
         ]
 
     async def process(
         self, connection: RespConnection, batch: dict[tuple[str, int], list[Delivered]]
     ) -> int:
         """Run the pipeline over delivered entries and commit them, one script call per partition."""
+        entries = (item.fields for items in batch.values() for item in items)
+        with self.tracing.batch_span("hda.worker.batch", entries) as trace:
+            return await self._process(connection, batch, trace)
+
+    async def _process(
+        self,
+        connection: RespConnection,
+        batch: dict[tuple[str, int], list[Delivered]],
+        trace: bytes,
+    ) -> int:
         calls: list[tuple[list[str], list[Arg]]] = []
         counted: list[tuple[str, int, list[bytes]]] = []
         for (stream, partition), items in batch.items():
@@ -180,7 +201,7 @@ class Worker:
             events = 0
             accepted: list[bytes] = []
             for item in items:
-                planned = self._plan(stream, item)
+                planned = self._plan(stream, item, trace)
                 if planned is not None:
                     args.extend(planned)
                     events += int(planned[1])
@@ -427,4 +448,5 @@ async def serve_worker(
     finally:
         if runner is not None:
             await runner.cleanup()
+        worker.tracing.shutdown()
     log.info("worker stopped", extra={"consumer": consumer})

@@ -88,17 +88,23 @@ def runtime_config_inputs(hda: HyperDriveAccelerator, component: Component) -> d
 
     The ConfigMap holds the whole spec, but hashing all of it would roll every pod on any
     change. Replica counts, autoscaling, Service exposure and resources are left out: they are
-    the operator's business or already part of the pod template.
+    the operator's business or already part of the pod template. Tracing counts only while
+    enabled: off, the runtime ignores the section (and pods of HDAs that never trace keep
+    their hash when the operator learns a new tracing field).
     """
     spec = hda.spec.to_wire()
     streams = spec["streams"]
+    traced = (
+        {"observability": spec["observability"]} if hda.spec.observability.tracing.enabled else {}
+    )
     if component is Component.INGEST:
-        return {"streams": streams, "ingest": _without(spec["ingest"], "replicas", "service")}
+        ingest = _without(spec["ingest"], "replicas", "service")
+        return {"streams": streams, "ingest": ingest, **traced}
     if component is Component.WORKERS:
         workers = _without(spec["workers"], "replicas", "autoscaling", "resources")
-        return {"streams": streams, "workers": workers}
+        return {"streams": streams, "workers": workers, **traced}
     if component is Component.OUTPUT:
-        return {"streams": streams, "output": {"sinks": spec["output"]["sinks"]}}
+        return {"streams": streams, "output": {"sinks": spec["output"]["sinks"]}, **traced}
     raise ValueError(f"{component} does not read the runtime manifest")
 
 

@@ -14,6 +14,7 @@ from .common import (
     Toleration,
 )
 from .ingest import Backpressure, IngestService, IngestSpec
+from .observability import ObservabilitySpec, TracingSpec
 from .output import (
     DEFAULT_FC_NODE_SELECTOR,
     FibreChannelSpec,
@@ -59,6 +60,7 @@ __all__ = [
     "IngestService",
     "IngestSpec",
     "ManifestError",
+    "ObservabilitySpec",
     "OutputSinks",
     "OutputSpec",
     "ParseJsonStep",
@@ -83,6 +85,7 @@ __all__ = [
     "SubscribersSink",
     "Templates",
     "Toleration",
+    "TracingSpec",
     "WorkersSpec",
     "load_manifest",
     "parse_duration",

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from .buffer import RedisSpec
 from .common import Templates
 from .ingest import IngestSpec
+from .observability import ObservabilitySpec
 from .otlp import otlp_stream_rules
 from .output import OutputSpec
 from .streams import Stream
@@ -60,6 +61,11 @@ class HyperDriveAcceleratorSpec(ApiModel):
     output: OutputSpec = Field(
         default_factory=OutputSpec,
         description="Durable output on Fibre Channel storage.",
+        json_schema_extra={"default": {}},
+    )
+    observability: ObservabilitySpec = Field(
+        default_factory=ObservabilitySpec,
+        description="How the pipeline reports on itself: traces of requests (off by default).",
         json_schema_extra={"default": {}},
     )
     template: Templates = Field(

@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ..config import RuntimeConfig
+from ..config import RuntimeConfig, consumer_name
 from ..groups import ensure_groups
 from ..metrics import Metrics
 from ..otlp.handler import OtlpHandler
 from ..probes import Liveness, Readiness, add_probe_routes, liveness_window
 from ..resp import Reconnecting, RedisAddress
 from ..supervise import run_until_stopped
+from ..tracing import SERVICE_INGEST, PipelineTracer
 from .admission import Admission
 from .backlog import BacklogMonitor
 from .deadletters import DeadLetterHandler
@@ -45,7 +46,12 @@ class IngestServer:
         self.write_connection = Reconnecting(address)
         self.poll_connection = Reconnecting(address)
         self.admin_connection = Reconnecting(address)
-        self.writer = EntryWriter(self.write_connection, config.max_events_per_entry)
+        self.tracing = PipelineTracer(config.tracing, SERVICE_INGEST, consumer_name())
+        self.writer = EntryWriter(
+            self.write_connection,
+            config.max_events_per_entry,
+            self.tracing.current_context if self.tracing.enabled else None,
+        )
         self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
         self.liveness = Liveness(liveness_window(address.command_timeout))
         self.monitor = BacklogMonitor(
@@ -92,7 +98,10 @@ class IngestServer:
 
     def app(self) -> web.Application:
         # aiohttp enforces client_max_size when reading a body: that is our 413.
-        app = web.Application(client_max_size=self.config.max_request_bytes)
+        app = web.Application(
+            client_max_size=self.config.max_request_bytes,
+            middlewares=[self.tracing.request_middleware()] if self.tracing.enabled else [],
+        )
         app.cleanup_ctx.append(self._context)
 
         async def on_shutdown(app: web.Application) -> None:
@@ -140,3 +149,4 @@ async def serve_ingest(
         await stop.wait()
     finally:
         await runner.cleanup()
+        server.tracing.shutdown()

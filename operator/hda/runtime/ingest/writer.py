@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..codec import ParsedBatch, event_id, input_key
+from ..codec import FIELD_TRACE, ParsedBatch, event_id, input_key
 from ..resp import Arg, Reconnecting, RespError
 
 MAX_ENTRY_BYTES = 4 * 1024 * 1024
@@ -29,21 +30,25 @@ class Submission:
     last: tuple[int, int]
     count: int
     future: asyncio.Future[Receipt]
+    trace: bytes | None = None  # the request's sampled trace context (tracing.py)
 
 
 Slot = tuple[str, int]  # (stream, partition)
 Spots = dict[tuple[int, int], tuple[int, int]]  # (partition, index) -> (entry number, offset)
+Traces = dict[Slot, dict[int, list[bytes]]]  # slot -> entry number -> contexts of its requests
 
 
 def layout_entries(
     submissions: list[Submission], max_events: int, max_bytes: int
-) -> tuple[dict[Slot, list[list[bytes]]], list[Spots]]:
+) -> tuple[dict[Slot, list[list[bytes]]], list[Spots], Traces]:
     """Pack the submissions' lines into entries per (stream, partition), in submission order,
     each at most `max_events` lines and `max_bytes` (a single larger line gets its own entry).
-    Also returns where each submission's first and last events landed."""
+    Also returns where each submission's first and last events landed, and the trace contexts
+    of the traced submissions each entry holds events of."""
     entries: dict[Slot, list[list[bytes]]] = {}
     sizes: dict[Slot, int] = {}
     located: list[Spots] = []
+    traces: Traces = {}
     for submission in submissions:
         spots: Spots = {}
         for partition, lines in submission.groups.items():
@@ -81,18 +86,28 @@ def layout_entries(
                         )
                 current.extend(piece)
                 size += piece_bytes
+                if submission.trace is not None:
+                    traces.setdefault(slot, {}).setdefault(len(chunks) - 1, []).append(
+                        submission.trace
+                    )
                 position += len(piece)
             sizes[slot] = size
         located.append(spots)
-    return entries, located
+    return entries, located, traces
 
 
 class EntryWriter:
     """Coalesces concurrent submissions into entries and pipelines their XADDs."""
 
-    def __init__(self, connection: Reconnecting, max_events_per_entry: int) -> None:
+    def __init__(
+        self,
+        connection: Reconnecting,
+        max_events_per_entry: int,
+        trace_context: Callable[[], bytes | None] | None = None,
+    ) -> None:
         self.connection = connection
         self.max_events_per_entry = max_events_per_entry
+        self.trace_context = trace_context  # None: tracing off
         self._pending: list[Submission] = []
         self._scheduled = False
         self.entries_written = 0
@@ -113,6 +128,8 @@ class EntryWriter:
             where = {i: (p, n) for p, indexes in groups.items() for n, i in enumerate(indexes)}
             first, last = where[0], where[len(lines) - 1]
         submission = Submission(stream, line_groups, first, last, len(lines), loop.create_future())
+        if self.trace_context is not None:
+            submission.trace = self.trace_context()
         self._pending.append(submission)
         if not self._scheduled:
             self._scheduled = True
@@ -122,23 +139,27 @@ class EntryWriter:
     def _flush(self) -> None:
         self._scheduled = False
         submissions, self._pending = self._pending, []
-        entries, located = layout_entries(submissions, self.max_events_per_entry, MAX_ENTRY_BYTES)
+        entries, located, traces = layout_entries(
+            submissions, self.max_events_per_entry, MAX_ENTRY_BYTES
+        )
         commands: list[tuple[Arg, ...]] = []
         first_command: dict[tuple[str, int], int] = {}
         for (stream, partition), chunks in entries.items():
             first_command[(stream, partition)] = len(commands)
-            for chunk in chunks:
-                commands.append(
-                    (
-                        "XADD",
-                        input_key(stream, partition),
-                        "*",
-                        "n",
-                        len(chunk),
-                        "d",
-                        b"\n".join(chunk),
-                    )
+            slot_traces = traces.get((stream, partition), {})
+            for number, chunk in enumerate(chunks):
+                command: tuple[Arg, ...] = (
+                    "XADD",
+                    input_key(stream, partition),
+                    "*",
+                    "n",
+                    len(chunk),
+                    "d",
+                    b"\n".join(chunk),
                 )
+                if number in slot_traces:
+                    command += (FIELD_TRACE, b"\n".join(slot_traces[number]))
+                commands.append(command)
                 self.events_written += len(chunk)
         self.entries_written += len(commands)
         task = asyncio.ensure_future(self._send(commands))
