@@ -10,10 +10,11 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from ..config import RuntimeConfig
 from ..groups import ensure_groups
-from ..metrics import Metrics
 from ..otlp.handler import OtlpHandler
 from ..probes import Liveness, Readiness, add_probe_routes, liveness_window
 from ..resp import Reconnecting, RedisAddress
@@ -21,6 +22,7 @@ from ..supervise import run_until_stopped
 from .admission import Admission
 from .backlog import BacklogMonitor
 from .deadletters import DeadLetterHandler
+from .metrics import IngestMetrics
 from .rest import RestHandler
 from .websocket import WebSocketHandler
 from .writer import EntryWriter
@@ -37,16 +39,13 @@ class IngestServer:
         tokens: list[str] | None = None,
     ) -> None:
         self.config = config
-        self.metrics = Metrics()
-        self.metrics.describe("hda_ingest_events_total", "counter", "Events accepted")
-        self.metrics.describe("hda_ingest_requests_total", "counter", "Requests by status code")
-        self.metrics.describe("hda_ingest_backlog_events", "gauge", "Estimated backlog in events")
-        self.metrics.describe("hda_ingest_entries_total", "counter", "Stream entries written")
+        self.metrics = IngestMetrics()
+        self.metrics.registry.on_scrape(self._written)
         self.write_connection = Reconnecting(address)
         self.poll_connection = Reconnecting(address)
         self.admin_connection = Reconnecting(address)
         self.writer = EntryWriter(self.write_connection, config.max_events_per_entry)
-        self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
+        self.readiness = Readiness(self.metrics.registry, valkey="connecting to Valkey")
         self.liveness = Liveness(liveness_window(address.command_timeout))
         self.monitor = BacklogMonitor(
             config,
@@ -92,7 +91,10 @@ class IngestServer:
 
     def app(self) -> web.Application:
         # aiohttp enforces client_max_size when reading a body: that is our 413.
-        app = web.Application(client_max_size=self.config.max_request_bytes)
+        app = web.Application(
+            client_max_size=self.config.max_request_bytes,
+            middlewares=[self.metrics.time_requests],
+        )
         app.cleanup_ctx.append(self._context)
 
         async def on_shutdown(app: web.Application) -> None:
@@ -111,11 +113,17 @@ class IngestServer:
         )
         return app
 
-    def render_metrics(self) -> str:
+    def _written(self) -> list[Metric]:
+        return [
+            CounterMetricFamily(
+                "hda_ingest_entries_total", "Stream entries written", self.writer.entries_written
+            )
+        ]
+
+    def render_metrics(self) -> bytes:
         for name, backlog in self.monitor.backlog_events.items():
-            self.metrics.set("hda_ingest_backlog_events", backlog, stream=name)
-        self.metrics.set("hda_ingest_entries_total", self.writer.entries_written)
-        return self.metrics.render()
+            self.metrics.backlog.labels(stream=name).set(backlog)
+        return self.metrics.registry.render()
 
 
 async def serve_ingest(
