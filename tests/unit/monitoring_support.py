@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -72,3 +73,15 @@ def compare_with_docs(scraped: dict[str, Family], documented: dict[str, Family])
                 f"{name}: labels {sorted(seen.labels)} exported, {sorted(doc.labels)} documented"
             )
     return sorted(problems)
+
+
+def label_selector(selector: dict[str, Any]) -> str:
+    """A monitor's LabelSelector (matchLabels, matchExpressions In/Exists) as `kubectl -l` text,
+    so that the API server does the matching."""
+    terms = [f"{key}={value}" for key, value in (selector.get("matchLabels") or {}).items()]
+    for expression in selector.get("matchExpressions") or []:
+        operator, key = expression["operator"], expression["key"]
+        if operator not in {"In", "Exists"}:
+            raise ValueError(f"selector operator {operator!r} of {key!r} is not handled here")
+        terms.append(f"{key} in ({','.join(expression['values'])})" if operator == "In" else key)
+    return ",".join(terms)
