@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.unit.monitoring_support import label_selector
 
 from hda.cluster.testing import ClusterHandle, wait_for
 from hda.testing.harness import (
@@ -402,6 +403,72 @@ def test_installed_chart_credentials_run_the_operator_to_ready(
         cluster.kubectl(
             "delete", "pv", "-l", f"{VOLUME_LABEL}={pipelines}", "--wait=false", check=False
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics: the ServiceMonitor reaches the operator's /metrics port
+
+
+def test_service_monitor_reaches_the_operator_pods_metrics_port(
+    cluster: ClusterHandle, release: Release, helm_home: Path
+) -> None:
+    """Installed with metrics on, the metrics Service selects the operator pod and its
+    EndpointSlice carries the pod's `metrics` port, the one `--metrics-port` opens; the
+    ServiceMonitor (rendered as with the Prometheus Operator's API present) selects exactly
+    that Service, by a port name it has."""
+    values = ["--set", "metrics.enabled=true", "--set", "metrics.serviceMonitor.enabled=true"]
+    release.install(*values)
+    namespace = release.namespace
+    monitor = yaml.safe_load(
+        helm(
+            cluster, helm_home, "template", release.name, str(CHART), "--namespace", namespace,
+            *values, "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+            "--show-only", "templates/servicemonitor.yaml",
+        ).stdout
+    )  # fmt: skip
+    assert monitor["kind"] == "ServiceMonitor"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [namespace]}
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+
+    selector = label_selector(monitor["spec"]["selector"])
+    [service] = get_json(cluster, "services", "-n", namespace, "-l", selector)["items"]
+    [service_port] = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
+    deployment = next(
+        item
+        for item in get_json(cluster, "deployments", "-n", namespace)["items"]
+        if item["metadata"]["name"].startswith(release.name)
+    )
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    [container_port] = [p for p in container["ports"] if p["name"] == service_port["targetPort"]]
+    assert f"--metrics-port={container_port['containerPort']}" in container["args"]
+
+    def slice_endpoint() -> dict[str, Any] | None:
+        slices = get_json(
+            cluster, "endpointslices", "-n", namespace,
+            "-l", f"kubernetes.io/service-name={service['metadata']['name']}",
+        )["items"]  # fmt: skip
+        for item in slices:
+            ports = {(p.get("name"), p.get("port")) for p in item.get("ports") or []}
+            if (endpoint["port"], container_port["containerPort"]) not in ports:
+                continue
+            for address in item.get("endpoints") or []:
+                if (address.get("conditions") or {}).get("ready"):
+                    found: dict[str, Any] = address
+                    return found
+        return None
+
+    address = wait_for(
+        slice_endpoint,
+        timeout=READY_TIMEOUT,
+        interval=1.0,
+        message=lambda: json.dumps(
+            get_json(cluster, "endpointslices", "-n", namespace).get("items"), indent=1
+        )[-4000:],
+    )
+    pod = get_json(cluster, "pod", address["targetRef"]["name"], "-n", namespace)
+    pod_labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,8 +17,17 @@ from typing import Any
 
 import pytest
 import redis
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 pytest.register_assert_rewrite("hda.testing.pytest_fixtures")
+
+from tests.unit.monitoring_support import (
+    compare_with_docs,
+    documented_metrics,
+    label_selector,
+    scraped_families,
+)
 
 from hda.api.consts import FIELD_MANAGER, LABEL_ACCELERATOR, LABEL_COMPONENT
 from hda.api.images import ENV_DEFAULT_VALKEY_IMAGE, DefaultImages
@@ -52,6 +61,7 @@ pytest_plugins = ["hda.testing.pytest_fixtures"]
 pytestmark = pytest.mark.cluster
 
 READY_TIMEOUT = 180.0
+CHART = Path(__file__).resolve().parents[2] / "charts" / "hda-operator"
 FC_LABEL = "hda.shitops.dev/fibre-channel"
 
 
@@ -559,7 +569,7 @@ def test_scale_subresource_sets_the_worker_count(
     assert ingest_after["metadata"]["generation"] == ingest_before["metadata"]["generation"]
 
 
-def test_metrics_export_every_operator_series_the_dashboard_and_alerts_query(
+def test_metrics_export_every_operator_series_the_dashboard_alerts_and_docs_name(
     cluster: ClusterHandle,
     running_operator: RunningOperator,
     hdas: HdaFactory,
@@ -570,11 +580,15 @@ def test_metrics_export_every_operator_series_the_dashboard_and_alerts_query(
     obj = ready_hda(cluster, running_operator, hdas, ns, extra_spec=autoscaling)
     name = obj["metadata"]["name"]
     text = running_operator.process.metrics()
-    assert f'hda_operator_workers_max_replicas{{hda="{name}",namespace="{ns}"}} 7' in text
-    assert re.search(
-        rf'^hda_operator_workers_replicas\{{hda="{name}",namespace="{ns}"\}} [1-7]$', text, re.M
-    )
-    assert re.search(r"^hda_operator_reconciles_total [1-9]", text, re.M)
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    per_hda = (("hda", name), ("namespace", ns))
+    assert samples["hda_operator_workers_max_replicas", per_hda] == 7
+    assert 1 <= samples["hda_operator_workers_replicas", per_hda] <= 7
+    assert samples["hda_operator_reconciles_total", ()] >= 1
     declared = set(re.findall(r"^# TYPE (hda_operator_\w+) ", text, re.M))
     chart_files = Path(__file__).resolve().parents[2] / "charts" / "hda-operator" / "files"
     queried = set(
@@ -586,6 +600,67 @@ def test_metrics_export_every_operator_series_the_dashboard_and_alerts_query(
     )
     assert queried, "the dashboard and rules query operator metrics"
     assert queried <= declared, f"queried but not exported: {sorted(queried - declared)}"
+    # docs/monitoring.md's operator rows and the scrape agree in both directions.
+    documented = {
+        metric: family
+        for metric, family in documented_metrics().items()
+        if metric.startswith("hda_operator_")
+    }
+    assert compare_with_docs(scraped_families(text), documented) == []
+
+
+def prometheus_label(pod_label: str) -> str:
+    """The `__meta_kubernetes_pod_label_*` name Prometheus gives a pod label."""
+    return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", pod_label)
+
+
+def test_pod_monitor_selects_every_runtime_pod_on_the_port_serving_metrics(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """The chart's PodMonitor (rendered as `helm install` would with the Prometheus Operator's
+    API present) picks the ingest, worker and output pods of a real HDA, each on one named port
+    that is the port of its probes: the server that answers `/metrics` too."""
+    ns = restricted_namespace
+    name = ready_hda(cluster, running_operator, hdas, ns)["metadata"]["name"]
+    rendered = cluster.helm(
+        tmp_path, "template", "hda", str(CHART), "--namespace", "hda-system",
+        "--set", "monitoring.podMonitor.enabled=true",
+        "--api-versions", "monitoring.coreos.com/v1/PodMonitor",
+        "--show-only", "templates/podmonitor.yaml",
+    ).stdout  # fmt: skip
+    monitor = yaml.safe_load(rendered)
+    assert monitor["kind"] == "PodMonitor"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    endpoints = monitor["spec"]["podMetricsEndpoints"]
+    assert {endpoint["path"] for endpoint in endpoints} == {"/metrics"}
+    ports = {endpoint["port"] for endpoint in endpoints}
+
+    selected = get_json(
+        cluster, "pods", "-n", ns, "-l", label_selector(monitor["spec"]["selector"])
+    )["items"]
+    mine = [pod for pod in selected if pod["metadata"]["labels"].get(LABEL_ACCELERATOR) == name]
+    components = {pod["metadata"]["labels"][LABEL_COMPONENT] for pod in mine}
+    assert components == {"ingest", "workers", "output"}
+    assert len(mine) == len(selected), "only this HDA's runtime pods (no Valkey) are selected"
+    for pod in mine:
+        [container] = pod["spec"]["containers"]
+        named = {port["name"] for port in container.get("ports", [])}
+        [scraped] = named & ports  # one target per pod, never two
+        assert container["readinessProbe"]["httpGet"]["port"] == scraped
+        assert pod["status"].get("podIP"), "a target needs the pod's address"
+    relabeled = {
+        source
+        for endpoint in endpoints
+        for relabeling in endpoint["relabelings"]
+        for source in relabeling["sourceLabels"]
+    }
+    for pod in mine:
+        present = {prometheus_label(label) for label in pod["metadata"]["labels"]}
+        assert relabeled <= present, f"relabelings read labels the pods lack: {relabeled - present}"
 
 
 # --- pause ------------------------------------------------------------------------------------

@@ -1,27 +1,38 @@
-"""Every metric the chart's dashboard and alerts query is one the running processes export.
+"""What the runtime processes export, against what the chart queries and the docs promise.
 
-Ingest, a worker and output run as real processes; their /metrics are scraped and each metric
-name in the dashboard's and the rules' expressions must be a declared family (`# TYPE`), a
-histogram's `_bucket`/`_sum`/`_count` counting as its family. The operator's `hda_operator_*`
-series are checked against a running operator in tests/cluster/test_operator_metrics.py.
+`hda run` starts ingest, a worker and output as real processes; events (one dead-lettered), an
+OTLP log and a refused request go through, and the three /metrics are scraped:
+
+- each metric name in the dashboard's and the rules' expressions is a declared family (`# TYPE`),
+  a histogram's `_bucket`/`_sum`/`_count` counting as its family;
+- docs/monitoring.md's table of runtime metrics and the scrapes agree, in both directions (name,
+  type, labels);
+- the ingest request and end-to-end latency histograms hold the samples of that traffic.
+
+The operator's `hda_operator_*` series are checked against a running operator in
+tests/cluster/test_operator.py.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
-from tests.runtime.conftest import Processes, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+from tests.runtime.conftest import wait_for
+from tests.unit.monitoring_support import compare_with_docs, documented_metrics, scraped_families
 
 from hda.runtime.embedded import free_port
-from hda.runtime.latency import output_latency
-from hda.runtime.metrics import Metrics
-from hda.runtime.volume import SIZE, VolumeGauges
+from hda.runtime.local import wait_ready
 
 pytestmark = pytest.mark.runtime
 
@@ -61,40 +72,81 @@ def exported(name: str, declared: dict[str, str]) -> bool:
 async def scrape(session: aiohttp.ClientSession, port: int) -> str:
     async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
         assert response.status == 200
+        assert response.content_type == "text/plain"
         return await response.text()
 
 
-async def test_every_queried_runtime_metric_is_exported(
-    processes: Processes, write_manifest: Any, tmp_path: Path
-) -> None:
+def value(text: str, sample_name: str, **labels: str) -> float | None:
+    """The value of one sample of a scrape, parsed as Prometheus parses it; None if absent."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == sample_name and sample.labels == labels:
+                return float(sample.value)
+    return None
+
+
+class HdaRun:
+    def __init__(self, ingest: int, worker: int, output: int) -> None:
+        self.ingest, self.worker, self.output = ingest, worker, output
+
+
+@pytest.fixture
+def hda_run(write_manifest: Any, tmp_path: Path) -> Iterator[HdaRun]:
     manifest = write_manifest(
-        "    - {name: events, partitions: 2}\n",
-        "  ingest:\n    otlp: {logs: events}\n  workers:\n    maxDeliveries: 1\n"
+        "    - {name: events, partitions: 2}\n    - {name: logs}\n",
+        "  ingest:\n    otlp: {logs: logs}\n  workers:\n    maxDeliveries: 1\n"
         "    pipeline:\n      - parseJson: {field: raw}\n",
     )
-    ingest_port = processes.ingest(manifest)
-    worker_port = free_port()
-    processes.start(
-        "worker-0", "worker", manifest, "--port", str(worker_port), ready_port=worker_port
-    )
-    _, output_port = processes.output(manifest, tmp_path / "data")
+    ports = HdaRun(free_port(), free_port(), free_port())
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "hda.runtime", "run", str(manifest),
+            "--data-dir", str(tmp_path / "run"), "--workers", "1",
+            "--ingest-port", str(ports.ingest), "--output-port", str(ports.output),
+            "--worker-port", str(ports.worker),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for port in (ports.ingest, ports.worker, ports.output):
+            wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=60)
+        yield ports
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, body: bytes, content_type: str, status: int
+) -> None:
+    async with session.post(url, data=body, headers={"Content-Type": content_type}) as response:
+        assert response.status == status, await response.text()
+
+
+async def test_runtime_scrapes_match_the_docs_dashboard_and_alerts(hda_run: HdaRun) -> None:
+    ingest = f"http://127.0.0.1:{hda_run.ingest}"
     async with aiohttp.ClientSession() as session:
         # One good event and one the pipeline dead-letters (raw is not JSON).
         body = b'{"raw": "{\\"ok\\": 1}"}\n{"raw": "not json"}\n'
-        async with session.post(
-            f"http://127.0.0.1:{ingest_port}/v1/streams/events/events",
-            data=body,
-            headers={"Content-Type": "application/x-ndjson"},
-        ) as response:
-            assert response.status == 202
+        await post(session, f"{ingest}/v1/streams/events/events", body, "application/x-ndjson", 202)
+        await post(session, f"{ingest}/v1/streams/nope/events", b"{}", "application/json", 404)
+        log = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": "x"}}]}]}]}
+        await post(session, f"{ingest}/v1/logs", json.dumps(log).encode(), "application/json", 200)
 
         async def durable() -> bool:
-            return 'hda_output_events_total{stream="events"} 1' in await scrape(
-                session, output_port
+            text = await scrape(session, hda_run.output)
+            return all(
+                value(text, "hda_output_entries_total", stream=stream) == 1
+                for stream in ("events", "logs")
             )
 
         await wait_for(durable)
-        texts = [await scrape(session, port) for port in (ingest_port, worker_port, output_port)]
+        texts = [
+            await scrape(session, port) for port in (hda_run.ingest, hda_run.worker, hda_run.output)
+        ]
+    ingest_text, worker_text, output_text = texts
+
     declared: dict[str, str] = {}
     for text in texts:
         declared.update(families(text))
@@ -102,28 +154,24 @@ async def test_every_queried_runtime_metric_is_exported(
     assert runtime_names, "the dashboard and rules query runtime metrics"
     missing = {n for n in runtime_names if not exported(n, declared)}
     assert not missing, f"queried but not exported: {sorted(missing)}"
-    # The latency histogram has samples, not just a declaration.
-    assert re.search(r'^hda_worker_latency_seconds_count\{stream="events"\} 1$', texts[1], re.M)
-    assert re.search(r'^hda_worker_dead_letters_total\{stream="events"\} 1$', texts[1], re.M)
 
-
-def sample(text: str, name: str) -> float:
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert match is not None, f"no sample of {name}"
-    return float(match[1])
-
-
-def test_output_modules_export_what_the_dashboard_and_alert_query(tmp_path: Path) -> None:
-    metrics = Metrics()
-    VolumeGauges(metrics, tmp_path).update()
-    output_latency(metrics).observe("events", [b"1700000000000-0"], now=1_700_000_000.25)
-    text = metrics.render()
-    output_families = {
-        "hda_output_volume_used_bytes",
-        "hda_output_volume_size_bytes",
-        "hda_output_latency_seconds_bucket",
+    scraped = {}
+    for text in texts:
+        scraped.update(scraped_families(text))
+    documented = {
+        name: family
+        for name, family in documented_metrics().items()
+        if not name.startswith("hda_operator_")
     }
-    assert all(exported(name, families(text)) for name in output_families)
-    assert 'hda_output_latency_seconds_bucket{stream="events",le="0.25"} 1' in text
-    used, size = sample(text, "hda_output_volume_used_bytes"), sample(text, SIZE)
-    assert 0 < used <= size
+    assert compare_with_docs(scraped, documented) == []
+
+    # Ingest request latency: the 202 and the OTLP 200 as 2xx of their routes, the 404 as 4xx.
+    duration = "hda_ingest_request_duration_seconds_count"
+    events_route = "/v1/streams/{stream}/events"
+    assert value(ingest_text, duration, route=events_route, status_class="2xx") == 1
+    assert value(ingest_text, duration, route=events_route, status_class="4xx") == 1
+    assert value(ingest_text, duration, route="/v1/logs", status_class="2xx") == 1
+    # End to end: one sample per input entry made durable (the request was one entry).
+    assert value(output_text, "hda_output_latency_seconds_count", stream="events") == 1
+    assert value(worker_text, "hda_worker_latency_seconds_count", stream="events") == 1
+    assert value(worker_text, "hda_worker_dead_letters_total", stream="events") == 1

@@ -1,5 +1,6 @@
-"""The operator's lag probe (`measure_streams`) against a real Valkey fed by the real ingest and
-worker processes: lag, pending, length, dead letters and rates, with exact numbers.
+"""The operator's lag probe (`measure_streams`) against a real Valkey fed by the real ingest,
+worker and output processes: lag, pending, length, dead letters and rates, and the output
+stream's backlog (output's group), with exact numbers.
 
 The clock is passed in (`now`), so rates are exact and no test sleeps for them.
 """
@@ -19,8 +20,8 @@ from tests.runtime.conftest import Processes, group_idle, total_length, wait_for
 from hda.api.v1alpha1 import Stream
 from hda.controller.lag import Sample, measure_streams
 from hda.controller.status import StreamLag
-from hda.runtime.codec import input_key, partition_for_key
-from hda.runtime.config import WORKER_GROUP
+from hda.runtime.codec import input_key, output_key, partition_for_key
+from hda.runtime.config import OUTPUT_GROUP, WORKER_GROUP
 from hda.runtime.embedded import EmbeddedValkey
 from hda.runtime.resp import RespConnection
 
@@ -82,7 +83,11 @@ async def post(session: aiohttp.ClientSession, port: int, events: list[dict[str,
 
 
 async def test_lag_pending_dead_letters_and_rates_from_real_processes(
-    processes: Processes, write_manifest: Any, client: aioredis.Redis, redis: RespConnection
+    processes: Processes,
+    write_manifest: Any,
+    client: aioredis.Redis,
+    redis: RespConnection,
+    tmp_path: Path,
 ) -> None:
     manifest: Path = write_manifest(STREAMS, WORKERS)
     spec_streams = [Stream(name="events", partitions=2), Stream(name="quiet", partitions=1)]
@@ -138,10 +143,35 @@ async def test_lag_pending_dead_letters_and_rates_from_real_processes(
     await wait_for(lambda: group_idle(redis, events_keys, WORKER_GROUP))
     processed = await probe.at(116.0)
     # 7 entries, all acknowledged (6 acked since the last sample over 10 s), one dead letter.
+    # No output runs: the 6 entries the worker wrote (the ghost acked one unprocessed) are the
+    # output's backlog, apart from the workers' lag.
     assert processed["events"] == StreamLag(
-        "events", lag=0, pending=0, length=7, dead_letters=1, ingest_rate=0.1, process_rate=0.6
+        "events",
+        lag=0,
+        pending=0,
+        length=7,
+        dead_letters=1,
+        ingest_rate=0.1,
+        process_rate=0.6,
+        output_lag=6,
+        output_pending=0,
     )
     assert probe.fallbacks == 0  # every partition read: one round trip, no XINFO STREAM
+
+    # An output consumer takes two output entries without making them durable: pending.
+    output_a = output_key("events", partition_a)
+    rows = await client.xreadgroup(OUTPUT_GROUP, "ghost", {output_a: ">"}, count=2)
+    assert isinstance(rows, list)
+    [(_, taken)] = rows
+    taken_output = await probe.at(118.0)
+    assert (taken_output["events"].output_lag, taken_output["events"].output_pending) == (4, 2)
+    assert taken_output["events"].lag == 0  # the workers' lag is untouched
+    await client.xack(output_a, OUTPUT_GROUP, *[entry_id for entry_id, _ in taken])
+
+    # The real output makes the rest durable: the output backlog drains to zero.
+    processes.output(manifest, tmp_path / "data")
+    output_keys = [output_key("events", p) for p in range(2)]
+    await wait_for(lambda: group_idle(redis, output_keys, OUTPUT_GROUP))
 
     # Idle: rates 0.0, and the next sample is identical (so status would not be written again).
     quiet = await probe.at(126.0)

@@ -151,6 +151,8 @@ def test_rates_reach_status_and_read_back_unchanged() -> None:
                 dead_letters=1,
                 ingest_rate=3.3,
                 process_rate=120_000.0,
+                output_lag=6,
+                output_pending=2,
             ),
         )
     )
@@ -164,6 +166,8 @@ def test_rates_reach_status_and_read_back_unchanged() -> None:
             "ingestRate": 3.3,
             "processRate": 120_000.0,
             "deadLetters": 1,
+            "outputLag": 6,
+            "outputPending": 2,
         }
     ]
     again, transitions = compute_status(healthy(lag=lag_from_status(status)), status, T1)
@@ -181,3 +185,31 @@ def test_an_idle_stream_writes_nothing_even_after_a_json_round_trip() -> None:
     assert isinstance(live["streams"][0]["ingestRate"], int)
     again, _ = compute_status(healthy(lag=idle), live, T1)
     assert status_patch(again, live) is None
+
+
+def test_output_backlog_is_reported_apart_and_never_in_the_workers_lag() -> None:
+    """totalLag (what autoscaling reads) is the input's; the output stream's entries not yet
+    durable are per stream and in totalOutputBacklog."""
+    lag = Lag(
+        streams=(
+            StreamLag("events", lag=3, pending=4, length=9, output_lag=10, output_pending=5),
+            StreamLag("logs", lag=None, pending=1, length=1, output_lag=None, output_pending=2),
+        )
+    )
+    assert lag.total == 8
+    assert lag.total_output == 17
+    status, _ = compute_status(healthy(lag=lag), None, T0)
+    assert status["totalLag"] == 8
+    assert status["totalOutputBacklog"] == 17
+    assert [s.get("outputLag") for s in status["streams"]] == [10, None]
+
+
+def test_output_lag_and_pending_sum_over_partitions() -> None:
+    readings = [
+        PartitionReading(length=1, output_lag=4, output_pending=1),
+        PartitionReading(length=1, output_lag=2, output_pending=3),
+    ]
+    summed = summarise("events", readings)
+    assert (summed.output_lag, summed.output_pending) == (6, 4)
+    unknown = summarise("events", [*readings, PartitionReading(output_lag=None)])
+    assert unknown.output_lag is None  # one trimmed partition makes the sum unknown

@@ -11,7 +11,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from tests.unit.monitoring_support import (
+    HEADER,
+    TABLE_HEADING,
+    Family,
+    compare_with_docs,
+    documented_metrics,
+    scraped_families,
+)
 
 from hda.cluster.binaries import find_bin_dir
 
@@ -104,3 +113,39 @@ def test_dashboard_has_the_panels_the_issue_asks_for() -> None:
     )
     variables = {variable["name"] for variable in dashboard["templating"]["list"]}
     assert variables == {"datasource", "namespace", "hda"}
+
+
+# --- docs/monitoring.md's metrics table (what the scrape tests compare against) ---------------
+
+
+def test_metrics_table_parses_with_types_and_labels() -> None:
+    table = documented_metrics()
+    assert table["hda_ingest_request_duration_seconds"] == Family(
+        "histogram", frozenset({"route", "status_class"})
+    )
+    assert table["hda_operator_output_backlog_entries"] == Family(
+        "gauge", frozenset({"namespace", "hda", "stream"})
+    )
+    assert table["hda_output_volume_size_bytes"] == Family("gauge", frozenset())
+
+
+def test_a_malformed_metrics_row_names_its_line() -> None:
+    text = f"# Monitoring\n\n{TABLE_HEADING}\n\n{HEADER}\n|---|---|---|---|\n| `hda_x` | meter | | x |\n"
+    with pytest.raises(ValueError, match=r"line 7: not a metrics row"):
+        documented_metrics(text)
+
+
+def test_scrape_differences_name_the_metric() -> None:
+    scraped = scraped_families(
+        '# HELP hda_a_total a\n# TYPE hda_a_total counter\nhda_a_total{stream="s"} 1.0\n'
+        "# HELP hda_b b\n# TYPE hda_b gauge\nhda_b 1.0\n"
+    )
+    documented = {
+        "hda_a_total": Family("counter", frozenset({"stream", "code"})),
+        "hda_c": Family("gauge", frozenset()),
+    }
+    assert compare_with_docs(scraped, documented) == [
+        "hda_a_total: labels ['stream'] exported, ['code', 'stream'] documented",
+        "hda_b: exported but not in docs/monitoring.md",
+        "hda_c: documented but not exported",
+    ]

@@ -29,7 +29,8 @@ def test_readiness_names_each_cause_and_exports_it() -> None:
     readiness.set("disk", "No space left on device")
     readiness.clear("valkey")
     assert readiness.causes == {"disk": "No space left on device"}
-    assert 'hda_not_ready{cause="disk"} 1' in metrics.render()
-    assert 'hda_not_ready{cause="valkey"} 0' in metrics.render()
+    text = metrics.render().decode()
+    assert 'hda_not_ready{cause="disk"} 1.0' in text
+    assert 'hda_not_ready{cause="valkey"} 0.0' in text
     readiness.clear("disk")
     assert readiness.ready

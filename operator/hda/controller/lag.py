@@ -1,8 +1,8 @@
 """Stream lag, pending, dead letters and rates of one HDA's Valkey.
 
 `measure_streams` reads every partition of every stream in one pipelined round trip (XLEN of the
-input and dead-letter keys, XINFO GROUPS of the input key) and turns two successive samples into
-`StreamLag`s with pure arithmetic (`stream_lags`).
+input and dead-letter keys, XINFO GROUPS of the input and output keys) and turns two successive
+samples into `StreamLag`s with pure arithmetic (`stream_lags`).
 
 Definitions, per logical stream (summed over its partitions), for the workers' consumer group:
 
@@ -17,6 +17,11 @@ Definitions, per logical stream (summed over its partitions), for the workers' c
   from (entries-read stays NULL until the first read, so no worker has ever run).
 - `process_rate`: entries acknowledged per second: the change of `entries-read - pending`
   (an entry moved to the dead-letter stream is acknowledged too, so it counts).
+
+For the output stream (the workers' results, which output makes durable) the same XINFO GROUPS
+of output's consumer group gives `output_lag` and `output_pending`: entries not yet durable. They
+are reported next to the input's figures and never feed autoscaling, which scales workers on the
+input backlog alone (output replicas do not follow it).
 
 The first sample of a stream, a stream whose partition count changed, an unknown counter, or a
 counter that went backwards (a recreated key or group) gives a rate of 0.0. Rates are rounded to
@@ -35,8 +40,8 @@ import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from hda.api.v1alpha1 import Stream
-from hda.runtime.codec import dead_letter_key, input_key
-from hda.runtime.config import WORKER_GROUP
+from hda.runtime.codec import dead_letter_key, input_key, output_key
+from hda.runtime.config import OUTPUT_GROUP, WORKER_GROUP
 
 from .status import StreamLag
 
@@ -53,6 +58,8 @@ class PartitionReading:
     pending: int = 0
     entries_read: int | None = 0
     entries_added: int | None = None  # from XINFO STREAM, read only when the group cannot tell
+    output_lag: int | None = 0  # output's group on the output key
+    output_pending: int = 0
 
     @property
     def needs_stream_info(self) -> bool:
@@ -84,6 +91,8 @@ class StreamSample:
     dead_letters: int
     added: int | None
     acked: int | None
+    output_lag: int | None = 0
+    output_pending: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +121,8 @@ def summarise(name: str, readings: Sequence[PartitionReading]) -> StreamSample:
         dead_letters=sum(r.dead_letters for r in readings),
         added=_sum([r.added for r in readings]),
         acked=_sum([r.acked for r in readings]),
+        output_lag=_sum([r.output_lag for r in readings]),
+        output_pending=sum(r.output_pending for r in readings),
     )
 
 
@@ -148,16 +159,30 @@ def stream_lags(current: Sample, previous: Sample | None) -> tuple[StreamLag, ..
                 dead_letters=now.dead_letters,
                 ingest_rate=ingest_rate,
                 process_rate=process_rate,
+                output_lag=now.output_lag,
+                output_pending=now.output_pending,
             )
         )
     return tuple(lags)
 
 
-def _worker_group(groups: Any) -> dict[str, Any] | None:
+def _group(groups: Any, name: str) -> dict[str, Any] | None:
     for group in groups:
-        if group.get("name") in (WORKER_GROUP, WORKER_GROUP.encode()):
+        if group.get("name") in (name, name.encode()):
             return dict(group)
     return None
+
+
+def _output_reading(groups: Any) -> tuple[int | None, int]:
+    """Output's (lag, pending) on one output key; no key yet: nothing to make durable."""
+    if isinstance(groups, ResponseError) and "no such key" in str(groups).lower():
+        return 0, 0
+    if isinstance(groups, Exception):
+        raise groups
+    group = _group(groups, OUTPUT_GROUP)
+    if group is None:
+        return None, 0
+    return _optional_int(group.get("lag")), int(group.get("pending") or 0)
 
 
 def _optional_int(value: Any) -> int | None:
@@ -172,7 +197,7 @@ def _reading(length: Any, dead: Any, groups: Any) -> PartitionReading:
         return PartitionReading(length=int(length), dead_letters=int(dead))  # nothing added yet
     if isinstance(groups, Exception):
         raise groups
-    group = _worker_group(groups)
+    group = _group(groups, WORKER_GROUP)
     if group is None:  # the key exists, but not the group: nothing is known about delivery
         return PartitionReading(
             length=int(length), dead_letters=int(dead), lag=None, entries_read=None
@@ -200,8 +225,15 @@ async def sample_streams(client: redis.Redis, streams: Sequence[Stream], now: fl
         pipe.xlen(input_key(stream, partition))
         pipe.xlen(dead_letter_key(stream, partition))
         pipe.xinfo_groups(input_key(stream, partition))
+        pipe.xinfo_groups(output_key(stream, partition))
     replies = await pipe.execute(raise_on_error=False)
-    readings = {key: _reading(*replies[3 * i : 3 * i + 3]) for i, key in enumerate(keys)}
+    readings = {}
+    for i, key in enumerate(keys):
+        length, dead, groups, output_groups = replies[4 * i : 4 * i + 4]
+        output_lag, output_pending = _output_reading(output_groups)
+        readings[key] = dataclasses.replace(
+            _reading(length, dead, groups), output_lag=output_lag, output_pending=output_pending
+        )
 
     unknown = [key for key, reading in readings.items() if reading.needs_stream_info]
     if unknown:

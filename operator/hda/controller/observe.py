@@ -502,6 +502,8 @@ def lag_from_status(status: Mapping[str, Any] | None) -> Lag:
                 dead_letters=int(s.get("deadLetters") or 0),
                 ingest_rate=float(s.get("ingestRate") or 0.0),
                 process_rate=float(s.get("processRate") or 0.0),
+                output_lag=s.get("outputLag"),
+                output_pending=int(s.get("outputPending") or 0),
             )
             for s in streams
             if isinstance(s, dict)

@@ -38,7 +38,7 @@ from .apply import apply_children, prune
 from .compare import with_applied_hash
 from .generated_secret import ensure_password_secret
 from .kube import Kube, kind_of
-from .metrics import OperatorMetrics
+from .metrics import OperatorMetrics, Totals
 from .observe import Cache, LagProbe, find_child, lag_from_status, observe
 from .reasons import Reason
 from .release import release_volumes
@@ -81,19 +81,22 @@ class Controller:
         self.debounce_seconds = debounce_seconds
         self.lag_probe = lag_probe or LagProbe(interval=resync_seconds)
         self.stats = Stats()
-        self.metrics = OperatorMetrics()
+        self.metrics = OperatorMetrics(self._totals)
         self._states: dict[Key, HdaState] = {}
         self.ready = asyncio.Event()
 
-    def render_metrics(self) -> str:
+    def _totals(self) -> Totals:
         stats = self.stats
-        return self.metrics.render(
+        return Totals(
             reconciles=stats.reconciles,
             reconcile_seconds=stats.reconcile_seconds,
             applies=stats.applies,
             status_writes=stats.status_writes,
             lag_probe_seconds=self.lag_probe.busy_seconds,
         )
+
+    def render_metrics(self) -> bytes:
+        return self.metrics.render()
 
     # --- wake-ups --------------------------------------------------------------------------
 

@@ -97,6 +97,14 @@ class StreamLag:
     dead_letters: int = 0
     ingest_rate: float = 0.0  # entries added per second (see hda.controller.lag)
     process_rate: float = 0.0  # entries acknowledged per second
+    # The output stream, for output's consumer group: entries not yet durable. Never scales workers.
+    output_lag: int | None = 0
+    output_pending: int = 0
+
+    @property
+    def output_backlog(self) -> int:
+        """Output-stream entries not yet durable: undelivered to output plus pending."""
+        return (self.output_lag or 0) + self.output_pending
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,9 +120,17 @@ class Lag:
 
     @property
     def total(self) -> int | None:
+        """The workers' input backlog: what autoscaling reads (never the output's)."""
         if not self.known:
             return None
         return sum((s.lag or 0) + s.pending for s in self.streams)
+
+    @property
+    def total_output(self) -> int | None:
+        """Output-stream entries not yet durable, over all streams."""
+        if not self.known:
+            return None
+        return sum(s.output_backlog for s in self.streams)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -412,6 +428,8 @@ def compute_status(
             ingest_rate=s.ingest_rate,
             process_rate=s.process_rate,
             dead_letters=s.dead_letters,
+            output_lag=s.output_lag,
+            output_pending=s.output_pending,
         )
         for s in obs.lag.streams
     ]
@@ -438,6 +456,7 @@ def compute_status(
         ),
         workers_ready=f"{workers.ready}/{workers.desired}",
         total_lag=obs.lag.total,
+        total_output_backlog=obs.lag.total_output,
         streams=streams,
         endpoints=obs.endpoints,
         images=obs.images,

@@ -226,6 +226,8 @@ def output(
 )
 @click.option("--ingest-port", default=DEFAULT_INGEST_PORT, show_default=True)
 @click.option("--output-port", default=DEFAULT_OUTPUT_PORT, show_default=True)
+@click.option("--worker-port", default=0, show_default=True,
+              help="Worker i serves /healthz, /readyz and /metrics on PORT+i (0: none).")  # fmt: skip
 @click.option("--appendfsync", type=click.Choice(["always", "everysec"]), default=None,
               help="Embedded Valkey AOF fsync (default: spec.redis.persistence.appendFsync).")  # fmt: skip
 @log_option
@@ -237,6 +239,7 @@ def run(
     workers: int | None,
     ingest_port: int,
     output_port: int,
+    worker_port: int,
     appendfsync: str | None,
     log_level: str,
 ) -> None:
@@ -250,6 +253,7 @@ def run(
         workers=workers,
         ingest_port=ingest_port,
         output_port=output_port,
+        worker_port=worker_port,
         appendfsync=appendfsync,
         log_level=log_level,
     )

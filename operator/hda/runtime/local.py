@@ -102,6 +102,7 @@ class LocalPipeline:
         workers: int | None = None,
         ingest_port: int = 8080,
         output_port: int = 8081,
+        worker_port: int = 0,
         appendfsync: str | None = None,
         log_level: str = "INFO",
         ingest_processes: int = 1,
@@ -118,6 +119,7 @@ class LocalPipeline:
         self.appendfsync = appendfsync or spec.redis.persistence.append_fsync
         self.ingest_port = ingest_port
         self.output_port = output_port
+        self.worker_port = worker_port  # worker i listens on worker_port + i; 0: not at all
         self.log_level = log_level
         self.ingest_processes = ingest_processes
         self.worker_args = worker_args or []
@@ -152,7 +154,9 @@ class LocalPipeline:
             for i in range(self.ingest_processes)
         ]
         self.components += [
-            self._component(f"worker-{i}", ["worker", "--port", "0", *self.worker_args])
+            self._component(
+                f"worker-{i}", ["worker", "--port", str(self._worker_port(i)), *self.worker_args]
+            )
             for i in range(self.worker_count)
         ]
         self.components.append(
@@ -165,6 +169,9 @@ class LocalPipeline:
             component.start()
         wait_ready(f"http://127.0.0.1:{self.ingest_port}/readyz", process=self.components[0])
         wait_ready(f"http://127.0.0.1:{self.output_port}/readyz", process=self.components[-1])
+
+    def _worker_port(self, index: int) -> int:
+        return self.worker_port + index if self.worker_port else 0
 
     def by_name(self, name: str) -> Component:
         return next(c for c in self.components if c.name == name)
@@ -213,6 +220,13 @@ class LocalPipeline:
                 f"          WS   ws://127.0.0.1:{self.ingest_port}/v1/streams/NAME/ws\n"
                 f"  output  {self.output_dir}  (segments)\n"
                 f"          WS   ws://127.0.0.1:{self.output_port}/v1/streams/NAME/subscribe?from=0\n"
+                f"  metrics http://127.0.0.1:{{{self.ingest_port},{self.output_port}}}/metrics"
+                + (
+                    f", workers on {self.worker_port}..{self._worker_port(self.worker_count - 1)}"
+                    if self.worker_port
+                    else " (workers: --worker-port)"
+                )
+                + "\n"
                 f"  valkey  {self.redis_url}\n"
                 f"  logs    {self.data_dir / 'logs'}\n"
                 "Ctrl-C stops everything."

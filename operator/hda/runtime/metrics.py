@@ -1,87 +1,77 @@
-"""A tiny Prometheus text-format registry: counters, gauges and histograms with fixed label sets."""
+"""One Prometheus registry per process, on `prometheus_client`.
+
+Every process (ingest, worker, output, the operator) makes one `Metrics` and declares its series
+on it; `/metrics` answers `render()` with `CONTENT_TYPE`. A private `CollectorRegistry` rather than
+the library's global default, so that several components in one process (`hda run`, the tests)
+never collide. Values that live elsewhere (a writer's counters, the operator's per-HDA figures)
+are read at scrape time through `on_scrape`.
+"""
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+
+import prometheus_client
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.metrics_core import Metric
+
+# No `*_created` series next to every counter and histogram: nothing of ours reads them, and
+# they would double the series count of every scrape.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Seconds from a few milliseconds (a quiet pipeline) to minutes (a backlog being worked off).
 LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 )  # fmt: skip
 
-Labels = tuple[tuple[str, str], ...]
+# One ingest request, from its first byte read to the reply: sub-millisecond to a Valkey deadline.
+REQUEST_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class _ScrapeTime:
+    """A collector whose families are computed by a function at each scrape."""
+
+    def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        self._collect = collect
+
+    def collect(self) -> Iterable[Metric]:
+        return self._collect()
 
 
 class Metrics:
     def __init__(self) -> None:
-        self._help: dict[str, tuple[str, str]] = {}
-        self._values: dict[str, dict[Labels, float]] = {}
-        self._gauges: dict[str, Callable[[], dict[Labels, float]]] = {}
-        self._buckets: dict[str, tuple[float, ...]] = {}
-        # name -> labels -> (count per bucket, not cumulative; the last is +Inf), sum
-        self._histograms: dict[str, dict[Labels, tuple[list[int], list[float]]]] = {}
+        self.registry = CollectorRegistry()
 
-    def describe(self, name: str, kind: str, help_text: str) -> None:
-        self._help[name] = (kind, help_text)
-        self._values.setdefault(name, {})
+    def counter(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Counter:
+        """`name` ends in `_total`, as exported (prometheus_client keeps the suffix)."""
+        return Counter(name, help_text, labels, registry=self.registry)
 
-    def describe_histogram(self, name: str, help_text: str, buckets: Sequence[float]) -> None:
-        self._help[name] = ("histogram", help_text)
-        self._buckets[name] = tuple(sorted(buckets))
-        self._histograms.setdefault(name, {})
+    def gauge(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(name, help_text, labels, registry=self.registry)
 
-    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        series = self._values[name]
-        key = tuple(sorted(labels.items()))
-        series[key] = series.get(key, 0.0) + amount
+    def histogram(
+        self,
+        name: str,
+        help_text: str,
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> Histogram:
+        return Histogram(name, help_text, labels, registry=self.registry, buckets=buckets)
 
-    def set(self, name: str, value: float, **labels: str) -> None:
-        self._values[name][tuple(sorted(labels.items()))] = value
+    def on_scrape(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        """Series read from elsewhere at each scrape (e.g. `CounterMetricFamily`s)."""
+        self.registry.register(_ScrapeTime(collect))
 
-    def clear(self, name: str) -> None:
-        """Drop every series of a counter or gauge (e.g. of objects that are gone)."""
-        self._values[name].clear()
-
-    def observe(self, name: str, value: float, **labels: str) -> None:
-        bounds = self._buckets[name]
-        series = self._histograms[name]
-        key = tuple(sorted(labels.items()))
-        counts, total = series.get(key) or series.setdefault(key, ([0] * (len(bounds) + 1), [0.0]))
-        counts[bisect.bisect_left(bounds, value)] += 1
-        total[0] += value
-
-    def render(self) -> str:
-        lines: list[str] = []
-        for name, (kind, help_text) in self._help.items():
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-            if kind == "histogram":
-                lines.extend(self._render_histogram(name))
-                continue
-            for labels, value in self._values.get(name, {}).items():
-                lines.append(f"{name}{_labels(labels)} {value:g}")
-        return "\n".join(lines) + "\n"
-
-    def _render_histogram(self, name: str) -> list[str]:
-        lines: list[str] = []
-        bounds = self._buckets[name]
-        for labels, (counts, total) in self._histograms[name].items():
-            cumulative = 0
-            for bound, count in zip((*bounds, float("inf")), counts, strict=True):
-                cumulative += count
-                le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                lines.append(f"{name}_bucket{_labels((*labels, ('le', le)))} {cumulative}")
-            lines.append(f"{name}_sum{_labels(labels)} {total[0]:g}")
-            lines.append(f"{name}_count{_labels(labels)} {cumulative}")
-        return lines
-
-
-def _labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

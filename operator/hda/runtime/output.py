@@ -146,22 +146,26 @@ class OutputProcess:
         self._by_key = {key.encode(): (stream, partition) for stream, partition, key in self.keys}
         self.hub = SubscriberHub()
         self.metrics = Metrics()
-        self.metrics.describe("hda_output_entries_total", "counter", "Entries made durable")
-        self.metrics.describe("hda_output_events_total", "counter", "Events made durable")
-        self.metrics.describe("hda_output_subscribers", "gauge", "Live subscribers")
-        self.metrics.describe(
-            "hda_output_slow_disconnects_total", "counter", "Slow subscribers cut"
+        counter = self.metrics.counter
+        self.entries = counter("hda_output_entries_total", "Entries made durable", ["stream"])
+        self.events = counter("hda_output_events_total", "Events made durable", ["stream"])
+        self.subscribers = self.metrics.gauge(
+            "hda_output_subscribers", "Live subscribers", ["stream"]
         )
-        self.metrics.describe(
+        self.slow_disconnects = counter(
+            "hda_output_slow_disconnects_total", "Slow subscribers cut", ["stream"]
+        )
+        self.disk_errors = counter(
             "hda_output_disk_errors_total",
-            "counter",
             "Failed segment writes or fsyncs (rolled back, not acknowledged), by errno",
+            ["stream", "errno"],
         )
-        self.metrics.describe(
+        self.retention_deleted_bytes = counter(
             "hda_output_retention_deleted_bytes_total",
-            "counter",
             "Bytes of segment files deleted by retention",
         )
+        for stream in config.streams:  # present from the start, 0 until someone subscribes
+            self.subscribers.labels(stream=stream.name)
         self.volume = VolumeGauges(self.metrics, data_dir)
         self.latency = output_latency(self.metrics)
         self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
@@ -232,8 +236,8 @@ class OutputProcess:
             for partition, parsed_id, _ in stream_records:
                 self.durable_last[(stream, partition)] = parsed_id
             self.hub.publish(stream, [line[:-1] for _, _, line in stream_records])
-            self.metrics.inc("hda_output_entries_total", len(stream_records), stream=stream)
-            self.metrics.inc("hda_output_events_total", events[stream], stream=stream)
+            self.entries.labels(stream=stream).inc(len(stream_records))
+            self.events.labels(stream=stream).inc(events[stream])
             self.latency.observe(stream, sources[stream])
         if acks:
             raise_errors(
@@ -262,9 +266,7 @@ class OutputProcess:
             try:
                 await self.write_batch(connection, reply)
             except DiskWriteError as error:
-                self.metrics.inc(
-                    "hda_output_disk_errors_total", stream=error.stream, errno=error.code
-                )
+                self.disk_errors.labels(stream=error.stream, errno=error.code).inc()
                 if "disk" not in self.readiness.causes:
                     log.error(
                         "segment write failed; rolled back, not acknowledging until it succeeds",
@@ -359,7 +361,7 @@ class OutputProcess:
                 log.warning("segment retention failed", extra={"error": str(error)})
                 continue
             if freed:
-                self.metrics.inc("hda_output_retention_deleted_bytes_total", freed)
+                self.retention_deleted_bytes.inc(freed)
 
     def close(self) -> None:
         for writer in self.writers.values():
@@ -432,7 +434,7 @@ class OutputProcess:
                     await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
                     break
                 if subscriber.overflowed:
-                    self.metrics.inc("hda_output_slow_disconnects_total", stream=stream)
+                    self.slow_disconnects.labels(stream=stream).inc()
                     await ws.close(
                         code=CLOSE_SLOW_SUBSCRIBER,
                         message=f"subscriber too slow; resume with from={last_sent}".encode()[:120],
@@ -450,10 +452,10 @@ class OutputProcess:
             watcher.cancel()
         return ws
 
-    def render_metrics(self) -> str:
+    def render_metrics(self) -> bytes:
         self.volume.update()
         for stream, subscribers in self.hub.subscribers.items():
-            self.metrics.set("hda_output_subscribers", len(subscribers), stream=stream)
+            self.subscribers.labels(stream=stream).set(len(subscribers))
         return self.metrics.render()
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from .metrics import Metrics
+from .metrics import CONTENT_TYPE, Metrics
 
 # A main loop beats at least once per command deadline plus the retry back-off (5 s at most).
 LIVENESS_SLACK_SECONDS = 60.0
@@ -43,8 +43,9 @@ class Readiness:
     """Why the process is not ready, by cause; ready when no cause is left."""
 
     def __init__(self, metrics: Metrics, **initial: str) -> None:
-        self.metrics = metrics
-        self.metrics.describe("hda_not_ready", "gauge", "1 while this cause keeps it not ready")
+        self.not_ready = metrics.gauge(
+            "hda_not_ready", "1 while this cause keeps it not ready", ["cause"]
+        )
         self.causes: dict[str, str] = {}
         for cause, message in initial.items():
             self.set(cause, message)
@@ -55,11 +56,11 @@ class Readiness:
 
     def set(self, cause: str, message: str) -> None:
         self.causes[cause] = message
-        self.metrics.set("hda_not_ready", 1, cause=cause)
+        self.not_ready.labels(cause=cause).set(1)
 
     def clear(self, cause: str) -> None:
         if self.causes.pop(cause, None) is not None:
-            self.metrics.set("hda_not_ready", 0, cause=cause)
+            self.not_ready.labels(cause=cause).set(0)
 
 
 def add_probe_routes(
@@ -67,7 +68,7 @@ def add_probe_routes(
     *,
     liveness: Liveness,
     readiness: Readiness,
-    render_metrics: Callable[[], str],
+    render_metrics: Callable[[], bytes],
 ) -> None:
     """`/healthz`, `/readyz` and `/metrics`."""
 
@@ -82,7 +83,7 @@ def add_probe_routes(
         return web.json_response(body, status=200 if readiness.ready else 503)
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=render_metrics(), content_type="text/plain")
+        return web.Response(body=render_metrics(), headers={"Content-Type": CONTENT_TYPE})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -33,15 +33,14 @@ def volume_usage(path: str | Path) -> VolumeUsage:
 
 class VolumeGauges:
     def __init__(self, metrics: Metrics, data_dir: str | Path) -> None:
-        self.metrics = metrics
         self.data_dir = Path(data_dir)
-        metrics.describe(USED, "gauge", "Bytes in use on the output volume")
-        metrics.describe(SIZE, "gauge", "Size of the output volume in bytes")
+        self.used = metrics.gauge(USED, "Bytes in use on the output volume")
+        self.size = metrics.gauge(SIZE, "Size of the output volume in bytes")
 
     def update(self) -> None:
         try:
             usage = volume_usage(self.data_dir)
         except OSError:
             return  # not mounted (yet): no sample rather than a wrong one
-        self.metrics.set(USED, usage.used_bytes)
-        self.metrics.set(SIZE, usage.size_bytes)
+        self.used.set(usage.used_bytes)
+        self.size.set(usage.size_bytes)

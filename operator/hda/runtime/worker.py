@@ -125,14 +125,17 @@ class Worker:
         ]
         self._by_key = {key.encode(): (stream, partition) for stream, partition, key in self.keys}
         self.metrics = Metrics()
-        self.metrics.describe("hda_worker_entries_total", "counter", "Input entries committed")
-        self.metrics.describe("hda_worker_events_total", "counter", "Events written to output")
-        self.metrics.describe("hda_worker_dead_letters_total", "counter", "Events dead-lettered")
-        self.metrics.describe(
-            "hda_worker_failed_deliveries_total", "counter", "Entries left for retry"
+        counter = self.metrics.counter
+        self.entries = counter("hda_worker_entries_total", "Input entries committed", ["stream"])
+        self.events = counter("hda_worker_events_total", "Events written to output", ["stream"])
+        self.dead_letters = counter(
+            "hda_worker_dead_letters_total", "Events dead-lettered", ["stream"]
+        )
+        self.failed_deliveries = counter(
+            "hda_worker_failed_deliveries_total", "Entries left for retry", ["stream"]
         )
         for stream in config.streams:  # from 0, so the first dead letter is an increase
-            self.metrics.inc("hda_worker_dead_letters_total", 0, stream=stream.name)
+            self.dead_letters.labels(stream=stream.name)
         self.latency = worker_latency(self.metrics)
         self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
         self.liveness = Liveness(liveness_window(address.command_timeout, block_ms / 1000))
@@ -153,7 +156,7 @@ class Worker:
         entry_ms = parse_stream_id(item.entry_id)[0]
         result = self.pipeline.run(payload.split(b"\n") if payload else [], entry_ms)
         if result.failures and item.deliveries < self.config.max_deliveries:
-            self.metrics.inc("hda_worker_failed_deliveries_total", stream=stream)
+            self.failed_deliveries.labels(stream=stream).inc()
             log.warning(
                 "entry failed; left pending for a retry",
                 extra={
@@ -166,7 +169,7 @@ class Worker:
             return None
         dead = dead_letter_lines(result, stream, item.partition, item.entry_id)
         if dead:
-            self.metrics.inc("hda_worker_dead_letters_total", len(dead), stream=stream)
+            self.dead_letters.labels(stream=stream).inc(len(dead))
             log.warning(
                 "events dead-lettered",
                 extra={"stream": stream, "entry": item.entry_id.decode(), "count": len(dead)},
@@ -220,8 +223,8 @@ class Worker:
         committed = 0
         for (stream, events, accepted), reply in zip(counted, replies, strict=True):
             committed += int(reply)
-            self.metrics.inc("hda_worker_entries_total", int(reply), stream=stream)
-            self.metrics.inc("hda_worker_events_total", events, stream=stream)
+            self.entries.labels(stream=stream).inc(int(reply))
+            self.events.labels(stream=stream).inc(events)
             self.latency.observe(stream, accepted)
         return committed
 

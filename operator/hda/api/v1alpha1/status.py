@@ -77,6 +77,17 @@ class StreamStatus(ApiModel):
         default=0.0, ge=0, description="Entries acknowledged per second, recently."
     )
     dead_letters: int = Field(default=0, ge=0, description="Entries in the dead-letter stream.")
+    output_lag: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Output-stream entries not yet delivered to output (unknown after trims); with "
+            "outputPending, what is not yet durable. Autoscaling does not read it."
+        ),
+    )
+    output_pending: int = Field(
+        default=0, ge=0, description="Output-stream entries delivered to output, not yet durable."
+    )
 
 
 class Endpoints(ApiModel):
@@ -120,7 +131,20 @@ class HyperDriveAcceleratorStatus(ApiModel):
         default="0/0", max_length=32, description="Ready/desired workers, for `kubectl get`."
     )
     total_lag: int | None = Field(
-        default=None, ge=0, description="Undelivered plus pending entries over all streams."
+        default=None,
+        ge=0,
+        description=(
+            "Undelivered plus pending input entries over all streams: the workers' backlog, "
+            "which autoscaling reads."
+        ),
+    )
+    total_output_backlog: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Output-stream entries not yet durable (undelivered plus pending for output) over "
+            "all streams. Not part of totalLag, and autoscaling does not read it."
+        ),
     )
     streams: Annotated[list[StreamStatus], Field(max_length=64)] = Field(
         default_factory=list,

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from ..codec import ParsedBatch, split_by_partition
 from ..config import RuntimeConfig, StreamConfig
-from ..metrics import Metrics
+from .metrics import IngestMetrics
 
 # While Valkey is unreachable (not up yet, or stalled) every request is 503 after this many seconds.
 UNAVAILABLE_RETRY_AFTER = "1"
@@ -21,7 +21,7 @@ class Admission:
     def __init__(
         self,
         config: RuntimeConfig,
-        metrics: Metrics,
+        metrics: IngestMetrics,
         tokens: list[str],
         valkey_reachable: Callable[[], bool],
     ) -> None:
@@ -42,7 +42,7 @@ class Admission:
     def error(
         self, status: int, message: str, stream: str = "", headers: dict[str, str] | None = None
     ) -> web.Response:
-        self.metrics.inc("hda_ingest_requests_total", code=str(status), stream=stream)
+        self.metrics.reply(status, stream)
         return web.json_response({"error": message}, status=status, headers=headers)
 
     def precheck(self, request: web.Request) -> tuple[StreamConfig | None, web.Response | None]:

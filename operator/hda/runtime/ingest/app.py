@@ -10,10 +10,11 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from ..config import RuntimeConfig, consumer_name
 from ..groups import ensure_groups
-from ..metrics import Metrics
 from ..otlp.handler import OtlpHandler
 from ..probes import Liveness, Readiness, add_probe_routes, liveness_window
 from ..resp import Reconnecting, RedisAddress
@@ -22,6 +23,7 @@ from ..tracing import SERVICE_INGEST, PipelineTracer
 from .admission import Admission
 from .backlog import BacklogMonitor
 from .deadletters import DeadLetterHandler
+from .metrics import IngestMetrics
 from .rest import RestHandler
 from .websocket import WebSocketHandler
 from .writer import EntryWriter
@@ -38,11 +40,8 @@ class IngestServer:
         tokens: list[str] | None = None,
     ) -> None:
         self.config = config
-        self.metrics = Metrics()
-        self.metrics.describe("hda_ingest_events_total", "counter", "Events accepted")
-        self.metrics.describe("hda_ingest_requests_total", "counter", "Requests by status code")
-        self.metrics.describe("hda_ingest_backlog_events", "gauge", "Estimated backlog in events")
-        self.metrics.describe("hda_ingest_entries_total", "counter", "Stream entries written")
+        self.metrics = IngestMetrics()
+        self.metrics.registry.on_scrape(self._written)
         self.write_connection = Reconnecting(address)
         self.poll_connection = Reconnecting(address)
         self.admin_connection = Reconnecting(address)
@@ -52,7 +51,7 @@ class IngestServer:
             config.max_events_per_entry,
             self.tracing.current_context if self.tracing.enabled else None,
         )
-        self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
+        self.readiness = Readiness(self.metrics.registry, valkey="connecting to Valkey")
         self.liveness = Liveness(liveness_window(address.command_timeout))
         self.monitor = BacklogMonitor(
             config,
@@ -100,7 +99,9 @@ class IngestServer:
         # aiohttp enforces client_max_size when reading a body: that is our 413.
         app = web.Application(
             client_max_size=self.config.max_request_bytes,
-            middlewares=[self.tracing.request_middleware()] if self.tracing.enabled else [],
+            # the span (outermost) covers the time the latency histogram records
+            middlewares=([self.tracing.request_middleware()] if self.tracing.enabled else [])
+            + [self.metrics.time_requests],
         )
         app.cleanup_ctx.append(self._context)
 
@@ -120,11 +121,17 @@ class IngestServer:
         )
         return app
 
-    def render_metrics(self) -> str:
+    def _written(self) -> list[Metric]:
+        return [
+            CounterMetricFamily(
+                "hda_ingest_entries_total", "Stream entries written", self.writer.entries_written
+            )
+        ]
+
+    def render_metrics(self) -> bytes:
         for name, backlog in self.monitor.backlog_events.items():
-            self.metrics.set("hda_ingest_backlog_events", backlog, stream=name)
-        self.metrics.set("hda_ingest_entries_total", self.writer.entries_written)
-        return self.metrics.render()
+            self.metrics.backlog.labels(stream=name).set(backlog)
+        return self.metrics.registry.render()
 
 
 async def serve_ingest(

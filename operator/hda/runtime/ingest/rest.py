@@ -69,8 +69,8 @@ class RestHandler:
         except (OSError, RespError) as failure:
             log.error("write to Valkey failed", extra={"error": str(failure)})
             return self.admission.unavailable(stream.name)
-        self.metrics.inc("hda_ingest_events_total", receipt.count, stream=stream.name)
-        self.metrics.inc("hda_ingest_requests_total", code="202", stream=stream.name)
+        self.metrics.events.labels(stream=stream.name).inc(receipt.count)
+        self.metrics.reply(202, stream.name)
         return web.Response(
             status=202, body=orjson.dumps(receipt.as_json()), content_type="application/json"
         )

@@ -115,7 +115,7 @@ class WebSocketHandler:
                 try:
                     receipt = await pending
                     reply = {"seq": sequence, **receipt.as_json()}
-                    self.metrics.inc("hda_ingest_events_total", receipt.count, stream=stream)
+                    self.metrics.events.labels(stream=stream).inc(receipt.count)
                 except (OSError, RespError) as error:
                     reply = {
                         "seq": sequence,

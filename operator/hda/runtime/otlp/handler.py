@@ -67,10 +67,10 @@ class OtlpHandler:
         self.metrics = admission.metrics
         self.writer = writer
         self.monitor = monitor
-        self.metrics.describe(
+        self.items = self.metrics.registry.counter(
             "hda_ingest_otlp_items_total",
-            "counter",
             "OTLP log records, metric data points and spans by signal and outcome",
+            ["signal", "outcome"],
         )
 
     def add_routes(self, app: web.Application) -> None:
@@ -89,7 +89,7 @@ class OtlpHandler:
         stream_name = self.config.otlp_streams.get(signal, "")
 
         def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-            self.metrics.inc("hda_ingest_requests_total", code=str(status), stream=stream_name)
+            self.metrics.reply(status, stream_name)
             body = Status(code=_RPC_CODES[status], message=message)
             return web.Response(
                 status=status,
@@ -148,15 +148,11 @@ class OtlpHandler:
         )
 
     def _count(self, signal: str, stream: str, mapped: Mapped) -> None:
-        self.metrics.inc("hda_ingest_events_total", len(mapped.events), stream=stream)
-        self.metrics.inc("hda_ingest_requests_total", code="200", stream=stream)
-        self.metrics.inc(
-            "hda_ingest_otlp_items_total", len(mapped.events), signal=signal, outcome="accepted"
-        )
+        self.metrics.events.labels(stream=stream).inc(len(mapped.events))
+        self.metrics.reply(200, stream)
+        self.items.labels(signal=signal, outcome="accepted").inc(len(mapped.events))
         if mapped.rejected:
-            self.metrics.inc(
-                "hda_ingest_otlp_items_total", mapped.rejected, signal=signal, outcome="rejected"
-            )
+            self.items.labels(signal=signal, outcome="rejected").inc(mapped.rejected)
 
     @staticmethod
     def _response(signal: str, mapped: Mapped) -> ExportResponse:
