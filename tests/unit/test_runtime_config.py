@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from hda.runtime.config import load_config_text
+from hda.runtime.config import load_config_text, with_buffer_addresses
 
 
 def test_manifest_and_bare_spec_give_the_same_runtime_config() -> None:
@@ -83,3 +83,36 @@ def test_segment_retention_comes_from_spec_output() -> None:
     )
     assert config.segment_retention_max_age_seconds == 3600.0
     assert config.segment_retention_max_bytes == 2 * 1024**3
+
+
+def test_topology_and_acknowledge_come_from_spec_redis() -> None:
+    config = load_config_text(
+        "streams: [{name: events}]\nredis: {topology: cluster, acknowledge: replica}\n",
+        source="spec.yaml",
+    )
+
+    assert (config.topology, config.acknowledge) == ("cluster", "replica")
+
+
+def test_buffer_addresses_come_from_the_operators_environment() -> None:
+    config = load_config_text("streams: [{name: events}]\n", source="spec.yaml")
+
+    placed = with_buffer_addresses(
+        config,
+        {
+            "HDA_REDIS_SENTINELS": "s-0.h.ns.svc:26379,s-1.h.ns.svc:26379",
+            "HDA_REDIS_MASTER_NAME": "buffer",
+            "HDA_REDIS_CLUSTER_NODES": "v-0.h.ns.svc:6379",
+        },
+    )
+
+    assert placed.sentinels == (("s-0.h.ns.svc", 26379), ("s-1.h.ns.svc", 26379))
+    assert placed.master_name == "buffer"
+    assert placed.cluster_nodes == (("v-0.h.ns.svc", 6379),)
+
+
+def test_an_address_without_a_port_is_refused_naming_the_variable_and_value() -> None:
+    config = load_config_text("streams: [{name: events}]\n", source="spec.yaml")
+
+    with pytest.raises(ValueError, match=r"HDA_REDIS_SENTINELS: 's-1' is not host:port"):
+        with_buffer_addresses(config, {"HDA_REDIS_SENTINELS": "s-0:26379,s-1"})

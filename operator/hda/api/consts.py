@@ -28,6 +28,9 @@ LABEL_VERSION: Final = "app.kubernetes.io/version"
 # through each HDA's NetworkPolicy, whatever namespace the operator runs in.
 LABEL_OPERATOR_POD: Final = f"{GROUP}/operator"
 
+# On Valkey pods of a cluster topology: the shard (0-based) whose StatefulSet made the pod.
+LABEL_SHARD: Final = f"{GROUP}/shard"
+
 # Node labels that mark Fibre Channel attached nodes.
 FC_NODE_LABEL: Final = f"{GROUP}/fibre-channel"
 NFD_FC_NODE_LABEL: Final = "feature.node.kubernetes.io/pci-0c04.present"
@@ -44,8 +47,15 @@ ENV_INGEST_TOKEN: Final = "HDA_INGEST_TOKEN"  # noqa: S105 (a variable name, not
 ENV_POD_NAME: Final = "HDA_POD_NAME"  # consumer name of a worker or output pod
 ENV_LOG_FORMAT: Final = "HDA_LOG_FORMAT"  # json (default in pods) or text
 ENV_OUTPUT_DIR: Final = "HDA_OUTPUT_DIR"
+# Replicated and cluster topologies only (spec.redis.topology); lists are comma-separated
+# host:port. Sentinels ask for the same password as Valkey (HDA_REDIS_PASSWORD).
+ENV_REDIS_SENTINELS: Final = "HDA_REDIS_SENTINELS"  # replicated: every sentinel's address
+ENV_REDIS_MASTER_NAME: Final = "HDA_REDIS_MASTER_NAME"  # replicated: the name sentinels monitor
+ENV_REDIS_CLUSTER_NODES: Final = "HDA_REDIS_CLUSTER_NODES"  # cluster: every node, as seeds
 
 REDIS_PORT: Final = 6379
+SENTINEL_PORT: Final = 26379
+CLUSTER_BUS_PORT: Final = 16379  # Valkey Cluster's node-to-node bus: REDIS_PORT + 10000
 INGEST_PORT: Final = 8080  # REST + WebSocket; /healthz /readyz /metrics
 OUTPUT_PORT: Final = 8081  # subscribe WebSocket; /healthz /readyz /metrics
 WORKER_HEALTH_PORT: Final = 8082  # /healthz /readyz /metrics

@@ -7,8 +7,10 @@ where the API model's meaning is translated.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,9 @@ import yaml
 
 from hda.api.consts import (
     ENV_POD_NAME,
+    ENV_REDIS_CLUSTER_NODES,
+    ENV_REDIS_MASTER_NAME,
+    ENV_REDIS_SENTINELS,
     INGEST_PORT,
     OUTPUT_DATA_DIR,
     OUTPUT_PORT,
@@ -24,8 +29,10 @@ from hda.api.consts import (
     WORKER_HEALTH_PORT,
 )
 from hda.api.v1alpha1 import (
+    Acknowledge,
     HyperDriveAcceleratorSpec,
     PipelineStep,
+    Topology,
     load_manifest,
     parse_duration,
     parse_quantity,
@@ -74,6 +81,13 @@ class RuntimeConfig:
     subscribers_enabled: bool = True
     # OTLP signal (logs, metrics, traces) -> stream name; a signal missing here answers 404.
     otlp_streams: dict[str, str] = field(default_factory=dict)
+    # spec.redis.topology and .acknowledge; where the buffer is comes from the environment
+    # (`with_buffer_addresses`): the operator knows the pods' names, the manifest does not.
+    topology: Topology = "standalone"
+    acknowledge: Acknowledge = "primary"
+    sentinels: tuple[tuple[str, int], ...] = ()  # replicated: (host, port) of every sentinel
+    master_name: str | None = None  # replicated: the primary's name in Sentinel
+    cluster_nodes: tuple[tuple[str, int], ...] = ()  # cluster: seed (host, port) addresses
     # Knobs the API does not expose (yet): ops defaults, overridable by CLI flags for tests.
     max_events_per_entry: int = 1000
     claim_idle_seconds: float = 30.0
@@ -120,6 +134,37 @@ def from_spec(spec: HyperDriveAcceleratorSpec) -> RuntimeConfig:
         subscriber_max_buffered_entries=subscribers.max_buffered_entries,
         subscribers_enabled=subscribers.enabled,
         otlp_streams=spec.ingest.otlp.streams() if spec.ingest.otlp else {},
+        topology=spec.redis.topology,
+        acknowledge=spec.redis.acknowledge,
+    )
+
+
+def parse_addresses(text: str, *, source: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` (what HDA_REDIS_SENTINELS and HDA_REDIS_CLUSTER_NODES hold)."""
+    addresses: list[tuple[str, int]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        host, colon, port = item.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{source}: {item!r} is not host:port")
+        addresses.append((host, int(port)))
+    return tuple(addresses)
+
+
+def with_buffer_addresses(config: RuntimeConfig, environ: Mapping[str, str]) -> RuntimeConfig:
+    """`config` plus the sentinel or cluster addresses the operator put in the environment."""
+    sentinels = environ.get(ENV_REDIS_SENTINELS)
+    nodes = environ.get(ENV_REDIS_CLUSTER_NODES)
+    return dataclasses.replace(
+        config,
+        sentinels=parse_addresses(sentinels, source=ENV_REDIS_SENTINELS)
+        if sentinels
+        else config.sentinels,
+        master_name=environ.get(ENV_REDIS_MASTER_NAME) or config.master_name,
+        cluster_nodes=parse_addresses(nodes, source=ENV_REDIS_CLUSTER_NODES)
+        if nodes
+        else config.cluster_nodes,
     )
 
 
@@ -133,7 +178,7 @@ def load_config_text(text: str, *, source: str) -> RuntimeConfig:
 
 def load_config(path: str | Path) -> RuntimeConfig:
     path = Path(path)
-    return load_config_text(path.read_text(), source=str(path))
+    return with_buffer_addresses(load_config_text(path.read_text(), source=str(path)), os.environ)
 
 
 def consumer_name(explicit: str | None = None) -> str:
