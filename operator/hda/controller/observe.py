@@ -202,7 +202,7 @@ def _valkey_claim_problem(
     hda: HyperDriveAccelerator, names: ChildNames, cache: Cache, accelerator: str
 ) -> Problem | None:
     """A Pending Valkey claim that cannot bind because its StorageClass does not exist."""
-    claim_name = f"{VALKEY_DATA_VOLUME}-{names.valkey_statefulset}-0"
+    claim_name = f"{VALKEY_DATA_VOLUME}-{names.valkey_statefulsets[0]}-0"
     claims = _by_name(cache.children(_kind("PersistentVolumeClaim"), hda.namespace, accelerator))
     claim = claims.get(claim_name)
     if claim is None or (claim.get("status") or {}).get("phase") != "Pending":
@@ -246,6 +246,30 @@ def _workload(name: str, live: dict[str, Any] | None, desired: int) -> Workload:
         updated=int(status.get("updatedReplicas") or 0),
         current=int(status.get("replicas") or 0),
         rolled_out=int(status.get("observedGeneration") or 0) >= generation,
+    )
+
+
+def buffer_statefulsets(hda: HyperDriveAccelerator, names: ChildNames) -> tuple[str, ...]:
+    """Every StatefulSet of the buffer: Valkey's (one per shard of a cluster) and the sentinels'."""
+    sentinels = (names.sentinel_statefulset,) if hda.spec.redis.topology == "replicated" else ()
+    return (*names.valkey_statefulsets, *sentinels)
+
+
+def _buffer_workload(
+    hda: HyperDriveAccelerator, names: ChildNames, live: Callable[[str], dict[str, Any] | None]
+) -> Workload:
+    """The buffer's StatefulSets as one workload: it exists when all do, counts are summed."""
+    parts = [_workload(name, live(name), 1) for name in buffer_statefulsets(hda, names)]
+    if len(parts) == 1:
+        return parts[0]
+    return Workload(
+        name=", ".join(part.name for part in parts),
+        exists=all(part.exists for part in parts),
+        desired=sum(part.desired for part in parts),
+        ready=sum(part.ready for part in parts),
+        updated=sum(part.updated for part in parts),
+        current=sum(part.current for part in parts),
+        rolled_out=all(part.rolled_out for part in parts),
     )
 
 
@@ -334,9 +358,7 @@ def observe(
         apply_errors=apply_errors,
         secret_errors=secret_errors,
         missing_children=tuple(missing),
-        buffer=_workload(
-            names.valkey_statefulset, live("StatefulSet", names.valkey_statefulset), 1
-        ),
+        buffer=_buffer_workload(hda, names, lambda name: live("StatefulSet", name)),
         ingest=_workload(
             names.ingest_deployment,
             live("Deployment", names.ingest_deployment),

@@ -326,8 +326,12 @@ def _with_scaling(obj: dict[str, Any], names: ChildNames, state: HdaState) -> di
 
 
 def _buffer_ready(cache: Cache, hda: HyperDriveAccelerator, names: ChildNames, key: Key) -> bool:
-    live = find_child(cache, _STATEFULSET, hda.namespace, key[1], names.valkey_statefulset)
-    return live is not None and int((live.get("status") or {}).get("readyReplicas") or 0) >= 1
+    """Every Valkey StatefulSet (each shard's) has a ready pod."""
+    for name in names.valkey_statefulsets:
+        live = find_child(cache, _STATEFULSET, hda.namespace, key[1], name)
+        if live is None or int((live.get("status") or {}).get("readyReplicas") or 0) < 1:
+            return False
+    return True
 
 
 async def _wait_any(event: asyncio.Event, stopped: kopf.DaemonStopped, *, seconds: float) -> None:
