@@ -1,0 +1,325 @@
+"""The operator's Valkey probe, cluster formation and failover actions against real valkey-server
+processes (cluster-enabled nodes; a primary with replicas and 3 real sentinels)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hda.controller.valkey_nodes import execute, probe_buffer
+from hda.controller.valkey_topology import (
+    BufferProbe,
+    Failover,
+    NodeAddress,
+    Wait,
+    cluster_plan,
+    primary_of,
+    redis_status,
+)
+from hda.runtime.embedded import free_port, valkey_binary
+
+PASSWORD = 'pa ss"word'  # a space and a quote: quoting is tested too
+DEADLINE = 60.0
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+
+class Servers:
+    """valkey-server processes from config files, SIGKILLed at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.started: list[Server] = []
+
+    def start(
+        self, name: str, lines: list[str], *, sentinel: bool = False, bus: bool = False
+    ) -> Server:
+        port = cluster_port() if bus else free_port()
+        directory = self.root / name
+        directory.mkdir(parents=True)
+        config = directory / "valkey.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    f"port {port}",
+                    "bind 127.0.0.1",
+                    f"dir {directory}",
+                    "logfile valkey.log",
+                    "protected-mode no",
+                    *lines,
+                ]
+            )
+            + "\n"
+        )
+        args = [str(valkey_binary()), str(config), *(["--sentinel"] if sentinel else [])]
+        process = subprocess.Popen(
+            args, cwd=directory, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        server = Server(name, port, process)
+        self.started.append(server)
+        return server
+
+    def kill_all(self) -> None:
+        for server in self.started:
+            if server.process.poll() is None:
+                server.process.send_signal(signal.SIGKILL)
+                server.process.wait()
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    started = Servers(tmp_path)
+    try:
+        yield started
+    finally:
+        started.kill_all()
+
+
+def node_lines() -> list[str]:
+    escaped = PASSWORD.replace('"', '\\"')
+    return [
+        f'requirepass "{escaped}"',
+        f'masterauth "{escaped}"',
+        "appendonly yes",
+        'save ""',
+    ]
+
+
+async def until(probe_fn: object, check: object, message: str) -> BufferProbe:
+    """Probe until `check(probe)` holds."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        probe = await probe_fn()  # type: ignore[operator]
+        if check(probe):  # type: ignore[operator]
+            return probe  # type: ignore[no-any-return]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message}; last probe: {probe}")
+        await asyncio.sleep(0.2)
+
+
+# --- cluster ------------------------------------------------------------------------------------
+
+
+def start_cluster(
+    servers: Servers, shards: int, pods: int, first: int = 0
+) -> list[list[NodeAddress]]:
+    groups = []
+    for shard in range(first, first + shards):
+        group = []
+        for ordinal in range(pods):
+            name = f"v-shard-{shard}-{ordinal}"
+            server = servers.start(
+                name,
+                [
+                    *node_lines(),
+                    "cluster-enabled yes",
+                    "cluster-config-file nodes.conf",
+                    "cluster-node-timeout 1000",
+                    "cluster-allow-replica-migration no",
+                ],
+                bus=True,
+            )
+            group.append(NodeAddress(name, f"v-shard-{shard}", "127.0.0.1", server.port))
+        groups.append(group)
+    return groups
+
+
+async def form_cluster(groups: list[list[NodeAddress]]) -> BufferProbe:
+    """Probe, plan, act until the plan is empty: what the operator does on each pass."""
+    nodes = [a for group in groups for a in group]
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        probe = await probe_buffer("cluster", nodes, password=PASSWORD)
+        plan = cluster_plan(groups, probe)
+        if plan == []:
+            return probe
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the cluster did not form: last plan {plan}")
+        if not isinstance(plan, Wait):
+            for action in plan:
+                await execute(action, nodes, password=PASSWORD)
+        await asyncio.sleep(0.2)
+
+
+def formed(groups: list[list[NodeAddress]]) -> object:
+    def check(probe: BufferProbe) -> bool:
+        status = redis_status("cluster", groups, probe, None, "t")
+        return all(shard.replicas_in_sync == 1 for shard in status.shards)
+
+    return check
+
+
+async def test_plan_forms_a_cluster_of_real_nodes_shard_by_statefulset(servers: Servers) -> None:
+    groups = start_cluster(servers, shards=3, pods=2)
+    nodes = [a for group in groups for a in group]
+
+    await form_cluster(groups)
+    probe = await until(
+        lambda: probe_buffer("cluster", nodes, password=PASSWORD),
+        formed(groups),
+        "replicas never came in sync",
+    )
+
+    status = redis_status("cluster", groups, probe, None, "2026-11-30T00:00:00Z")
+    assert [(s.name, s.primary, s.slots) for s in status.shards] == [
+        ("v-shard-0", "v-shard-0-0", 5461),
+        ("v-shard-1", "v-shard-1-0", 5461),
+        ("v-shard-2", "v-shard-2-0", 5462),
+    ]
+    assert cluster_plan(groups, probe) == []  # formed: nothing more to do on the next pass
+
+
+async def test_a_shard_added_later_gets_its_replica_and_no_slots(servers: Servers) -> None:
+    groups = start_cluster(servers, shards=3, pods=2)
+    await form_cluster(groups)
+    groups += start_cluster(servers, shards=1, pods=2, first=3)
+
+    probe = await form_cluster(groups)
+    probe = await until(
+        lambda: probe_buffer("cluster", [a for g in groups for a in g], password=PASSWORD),
+        formed(groups),
+        "the new shard's replica never came in sync",
+    )
+
+    new_shard = redis_status("cluster", groups, probe, None, "t").shards[3]
+    assert (new_shard.primary, new_shard.slots, new_shard.replicas_in_sync) == (
+        "v-shard-3-0",
+        0,
+        1,
+    )
+
+
+async def test_cluster_failover_promotes_the_replica_and_status_records_it(
+    servers: Servers,
+) -> None:
+    groups = start_cluster(servers, shards=3, pods=2)
+    nodes = [a for group in groups for a in group]
+    await form_cluster(groups)
+    probe = await until(
+        lambda: probe_buffer("cluster", nodes, password=PASSWORD), formed(groups), "no sync"
+    )
+    before = redis_status("cluster", groups, probe, None, "2026-11-30T00:00:00Z").to_wire()
+
+    await execute(Failover("v-shard-1", "v-shard-1-1"), nodes, password=PASSWORD)
+    probe = await until(
+        lambda: probe_buffer("cluster", nodes, password=PASSWORD),
+        lambda p: primary_of("cluster", groups[1], p) == "v-shard-1-1",
+        "the replica was never promoted",
+    )
+
+    after = redis_status("cluster", groups, probe, before, "2026-11-30T00:01:00Z")
+    assert after.shards[1].primary == "v-shard-1-1"
+    assert after.shards[1].slots == 5461
+    assert after.last_failover_time == "2026-11-30T00:01:00Z"
+
+
+# --- replicated with sentinels ------------------------------------------------------------------
+
+
+def start_replicated(
+    servers: Servers, replicas: int
+) -> tuple[list[NodeAddress], list[tuple[str, int]]]:
+    primary = servers.start("v-0", [*node_lines(), "replica-announce-ip 127.0.0.1"])
+    group = [NodeAddress("v-0", "v", "127.0.0.1", primary.port)]
+    for ordinal in range(1, replicas + 1):
+        server = servers.start(
+            f"v-{ordinal}",
+            [*node_lines(), "replica-announce-ip 127.0.0.1", f"replicaof 127.0.0.1 {primary.port}"],
+        )
+        group.append(NodeAddress(f"v-{ordinal}", "v", "127.0.0.1", server.port))
+    escaped = PASSWORD.replace('"', '\\"')
+    sentinels = []
+    for index in range(3):
+        sentinel = servers.start(
+            f"s-{index}",
+            [
+                f"sentinel monitor buffer 127.0.0.1 {primary.port} 2",
+                "sentinel down-after-milliseconds buffer 1000",
+                "sentinel failover-timeout buffer 10000",
+                f'sentinel auth-pass buffer "{escaped}"',
+                f'requirepass "{escaped}"',
+            ],
+            sentinel=True,
+        )
+        sentinels.append(("127.0.0.1", sentinel.port))
+    return group, sentinels
+
+
+async def test_probe_names_the_sentinels_primary_and_the_replicas_in_sync(
+    servers: Servers,
+) -> None:
+    group, sentinels = start_replicated(servers, replicas=2)
+
+    probe = await until(
+        lambda: probe_buffer("replicated", group, sentinels=sentinels, password=PASSWORD),
+        lambda p: redis_status("replicated", [group], p, None, "t").shards[0].replicas_in_sync == 2,
+        "the replicas never came in sync",
+    )
+
+    [shard] = redis_status("replicated", [group], probe, None, "t").shards
+    assert (shard.primary, shard.replicas, shard.slots) == ("v-0", 2, None)
+
+
+async def test_sentinel_failover_moves_the_primary_and_status_records_the_time(
+    servers: Servers,
+) -> None:
+    group, sentinels = start_replicated(servers, replicas=2)
+    probe = await until(
+        lambda: probe_buffer("replicated", group, sentinels=sentinels, password=PASSWORD),
+        lambda p: redis_status("replicated", [group], p, None, "t").shards[0].replicas_in_sync == 2,
+        "the replicas never came in sync",
+    )
+    before = redis_status("replicated", [group], probe, None, "2026-11-30T00:00:00Z").to_wire()
+
+    await execute(Failover("v", "v-1"), group, sentinels=sentinels, password=PASSWORD)
+    probe = await until(
+        lambda: probe_buffer("replicated", group, sentinels=sentinels, password=PASSWORD),
+        lambda p: primary_of("replicated", group, p) not in (None, "v-0"),
+        "the sentinels never moved the primary",
+    )
+
+    after = redis_status("replicated", [group], probe, before, "2026-11-30T00:02:00Z")
+    assert after.shards[0].primary in {"v-1", "v-2"}
+    assert after.last_failover_time == "2026-11-30T00:02:00Z"
+
+
+async def test_probe_reports_unreachable_nodes_without_waiting_forever(servers: Servers) -> None:
+    group, sentinels = start_replicated(servers, replicas=1)
+    for server in servers.started:
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+
+    probe = await probe_buffer("replicated", group, sentinels=sentinels, password=PASSWORD)
+
+    assert probe.error == "no Valkey pod reachable"
+    assert not any(node.reachable for node in probe.nodes)
+    assert (
+        redis_status("replicated", [group], probe, None, "t").message == "no Valkey pod reachable"
+    )

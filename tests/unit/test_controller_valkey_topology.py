@@ -1,0 +1,321 @@
+"""Pure decisions about replicated and cluster buffers: forming a cluster, rolling Valkey pods
+with a failover before a primary restarts, and status.redis."""
+
+from __future__ import annotations
+
+from hda.controller.valkey_nodes import parse_cluster_nodes
+from hda.controller.valkey_topology import (
+    AssignSlots,
+    BufferProbe,
+    DeletePod,
+    Failover,
+    GroupRollout,
+    Meet,
+    NodeAddress,
+    NodeState,
+    PodView,
+    Replicate,
+    Wait,
+    cluster_plan,
+    redis_status,
+    rollout_plan,
+    slot_ranges,
+)
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def group(name: str, pods: int) -> list[NodeAddress]:
+    return [NodeAddress(f"{name}-{i}", name, f"{name}-{i}.h.ns.svc", 6379) for i in range(pods)]
+
+
+def cluster_node(pod: str, **fields: object) -> NodeState:
+    defaults: dict[str, object] = {
+        "role": "primary",
+        "node_id": f"id-{pod}",
+        "known_nodes": 6,
+        "slots_assigned": 16384,
+    }
+    return NodeState(pod=pod, **{**defaults, **fields})  # type: ignore[arg-type]
+
+
+def formed_cluster(shards: int = 3) -> tuple[list[list[NodeAddress]], list[NodeState]]:
+    groups = [group(f"v-shard-{s}", 2) for s in range(shards)]
+    states = []
+    for g, (first, last) in zip(groups, slot_ranges(shards), strict=True):
+        primary, replica = g
+        states.append(cluster_node(primary.pod, slots=last - first + 1, known_nodes=2 * shards))
+        states.append(
+            cluster_node(
+                replica.pod,
+                role="replica",
+                follows_id=f"id-{primary.pod}",
+                link_up=True,
+                known_nodes=2 * shards,
+            )
+        )
+    return groups, states
+
+
+# --- slots and CLUSTER NODES ------------------------------------------------------------------------
+
+
+def test_slots_are_split_into_contiguous_ranges_covering_all() -> None:
+    assert slot_ranges(3) == [(0, 5460), (5461, 10921), (10922, 16383)]
+    assert sum(last - first + 1 for first, last in slot_ranges(7)) == 16384
+
+
+def test_cluster_nodes_give_own_slots_primary_and_peers_down() -> None:
+    text = (
+        "aaa 10.0.0.1:6379@16379,v-0.h myself,slave bbb 0 0 1 connected\n"
+        "bbb 10.0.0.2:6379@16379,v-1.h master - 0 0 1 connected 0-99 200 [300->-ccc]\n"
+        "ccc 10.0.0.3:6379@16379,v-2.h master,fail - 0 0 2 connected 100-199\n"
+        "ddd 10.0.0.4:6379@16379,v-3.h master - 0 0 3 disconnected\n"
+    )
+
+    assert parse_cluster_nodes(text) == ("bbb", 0, ("ccc", "ddd"))
+    mine = text.replace("myself,slave bbb", "slave bbb").replace(
+        "v-1.h master", "v-1.h myself,master"
+    )
+    assert parse_cluster_nodes(mine)[:2] == (None, 101)
+
+
+# --- cluster formation -------------------------------------------------------------------------------
+
+
+def test_fresh_nodes_first_meet_the_seed() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(3)]
+    probe = BufferProbe(
+        tuple(cluster_node(a.pod, known_nodes=1, slots_assigned=0) for g in groups for a in g)
+    )
+
+    plan = cluster_plan(groups, probe)
+
+    assert plan == [Meet("v-shard-0-0", a) for g in groups for a in g][1:]
+
+
+def test_met_nodes_without_slots_get_one_range_per_shard_on_pod_0() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(3)]
+    probe = BufferProbe(tuple(cluster_node(a.pod, slots_assigned=0) for g in groups for a in g))
+
+    assert cluster_plan(groups, probe) == [
+        AssignSlots("v-shard-0-0", 0, 5460),
+        AssignSlots("v-shard-1-0", 5461, 10921),
+        AssignSlots("v-shard-2-0", 10922, 16383),
+    ]
+
+
+def test_empty_primaries_replicate_their_shards_primary() -> None:
+    groups = [group(f"v-shard-{s}", 3) for s in range(3)]
+    states = []
+    for g, (first, last) in zip(groups, slot_ranges(3), strict=True):
+        states.append(cluster_node(g[0].pod, slots=last - first + 1, known_nodes=9))
+        states.extend(cluster_node(a.pod, known_nodes=9) for a in g[1:])
+
+    plan = cluster_plan(groups, BufferProbe(tuple(states)))
+
+    assert plan == [Replicate(a.pod, f"id-{g[0].pod}") for g in groups for a in g[1:]]
+
+
+def test_a_formed_cluster_needs_nothing() -> None:
+    groups, states = formed_cluster()
+
+    assert cluster_plan(groups, BufferProbe(tuple(states))) == []
+
+
+def test_after_a_failover_the_new_primary_is_kept_and_nothing_is_replicated() -> None:
+    groups, states = formed_cluster()
+    # Shard 1's pod 1 took over; pod 0 came back as its replica.
+    states[2] = cluster_node(
+        "v-shard-1-0", role="replica", follows_id="id-v-shard-1-1", link_up=True
+    )
+    states[3] = cluster_node("v-shard-1-1", slots=5461)
+
+    assert cluster_plan(groups, BufferProbe(tuple(states))) == []
+
+
+def test_a_node_the_seed_sees_down_is_met_again_at_its_new_address() -> None:
+    groups, states = formed_cluster()
+    states[0] = cluster_node("v-shard-0-0", slots=5461, peers_down=("id-v-shard-2-1",))
+
+    plan = cluster_plan(groups, BufferProbe(tuple(states)))
+
+    assert plan == [Meet("v-shard-0-0", groups[2][1])]
+
+
+def test_an_unreachable_node_stops_the_formation() -> None:
+    groups, states = formed_cluster()
+    states[4] = NodeState(pod="v-shard-2-0", reachable=False)
+
+    assert cluster_plan(groups, BufferProbe(tuple(states))) == Wait(
+        "Valkey pod v-shard-2-0 is not reachable"
+    )
+
+
+def test_a_new_shard_gets_replicas_but_no_slots() -> None:
+    groups, states = formed_cluster()
+    groups.append(group("v-shard-3", 2))
+    states = [NodeState(**{**s.__dict__, "known_nodes": 8}) for s in states]
+    states += [
+        cluster_node("v-shard-3-0", known_nodes=8),
+        cluster_node("v-shard-3-1", known_nodes=8),
+    ]
+
+    plan = cluster_plan(groups, BufferProbe(tuple(states)))
+
+    assert plan == [Replicate("v-shard-3-1", "id-v-shard-3-0")]
+
+
+# --- rollouts ----------------------------------------------------------------------------------------
+
+
+def rollout(
+    name: str, revisions: list[str], *, ready: bool = True, update: str = "new"
+) -> GroupRollout:
+    nodes = group(name, len(revisions))
+    return GroupRollout(
+        name=name,
+        pods_wanted=len(revisions),
+        update_revision=update,
+        pods=tuple(PodView(a.pod, rev, ready) for a, rev in zip(nodes, revisions, strict=True)),
+        nodes=tuple(nodes),
+    )
+
+
+def replicated_probe(primary: str, pods: int, *, in_sync: bool = True) -> BufferProbe:
+    nodes = group("v", pods)
+    address = next(a for a in nodes if a.pod == primary)
+    return BufferProbe(
+        tuple(
+            NodeState(pod=a.pod, role="primary")
+            if a.pod == primary
+            else NodeState(pod=a.pod, role="replica", follows=(address.host, 6379), link_up=in_sync)
+            for a in nodes
+        ),
+        sentinel_primary=(address.host, 6379),
+    )
+
+
+def test_outdated_replicas_go_first_highest_ordinal_first() -> None:
+    plan = rollout_plan(
+        "replicated", [rollout("v", ["old", "old", "old"])], replicated_probe("v-0", 3)
+    )
+
+    assert plan == DeletePod("v-2")
+
+
+def test_the_primary_is_failed_over_once_only_it_is_outdated() -> None:
+    plan = rollout_plan(
+        "replicated", [rollout("v", ["old", "new", "new"])], replicated_probe("v-0", 3)
+    )
+
+    assert plan == Failover("v", "v-1")
+
+
+def test_after_the_failover_the_old_primary_is_deleted_as_a_replica() -> None:
+    plan = rollout_plan(
+        "replicated", [rollout("v", ["old", "new", "new"])], replicated_probe("v-1", 3)
+    )
+
+    assert plan == DeletePod("v-0")
+
+
+def test_no_failover_without_a_replica_in_sync() -> None:
+    plan = rollout_plan(
+        "replicated", [rollout("v", ["old", "new"])], replicated_probe("v-0", 2, in_sync=False)
+    )
+
+    assert plan == Wait("v: no replica in sync to fail v-0 over to")
+
+
+def test_nothing_is_deleted_while_a_pod_is_not_ready() -> None:
+    plan = rollout_plan(
+        "replicated", [rollout("v", ["old", "new"], ready=False)], replicated_probe("v-0", 2)
+    )
+
+    assert isinstance(plan, Wait)
+
+
+def test_an_unknown_primary_stops_the_rollout() -> None:
+    probe = BufferProbe(replicated_probe("v-0", 3).nodes, sentinel_primary=None)
+
+    assert rollout_plan("replicated", [rollout("v", ["old", "old", "old"])], probe) == Wait(
+        "v: its primary is not known"
+    )
+
+
+def test_an_updated_set_needs_nothing() -> None:
+    assert (
+        rollout_plan("replicated", [rollout("v", ["new", "new"])], replicated_probe("v-0", 2))
+        is None
+    )
+
+
+def test_cluster_rolls_one_shard_at_a_time_and_fails_over_on_the_shards_replica() -> None:
+    _, states = formed_cluster()
+    probe = BufferProbe(tuple(states))
+    shards = [rollout(f"v-shard-{s}", ["old", "new"]) for s in range(3)]
+
+    assert rollout_plan("cluster", shards, probe) == Failover("v-shard-0", "v-shard-0-1")
+    shards[0] = rollout("v-shard-0", ["new", "new"])
+    assert rollout_plan("cluster", shards, probe) == Failover("v-shard-1", "v-shard-1-1")
+
+
+def test_a_shard_without_replicas_restarts_its_primary() -> None:
+    nodes = group("v-shard-0", 1)
+    probe = BufferProbe((cluster_node("v-shard-0-0", slots=16384, known_nodes=1),))
+    shard = GroupRollout(
+        "v-shard-0", 1, "new", (PodView("v-shard-0-0", "old", True),), tuple(nodes)
+    )
+
+    assert rollout_plan("cluster", [shard], probe) == DeletePod("v-shard-0-0")
+
+
+# --- status.redis ------------------------------------------------------------------------------------
+
+
+def test_status_names_each_shards_primary_slots_and_replicas_in_sync() -> None:
+    groups, states = formed_cluster()
+
+    status = redis_status("cluster", groups, BufferProbe(tuple(states)), None, "t0")
+
+    assert [
+        (s.name, s.primary, s.replicas, s.replicas_in_sync, s.slots) for s in status.shards
+    ] == [
+        ("v-shard-0", "v-shard-0-0", 1, 1, 5461),
+        ("v-shard-1", "v-shard-1-0", 1, 1, 5461),
+        ("v-shard-2", "v-shard-2-0", 1, 1, 5462),
+    ]
+    assert status.last_failover_time is None
+
+
+def test_a_changed_primary_sets_the_failover_time_and_an_unchanged_one_keeps_it() -> None:
+    nodes = group("v", 3)
+    before = redis_status("replicated", [nodes], replicated_probe("v-0", 3), None, "t0").to_wire()
+
+    moved = redis_status("replicated", [nodes], replicated_probe("v-1", 3), before, "t1")
+    kept = redis_status("replicated", [nodes], replicated_probe("v-1", 3), moved.to_wire(), "t2")
+
+    assert moved.last_failover_time == "t1"
+    assert kept.last_failover_time == "t1"
+
+
+def test_before_any_probe_the_last_known_primary_stays() -> None:
+    nodes = group("v", 2)
+    before = redis_status("replicated", [nodes], replicated_probe("v-1", 2), None, "t0").to_wire()
+
+    status = redis_status("replicated", [nodes], None, before, "t1")
+
+    assert status.shards[0].primary == "v-1"
+    assert status.shards[0].replicas_in_sync is None
+
+
+def test_a_failed_probe_says_why_and_claims_no_primary() -> None:
+    nodes = group("v", 2)
+
+    status = redis_status(
+        "replicated", [nodes], BufferProbe((), error="no Valkey pod reachable"), None, "t"
+    )
+
+    assert status.message == "no Valkey pod reachable"
+    assert status.shards[0].primary is None
