@@ -14,7 +14,9 @@ pytest.register_assert_rewrite("hda.controller.pytest_fixtures")
 
 from hda.api.consts import LABEL_ACCELERATOR, LABEL_COMPONENT, LABEL_SHARD
 from hda.cluster.testing import ClusterHandle, wait_for
+from hda.controller.buffer_watch import PROBE_OFF
 from hda.controller.pytest_fixtures import (
+    HDA_RESOURCE,
     LOCAL_CLASS,
     HdaFactory,
     RunningOperator,
@@ -80,6 +82,17 @@ def test_replicated_hda_gets_valkey_replicas_sentinels_budgets_and_on_delete(
     headless = wait_get(cluster, "service", f"{name}-sentinel-headless", "-n", ns)
     assert headless["spec"]["clusterIP"] == "None"
     wait_get(cluster, "service", f"{name}-sentinel", "-n", ns)
+
+    # status.redis names the set; outside the cluster the operator does not ask Valkey, and
+    # says so rather than guessing a primary.
+    redis_status = wait_for(
+        lambda: (get_json(cluster, HDA_RESOURCE, name, "-n", ns).get("status") or {}).get("redis"),
+        timeout=TIMEOUT,
+        message="status.redis was never written",
+    )
+    assert redis_status["topology"] == "replicated"
+    assert redis_status["shards"] == [{"name": f"{name}-valkey", "replicas": 2}]
+    assert redis_status["message"] == PROBE_OFF
 
     # Restricted Pod Security admitted every Valkey and Sentinel pod (kwok only pretends to run).
     wait_for(

@@ -3,6 +3,20 @@ with a failover before a primary restarts, and status.redis."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from tests.unit.test_specs_support import edited, example
+
+from hda.api.v1alpha1 import HyperDriveAccelerator
+from hda.controller.buffer_watch import (
+    PROBE_OFF,
+    BufferWatch,
+    buffer_nodes,
+    group_rollouts,
+    next_buffer_step,
+)
+from hda.controller.observe import PodSummary, pod_summary
+from hda.controller.status import Observation, RedisObservation, compute_status
 from hda.controller.valkey_nodes import parse_cluster_nodes
 from hda.controller.valkey_topology import (
     AssignSlots,
@@ -21,6 +35,7 @@ from hda.controller.valkey_topology import (
     rollout_plan,
     slot_ranges,
 )
+from hda.specs import child_names
 
 # --- helpers --------------------------------------------------------------------------------------
 
@@ -319,3 +334,112 @@ def test_a_failed_probe_says_why_and_claims_no_primary() -> None:
 
     assert status.message == "no Valkey pod reachable"
     assert status.shards[0].primary is None
+
+
+# --- one operator pass ------------------------------------------------------------------------------
+
+
+def test_nodes_are_every_pod_the_spec_asks_for_by_statefulset() -> None:
+    hda = cluster_hda()
+
+    groups = buffer_nodes(hda, child_names(hda))
+
+    assert [[a.pod for a in g] for g in groups] == [
+        [f"logs-valkey-shard-{s}-{i}" for i in range(2)] for s in range(3)
+    ]
+    assert groups[1][1].host == "logs-valkey-shard-1-1.logs-valkey-headless.pipelines.svc"
+
+
+def test_a_forming_cluster_is_formed_before_any_rollout() -> None:
+    hda = cluster_hda()
+    groups = buffer_nodes(hda, child_names(hda))
+    probe = BufferProbe(tuple(cluster_node(a.pod, slots_assigned=0) for g in groups for a in g))
+    rollouts = group_rollouts(groups, statefulsets(groups), live_pods(groups, "old"))
+
+    actions, activity = next_buffer_step(hda, groups, probe, rollouts)
+
+    assert all(isinstance(action, AssignSlots) for action in actions)
+    assert activity == "forming the cluster: AssignSlots"
+
+
+def test_a_formed_cluster_rolls_its_outdated_pods() -> None:
+    hda = cluster_hda()
+    groups = buffer_nodes(hda, child_names(hda))
+    states = []
+    for g, (first, last) in zip(groups, slot_ranges(3), strict=True):
+        states.append(cluster_node(g[0].pod, slots=last - first + 1))
+        states.append(
+            cluster_node(g[1].pod, role="replica", follows_id=f"id-{g[0].pod}", link_up=True)
+        )
+    rollouts = group_rollouts(groups, statefulsets(groups), live_pods(groups, "old"))
+
+    actions, activity = next_buffer_step(hda, groups, BufferProbe(tuple(states)), rollouts)
+
+    assert actions == [DeletePod("logs-valkey-shard-0-1")]
+    assert activity == "rolling Valkey: DeletePod logs-valkey-shard-0-1"
+
+
+def test_a_statefulset_not_yet_seen_by_its_controller_is_not_rolled() -> None:
+    hda = cluster_hda()
+    groups = buffer_nodes(hda, child_names(hda))
+
+    assert group_rollouts(groups, {}, live_pods(groups, "old")) == []
+
+
+def test_pod_summary_carries_revision_readiness_and_deletion() -> None:
+    body = {
+        "metadata": {
+            "name": "logs-valkey-0",
+            "labels": {"controller-revision-hash": "logs-valkey-5d8f"},
+            "deletionTimestamp": "2026-11-30T00:00:00Z",
+        },
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+    summary = pod_summary(body)
+
+    assert (summary.revision, summary.ready, summary.terminating) == (
+        "logs-valkey-5d8f",
+        True,
+        True,
+    )
+
+
+def test_status_carries_the_redis_topology_only_when_observed() -> None:
+    nodes = tuple(group("v", 2))
+    observed = RedisObservation("replicated", (nodes,), replicated_probe("v-0", 2), None)
+
+    with_redis, _ = compute_status(Observation(generation=1, redis=observed), None, "t0")
+    without, _ = compute_status(Observation(generation=1), None, "t0")
+
+    assert with_redis["redis"]["shards"] == [
+        {"name": "v", "primary": "v-0", "replicas": 1, "replicasInSync": 1}
+    ]
+    assert "redis" not in without
+
+
+def cluster_hda() -> HyperDriveAccelerator:
+    def edit(wire: dict[str, Any]) -> None:
+        wire["spec"]["redis"]["topology"] = "cluster"
+
+    return edited(example(), edit)
+
+
+def statefulsets(groups: list[list[NodeAddress]]) -> dict[str, dict[str, Any]]:
+    return {g[0].group: {"status": {"updateRevision": "new"}} for g in groups}
+
+
+def live_pods(groups: list[list[NodeAddress]], revision: str) -> list[PodSummary]:
+    return [
+        PodSummary(a.pod, "valkey", (), revision=revision, ready=True) for g in groups for a in g
+    ]
+
+
+def test_with_the_probe_off_nothing_is_asked_and_status_says_so() -> None:
+    watch = BufferWatch(enabled=False)
+    hda = cluster_hda()
+
+    probe = watch.probe("ns/logs", hda, child_names(hda), password=None, wake=lambda: None)
+
+    assert probe == BufferProbe((), error=PROBE_OFF)
+    assert watch.fresh("ns/logs") is None

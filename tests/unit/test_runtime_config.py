@@ -94,25 +94,19 @@ def test_topology_and_acknowledge_come_from_spec_redis() -> None:
     assert (config.topology, config.acknowledge) == ("cluster", "replica")
 
 
-def test_buffer_addresses_come_from_the_operators_environment() -> None:
+def test_cluster_nodes_come_from_the_operators_environment() -> None:
     config = load_config_text("streams: [{name: events}]\n", source="spec.yaml")
 
     placed = with_buffer_addresses(
-        config,
-        {
-            "HDA_REDIS_SENTINELS": "s-0.h.ns.svc:26379,s-1.h.ns.svc:26379",
-            "HDA_REDIS_MASTER_NAME": "buffer",
-            "HDA_REDIS_CLUSTER_NODES": "v-0.h.ns.svc:6379",
-        },
+        config, {"HDA_REDIS_CLUSTER_NODES": "v-0-0.h.ns.svc:6379,v-1-0.h.ns.svc:6379"}
     )
 
-    assert placed.sentinels == (("s-0.h.ns.svc", 26379), ("s-1.h.ns.svc", 26379))
-    assert placed.master_name == "buffer"
-    assert placed.cluster_nodes == (("v-0.h.ns.svc", 6379),)
+    assert placed.cluster_nodes == (("v-0-0.h.ns.svc", 6379), ("v-1-0.h.ns.svc", 6379))
+    assert with_buffer_addresses(config, {}) == config
 
 
 def test_an_address_without_a_port_is_refused_naming_the_variable_and_value() -> None:
     config = load_config_text("streams: [{name: events}]\n", source="spec.yaml")
 
-    with pytest.raises(ValueError, match=r"HDA_REDIS_SENTINELS: 's-1' is not host:port"):
-        with_buffer_addresses(config, {"HDA_REDIS_SENTINELS": "s-0:26379,s-1"})
+    with pytest.raises(ValueError, match=r"HDA_REDIS_CLUSTER_NODES: 'v-1' is not host:port"):
+        with_buffer_addresses(config, {"HDA_REDIS_CLUSTER_NODES": "v-0:6379,v-1"})

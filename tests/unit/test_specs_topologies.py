@@ -10,8 +10,7 @@ from tests.unit.test_specs_support import children, edited, example, find
 
 from hda.api.consts import (
     ENV_REDIS_CLUSTER_NODES,
-    ENV_REDIS_MASTER_NAME,
-    ENV_REDIS_SENTINELS,
+    ENV_REDIS_URL,
     LABEL_COMPONENT,
     LABEL_SHARD,
 )
@@ -135,13 +134,13 @@ def test_replicated_conf_includes_the_pods_own_topology_file() -> None:
     assert "cluster-enabled yes" not in lines
 
 
-def test_runtime_pods_get_every_sentinel_and_the_master_name() -> None:
+def test_runtime_pods_get_every_sentinel_and_the_primary_name_in_their_url() -> None:
     env = container_env(children(replicated()), "-ingest")
 
-    assert env[ENV_REDIS_SENTINELS] == ",".join(
+    sentinels = ",".join(
         f"logs-sentinel-{i}.logs-sentinel-headless.pipelines.svc:26379" for i in range(3)
     )
-    assert env[ENV_REDIS_MASTER_NAME] == "buffer"
+    assert env[ENV_REDIS_URL] == f"redis+sentinel://{sentinels}/buffer/0"
     assert ENV_REDIS_CLUSTER_NODES not in env
 
 
@@ -198,7 +197,7 @@ def test_runtime_pods_get_every_cluster_node_as_a_seed() -> None:
     nodes = env[ENV_REDIS_CLUSTER_NODES].split(",")
     assert len(nodes) == 6
     assert "logs-valkey-shard-2-1.logs-valkey-headless.pipelines.svc:6379" in nodes
-    assert ENV_REDIS_SENTINELS not in env
+    assert env[ENV_REDIS_URL] == "redis://logs-valkey.pipelines.svc:6379/0"
 
 
 @pytest.mark.parametrize(

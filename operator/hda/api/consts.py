@@ -41,17 +41,17 @@ RUNTIME_CONFIG_PATH: Final = "/etc/hda/hda.yaml"
 # --- The runtime contract: what the operator gives every runtime pod -------------------------
 # Command: `hda ingest|worker|output --config /etc/hda/hda.yaml` (the ConfigMap holds the whole
 # HyperDriveAccelerator manifest). Secrets and identity come from these environment variables.
-ENV_REDIS_URL: Final = "HDA_REDIS_URL"  # redis://<valkey client service>:6379/0
+# redis://<valkey client service>:6379/0; replicated topology:
+# redis+sentinel://<sentinel 0>:26379,<sentinel 1>:26379,<sentinel 2>:26379/<primary name>/0
+ENV_REDIS_URL: Final = "HDA_REDIS_URL"
 ENV_REDIS_PASSWORD: Final = "HDA_REDIS_PASSWORD"  # noqa: S105 (a variable name, not a secret)
 ENV_INGEST_TOKEN: Final = "HDA_INGEST_TOKEN"  # noqa: S105 (a variable name, not a secret)
 ENV_POD_NAME: Final = "HDA_POD_NAME"  # consumer name of a worker or output pod
 ENV_LOG_FORMAT: Final = "HDA_LOG_FORMAT"  # json (default in pods) or text
 ENV_OUTPUT_DIR: Final = "HDA_OUTPUT_DIR"
-# Replicated and cluster topologies only (spec.redis.topology); lists are comma-separated
-# host:port. Sentinels ask for the same password as Valkey (HDA_REDIS_PASSWORD).
-ENV_REDIS_SENTINELS: Final = "HDA_REDIS_SENTINELS"  # replicated: every sentinel's address
-ENV_REDIS_MASTER_NAME: Final = "HDA_REDIS_MASTER_NAME"  # replicated: the name sentinels monitor
-ENV_REDIS_CLUSTER_NODES: Final = "HDA_REDIS_CLUSTER_NODES"  # cluster: every node, as seeds
+# Cluster topology only: every Valkey pod, comma-separated host:port, as seeds. Sentinels (in
+# the replicated URL) ask for the same password as Valkey (HDA_REDIS_PASSWORD).
+ENV_REDIS_CLUSTER_NODES: Final = "HDA_REDIS_CLUSTER_NODES"
 
 REDIS_PORT: Final = 6379
 SENTINEL_PORT: Final = 26379

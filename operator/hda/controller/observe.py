@@ -30,11 +30,14 @@ from .status import (
     Lag,
     Observation,
     Problem,
+    RedisObservation,
     StreamLag,
     Workload,
 )
 
 log = logging.getLogger("hda.controller")
+
+REVISION_LABEL = "controller-revision-hash"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,11 +63,15 @@ class VolumeSummary:
 
 @dataclasses.dataclass(frozen=True)
 class PodSummary:
-    """What matters about one of an HDA's pods for status: its problems, if any."""
+    """What matters about one of an HDA's pods: its problems for status; its revision and
+    readiness for the operator's own Valkey rollouts."""
 
     name: str
     component: str
     problems: tuple[Problem, ...]
+    revision: str = ""  # the controller-revision-hash label of a StatefulSet's pod
+    ready: bool = False
+    terminating: bool = False
 
 
 class Cache(Protocol):
@@ -178,7 +185,18 @@ def pod_summary(body: Mapping[str, Any]) -> PodSummary:
             problem = _container_problem(name, component, container)
             if problem is not None:
                 problems.append(problem)
-    return PodSummary(name=name, component=component, problems=tuple(problems))
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    return PodSummary(
+        name=name,
+        component=component,
+        problems=tuple(problems),
+        revision=str((meta.get("labels") or {}).get(REVISION_LABEL, "")),
+        ready=ready,
+        terminating=bool(meta.get("deletionTimestamp")),
+    )
 
 
 def _rollout_problem(component: str, live: Mapping[str, Any] | None) -> Problem | None:
@@ -299,6 +317,7 @@ def observe(
     apply_errors: tuple[str, ...],
     lag: Lag,
     secret_errors: tuple[str, ...] = (),
+    redis: RedisObservation | None = None,
 ) -> Observation:
     """Build the Observation of one HDA from the cache (no I/O)."""
     namespace = hda.namespace
@@ -391,6 +410,7 @@ def observe(
         images=ImagesStatus(runtime=images.runtime, valkey=images.valkey),
         waiting_for_workers=tuple(sorted(component.value for component in images.held)),
         problems=tuple(problems),
+        redis=redis,
     )
 
 

@@ -20,8 +20,6 @@ import yaml
 from hda.api.consts import (
     ENV_POD_NAME,
     ENV_REDIS_CLUSTER_NODES,
-    ENV_REDIS_MASTER_NAME,
-    ENV_REDIS_SENTINELS,
     INGEST_PORT,
     OUTPUT_DATA_DIR,
     OUTPUT_PORT,
@@ -81,13 +79,12 @@ class RuntimeConfig:
     subscribers_enabled: bool = True
     # OTLP signal (logs, metrics, traces) -> stream name; a signal missing here answers 404.
     otlp_streams: dict[str, str] = field(default_factory=dict)
-    # spec.redis.topology and .acknowledge; where the buffer is comes from the environment
-    # (`with_buffer_addresses`): the operator knows the pods' names, the manifest does not.
+    # spec.redis.topology and .acknowledge. Where the buffer is comes from the environment: the
+    # operator knows the pods' names, the manifest does not. Replicated: the sentinels are in
+    # the redis+sentinel:// URL (HDA_REDIS_URL); cluster: `with_buffer_addresses`.
     topology: Topology = "standalone"
     acknowledge: Acknowledge = "primary"
-    sentinels: tuple[tuple[str, int], ...] = ()  # replicated: (host, port) of every sentinel
-    master_name: str | None = None  # replicated: the primary's name in Sentinel
-    cluster_nodes: tuple[tuple[str, int], ...] = ()  # cluster: seed (host, port) addresses
+    cluster_nodes: tuple[tuple[str, int], ...] = ()  # cluster: every node's (host, port)
     # Knobs the API does not expose (yet): ops defaults, overridable by CLI flags for tests.
     max_events_per_entry: int = 1000
     claim_idle_seconds: float = 30.0
@@ -140,7 +137,7 @@ def from_spec(spec: HyperDriveAcceleratorSpec) -> RuntimeConfig:
 
 
 def parse_addresses(text: str, *, source: str) -> tuple[tuple[str, int], ...]:
-    """`host:port,host:port` (what HDA_REDIS_SENTINELS and HDA_REDIS_CLUSTER_NODES hold)."""
+    """`host:port,host:port` (what HDA_REDIS_CLUSTER_NODES holds)."""
     addresses: list[tuple[str, int]] = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
@@ -153,18 +150,12 @@ def parse_addresses(text: str, *, source: str) -> tuple[tuple[str, int], ...]:
 
 
 def with_buffer_addresses(config: RuntimeConfig, environ: Mapping[str, str]) -> RuntimeConfig:
-    """`config` plus the sentinel or cluster addresses the operator put in the environment."""
-    sentinels = environ.get(ENV_REDIS_SENTINELS)
+    """`config` plus the cluster nodes the operator put in the environment."""
     nodes = environ.get(ENV_REDIS_CLUSTER_NODES)
+    if not nodes:
+        return config
     return dataclasses.replace(
-        config,
-        sentinels=parse_addresses(sentinels, source=ENV_REDIS_SENTINELS)
-        if sentinels
-        else config.sentinels,
-        master_name=environ.get(ENV_REDIS_MASTER_NAME) or config.master_name,
-        cluster_nodes=parse_addresses(nodes, source=ENV_REDIS_CLUSTER_NODES)
-        if nodes
-        else config.cluster_nodes,
+        config, cluster_nodes=parse_addresses(nodes, source=ENV_REDIS_CLUSTER_NODES)
     )
 
 

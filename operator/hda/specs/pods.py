@@ -10,9 +10,7 @@ from hda.api.consts import (
     ENV_LOG_FORMAT,
     ENV_POD_NAME,
     ENV_REDIS_CLUSTER_NODES,
-    ENV_REDIS_MASTER_NAME,
     ENV_REDIS_PASSWORD,
-    ENV_REDIS_SENTINELS,
     ENV_REDIS_URL,
     REDIS_PORT,
     RUNTIME_CONFIG_PATH,
@@ -161,7 +159,13 @@ def http_probes(port_name: str) -> dict[str, Any]:
 
 
 def redis_url(hda: HyperDriveAccelerator) -> str:
-    """Address of the Valkey client Service, namespace-qualified and cluster-domain free."""
+    """Where runtime pods find Valkey: the client Service (standalone; a seed of a cluster), or
+    for a replicated topology the sentinels and the name of the primary they monitor
+    (`redis+sentinel://s0:26379,s1:26379,s2:26379/buffer/0`). Namespace-qualified and
+    cluster-domain free."""
+    if hda.spec.redis.topology == "replicated":
+        sentinels = ",".join(f"{host}:{SENTINEL_PORT}" for host in sentinel_hosts(hda))
+        return f"redis+sentinel://{sentinels}/{VALKEY_MASTER_NAME}/0"
     service = child_names(hda).valkey_service
     return f"redis://{service}.{hda.namespace}.svc:{REDIS_PORT}/0"
 
@@ -195,15 +199,8 @@ def valkey_hosts(hda: HyperDriveAccelerator) -> list[list[str]]:
 
 
 def topology_env(hda: HyperDriveAccelerator) -> list[dict[str, Any]]:
-    """Where a runtime pod finds the primary of a replicated or cluster buffer."""
-    topology = hda.spec.redis.topology
-    if topology == "replicated":
-        sentinels = ",".join(f"{host}:{SENTINEL_PORT}" for host in sentinel_hosts(hda))
-        return [
-            {"name": ENV_REDIS_SENTINELS, "value": sentinels},
-            {"name": ENV_REDIS_MASTER_NAME, "value": VALKEY_MASTER_NAME},
-        ]
-    if topology == "cluster":
+    """Every node of a cluster buffer, as seeds (the URL names only the client Service)."""
+    if hda.spec.redis.topology == "cluster":
         nodes = ",".join(f"{host}:{REDIS_PORT}" for shard in valkey_hosts(hda) for host in shard)
         return [{"name": ENV_REDIS_CLUSTER_NODES, "value": nodes}]
     return []
