@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
+from hda.api.v1alpha1 import load_manifest
+from hda.controller.observe import LagProbe
 from hda.controller.valkey_nodes import execute, probe_buffer
 from hda.controller.valkey_topology import (
     BufferProbe,
@@ -24,7 +27,12 @@ from hda.controller.valkey_topology import (
     primary_of,
     redis_status,
 )
+from hda.runtime.codec import input_key
+from hda.runtime.config import WORKER_GROUP
 from hda.runtime.embedded import free_port, valkey_binary
+from hda.specs import child_names
+
+pytestmark = pytest.mark.runtime
 
 PASSWORD = 'pa ss"word'  # a space and a quote: quoting is tested too
 DEADLINE = 60.0
@@ -323,3 +331,52 @@ async def test_probe_reports_unreachable_nodes_without_waiting_forever(servers: 
     assert (
         redis_status("replicated", [group], probe, None, "t").message == "no Valkey pod reachable"
     )
+
+
+# --- lag on a cluster ---------------------------------------------------------------------------
+
+CLUSTER_MANIFEST = """
+apiVersion: hda.shitops.dev/v1alpha1
+kind: HyperDriveAccelerator
+metadata: {name: logs, namespace: ns}
+spec:
+  streams: [{name: events, partitions: 6}]
+  redis: {topology: cluster}
+"""
+
+
+async def test_lag_probe_reads_every_partition_across_the_shards(servers: Servers) -> None:
+    groups = start_cluster(servers, shards=3, pods=1)
+    await form_cluster(groups)
+    hda = load_manifest(CLUSTER_MANIFEST, source="cluster.yaml")
+    seed = groups[0][0]
+    writer = RedisCluster(host=seed.host, port=seed.port, password=PASSWORD)
+    try:
+        for partition in range(6):
+            key = input_key("events", partition)
+            await writer.xgroup_create(key, WORKER_GROUP, id="0", mkstream=True)
+            for _ in range(partition + 1):
+                await writer.xadd(key, {"e": "1"})
+        slots = {writer.keyslot(input_key("events", p)) for p in range(6)}
+        owners = {writer.nodes_manager.get_node_from_slot(slot).port for slot in slots}
+    finally:
+        await writer.aclose()
+    woken = asyncio.Event()
+    probe = LagProbe(address=(seed.host, seed.port), timeout=2.0)
+
+    assert (
+        probe.lag(
+            "ns/logs", hda, child_names(hda), password=PASSWORD, buffer_ready=True, wake=woken.set
+        )
+        is None
+    )
+    await asyncio.wait_for(woken.wait(), DEADLINE)
+    lag = probe.lag(
+        "ns/logs", hda, child_names(hda), password=PASSWORD, buffer_ready=True, wake=woken.set
+    )
+
+    assert len(owners) > 1, "the partitions should spread over more than one shard"
+    assert lag is not None
+    assert lag.error is None
+    [events] = lag.streams
+    assert (events.length, events.lag, events.pending) == (21, 21, 0)

@@ -13,7 +13,8 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from hda.api.consts import LABEL_COMPONENT, REDIS_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator, parse_quantity
@@ -22,7 +23,7 @@ from hda.specs import ChildNames, Images, worker_selector
 from hda.specs.names import VALKEY_DATA_VOLUME
 
 from .kube import KINDS, Kind, kind_of
-from .lag import Sample, measure_streams
+from .lag import Sample, ValkeyClient, measure_streams
 from .reasons import Reason
 from .status import (
     LAG_UNKNOWN_PREFIX,
@@ -502,19 +503,31 @@ class LagProbe:
         if password is None:
             return Lag(error=f"password Secret {names.valkey_password_secret} not found")
         host, port = self._address or (f"{names.valkey_service}.{hda.namespace}.svc", REDIS_PORT)
-        client = redis.Redis(
-            host=host,
-            port=port,
-            password=password,
-            socket_connect_timeout=self._timeout,
-            socket_timeout=self._timeout,
-        )
+        client: ValkeyClient
+        if hda.spec.redis.topology == "cluster":
+            # Any node is a seed; the slot map sends each partition to its shard.
+            client = RedisCluster(
+                host=host,
+                port=port,
+                password=password,
+                socket_connect_timeout=self._timeout,
+                socket_timeout=self._timeout,
+                require_full_coverage=False,
+            )
+        else:
+            client = redis.Redis(
+                host=host,
+                port=port,
+                password=password,
+                socket_connect_timeout=self._timeout,
+                socket_timeout=self._timeout,
+            )
         try:
             async with asyncio.timeout(self._timeout * 2):
                 sample, streams = await measure_streams(
                     client, hda.spec.streams, self._samples.get(key), time.monotonic()
                 )
-        except (OSError, RedisError, TimeoutError) as error:
+        except (OSError, RedisError, RedisClusterException, TimeoutError) as error:
             # The message must not vary with the kind of failure, or status would flap.
             log.debug("lag probe failed", extra={"host": host, "error": repr(error)})
             return Lag(error=f"Valkey at {host}:{port} not reachable")
