@@ -26,6 +26,7 @@ from hda.controller.valkey_topology import (
     cluster_plan,
     primary_of,
     redis_status,
+    reshard_plan,
 )
 from hda.runtime.codec import input_key
 from hda.runtime.config import WORKER_GROUP
@@ -216,6 +217,12 @@ async def test_a_shard_added_later_gets_its_replica_and_no_slots(servers: Server
         "the new shard's replica never came in sync",
     )
 
+    moves = reshard_plan(groups, probe)
+    assert [(m.source, m.target, m.count) for m in moves] == [
+        ("v-shard-0-0", "v-shard-3-0", 1365),
+        ("v-shard-1-0", "v-shard-3-0", 1365),
+        ("v-shard-2-0", "v-shard-3-0", 1366),
+    ]
     new_shard = redis_status("cluster", groups, probe, None, "t").shards[3]
     assert (new_shard.primary, new_shard.slots, new_shard.replicas_in_sync) == (
         "v-shard-3-0",
@@ -246,6 +253,20 @@ async def test_cluster_failover_promotes_the_replica_and_status_records_it(
     assert after.shards[1].primary == "v-shard-1-1"
     assert after.shards[1].slots == 5461
     assert after.last_failover_time == "2026-11-30T00:01:00Z"
+
+
+async def until_accepted(
+    action: Failover, nodes: list[NodeAddress], sentinels: list[tuple[str, int]]
+) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        try:
+            await execute(action, nodes, sentinels=sentinels, password=PASSWORD)
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 # --- replicated with sentinels ------------------------------------------------------------------
@@ -306,7 +327,9 @@ async def test_sentinel_failover_moves_the_primary_and_status_records_the_time(
     )
     before = redis_status("replicated", [group], probe, None, "2026-11-30T00:00:00Z").to_wire()
 
-    await execute(Failover("v", "v-1"), group, sentinels=sentinels, password=PASSWORD)
+    # Sentinels learn the replicas from the primary every few seconds; until then they answer
+    # NOGOODSLAVE, and the operator retries on its next pass.
+    await until_accepted(Failover("v", "v-1"), group, sentinels)
     probe = await until(
         lambda: probe_buffer("replicated", group, sentinels=sentinels, password=PASSWORD),
         lambda p: primary_of("replicated", group, p) not in (None, "v-0"),
@@ -348,6 +371,11 @@ spec:
 async def test_lag_probe_reads_every_partition_across_the_shards(servers: Servers) -> None:
     groups = start_cluster(servers, shards=3, pods=1)
     await form_cluster(groups)
+    await until(
+        lambda: probe_buffer("cluster", [g[0] for g in groups], password=PASSWORD),
+        lambda p: all(node.slots_assigned == 16384 for node in p.nodes),
+        "the nodes never learned every slot's owner",
+    )
     hda = load_manifest(CLUSTER_MANIFEST, source="cluster.yaml")
     seed = groups[0][0]
     writer = RedisCluster(host=seed.host, port=seed.port, password=PASSWORD)

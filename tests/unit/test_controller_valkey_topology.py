@@ -29,9 +29,11 @@ from hda.controller.valkey_topology import (
     NodeState,
     PodView,
     Replicate,
+    SlotMove,
     Wait,
     cluster_plan,
     redis_status,
+    reshard_plan,
     rollout_plan,
     slot_ranges,
 )
@@ -88,11 +90,11 @@ def test_cluster_nodes_give_own_slots_primary_and_peers_down() -> None:
         "ddd 10.0.0.4:6379@16379,v-3.h master - 0 0 3 disconnected\n"
     )
 
-    assert parse_cluster_nodes(text) == ("bbb", 0, ("ccc", "ddd"))
+    assert parse_cluster_nodes(text) == ("bbb", (), ("ccc", "ddd"))
     mine = text.replace("myself,slave bbb", "slave bbb").replace(
         "v-1.h master", "v-1.h myself,master"
     )
-    assert parse_cluster_nodes(mine)[:2] == (None, 101)
+    assert parse_cluster_nodes(mine)[:2] == (None, ((0, 99), (200, 200)))
 
 
 # --- cluster formation -------------------------------------------------------------------------------
@@ -179,6 +181,70 @@ def test_a_new_shard_gets_replicas_but_no_slots() -> None:
     plan = cluster_plan(groups, BufferProbe(tuple(states)))
 
     assert plan == [Replicate("v-shard-3-1", "id-v-shard-3-0")]
+
+
+# --- resharding --------------------------------------------------------------------------------------
+
+
+def with_ranges(
+    groups: list[list[NodeAddress]], ranges: list[list[tuple[int, int]]]
+) -> BufferProbe:
+    states = []
+    known = sum(len(g) for g in groups)
+    for g, served in zip(groups, ranges, strict=True):
+        count = sum(last - first + 1 for first, last in served)
+        states.append(
+            cluster_node(g[0].pod, slots=count, slot_ranges=tuple(served), known_nodes=known)
+        )
+        states.extend(
+            cluster_node(
+                a.pod, role="replica", follows_id=f"id-{g[0].pod}", link_up=True, known_nodes=known
+            )
+            for a in g[1:]
+        )
+    return BufferProbe(tuple(states))
+
+
+def test_a_new_shard_gets_the_top_of_every_other_shards_slots() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(4)]
+    probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+
+    moves = reshard_plan(groups, probe)
+
+    assert moves == [
+        SlotMove("v-shard-0-0", "v-shard-3-0", 4096, 5460),
+        SlotMove("v-shard-1-0", "v-shard-3-0", 9557, 10921),
+        SlotMove("v-shard-2-0", "v-shard-3-0", 15018, 16383),
+    ]
+    assert sum(move.count for move in moves) == 4096
+
+
+def test_a_balanced_cluster_moves_nothing() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(3)]
+    probe = with_ranges(groups, [[r] for r in slot_ranges(3)])
+
+    assert reshard_plan(groups, probe) == []
+
+
+def test_slots_in_flight_or_unknown_primaries_move_nothing() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(4)]
+    partly = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16000)], []])
+
+    assert reshard_plan(groups, partly) == []
+
+
+def test_status_says_the_slots_of_a_new_shard_are_not_moved_yet() -> None:
+    hda = edited(cluster_hda(), lambda wire: wire["spec"]["redis"].update(shards=4))
+    groups = buffer_nodes(hda, child_names(hda))
+    probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+
+    actions, activity = next_buffer_step(hda, groups, probe, [])
+
+    assert actions == []
+    assert activity == (
+        "resharding not done: 4096 slots should move to logs-valkey-shard-3-0; "
+        "the operator does not move slots yet"
+    )
 
 
 # --- rollouts ----------------------------------------------------------------------------------------

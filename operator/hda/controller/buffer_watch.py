@@ -30,6 +30,7 @@ from .valkey_topology import (
     PodView,
     Wait,
     cluster_plan,
+    reshard_plan,
     rollout_plan,
 )
 
@@ -184,6 +185,7 @@ def next_buffer_step(
     """The actions of this pass (forming the cluster before anything else, then one rollout
     step), and what the operator is doing to the buffer, for status."""
     topology = hda.spec.redis.topology
+    notes = []
     if topology == "cluster":
         formation = cluster_plan(groups, probe)
         if isinstance(formation, Wait):
@@ -191,12 +193,22 @@ def next_buffer_step(
         if formation:
             kinds = sorted({type(action).__name__ for action in formation})
             return list(formation), "forming the cluster: " + ", ".join(kinds)
+        moves = reshard_plan(groups, probe)
+        if moves:
+            # TODO(issue 11): move them with the runtime's resharding function (CLUSTER
+            # MIGRATESLOTS) once it exists; until then status says they are not moved.
+            targets = sorted({move.target for move in moves})
+            notes.append(
+                f"resharding not done: {sum(m.count for m in moves)} slots should move to "
+                f"{', '.join(targets)}; the operator does not move slots yet"
+            )
     step = rollout_plan(topology, rollouts, probe)
-    if step is None:
-        return [], None
     if isinstance(step, Wait):
-        return [], f"rolling Valkey: {step.reason}"
-    return [step], f"rolling Valkey: {type(step).__name__} {_subject(step)}"
+        notes.append(f"rolling Valkey: {step.reason}")
+    elif step is not None:
+        notes.append(f"rolling Valkey: {type(step).__name__} {_subject(step)}")
+    actions: list[Action] = [] if step is None or isinstance(step, Wait) else [step]
+    return actions, "; ".join(notes) or None
 
 
 def _subject(action: Action) -> str:

@@ -56,23 +56,25 @@ async def _command(client: redis.Redis, *args: str | int) -> Any:
     return await client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
-def _count_slots(fields: Sequence[str]) -> int:
-    """Slots in the slot fields of a CLUSTER NODES line (`0-5460`, `5461`; `[...]` are slots
-    in migration, still served by their owner)."""
-    count = 0
+def _slot_ranges(fields: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """The slot fields of a CLUSTER NODES line (`0-5460`, `5461`) as inclusive ranges; `[...]`
+    are slots in migration, still served by their owner."""
+    ranges = []
     for field in fields:
         if field.startswith("["):
             continue
         first, _, last = field.partition("-")
-        count += int(last or first) - int(first) + 1
-    return count
+        ranges.append((int(first), int(last or first)))
+    return tuple(ranges)
 
 
-def parse_cluster_nodes(text: str) -> tuple[str | None, int, tuple[str, ...]]:
-    """From CLUSTER NODES: the ID this node replicates (None for a primary), the slots it
+def parse_cluster_nodes(
+    text: str,
+) -> tuple[str | None, tuple[tuple[int, int], ...], tuple[str, ...]]:
+    """From CLUSTER NODES: the ID this node replicates (None for a primary), the slot ranges it
     serves, and the IDs of the nodes it sees failing or disconnected."""
     follows_id: str | None = None
-    slots = 0
+    slots: tuple[tuple[int, int], ...] = ()
     down: list[str] = []
     for line in text.splitlines():
         fields = line.split()
@@ -81,7 +83,7 @@ def parse_cluster_nodes(text: str) -> tuple[str | None, int, tuple[str, ...]]:
         flags = set(fields[2].split(","))
         if "myself" in flags:
             follows_id = None if fields[3] == "-" else fields[3]
-            slots = _count_slots(fields[8:])
+            slots = _slot_ranges(fields[8:])
         elif flags & _DOWN_FLAGS or fields[7] != "connected":
             down.append(fields[0])
     return follows_id, slots, tuple(down)
@@ -112,7 +114,7 @@ async def _probe_node(
                 return state
             node_id = str(await _command(client, "CLUSTER", "MYID"))
             cluster_info = await client.cluster("INFO")
-            follows_id, slots, down = parse_cluster_nodes(
+            follows_id, ranges, down = parse_cluster_nodes(
                 str(await _command(client, "CLUSTER", "NODES"))
             )
             return NodeState(
@@ -122,7 +124,8 @@ async def _probe_node(
                 link_up=link_up,
                 node_id=node_id,
                 known_nodes=int(cluster_info.get("cluster_known_nodes", 0)),
-                slots=slots,
+                slots=sum(last - first + 1 for first, last in ranges),
+                slot_ranges=ranges,
                 slots_assigned=int(cluster_info.get("cluster_slots_assigned", 0)),
                 follows_id=follows_id,
                 peers_down=down,

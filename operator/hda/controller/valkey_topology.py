@@ -44,6 +44,7 @@ class NodeState:
     node_id: str | None = None
     known_nodes: int = 0
     slots: int = 0  # slots this node serves
+    slot_ranges: tuple[tuple[int, int], ...] = ()  # the same, as inclusive ranges
     slots_assigned: int = 0  # slots assigned in the whole cluster, as this node sees it
     follows_id: str | None = None  # a replica's primary's node ID
     peers_down: tuple[str, ...] = ()  # node IDs this node sees failing or disconnected
@@ -104,6 +105,20 @@ class Failover:
 @dataclasses.dataclass(frozen=True)
 class DeletePod:
     pod: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotMove:
+    """Slots `first`..`last` to move from the primary `source` to the primary `target`."""
+
+    source: str
+    target: str
+    first: int
+    last: int
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
 
 
 ClusterAction = Meet | AssignSlots | Replicate
@@ -207,6 +222,46 @@ def cluster_plan(
             if address.pod != primary and state.role == "primary" and state.slots == 0:
                 actions.append(Replicate(address.pod, primary_id))
     return actions
+
+
+def reshard_plan(groups: Sequence[Sequence[NodeAddress]], probe: BufferProbe) -> list[SlotMove]:
+    """The slot moves that even out a formed cluster after shards were added: every shard ends
+    with 16384 // shards slots or one more. Each shard above its share gives the top of its
+    ranges to the shards below theirs, in shard order; [] when balanced (or unknown)."""
+    nodes: list[NodeState] = []
+    for group in groups:
+        primary = primary_of("cluster", group, probe)
+        node = probe.node(primary) if primary is not None else None
+        if node is None:
+            return []
+        nodes.append(node)
+    counts = [node.slots for node in nodes]
+    if sum(counts) != CLUSTER_SLOTS:
+        return []  # not formed yet, or slots already in flight
+    shares = [last - first + 1 for first, last in slot_ranges(len(groups))]
+    shares.sort(reverse=True)  # the larger shares go to the shards that keep the most
+    order = sorted(range(len(groups)), key=lambda i: counts[i], reverse=True)
+    wanted = dict(zip(order, shares, strict=True))
+    spare: list[tuple[str, int, int]] = []  # (source pod, first, last) to give away
+    for index, node in enumerate(nodes):
+        excess = counts[index] - wanted[index]
+        for first, last in sorted(node.slot_ranges, reverse=True):
+            if excess <= 0:
+                break
+            taken = min(excess, last - first + 1)
+            spare.append((node.pod, last - taken + 1, last))
+            excess -= taken
+    moves = []
+    for index, node in enumerate(nodes):
+        missing = wanted[index] - counts[index]
+        while missing > 0 and spare:
+            source, first, last = spare.pop(0)
+            taken = min(missing, last - first + 1)
+            moves.append(SlotMove(source, node.pod, first, first + taken - 1))
+            if taken < last - first + 1:
+                spare.insert(0, (source, first + taken, last))
+            missing -= taken
+    return moves
 
 
 # --- rollouts ------------------------------------------------------------------------------------
