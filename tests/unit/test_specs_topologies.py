@@ -304,3 +304,22 @@ def test_shard_statefulset_names_stay_within_the_bound_for_long_hda_names() -> N
     assert len(set(names)) == 3
     assert all(len(name) <= 52 for name in names)
     assert valkey_statefulset(hda, images(hda), 2)["metadata"]["name"] == names[2]
+
+
+def test_a_replica_waiting_for_its_primary_is_alive_but_not_ready() -> None:
+    container = find(children(replicated()), "StatefulSet", "-valkey")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    liveness = container["livenessProbe"]["exec"]["command"][2]
+    readiness = container["readinessProbe"]["exec"]["command"][2]
+
+    assert "*MASTERDOWN*" in liveness
+    assert "MASTERDOWN" not in readiness
+
+
+def test_standalone_liveness_is_unchanged() -> None:
+    container = find(children(example()), "StatefulSet", "-valkey")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+
+    assert "MASTERDOWN" not in container["livenessProbe"]["exec"]["command"][2]

@@ -50,6 +50,9 @@ from .scripts import (
 VALKEY_READINESS_SCRIPT: Final = f'[ "$(valkey-cli -h 127.0.0.1 -p {REDIS_PORT} ping)" = PONG ]'
 # A long AOF replay answers LOADING: alive, so not restarted into another replay.
 VALKEY_LIVENESS_SCRIPT: Final = f'case "$(valkey-cli -h 127.0.0.1 -p {REDIS_PORT} ping)" in PONG|*LOADING*) exit 0;; esac; exit 1'
+# A replica answers MASTERDOWN while its link to the primary is down or still syncing
+# (replica-serve-stale-data no): not ready, so a rollout waits for it, but alive.
+REPLICA_LIVENESS_SCRIPT: Final = f'case "$(valkey-cli -h 127.0.0.1 -p {REDIS_PORT} ping)" in PONG|*LOADING*|*MASTERDOWN*) exit 0;; esac; exit 1'
 
 
 def _claim_template(name: str, size: str, storage_class: str | None) -> dict[str, Any]:
@@ -73,6 +76,8 @@ def _retention_policy(policy: PvcRetentionPolicy) -> dict[str, str]:
 
 def _valkey_container(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     ports = [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}]
+    standalone = hda.spec.redis.topology == "standalone"
+    liveness = VALKEY_LIVENESS_SCRIPT if standalone else REPLICA_LIVENESS_SCRIPT
     if hda.spec.redis.topology == "cluster":
         ports.append({"name": "cluster-bus", "containerPort": CLUSTER_BUS_PORT, "protocol": "TCP"})
     return {
@@ -100,7 +105,7 @@ def _valkey_container(hda: HyperDriveAccelerator, images: Images) -> dict[str, A
             "failureThreshold": 3,
         },
         "livenessProbe": {
-            "exec": {"command": ["sh", "-c", VALKEY_LIVENESS_SCRIPT]},
+            "exec": {"command": ["sh", "-c", liveness]},
             "initialDelaySeconds": 10,
             "periodSeconds": 10,
             "timeoutSeconds": 5,
