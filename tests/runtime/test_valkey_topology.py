@@ -13,10 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from hda.api.v1alpha1 import load_manifest
-from hda.controller.observe import LagProbe
+from hda.controller.buffer_watch import (
+    BufferWatch,
+    buffer_pass,
+    group_rollouts,
+)
+from hda.controller.observe import LagProbe, PodSummary
 from hda.controller.valkey_nodes import execute, probe_buffer
 from hda.controller.valkey_topology import (
     BufferProbe,
@@ -68,11 +74,18 @@ class Servers:
         self.started: list[Server] = []
 
     def start(
-        self, name: str, lines: list[str], *, sentinel: bool = False, bus: bool = False
+        self,
+        name: str,
+        lines: list[str],
+        *,
+        sentinel: bool = False,
+        bus: bool = False,
+        port: int | None = None,
     ) -> Server:
-        port = cluster_port() if bus else free_port()
+        """Start `name`; with `port`, again in its old directory (a pod back on its volume)."""
+        port = port or (cluster_port() if bus else free_port())
         directory = self.root / name
-        directory.mkdir(parents=True)
+        directory.mkdir(parents=True, exist_ok=True)
         config = directory / "valkey.conf"
         config.write_text(
             "\n".join(
@@ -408,3 +421,107 @@ async def test_lag_probe_reads_every_partition_across_the_shards(servers: Server
     assert lag.error is None
     [events] = lag.streams
     assert (events.length, events.lag, events.pending) == (21, 21, 0)
+
+
+# --- a rolling update with a failover -----------------------------------------------------------
+
+REPLICATED_MANIFEST = """
+apiVersion: hda.shitops.dev/v1alpha1
+kind: HyperDriveAccelerator
+metadata: {name: logs, namespace: ns}
+spec:
+  streams: [{name: events}]
+  redis: {topology: replicated, replicas: 2}
+"""
+
+
+class StatefulSetStandIn:
+    """Plays the Kubernetes side of a rollout: a deleted pod is SIGKILLed and comes back on its
+    port and data directory at the update revision, as a replica of whatever primary the
+    sentinels name (what its entrypoint does, tested in test_valkey_scripts.py)."""
+
+    def __init__(
+        self, servers: Servers, group: list[NodeAddress], sentinels: list[tuple[str, int]]
+    ) -> None:
+        self.servers = servers
+        self.group = group
+        self.sentinels = sentinels
+        self.revisions = {address.pod: "old" for address in group}
+        self.deleted: list[tuple[str, str | None]] = []  # (pod, the primary when it was deleted)
+
+    async def delete(self, kind: object, namespace: str | None, name: str) -> bool:
+        probe = await probe_buffer(
+            "replicated", self.group, sentinels=self.sentinels, password=PASSWORD
+        )
+        primary = primary_of("replicated", self.group, probe)
+        self.deleted.append((name, primary))
+        server = next(
+            s for s in self.servers.started if s.name == name and s.process.poll() is None
+        )
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+        address = next(a for a in self.group if a.pod == name)
+        leader = next(a for a in self.group if a.pod == primary)
+        follow = [] if primary == name else [f"replicaof 127.0.0.1 {leader.port}"]
+        self.servers.start(
+            name, [*node_lines(), "replica-announce-ip 127.0.0.1", *follow], port=address.port
+        )
+        self.revisions[name] = "new"
+        return True
+
+    def pods(self, probe: BufferProbe) -> list[PodSummary]:
+        """Ready as a kubelet would see it: PONG, which a replica answers once in sync."""
+        pods = []
+        for address in self.group:
+            node = probe.node(address.pod)
+            ready = node is not None and node.reachable and (node.role == "primary" or node.link_up)
+            pods.append(
+                PodSummary(
+                    address.pod, "valkey", (), revision=self.revisions[address.pod], ready=ready
+                )
+            )
+        return pods
+
+
+async def test_a_rollout_restarts_replicas_then_fails_over_then_the_old_primary(
+    servers: Servers,
+) -> None:
+    group, sentinels = start_replicated(servers, replicas=2)
+    hda = load_manifest(REPLICATED_MANIFEST, source="replicated.yaml")
+    standin = StatefulSetStandIn(servers, group, sentinels)
+    writer = aioredis.Redis(port=group[0].port, password=PASSWORD)
+    await writer.set("acknowledged", "before the rollout")
+    await writer.execute_command("WAIT", 2, 5000)  # type: ignore[no-untyped-call]
+    await writer.aclose()
+    watch = BufferWatch()
+    steps: list[str] = []
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        probe = await probe_buffer("replicated", group, sentinels=sentinels, password=PASSWORD)
+        rollouts = group_rollouts(
+            [group], {"v": {"status": {"updateRevision": "new"}}}, standin.pods(probe)
+        )
+        done, activity = await buffer_pass(
+            watch, "ns/logs", hda, probe, rollouts, groups=[group], sentinels=sentinels,
+            password=PASSWORD, kube=standin,
+        )  # fmt: skip
+        if not done and activity is None:
+            break
+        steps += [type(action).__name__ for action in done]
+        await asyncio.sleep(0.3)  # no settling: the pending failover alone must hold it
+    else:
+        raise AssertionError(f"the rollout did not finish; steps {steps}")
+
+    assert steps == ["DeletePod", "DeletePod", "Failover", "DeletePod"]
+    assert [pod for pod, _ in standin.deleted] == ["v-2", "v-1", "v-0"]
+    # The property that matters: no pod was deleted while it was the primary.
+    assert all(pod != primary for pod, primary in standin.deleted), standin.deleted
+    assert set(standin.revisions.values()) == {"new"}
+    probe = await probe_buffer("replicated", group, sentinels=sentinels, password=PASSWORD)
+    new_primary = next(a for a in group if a.pod == primary_of("replicated", group, probe))
+    reader = aioredis.Redis(port=new_primary.port, password=PASSWORD)
+    try:
+        assert await reader.get("acknowledged") == b"before the rollout"
+    finally:
+        await reader.aclose()

@@ -509,3 +509,13 @@ def test_with_the_probe_off_nothing_is_asked_and_status_says_so() -> None:
 
     assert probe == BufferProbe((), error=PROBE_OFF)
     assert watch.fresh("ns/logs") is None
+
+
+def test_no_second_failover_while_the_first_has_not_moved_the_primary() -> None:
+    groups = [rollout("v", ["old", "new", "new"])]
+
+    waiting = rollout_plan("replicated", groups, replicated_probe("v-0", 3), {"v": "v-0"})
+    moved = rollout_plan("replicated", groups, replicated_probe("v-1", 3), {"v": "v-0"})
+
+    assert waiting == Wait("v: waiting for the failover away from v-0")
+    assert moved == DeletePod("v-0")

@@ -16,20 +16,22 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hda.api.consts import REDIS_PORT, SENTINEL_PORT
-from hda.api.v1alpha1 import HyperDriveAccelerator
+from hda.api.v1alpha1 import HyperDriveAccelerator, Topology
 from hda.specs import ChildNames
+from hda.specs.configmaps import SENTINEL_FAILOVER_TIMEOUT_MILLISECONDS
 from hda.specs.pods import pod_address, sentinel_hosts
 
-from .kube import Kube
 from .observe import PodSummary
-from .valkey_nodes import Action, execute, probe_buffer
+from .valkey_nodes import Action, PodDeleter, execute, probe_buffer
 from .valkey_topology import (
     BufferProbe,
+    Failover,
     GroupRollout,
     NodeAddress,
     PodView,
     Wait,
     cluster_plan,
+    primary_of,
     reshard_plan,
     rollout_plan,
 )
@@ -37,6 +39,8 @@ from .valkey_topology import (
 log = logging.getLogger("hda.controller")
 
 PROBE_OFF = "not asked: the operator runs with --no-valkey-probe"
+# Sentinel's failover-timeout: a failover that has not moved the primary by then is over.
+FAILOVER_TIMEOUT_SECONDS = SENTINEL_FAILOVER_TIMEOUT_MILLISECONDS / 1000
 
 
 def buffer_nodes(hda: HyperDriveAccelerator, names: ChildNames) -> list[list[NodeAddress]]:
@@ -107,11 +111,14 @@ class BufferWatch:
         self._timeout = timeout
         self._seen: dict[str, _Seen] = {}
         self._acted: dict[str, float] = {}
+        # HDA -> StatefulSet -> (the primary a failover was asked to replace, until when)
+        self._failovers: dict[str, dict[str, tuple[str, float]]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def forget(self, key: str) -> None:
         self._seen.pop(key, None)
         self._acted.pop(key, None)
+        self._failovers.pop(key, None)
         task = self._tasks.pop(key, None)
         if task is not None:
             task.cancel()
@@ -147,6 +154,31 @@ class BufferWatch:
     def acted(self, key: str) -> None:
         self._acted[key] = time.monotonic() + self._settle
 
+    def failover_requested(self, key: str, group: str, primary: str) -> None:
+        deadline = time.monotonic() + FAILOVER_TIMEOUT_SECONDS
+        self._failovers.setdefault(key, {})[group] = (primary, deadline)
+
+    def failing_over(
+        self,
+        key: str,
+        topology: Topology,
+        groups: Sequence[Sequence[NodeAddress]],
+        probe: BufferProbe,
+    ) -> dict[str, str]:
+        """StatefulSet -> the primary a failover was asked to replace, while it still is the
+        primary (and the failover has not timed out)."""
+        pending = self._failovers.get(key, {})
+        now = time.monotonic()
+        for group in groups:
+            name = group[0].group
+            if name not in pending:
+                continue
+            old, deadline = pending[name]
+            current = primary_of(topology, group, probe)
+            if now > deadline or current not in (None, old):
+                del pending[name]
+        return {name: old for name, (old, _) in pending.items()}
+
     async def _refresh(
         self,
         key: str,
@@ -181,6 +213,7 @@ def next_buffer_step(
     groups: Sequence[Sequence[NodeAddress]],
     probe: BufferProbe,
     rollouts: Sequence[GroupRollout],
+    failing_over: Mapping[str, str] | None = None,
 ) -> tuple[list[Action], str | None]:
     """The actions of this pass (forming the cluster before anything else, then one rollout
     step), and what the operator is doing to the buffer, for status."""
@@ -202,7 +235,7 @@ def next_buffer_step(
                 f"resharding not done: {sum(m.count for m in moves)} slots should move to "
                 f"{', '.join(targets)}; the operator does not move slots yet"
             )
-    step = rollout_plan(topology, rollouts, probe)
+    step = rollout_plan(topology, rollouts, probe, failing_over)
     if isinstance(step, Wait):
         notes.append(f"rolling Valkey: {step.reason}")
     elif step is not None:
@@ -216,33 +249,72 @@ def _subject(action: Action) -> str:
     return str(pod)
 
 
-async def run_buffer_step(
+async def buffer_pass(
     watch: BufferWatch,
     key: str,
     hda: HyperDriveAccelerator,
+    probe: BufferProbe,
+    rollouts: Sequence[GroupRollout],
+    *,
+    groups: Sequence[Sequence[NodeAddress]],
+    sentinels: Sequence[tuple[str, int]],
+    password: str | None,
+    kube: PodDeleter,
+) -> tuple[list[Action], str | None]:
+    """One pass on a fresh probe: decide (`next_buffer_step`), act, remember a requested
+    failover. Returns what was done (without what failed) and the activity for status."""
+    topology = hda.spec.redis.topology
+    failing_over = watch.failing_over(key, topology, groups, probe)
+    actions, activity = next_buffer_step(hda, groups, probe, rollouts, failing_over)
+    done, errors = await run_buffer_step(
+        watch,
+        key,
+        actions,
+        groups=groups,
+        sentinels=sentinels,
+        password=password,
+        kube=kube,
+        namespace=hda.namespace,
+    )
+    for action in done:
+        if isinstance(action, Failover):
+            group = next(g for g in groups if g[0].group == action.group)
+            old = primary_of(topology, group, probe)
+            if old is not None:
+                watch.failover_requested(key, action.group, old)
+    return done, "; ".join(errors) if errors else activity
+
+
+async def run_buffer_step(
+    watch: BufferWatch,
+    key: str,
     actions: Sequence[Action],
     *,
     groups: Sequence[Sequence[NodeAddress]],
+    sentinels: Sequence[tuple[str, int]],
     password: str | None,
-    kube: Kube,
-) -> list[str]:
-    """Carry out `actions`; returns the errors (each action is tried once per pass)."""
+    kube: PodDeleter,
+    namespace: str,
+) -> tuple[list[Action], list[str]]:
+    """Carry out `actions`; returns those done and the errors (each is tried once per pass)."""
     if not actions:
-        return []
+        return [], []
     nodes = [a for group in groups for a in group]
+    done: list[Action] = []
     errors = []
     for action in actions:
         try:
             await execute(
                 action,
                 nodes,
-                sentinels=sentinel_addresses(hda),
+                sentinels=sentinels,
                 password=password,
                 kube=kube,
-                namespace=hda.namespace,
+                namespace=namespace,
             )
             log.info("buffer action", extra={"hda": key, "action": repr(action)})
-        except Exception as error:
+            done.append(action)
+        except Exception as error:  # reported in status, and tried again on the next pass
             errors.append(f"{type(action).__name__} {_subject(action)}: {error}")
     watch.acted(key)
-    return errors
+    return done, errors

@@ -38,9 +38,9 @@ from .apply import apply_children, prune
 from .buffer_watch import (
     BufferWatch,
     buffer_nodes,
+    buffer_pass,
     group_rollouts,
-    next_buffer_step,
-    run_buffer_step,
+    sentinel_addresses,
 )
 from .compare import with_applied_hash
 from .generated_secret import ensure_password_secret
@@ -319,18 +319,17 @@ class Controller:
                 if (live := find_child(cache, _STATEFULSET, hda.namespace, key[1], name))
             }
             rollouts = group_rollouts(groups, statefulsets, cache.pods(hda.namespace, key[1]))
-            actions, state.buffer_activity = next_buffer_step(hda, groups, fresh, rollouts)
-            errors = await run_buffer_step(
+            _, state.buffer_activity = await buffer_pass(
                 self.buffer_watch,
                 watch_key,
                 hda,
-                actions,
+                fresh,
+                rollouts,
                 groups=groups,
+                sentinels=sentinel_addresses(hda),
                 password=password,
                 kube=self.kube,
             )
-            if errors:
-                state.buffer_activity = "; ".join(errors)
         return RedisObservation(
             topology=hda.spec.redis.topology,
             groups=tuple(tuple(group) for group in groups),

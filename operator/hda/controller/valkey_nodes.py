@@ -11,7 +11,7 @@ import logging
 import socket
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from hda.api.v1alpha1 import Topology
 from hda.specs.names import VALKEY_MASTER_NAME
 
-from .kube import Kind, Kube
+from .kube import Kind
 from .valkey_topology import (
     AssignSlots,
     BufferProbe,
@@ -36,6 +36,14 @@ from .valkey_topology import (
 log = logging.getLogger("hda.controller")
 
 POD_KIND = Kind("v1", "Pod", "pods", True)
+
+
+class PodDeleter(Protocol):
+    """What deleting a pod needs of the Kubernetes API (`Kube`)."""
+
+    async def delete(self, kind: Kind, namespace: str | None, name: str) -> bool: ...
+
+
 # Sentinels that must name the same primary before the operator believes them (of 3).
 SENTINEL_AGREEMENT = 2
 _DOWN_FLAGS = frozenset({"fail", "fail?", "noaddr"})
@@ -197,7 +205,7 @@ async def execute(
     *,
     sentinels: Sequence[tuple[str, int]] = (),
     password: str | None,
-    kube: Kube | None = None,
+    kube: PodDeleter | None = None,
     namespace: str = "",
     seconds: float = 5.0,
 ) -> None:

@@ -293,7 +293,10 @@ def _ordinal(pod: str) -> int:
 
 
 def rollout_plan(
-    topology: Topology, groups: Sequence[GroupRollout], probe: BufferProbe
+    topology: Topology,
+    groups: Sequence[GroupRollout],
+    probe: BufferProbe,
+    failing_over: Mapping[str, str] | None = None,
 ) -> RolloutAction | None:
     """The next step of rolling the Valkey StatefulSets to their update revision, or None.
 
@@ -301,7 +304,8 @@ def rollout_plan(
     deleted first (highest ordinal first); then, when only the primary is outdated, a replica
     in sync is promoted; the old primary is then an outdated replica. A shard without replicas
     (replicas: 0) has no one to fail over to: its primary is deleted and the shard is down
-    until it is back.
+    until it is back. `failing_over` (StatefulSet -> the primary a failover was asked to move
+    away from) holds a set while its old primary is still the primary: no second failover.
     """
     for group in groups:
         outdated = [pod for pod in group.pods if pod.revision != group.update_revision]
@@ -314,6 +318,8 @@ def rollout_plan(
         primary = primary_of(topology, group.nodes, probe)
         if primary is None:
             return Wait(f"{group.name}: its primary is not known")
+        if (failing_over or {}).get(group.name) == primary:
+            return Wait(f"{group.name}: waiting for the failover away from {primary}")
         replicas = sorted(
             (pod.name for pod in outdated if pod.name != primary), key=_ordinal, reverse=True
         )
