@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from hda.api.v1alpha1 import load_manifest
+from hda.api.v1alpha1 import HyperDriveAccelerator, Topology, load_manifest
 from hda.controller.buffer_watch import (
     BufferWatch,
     buffer_pass,
@@ -149,6 +149,16 @@ async def until(probe_fn: object, check: object, message: str) -> BufferProbe:
 # --- cluster ------------------------------------------------------------------------------------
 
 
+def cluster_lines() -> list[str]:
+    return [
+        *node_lines(),
+        "cluster-enabled yes",
+        "cluster-config-file nodes.conf",
+        "cluster-node-timeout 1000",
+        "cluster-allow-replica-migration no",
+    ]
+
+
 def start_cluster(
     servers: Servers, shards: int, pods: int, first: int = 0
 ) -> list[list[NodeAddress]]:
@@ -157,17 +167,7 @@ def start_cluster(
         group = []
         for ordinal in range(pods):
             name = f"v-shard-{shard}-{ordinal}"
-            server = servers.start(
-                name,
-                [
-                    *node_lines(),
-                    "cluster-enabled yes",
-                    "cluster-config-file nodes.conf",
-                    "cluster-node-timeout 1000",
-                    "cluster-allow-replica-migration no",
-                ],
-                bus=True,
-            )
+            server = servers.start(name, cluster_lines(), bus=True)
             group.append(NodeAddress(name, f"v-shard-{shard}", "127.0.0.1", server.port))
         groups.append(group)
     return groups
@@ -437,42 +437,52 @@ spec:
 
 class StatefulSetStandIn:
     """Plays the Kubernetes side of a rollout: a deleted pod is SIGKILLed and comes back on its
-    port and data directory at the update revision, as a replica of whatever primary the
-    sentinels name (what its entrypoint does, tested in test_valkey_scripts.py)."""
+    port and data directory at the update revision. Replicated, it comes back as a replica of
+    whatever primary the sentinels name (what its entrypoint does, tested in
+    test_valkey_scripts.py); cluster, with its nodes.conf, from which it rejoins its shard."""
 
     def __init__(
-        self, servers: Servers, group: list[NodeAddress], sentinels: list[tuple[str, int]]
+        self,
+        servers: Servers,
+        topology: Topology,
+        groups: list[list[NodeAddress]],
+        sentinels: list[tuple[str, int]],
     ) -> None:
         self.servers = servers
-        self.group = group
+        self.topology = topology
+        self.groups = groups
+        self.nodes = [a for group in groups for a in group]
         self.sentinels = sentinels
-        self.revisions = {address.pod: "old" for address in group}
-        self.deleted: list[tuple[str, str | None]] = []  # (pod, the primary when it was deleted)
+        self.revisions = {address.pod: "old" for address in self.nodes}
+        self.deleted: list[tuple[str, str | None]] = []  # (pod, its shard's primary then)
 
     async def delete(self, kind: object, namespace: str | None, name: str) -> bool:
         probe = await probe_buffer(
-            "replicated", self.group, sentinels=self.sentinels, password=PASSWORD
+            self.topology, self.nodes, sentinels=self.sentinels, password=PASSWORD
         )
-        primary = primary_of("replicated", self.group, probe)
+        group = next(g for g in self.groups if any(a.pod == name for a in g))
+        primary = primary_of(self.topology, group, probe)
         self.deleted.append((name, primary))
         server = next(
             s for s in self.servers.started if s.name == name and s.process.poll() is None
         )
         server.process.send_signal(signal.SIGKILL)
         server.process.wait()
-        address = next(a for a in self.group if a.pod == name)
-        leader = next(a for a in self.group if a.pod == primary)
-        follow = [] if primary == name else [f"replicaof 127.0.0.1 {leader.port}"]
-        self.servers.start(
-            name, [*node_lines(), "replica-announce-ip 127.0.0.1", *follow], port=address.port
-        )
+        address = next(a for a in group if a.pod == name)
+        if self.topology == "cluster":
+            lines = cluster_lines()
+        else:
+            leader = next(a for a in group if a.pod == primary)
+            follow = [] if primary == name else [f"replicaof 127.0.0.1 {leader.port}"]
+            lines = [*node_lines(), "replica-announce-ip 127.0.0.1", *follow]
+        self.servers.start(name, lines, port=address.port)
         self.revisions[name] = "new"
         return True
 
     def pods(self, probe: BufferProbe) -> list[PodSummary]:
         """Ready as a kubelet would see it: PONG, which a replica answers once in sync."""
         pods = []
-        for address in self.group:
+        for address in self.nodes:
             node = probe.node(address.pod)
             ready = node is not None and node.reachable and (node.role == "primary" or node.link_up)
             pods.append(
@@ -482,36 +492,40 @@ class StatefulSetStandIn:
             )
         return pods
 
+    async def roll(self, hda: HyperDriveAccelerator) -> list[str]:
+        """Operator passes until the rollout is done; the actions taken, in order."""
+        watch = BufferWatch()
+        steps: list[str] = []
+        revisions = {group[0].group: {"status": {"updateRevision": "new"}} for group in self.groups}
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            probe = await probe_buffer(
+                self.topology, self.nodes, sentinels=self.sentinels, password=PASSWORD
+            )
+            rollouts = group_rollouts(self.groups, revisions, self.pods(probe))
+            done, activity = await buffer_pass(
+                watch, "ns/logs", hda, probe, rollouts, groups=self.groups,
+                sentinels=self.sentinels, password=PASSWORD, kube=self,
+            )  # fmt: skip
+            if not done and activity is None:
+                return steps
+            steps += [type(action).__name__ for action in done]
+            await asyncio.sleep(0.3)  # no settling: the pending failover alone must hold it
+        raise AssertionError(f"the rollout did not finish; steps {steps}")
+
 
 async def test_a_rollout_restarts_replicas_then_fails_over_then_the_old_primary(
     servers: Servers,
 ) -> None:
     group, sentinels = start_replicated(servers, replicas=2)
     hda = load_manifest(REPLICATED_MANIFEST, source="replicated.yaml")
-    standin = StatefulSetStandIn(servers, group, sentinels)
+    standin = StatefulSetStandIn(servers, "replicated", [group], sentinels)
     writer = aioredis.Redis(port=group[0].port, password=PASSWORD)
     await writer.set("acknowledged", "before the rollout")
     await writer.execute_command("WAIT", 2, 5000)  # type: ignore[no-untyped-call]
     await writer.aclose()
-    watch = BufferWatch()
-    steps: list[str] = []
 
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        probe = await probe_buffer("replicated", group, sentinels=sentinels, password=PASSWORD)
-        rollouts = group_rollouts(
-            [group], {"v": {"status": {"updateRevision": "new"}}}, standin.pods(probe)
-        )
-        done, activity = await buffer_pass(
-            watch, "ns/logs", hda, probe, rollouts, groups=[group], sentinels=sentinels,
-            password=PASSWORD, kube=standin,
-        )  # fmt: skip
-        if not done and activity is None:
-            break
-        steps += [type(action).__name__ for action in done]
-        await asyncio.sleep(0.3)  # no settling: the pending failover alone must hold it
-    else:
-        raise AssertionError(f"the rollout did not finish; steps {steps}")
+    steps = await standin.roll(hda)
 
     assert steps == ["DeletePod", "DeletePod", "Failover", "DeletePod"]
     assert [pod for pod, _ in standin.deleted] == ["v-2", "v-1", "v-0"]
@@ -525,3 +539,43 @@ async def test_a_rollout_restarts_replicas_then_fails_over_then_the_old_primary(
         assert await reader.get("acknowledged") == b"before the rollout"
     finally:
         await reader.aclose()
+
+
+async def test_a_cluster_rollout_fails_each_shard_over_before_restarting_its_primary(
+    servers: Servers,
+) -> None:
+    groups = start_cluster(servers, shards=3, pods=2)
+    nodes = [a for g in groups for a in g]
+    await form_cluster(groups)
+    await until(
+        lambda: probe_buffer("cluster", nodes, password=PASSWORD),
+        lambda p: formed(groups)(p) and all(n.slots_assigned == 16384 for n in p.nodes),  # type: ignore[operator]
+        "the cluster never settled",
+    )
+    cluster = RedisCluster(host="127.0.0.1", port=groups[0][0].port, password=PASSWORD)
+    keys = [f"{{p{i}}}:input" for i in range(30)]
+    for key in keys:
+        await cluster.set(key, "before the rollout")
+    await cluster.aclose()
+    hda = load_manifest(CLUSTER_MANIFEST, source="cluster.yaml")
+    standin = StatefulSetStandIn(servers, "cluster", groups, [])
+
+    steps = await standin.roll(hda)
+
+    assert steps == ["DeletePod", "Failover", "DeletePod"] * 3
+    assert all(pod != primary for pod, primary in standin.deleted), standin.deleted
+    probe = await until(
+        lambda: probe_buffer("cluster", nodes, password=PASSWORD),
+        formed(groups),
+        "the shards' replicas never came back in sync",
+    )
+    assert [s.primary for s in redis_status("cluster", groups, probe, None, "t").shards] == [
+        "v-shard-0-1",
+        "v-shard-1-1",
+        "v-shard-2-1",
+    ]
+    cluster = RedisCluster(host="127.0.0.1", port=groups[0][1].port, password=PASSWORD)
+    try:
+        assert [await cluster.get(key) for key in keys] == [b"before the rollout"] * 30
+    finally:
+        await cluster.aclose()
