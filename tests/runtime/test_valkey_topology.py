@@ -579,3 +579,37 @@ async def test_a_cluster_rollout_fails_each_shard_over_before_restarting_its_pri
         assert [await cluster.get(key) for key in keys] == [b"before the rollout"] * 30
     finally:
         await cluster.aclose()
+
+
+async def test_a_cluster_whose_every_node_came_back_on_a_new_address_is_met_again(
+    servers: Servers,
+) -> None:
+    groups = start_cluster(servers, shards=3, pods=2)
+    nodes = [a for g in groups for a in g]
+    await form_cluster(groups)
+    await until(
+        lambda: probe_buffer("cluster", nodes, password=PASSWORD),
+        formed(groups),
+        "the cluster never formed",
+    )
+    servers.kill_all()
+    # Every pod back at once on its volume (nodes.conf) but at a new address, as pods with new IPs.
+    moved = [
+        [
+            NodeAddress(
+                a.pod, a.group, a.host, servers.start(a.pod, cluster_lines(), bus=True).port
+            )
+            for a in group
+        ]
+        for group in groups
+    ]
+
+    probe = await form_cluster(moved)
+    probe = await until(
+        lambda: probe_buffer("cluster", [a for g in moved for a in g], password=PASSWORD),
+        lambda p: formed(moved)(p) and not any(n.peers_down for n in p.nodes),  # type: ignore[operator]
+        "the cluster never healed",
+    )
+
+    status = redis_status("cluster", moved, probe, None, "t")
+    assert sorted(s.slots or 0 for s in status.shards) == [5461, 5461, 5462]
