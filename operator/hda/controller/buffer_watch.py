@@ -19,7 +19,7 @@ from hda.api.consts import REDIS_PORT, SENTINEL_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator, Topology
 from hda.specs import ChildNames
 from hda.specs.configmaps import SENTINEL_FAILOVER_TIMEOUT_MILLISECONDS
-from hda.specs.pods import pod_address, sentinel_hosts
+from hda.specs.pods import sentinel_hosts, valkey_pods
 
 from .observe import PodSummary
 from .valkey_nodes import Action, PodDeleter, execute, probe_buffer
@@ -45,18 +45,9 @@ FAILOVER_TIMEOUT_SECONDS = SENTINEL_FAILOVER_TIMEOUT_MILLISECONDS / 1000
 
 def buffer_nodes(hda: HyperDriveAccelerator, names: ChildNames) -> list[list[NodeAddress]]:
     """Every Valkey pod the spec asks for, one list per StatefulSet, pod 0 first."""
-    pods = 1 + hda.spec.redis.replica_count
     return [
-        [
-            NodeAddress(
-                pod=f"{statefulset}-{ordinal}",
-                group=statefulset,
-                host=pod_address(hda, f"{statefulset}-{ordinal}", names.valkey_headless_service),
-                port=REDIS_PORT,
-            )
-            for ordinal in range(pods)
-        ]
-        for statefulset in names.valkey_statefulsets
+        [NodeAddress(pod, statefulset, host, REDIS_PORT) for pod, host in pods]
+        for statefulset, pods in zip(names.valkey_statefulsets, valkey_pods(hda), strict=True)
     ]
 
 

@@ -184,15 +184,15 @@ def sentinel_hosts(hda: HyperDriveAccelerator) -> list[str]:
     ]
 
 
-def valkey_hosts(hda: HyperDriveAccelerator) -> list[list[str]]:
-    """DNS names of the Valkey pods, one list per StatefulSet (per shard of a cluster); the
-    first of each list is where the primary starts."""
+def valkey_pods(hda: HyperDriveAccelerator) -> list[list[tuple[str, str]]]:
+    """(pod name, DNS name) of every Valkey pod the spec asks for, one list per StatefulSet (per
+    shard of a cluster), pod 0 (where the primary starts) first."""
     names = child_names(hda)
     pods = 1 + hda.spec.redis.replica_count
     return [
         [
-            pod_address(hda, f"{statefulset}-{ordinal}", names.valkey_headless_service)
-            for ordinal in range(pods)
+            (pod, pod_address(hda, pod, names.valkey_headless_service))
+            for pod in (f"{statefulset}-{ordinal}" for ordinal in range(pods))
         ]
         for statefulset in names.valkey_statefulsets
     ]
@@ -201,7 +201,7 @@ def valkey_hosts(hda: HyperDriveAccelerator) -> list[list[str]]:
 def topology_env(hda: HyperDriveAccelerator) -> list[dict[str, Any]]:
     """Every node of a cluster buffer, as seeds (the URL names only the client Service)."""
     if hda.spec.redis.topology == "cluster":
-        nodes = ",".join(f"{host}:{REDIS_PORT}" for shard in valkey_hosts(hda) for host in shard)
+        nodes = ",".join(f"{host}:{REDIS_PORT}" for shard in valkey_pods(hda) for _, host in shard)
         return [{"name": ENV_REDIS_CLUSTER_NODES, "value": nodes}]
     return []
 
