@@ -3,6 +3,8 @@ clock). `valkey_nodes` asks the nodes and carries out what is decided here.
 
 - `cluster_plan`: what still forms the cluster (meet, assign slots, attach replicas); nothing
   when it is formed, so running it on every pass is idempotent.
+- `reshard_plan`: the slot moves that even out a cluster after shards were added (not run yet:
+  the runtime's resharding function is to run them).
 - `rollout_plan`: the next step of an OnDelete rollout: replicas first, then a failover, then
   the old primary; one StatefulSet at a time.
 - `redis_status`: `status.redis` (the primary of each shard, replicas in sync, last failover).
