@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from hda.runtime.config import load_config_text, with_buffer_addresses
+from hda.runtime.config import load_config_text
 
 
 def test_manifest_and_bare_spec_give_the_same_runtime_config() -> None:
@@ -92,21 +92,3 @@ def test_topology_and_acknowledge_come_from_spec_redis() -> None:
     )
 
     assert (config.topology, config.acknowledge) == ("cluster", "replica")
-
-
-def test_cluster_nodes_come_from_the_operators_environment() -> None:
-    config = load_config_text("streams: [{name: events}]\n", source="spec.yaml")
-
-    placed = with_buffer_addresses(
-        config, {"HDA_REDIS_CLUSTER_NODES": "v-0-0.h.ns.svc:6379,v-1-0.h.ns.svc:6379"}
-    )
-
-    assert placed.cluster_nodes == (("v-0-0.h.ns.svc", 6379), ("v-1-0.h.ns.svc", 6379))
-    assert with_buffer_addresses(config, {}) == config
-
-
-def test_an_address_without_a_port_is_refused_naming_the_variable_and_value() -> None:
-    config = load_config_text("streams: [{name: events}]\n", source="spec.yaml")
-
-    with pytest.raises(ValueError, match=r"HDA_REDIS_CLUSTER_NODES: 'v-1' is not host:port"):
-        with_buffer_addresses(config, {"HDA_REDIS_CLUSTER_NODES": "v-0:6379,v-1"})

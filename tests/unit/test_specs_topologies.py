@@ -9,7 +9,6 @@ import pytest
 from tests.unit.test_specs_support import children, edited, example, find
 
 from hda.api.consts import (
-    ENV_REDIS_CLUSTER_NODES,
     ENV_REDIS_URL,
     LABEL_COMPONENT,
     LABEL_SHARD,
@@ -141,7 +140,6 @@ def test_runtime_pods_get_every_sentinel_and_the_primary_name_in_their_url() -> 
         f"logs-sentinel-{i}.logs-sentinel-headless.pipelines.svc:26379" for i in range(3)
     )
     assert env[ENV_REDIS_URL] == f"redis+sentinel://{sentinels}/buffer/0"
-    assert ENV_REDIS_CLUSTER_NODES not in env
 
 
 def test_cluster_has_one_statefulset_per_shard_of_a_primary_and_its_replicas() -> None:
@@ -194,10 +192,11 @@ def test_cluster_pods_announce_their_dns_name_and_open_the_bus_port() -> None:
 def test_runtime_pods_get_every_cluster_node_as_a_seed() -> None:
     env = container_env(children(cluster(shards=3, replicas=1)), "-workers")
 
-    nodes = env[ENV_REDIS_CLUSTER_NODES].split(",")
+    scheme, _, rest = env[ENV_REDIS_URL].partition("://")
+    nodes = rest.removesuffix("/0").split(",")
+    assert scheme == "redis+cluster"
     assert len(nodes) == 6
     assert "logs-valkey-shard-2-1.logs-valkey-headless.pipelines.svc:6379" in nodes
-    assert env[ENV_REDIS_URL] == "redis://logs-valkey.pipelines.svc:6379/0"
 
 
 @pytest.mark.parametrize(

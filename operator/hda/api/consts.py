@@ -42,16 +42,15 @@ RUNTIME_CONFIG_PATH: Final = "/etc/hda/hda.yaml"
 # Command: `hda ingest|worker|output --config /etc/hda/hda.yaml` (the ConfigMap holds the whole
 # HyperDriveAccelerator manifest). Secrets and identity come from these environment variables.
 # redis://<valkey client service>:6379/0; replicated topology:
-# redis+sentinel://<sentinel 0>:26379,<sentinel 1>:26379,<sentinel 2>:26379/<primary name>/0
+# redis+sentinel://<sentinel 0>:26379,<sentinel 1>:26379,<sentinel 2>:26379/<primary name>/0;
+# cluster topology: redis+cluster://<every Valkey pod>:6379/0. Sentinels ask for the same
+# password as Valkey (HDA_REDIS_PASSWORD).
 ENV_REDIS_URL: Final = "HDA_REDIS_URL"
 ENV_REDIS_PASSWORD: Final = "HDA_REDIS_PASSWORD"  # noqa: S105 (a variable name, not a secret)
 ENV_INGEST_TOKEN: Final = "HDA_INGEST_TOKEN"  # noqa: S105 (a variable name, not a secret)
 ENV_POD_NAME: Final = "HDA_POD_NAME"  # consumer name of a worker or output pod
 ENV_LOG_FORMAT: Final = "HDA_LOG_FORMAT"  # json (default in pods) or text
 ENV_OUTPUT_DIR: Final = "HDA_OUTPUT_DIR"
-# Cluster topology only: every Valkey pod, comma-separated host:port, as seeds. Sentinels (in
-# the replicated URL) ask for the same password as Valkey (HDA_REDIS_PASSWORD).
-ENV_REDIS_CLUSTER_NODES: Final = "HDA_REDIS_CLUSTER_NODES"
 
 REDIS_PORT: Final = 6379
 SENTINEL_PORT: Final = 26379

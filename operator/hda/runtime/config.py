@@ -7,10 +7,8 @@ where the API model's meaning is translated.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,6 @@ import yaml
 
 from hda.api.consts import (
     ENV_POD_NAME,
-    ENV_REDIS_CLUSTER_NODES,
     INGEST_PORT,
     OUTPUT_DATA_DIR,
     OUTPUT_PORT,
@@ -79,12 +76,11 @@ class RuntimeConfig:
     subscribers_enabled: bool = True
     # OTLP signal (logs, metrics, traces) -> stream name; a signal missing here answers 404.
     otlp_streams: dict[str, str] = field(default_factory=dict)
-    # spec.redis.topology and .acknowledge. Where the buffer is comes from the environment: the
-    # operator knows the pods' names, the manifest does not. Replicated: the sentinels are in
-    # the redis+sentinel:// URL (HDA_REDIS_URL); cluster: `with_buffer_addresses`.
+    # spec.redis.topology and .acknowledge. Where the sentinels or cluster nodes are is in the
+    # URL (HDA_REDIS_URL: redis+sentinel:// or redis+cluster://): the operator knows the pods'
+    # names, the manifest does not.
     topology: Topology = "standalone"
     acknowledge: Acknowledge = "primary"
-    cluster_nodes: tuple[tuple[str, int], ...] = ()  # cluster: every node's (host, port)
     # Knobs the API does not expose (yet): ops defaults, overridable by CLI flags for tests.
     max_events_per_entry: int = 1000
     claim_idle_seconds: float = 30.0
@@ -136,29 +132,6 @@ def from_spec(spec: HyperDriveAcceleratorSpec) -> RuntimeConfig:
     )
 
 
-def parse_addresses(text: str, *, source: str) -> tuple[tuple[str, int], ...]:
-    """`host:port,host:port` (what HDA_REDIS_CLUSTER_NODES holds)."""
-    addresses: list[tuple[str, int]] = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        host, colon, port = item.rpartition(":")
-        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{source}: {item!r} is not host:port")
-        addresses.append((host, int(port)))
-    return tuple(addresses)
-
-
-def with_buffer_addresses(config: RuntimeConfig, environ: Mapping[str, str]) -> RuntimeConfig:
-    """`config` plus the cluster nodes the operator put in the environment."""
-    nodes = environ.get(ENV_REDIS_CLUSTER_NODES)
-    if not nodes:
-        return config
-    return dataclasses.replace(
-        config, cluster_nodes=parse_addresses(nodes, source=ENV_REDIS_CLUSTER_NODES)
-    )
-
-
 def load_config_text(text: str, *, source: str) -> RuntimeConfig:
     """A whole HDA manifest (what `hda run` gets) or a bare spec (what the operator mounts)."""
     data = yaml.safe_load(text)
@@ -169,7 +142,7 @@ def load_config_text(text: str, *, source: str) -> RuntimeConfig:
 
 def load_config(path: str | Path) -> RuntimeConfig:
     path = Path(path)
-    return with_buffer_addresses(load_config_text(path.read_text(), source=str(path)), os.environ)
+    return load_config_text(path.read_text(), source=str(path))
 
 
 def consumer_name(explicit: str | None = None) -> str:

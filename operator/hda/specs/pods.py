@@ -9,7 +9,6 @@ from typing import Any, Final
 from hda.api.consts import (
     ENV_LOG_FORMAT,
     ENV_POD_NAME,
-    ENV_REDIS_CLUSTER_NODES,
     ENV_REDIS_PASSWORD,
     ENV_REDIS_URL,
     REDIS_PORT,
@@ -159,13 +158,18 @@ def http_probes(port_name: str) -> dict[str, Any]:
 
 
 def redis_url(hda: HyperDriveAccelerator) -> str:
-    """Where runtime pods find Valkey: the client Service (standalone; a seed of a cluster), or
-    for a replicated topology the sentinels and the name of the primary they monitor
-    (`redis+sentinel://s0:26379,s1:26379,s2:26379/buffer/0`). Namespace-qualified and
-    cluster-domain free."""
-    if hda.spec.redis.topology == "replicated":
+    """Where runtime pods find Valkey (the form `hda.runtime.resp.RedisAddress.from_url` reads),
+    namespace-qualified and cluster-domain free: standalone, the client Service; replicated,
+    the sentinels and the name of the primary they monitor
+    (`redis+sentinel://s0:26379,s1:26379,s2:26379/buffer/0`); cluster, every Valkey pod as a
+    seed (`redis+cluster://v0:6379,v1:6379,.../0`)."""
+    topology = hda.spec.redis.topology
+    if topology == "replicated":
         sentinels = ",".join(f"{host}:{SENTINEL_PORT}" for host in sentinel_hosts(hda))
         return f"redis+sentinel://{sentinels}/{VALKEY_MASTER_NAME}/0"
+    if topology == "cluster":
+        nodes = ",".join(f"{host}:{REDIS_PORT}" for shard in valkey_pods(hda) for _, host in shard)
+        return f"redis+cluster://{nodes}/0"
     service = child_names(hda).valkey_service
     return f"redis://{service}.{hda.namespace}.svc:{REDIS_PORT}/0"
 
@@ -198,14 +202,6 @@ def valkey_pods(hda: HyperDriveAccelerator) -> list[list[tuple[str, str]]]:
     ]
 
 
-def topology_env(hda: HyperDriveAccelerator) -> list[dict[str, Any]]:
-    """Every node of a cluster buffer, as seeds (the URL names only the client Service)."""
-    if hda.spec.redis.topology == "cluster":
-        nodes = ",".join(f"{host}:{REDIS_PORT}" for shard in valkey_pods(hda) for _, host in shard)
-        return [{"name": ENV_REDIS_CLUSTER_NODES, "value": nodes}]
-    return []
-
-
 def password_env(hda: HyperDriveAccelerator, env_name: str) -> dict[str, Any]:
     """An env var read from the Valkey password Secret (key `password`)."""
     secret = child_names(hda).valkey_password_secret
@@ -222,7 +218,6 @@ def runtime_env(hda: HyperDriveAccelerator) -> list[dict[str, Any]]:
         password_env(hda, ENV_REDIS_PASSWORD),
         {"name": ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": ENV_LOG_FORMAT, "value": "json"},
-        *topology_env(hda),
     ]
 
 
