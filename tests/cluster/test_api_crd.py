@@ -185,6 +185,38 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         with_stream(observability={"tracing": {"sampleRatio": 2}}),
         "spec.observability.tracing.sampleRatio",
     ),
+    ("topology-unknown", with_stream(redis={"topology": "sharded"}), "spec.redis.topology"),
+    (
+        "standalone-replicas",
+        with_stream(redis={"replicas": 1}),
+        "replicas needs topology replicated or cluster: standalone is one Valkey pod",
+    ),
+    (
+        "replicated-no-replica",
+        with_stream(redis={"topology": "replicated", "replicas": 0}),
+        "topology replicated needs replicas >= 1",
+    ),
+    (
+        "shards-without-cluster",
+        with_stream(redis={"topology": "replicated", "shards": 3}),
+        "shards needs topology cluster",
+    ),
+    (
+        "cluster-two-shards",
+        with_stream(redis={"topology": "cluster", "shards": 2}),
+        "spec.redis.shards",
+    ),
+    (
+        "too-many-replicas",
+        with_stream(redis={"topology": "cluster", "replicas": 6}),
+        "spec.redis.replicas",
+    ),
+    (
+        "acknowledge-replica-standalone",
+        with_stream(redis={"acknowledge": "replica"}),
+        "acknowledge replica needs a replica: set topology replicated or cluster",
+    ),
+    ("acknowledge-unknown", with_stream(redis={"acknowledge": "all"}), "spec.redis.acknowledge"),
 ]
 
 
@@ -320,6 +352,63 @@ def test_storage_fields_are_immutable(
     assert result.returncode != 0, f"{case} was accepted"
     assert expected in result.stderr, result.stderr
     assert "immutable" in result.stderr
+
+
+TOPOLOGY_CHANGES: list[tuple[str, dict[str, Any], str]] = [
+    ("standalone-to-replicated", {}, "replicated"),
+    ("replicated-to-cluster", {"topology": "replicated"}, "cluster"),
+    ("cluster-to-standalone", {"topology": "cluster"}, "standalone"),
+]
+
+
+@pytest.mark.usefixtures("crd_installed")
+@pytest.mark.parametrize(
+    ("case", "redis", "new"), TOPOLOGY_CHANGES, ids=[c[0] for c in TOPOLOGY_CHANGES]
+)
+def test_changing_the_topology_is_refused(
+    cluster: ClusterHandle, namespace: str, case: str, redis: dict[str, Any], new: str
+) -> None:
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=hda(case, with_stream(redis=redis)))
+    result = cluster.kubectl(
+        "patch", "hda", case, "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"redis": {"topology": new}}}),
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0, f"{case} was accepted"
+    assert "spec.redis.topology" in result.stderr, result.stderr
+    assert "topology is immutable: create a new HDA with the other topology" in result.stderr
+
+
+@pytest.mark.usefixtures("crd_installed")
+def test_shards_and_replicas_of_a_cluster_can_change(
+    cluster: ClusterHandle, namespace: str
+) -> None:
+    spec = with_stream(redis={"topology": "cluster", "shards": 3, "replicas": 1})
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=hda("grow", spec))
+    result = cluster.kubectl(
+        "patch", "hda", "grow", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"redis": {"shards": 4, "replicas": 2}}}),
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.usefixtures("crd_installed")
+@pytest.mark.parametrize("shards", [3, None], ids=["fewer", "unset"])
+def test_removing_shards_is_refused(
+    cluster: ClusterHandle, namespace: str, shards: int | None
+) -> None:
+    spec = with_stream(redis={"topology": "cluster", "shards": 4})
+    name = f"shrink-{shards}".lower()
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=hda(name, spec))
+    result = cluster.kubectl(
+        "patch", "hda", name, "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"redis": {"shards": shards}}}),
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0, "fewer shards were accepted"
+    assert "spec.redis.shards" in result.stderr, result.stderr
+    assert "shards cannot be reduced: moving slots off a shard is not implemented" in result.stderr
 
 
 @pytest.mark.usefixtures("crd_installed")

@@ -14,11 +14,8 @@ from hda.cluster import images, oci, processes
 from hda.runtime.embedded import valkey_binary
 from hda.specs.configmaps import VALKEY_CONF_KEY
 from hda.specs.pods import RUNTIME_UID, VALKEY_UID
-from hda.specs.statefulsets import (
-    VALKEY_CLI_AUTH_ENV,
-    VALKEY_PASSWORD_ENV,
-    VALKEY_READINESS_SCRIPT,
-)
+from hda.specs.scripts import VALKEY_CLI_AUTH_ENV, VALKEY_PASSWORD_ENV
+from hda.specs.statefulsets import VALKEY_READINESS_SCRIPT
 
 NO_CAPABILITIES = "0000000000000000"
 

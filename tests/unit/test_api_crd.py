@@ -94,8 +94,17 @@ def test_partitions_transition_rule_is_published() -> None:
 
 def test_nested_objects_default_to_empty_so_their_defaults_apply() -> None:
     spec = schema()["properties"]["spec"]["properties"]
-    for name in ("redis", "ingest", "workers", "output", "template"):
+    for name in ("ingest", "workers", "output", "template"):
         assert spec[name]["default"] == {}, name
+
+
+def test_redis_default_holds_what_its_cel_rules_read() -> None:
+    # The apiserver evaluates the rules of spec.redis on its default without defaulting inside.
+    redis = schema()["properties"]["spec"]["properties"]["redis"]
+
+    assert redis["default"] == {"topology": "standalone", "acknowledge": "primary"}
+    for field in redis["default"]:
+        assert redis["properties"][field]["default"] == redis["default"][field]
 
 
 def test_scale_subresource_points_at_workers() -> None:

@@ -123,3 +123,13 @@ def test_operator_refuses_an_invalid_image_flag() -> None:
 
     assert result.exit_code == 2
     assert "'x:' is not an image reference" in result.output
+
+
+def test_default_valkey_image_is_a_9_release_for_atomic_slot_migration() -> None:
+    # CLUSTER MIGRATESLOTS (resharding a cluster topology) arrived in Valkey 9.0.
+    chart_default = yaml.safe_load((CHART / "values.yaml").read_text())["defaultImages"]["valkey"]
+
+    for image in (BUILTIN_VALKEY_IMAGE, chart_default):
+        repository, _, tag = image.rpartition(":")
+        assert repository == "valkey/valkey"
+        assert int(tag.split(".")[0]) >= 9, image

@@ -91,7 +91,7 @@ NAMESPACED_RULES = [
         "resources": ["secrets"],
         "verbs": ["get", "create"],
     },
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "delete"]},
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": CRUD},
     {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": CRUD},
 ]

@@ -106,3 +106,12 @@ def test_tracing_config_carries_endpoint_ratio_and_the_hda_identity() -> None:
     assert tracing == TracingConfig(
         endpoint="http://otel:4318", sample_ratio=0.25, hda_name="shop", hda_namespace="team-a"
     )
+
+
+def test_topology_and_acknowledge_come_from_spec_redis() -> None:
+    config = load_config_text(
+        "streams: [{name: events}]\nredis: {topology: cluster, acknowledge: replica}\n",
+        source="spec.yaml",
+    )
+
+    assert (config.topology, config.acknowledge) == ("cluster", "replica")

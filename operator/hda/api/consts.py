@@ -28,6 +28,9 @@ LABEL_VERSION: Final = "app.kubernetes.io/version"
 # through each HDA's NetworkPolicy, whatever namespace the operator runs in.
 LABEL_OPERATOR_POD: Final = f"{GROUP}/operator"
 
+# On Valkey pods of a cluster topology: the shard (0-based) whose StatefulSet made the pod.
+LABEL_SHARD: Final = f"{GROUP}/shard"
+
 # Node labels that mark Fibre Channel attached nodes.
 FC_NODE_LABEL: Final = f"{GROUP}/fibre-channel"
 NFD_FC_NODE_LABEL: Final = "feature.node.kubernetes.io/pci-0c04.present"
@@ -38,7 +41,11 @@ RUNTIME_CONFIG_PATH: Final = "/etc/hda/hda.yaml"
 # --- The runtime contract: what the operator gives every runtime pod -------------------------
 # Command: `hda ingest|worker|output --config /etc/hda/hda.yaml` (the ConfigMap holds the whole
 # HyperDriveAccelerator manifest). Secrets and identity come from these environment variables.
-ENV_REDIS_URL: Final = "HDA_REDIS_URL"  # redis://<valkey client service>:6379/0
+# redis://<valkey client service>:6379/0; replicated topology:
+# redis+sentinel://<sentinel 0>:26379,<sentinel 1>:26379,<sentinel 2>:26379/<primary name>/0;
+# cluster topology: redis+cluster://<every Valkey pod>:6379/0. Sentinels ask for the same
+# password as Valkey (HDA_REDIS_PASSWORD).
+ENV_REDIS_URL: Final = "HDA_REDIS_URL"
 ENV_REDIS_PASSWORD: Final = "HDA_REDIS_PASSWORD"  # noqa: S105 (a variable name, not a secret)
 ENV_INGEST_TOKEN: Final = "HDA_INGEST_TOKEN"  # noqa: S105 (a variable name, not a secret)
 ENV_POD_NAME: Final = "HDA_POD_NAME"  # consumer name of a worker or output pod
@@ -46,6 +53,8 @@ ENV_LOG_FORMAT: Final = "HDA_LOG_FORMAT"  # json (default in pods) or text
 ENV_OUTPUT_DIR: Final = "HDA_OUTPUT_DIR"
 
 REDIS_PORT: Final = 6379
+SENTINEL_PORT: Final = 26379
+CLUSTER_BUS_PORT: Final = 16379  # Valkey Cluster's node-to-node bus: REDIS_PORT + 10000
 INGEST_PORT: Final = 8080  # REST + WebSocket; /healthz /readyz /metrics
 OUTPUT_PORT: Final = 8081  # subscribe WebSocket; /healthz /readyz /metrics
 WORKER_HEALTH_PORT: Final = 8082  # /healthz /readyz /metrics

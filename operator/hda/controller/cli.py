@@ -96,6 +96,18 @@ def _image_reference(ctx: click.Context, param: click.Parameter, value: str) -> 
         "Service: for an operator outside the cluster, where Service names do not resolve."
     ),
 )
+@click.option(
+    "--valkey-probe/--no-valkey-probe",
+    envvar="HDA_VALKEY_PROBE",
+    default=True,
+    show_default=True,
+    show_envvar=True,
+    help=(
+        "Ask the Valkey pods and sentinels of replicated and cluster HDAs for their roles (to "
+        "form clusters, roll Valkey with failovers, and report status.redis). Off: for an "
+        "operator outside the cluster, where pod names do not resolve."
+    ),
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def operator(  # noqa: PLR0917 - click passes options positionally
     namespaces: tuple[str, ...],
@@ -109,6 +121,7 @@ def operator(  # noqa: PLR0917 - click passes options positionally
     default_runtime_image: str,
     default_valkey_image: str,
     lag_probe_address: str | None,
+    valkey_probe: bool,
     verbose: bool,
 ) -> None:
     """Run the HyperDriveAccelerator operator (standalone: one replica, no peering)."""
@@ -141,6 +154,7 @@ def operator(  # noqa: PLR0917 - click passes options positionally
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         lag_probe_address=_address(lag_probe_address),
+        valkey_probe=valkey_probe,
     )
     kopf.run(
         standalone=True,

@@ -20,6 +20,7 @@ from aiohttp import web
 from hda.api.consts import GROUP, LABEL_ACCELERATOR, LABEL_NAME, PLURAL, VERSION
 from hda.specs.labels import APP_NAME
 
+from .buffer_watch import BufferWatch
 from .kube import KINDS, Kind, Kube
 from .metrics import serve_metrics
 from .observe import (
@@ -121,6 +122,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             resync_seconds=resync,
             default_images=memo.get("default_images"),
             lag_probe=LagProbe(interval=resync, address=memo.get("lag_probe_address")),
+            buffer_watch=BufferWatch(interval=resync, enabled=memo.get("valkey_probe", True)),
         )
     metrics_port = memo.get("metrics_port")
     if metrics_port is not None and "metrics_runner" not in memo:

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from hda.api.v1alpha1 import Stream
@@ -44,6 +45,9 @@ from hda.runtime.codec import dead_letter_key, input_key, output_key
 from hda.runtime.config import OUTPUT_GROUP, WORKER_GROUP
 
 from .status import StreamLag
+
+# A cluster's client routes each partition's commands to the shard serving its slot.
+ValkeyClient = redis.Redis | RedisCluster
 
 RATE_DIGITS = 2  # significant digits of a reported rate
 
@@ -217,7 +221,7 @@ def _reading(length: Any, dead: Any, groups: Any) -> PartitionReading:
     )
 
 
-async def sample_streams(client: redis.Redis, streams: Sequence[Stream], now: float) -> Sample:
+async def sample_streams(client: ValkeyClient, streams: Sequence[Stream], now: float) -> Sample:
     """Read every partition in one round trip (plus one for the rare NULL counters)."""
     keys = [(s.name, p) for s in streams for p in range(s.partitions)]
     pipe = client.pipeline(transaction=False)
@@ -258,7 +262,7 @@ async def sample_streams(client: redis.Redis, streams: Sequence[Stream], now: fl
 
 
 async def measure_streams(
-    client: redis.Redis, streams: Sequence[Stream], previous: Sample | None, now: float
+    client: ValkeyClient, streams: Sequence[Stream], previous: Sample | None, now: float
 ) -> tuple[Sample, tuple[StreamLag, ...]]:
     """Sample `streams` now; the sample (keep it for the next call) and what status reports."""
     sample = await sample_streams(client, streams, now)

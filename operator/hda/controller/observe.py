@@ -13,7 +13,8 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from hda.api.consts import LABEL_COMPONENT, REDIS_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator, parse_quantity
@@ -22,7 +23,7 @@ from hda.specs import ChildNames, Images, worker_selector
 from hda.specs.names import VALKEY_DATA_VOLUME
 
 from .kube import KINDS, Kind, kind_of
-from .lag import Sample, measure_streams
+from .lag import Sample, ValkeyClient, measure_streams
 from .reasons import Reason
 from .status import (
     LAG_UNKNOWN_PREFIX,
@@ -30,11 +31,14 @@ from .status import (
     Lag,
     Observation,
     Problem,
+    RedisObservation,
     StreamLag,
     Workload,
 )
 
 log = logging.getLogger("hda.controller")
+
+REVISION_LABEL = "controller-revision-hash"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,11 +64,15 @@ class VolumeSummary:
 
 @dataclasses.dataclass(frozen=True)
 class PodSummary:
-    """What matters about one of an HDA's pods for status: its problems, if any."""
+    """What matters about one of an HDA's pods: its problems for status; its revision and
+    readiness for the operator's own Valkey rollouts."""
 
     name: str
     component: str
     problems: tuple[Problem, ...]
+    revision: str = ""  # the controller-revision-hash label of a StatefulSet's pod
+    ready: bool = False
+    terminating: bool = False
 
 
 class Cache(Protocol):
@@ -178,7 +186,18 @@ def pod_summary(body: Mapping[str, Any]) -> PodSummary:
             problem = _container_problem(name, component, container)
             if problem is not None:
                 problems.append(problem)
-    return PodSummary(name=name, component=component, problems=tuple(problems))
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    return PodSummary(
+        name=name,
+        component=component,
+        problems=tuple(problems),
+        revision=str((meta.get("labels") or {}).get(REVISION_LABEL, "")),
+        ready=ready,
+        terminating=bool(meta.get("deletionTimestamp")),
+    )
 
 
 def _rollout_problem(component: str, live: Mapping[str, Any] | None) -> Problem | None:
@@ -202,7 +221,7 @@ def _valkey_claim_problem(
     hda: HyperDriveAccelerator, names: ChildNames, cache: Cache, accelerator: str
 ) -> Problem | None:
     """A Pending Valkey claim that cannot bind because its StorageClass does not exist."""
-    claim_name = f"{VALKEY_DATA_VOLUME}-{names.valkey_statefulset}-0"
+    claim_name = f"{VALKEY_DATA_VOLUME}-{names.valkey_statefulsets[0]}-0"
     claims = _by_name(cache.children(_kind("PersistentVolumeClaim"), hda.namespace, accelerator))
     claim = claims.get(claim_name)
     if claim is None or (claim.get("status") or {}).get("phase") != "Pending":
@@ -249,6 +268,30 @@ def _workload(name: str, live: dict[str, Any] | None, desired: int) -> Workload:
     )
 
 
+def buffer_statefulsets(hda: HyperDriveAccelerator, names: ChildNames) -> tuple[str, ...]:
+    """Every StatefulSet of the buffer: Valkey's (one per shard of a cluster) and the sentinels'."""
+    sentinels = (names.sentinel_statefulset,) if hda.spec.redis.topology == "replicated" else ()
+    return (*names.valkey_statefulsets, *sentinels)
+
+
+def _buffer_workload(
+    hda: HyperDriveAccelerator, names: ChildNames, live: Callable[[str], dict[str, Any] | None]
+) -> Workload:
+    """The buffer's StatefulSets as one workload: it exists when all do, counts are summed."""
+    parts = [_workload(name, live(name), 1) for name in buffer_statefulsets(hda, names)]
+    if len(parts) == 1:
+        return parts[0]
+    return Workload(
+        name=", ".join(part.name for part in parts),
+        exists=all(part.exists for part in parts),
+        desired=sum(part.desired for part in parts),
+        ready=sum(part.ready for part in parts),
+        updated=sum(part.updated for part in parts),
+        current=sum(part.current for part in parts),
+        rolled_out=all(part.rolled_out for part in parts),
+    )
+
+
 def _by_name(items: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {str(i["metadata"]["name"]): i for i in items}
 
@@ -275,6 +318,7 @@ def observe(
     apply_errors: tuple[str, ...],
     lag: Lag,
     secret_errors: tuple[str, ...] = (),
+    redis: RedisObservation | None = None,
 ) -> Observation:
     """Build the Observation of one HDA from the cache (no I/O)."""
     namespace = hda.namespace
@@ -334,9 +378,7 @@ def observe(
         apply_errors=apply_errors,
         secret_errors=secret_errors,
         missing_children=tuple(missing),
-        buffer=_workload(
-            names.valkey_statefulset, live("StatefulSet", names.valkey_statefulset), 1
-        ),
+        buffer=_buffer_workload(hda, names, lambda name: live("StatefulSet", name)),
         ingest=_workload(
             names.ingest_deployment,
             live("Deployment", names.ingest_deployment),
@@ -369,6 +411,7 @@ def observe(
         images=ImagesStatus(runtime=images.runtime, valkey=images.valkey),
         waiting_for_workers=tuple(sorted(component.value for component in images.held)),
         problems=tuple(problems),
+        redis=redis,
     )
 
 
@@ -460,19 +503,31 @@ class LagProbe:
         if password is None:
             return Lag(error=f"password Secret {names.valkey_password_secret} not found")
         host, port = self._address or (f"{names.valkey_service}.{hda.namespace}.svc", REDIS_PORT)
-        client = redis.Redis(
-            host=host,
-            port=port,
-            password=password,
-            socket_connect_timeout=self._timeout,
-            socket_timeout=self._timeout,
-        )
+        client: ValkeyClient
+        if hda.spec.redis.topology == "cluster":
+            # Any node is a seed; the slot map sends each partition to its shard.
+            client = RedisCluster(
+                host=host,
+                port=port,
+                password=password,
+                socket_connect_timeout=self._timeout,
+                socket_timeout=self._timeout,
+                require_full_coverage=False,
+            )
+        else:
+            client = redis.Redis(
+                host=host,
+                port=port,
+                password=password,
+                socket_connect_timeout=self._timeout,
+                socket_timeout=self._timeout,
+            )
         try:
             async with asyncio.timeout(self._timeout * 2):
                 sample, streams = await measure_streams(
                     client, hda.spec.streams, self._samples.get(key), time.monotonic()
                 )
-        except (OSError, RedisError, TimeoutError) as error:
+        except (OSError, RedisError, RedisClusterException, TimeoutError) as error:
             # The message must not vary with the kind of failure, or status would flap.
             log.debug("lag probe failed", extra={"host": host, "error": repr(error)})
             return Lag(error=f"Valkey at {host}:{port} not reachable")

@@ -35,6 +35,13 @@ from hda.specs import (
 
 from . import events
 from .apply import apply_children, prune
+from .buffer_watch import (
+    BufferWatch,
+    buffer_nodes,
+    buffer_pass,
+    group_rollouts,
+    sentinel_addresses,
+)
 from .compare import with_applied_hash
 from .generated_secret import ensure_password_secret
 from .kube import Kube, kind_of
@@ -54,7 +61,7 @@ from .state import (
     key_of,
     log_fields,
 )
-from .status import CONFLICT_MARKER, Observation
+from .status import CONFLICT_MARKER, Observation, RedisObservation
 from .status_write import write_status
 
 __all__ = ["Controller"]
@@ -73,6 +80,7 @@ class Controller:
         debounce_seconds: float = 0.3,
         lag_probe: LagProbe | None = None,
         default_images: DefaultImages | None = None,
+        buffer_watch: BufferWatch | None = None,
     ) -> None:
         self.kube = kube
         self.default_images = default_images or DefaultImages()
@@ -80,6 +88,7 @@ class Controller:
         self.resync_seconds = resync_seconds
         self.debounce_seconds = debounce_seconds
         self.lag_probe = lag_probe or LagProbe(interval=resync_seconds)
+        self.buffer_watch = buffer_watch or BufferWatch(interval=resync_seconds)
         self.stats = Stats()
         self.metrics = OperatorMetrics(self._totals)
         self._states: dict[Key, HdaState] = {}
@@ -135,6 +144,7 @@ class Controller:
                 self._states.pop(key, None)
                 self.metrics.forget(key)
                 self.lag_probe.forget(f"{key[0]}/{key[1]}")
+                self.buffer_watch.forget(f"{key[0]}/{key[1]}")
 
     async def reconcile_safely(self, body: kopf.Body, key: Key, state: HdaState) -> float:
         """One reconcile; errors are logged, reported, and retried with back-off."""
@@ -265,7 +275,14 @@ class Controller:
             state.wake.set()
             return
 
-        # 4. Observe the result and write the status if it changed.
+        # 4. Replicated and cluster buffers: form the cluster, roll Valkey pods with failovers.
+        redis = None
+        if hda.spec.redis.topology != "standalone":
+            redis = await self._buffer_step(
+                hda, names, key, state, found.value(names.valkey_password_secret, PASSWORD_KEY)
+            )
+
+        # 5. Observe the result and write the status if it changed.
         obs = observe(
             hda,
             names,
@@ -277,8 +294,51 @@ class Controller:
             apply_errors=state.errors,
             secret_errors=found.errors,
             lag=lag,
+            redis=redis,
         )
         await write_status(self.kube, body, raw, key, obs, self.stats)
+
+    async def _buffer_step(
+        self,
+        hda: HyperDriveAccelerator,
+        names: ChildNames,
+        key: Key,
+        state: HdaState,
+        password: str | None,
+    ) -> RedisObservation:
+        """Probe the Valkey nodes in the background; on a probe taken after the last action,
+        take the next step (`buffer_watch`)."""
+        watch_key = f"{key[0]}/{key[1]}"
+        groups = buffer_nodes(hda, names)
+        probe = self.buffer_watch.probe(
+            watch_key, hda, names, password=password, wake=lambda: self.wake(key)
+        )
+        fresh = self.buffer_watch.fresh(watch_key)
+        if fresh is not None:
+            cache = self._require_cache()
+            statefulsets = {
+                name: live
+                for name in names.valkey_statefulsets
+                if (live := find_child(cache, _STATEFULSET, hda.namespace, key[1], name))
+            }
+            rollouts = group_rollouts(groups, statefulsets, cache.pods(hda.namespace, key[1]))
+            _, state.buffer_activity = await buffer_pass(
+                self.buffer_watch,
+                watch_key,
+                hda,
+                fresh,
+                rollouts,
+                groups=groups,
+                sentinels=sentinel_addresses(hda),
+                password=password,
+                kube=self.kube,
+            )
+        return RedisObservation(
+            topology=hda.spec.redis.topology,
+            groups=tuple(tuple(group) for group in groups),
+            probe=probe,
+            activity=state.buffer_activity,
+        )
 
     @staticmethod
     def _report_writes(
@@ -329,8 +389,12 @@ def _with_scaling(obj: dict[str, Any], names: ChildNames, state: HdaState) -> di
 
 
 def _buffer_ready(cache: Cache, hda: HyperDriveAccelerator, names: ChildNames, key: Key) -> bool:
-    live = find_child(cache, _STATEFULSET, hda.namespace, key[1], names.valkey_statefulset)
-    return live is not None and int((live.get("status") or {}).get("readyReplicas") or 0) >= 1
+    """Every Valkey StatefulSet (each shard's) has a ready pod."""
+    for name in names.valkey_statefulsets:
+        live = find_child(cache, _STATEFULSET, hda.namespace, key[1], name)
+        if live is None or int((live.get("status") or {}).get("readyReplicas") or 0) < 1:
+            return False
+    return True
 
 
 async def _wait_any(event: asyncio.Event, stopped: kopf.DaemonStopped, *, seconds: float) -> None:

@@ -66,6 +66,7 @@ class HdaState:
     secret_errors: tuple[str, ...] = ()
     paused_logged: bool = False
     failures: int = 0
+    buffer_activity: str | None = None  # what the operator last did to a replicated/cluster buffer
 
 
 @dataclasses.dataclass

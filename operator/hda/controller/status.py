@@ -11,18 +11,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Final, Literal
 
-from hda.api.v1alpha1 import HyperDriveAcceleratorStatus
+from hda.api.v1alpha1 import HyperDriveAcceleratorStatus, Topology
 from hda.api.v1alpha1.status import (
     ComponentsStatus,
     ComponentStatus,
     Condition,
     Endpoints,
     ImagesStatus,
+    RedisStatus,
     StreamStatus,
     WorkersStatus,
 )
 
 from .reasons import COMPONENT_REASONS, PROBLEM_REASONS, Reason
+from .valkey_topology import BufferProbe, NodeAddress, redis_status
 
 Status = Literal["True", "False", "Unknown"]
 
@@ -162,6 +164,17 @@ class Observation:
     waiting_for_workers: tuple[str, ...] = ()
     # Pods, rollouts and the Valkey claim that cannot make progress (observe.py finds them).
     problems: tuple[Problem, ...] = ()
+    redis: RedisObservation | None = None  # replicated and cluster topologies only
+
+
+@dataclasses.dataclass(frozen=True)
+class RedisObservation:
+    """A replicated or cluster buffer as last probed, and what the operator is doing to it."""
+
+    topology: Topology
+    groups: tuple[tuple[NodeAddress, ...], ...]
+    probe: BufferProbe | None
+    activity: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -460,8 +473,29 @@ def compute_status(
         streams=streams,
         endpoints=obs.endpoints,
         images=obs.images,
+        redis=_redis(obs.redis, previous, now),
     )
     return status.to_wire(), transitions
+
+
+def _redis(
+    observed: RedisObservation | None, previous: dict[str, Any] | None, now: str
+) -> RedisStatus | None:
+    if observed is None:
+        return None
+    before = (previous or {}).get("redis")
+    try:
+        RedisStatus.model_validate(before or {"topology": observed.topology})
+    except ValueError:
+        before = None
+    return redis_status(
+        observed.topology,
+        observed.groups,
+        observed.probe,
+        before if isinstance(before, dict) else None,
+        now,
+        activity=observed.activity,
+    )
 
 
 def _without_conditions(previous: dict[str, Any] | None) -> dict[str, Any]:

@@ -24,8 +24,10 @@ from hda.api.consts import (
     WORKER_HEALTH_PORT,
 )
 from hda.api.v1alpha1 import (
+    Acknowledge,
     HyperDriveAcceleratorSpec,
     PipelineStep,
+    Topology,
     load_manifest,
     parse_duration,
     parse_quantity,
@@ -89,6 +91,11 @@ class RuntimeConfig:
     # OTLP signal (logs, metrics, traces) -> stream name; a signal missing here answers 404.
     otlp_streams: dict[str, str] = field(default_factory=dict)
     tracing: TracingConfig | None = None  # None: tracing off, no SDK set up
+    # spec.redis.topology and .acknowledge. Where the sentinels or cluster nodes are is in the
+    # URL (HDA_REDIS_URL: redis+sentinel:// or redis+cluster://): the operator knows the pods'
+    # names, the manifest does not.
+    topology: Topology = "standalone"
+    acknowledge: Acknowledge = "primary"
     # Knobs the API does not expose (yet): ops defaults, overridable by CLI flags for tests.
     max_events_per_entry: int = 1000
     claim_idle_seconds: float = 30.0
@@ -147,6 +154,8 @@ def from_spec(
         )
         if tracing.enabled and tracing.endpoint is not None
         else None,
+        topology=spec.redis.topology,
+        acknowledge=spec.redis.acknowledge,
     )
 
 

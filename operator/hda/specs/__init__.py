@@ -7,7 +7,13 @@ functions only say what each child should look like.
 """
 
 from .children import desired_children
-from .configmaps import runtime_configmap, runtime_manifest, valkey_conf, valkey_configmap
+from .configmaps import (
+    runtime_configmap,
+    runtime_manifest,
+    sentinel_conf,
+    valkey_conf,
+    valkey_configmap,
+)
 from .deployments import ingest_deployment, workers_deployment
 from .hashing import (
     CONFIG_HASH_ANNOTATION,
@@ -28,16 +34,23 @@ from .labels import (
 from .names import ChildNames, child_names
 from .networkpolicies import valkey_network_policy
 from .persistentvolumes import fc_persistent_volumes, pv_selector
-from .poddisruptionbudgets import pod_disruption_budget
+from .poddisruptionbudgets import pod_disruption_budget, valkey_pod_disruption_budgets
 from .secrets import PASSWORD_KEY, generated_password_secret
 from .serviceaccounts import runtime_service_account
 from .services import (
     ingest_service,
     output_headless_service,
+    sentinel_headless_service,
+    sentinel_service,
     valkey_headless_service,
     valkey_service,
 )
-from .statefulsets import output_statefulset, valkey_statefulset
+from .statefulsets import (
+    output_statefulset,
+    sentinel_statefulset,
+    valkey_statefulset,
+    valkey_statefulsets,
+)
 
 __all__ = [
     "CONFIG_HASH_ANNOTATION",
@@ -65,13 +78,19 @@ __all__ = [
     "runtime_service_account",
     "secret_digest",
     "selector_labels",
+    "sentinel_conf",
+    "sentinel_headless_service",
+    "sentinel_service",
+    "sentinel_statefulset",
     "standard_labels",
     "valkey_conf",
     "valkey_configmap",
     "valkey_headless_service",
     "valkey_network_policy",
+    "valkey_pod_disruption_budgets",
     "valkey_service",
     "valkey_statefulset",
+    "valkey_statefulsets",
     "with_secret_digests",
     "worker_selector",
     "workers_deployment",

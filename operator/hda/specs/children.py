@@ -12,15 +12,17 @@ from .images import Images
 from .labels import Component
 from .networkpolicies import valkey_network_policy
 from .persistentvolumes import fc_persistent_volumes
-from .poddisruptionbudgets import pod_disruption_budget
+from .poddisruptionbudgets import pod_disruption_budget, valkey_pod_disruption_budgets
 from .serviceaccounts import runtime_service_account
 from .services import (
     ingest_service,
     output_headless_service,
+    sentinel_headless_service,
+    sentinel_service,
     valkey_headless_service,
     valkey_service,
 )
-from .statefulsets import output_statefulset, valkey_statefulset
+from .statefulsets import output_statefulset, sentinel_statefulset, valkey_statefulsets
 
 
 def desired_children(
@@ -30,6 +32,7 @@ def desired_children(
 
     Dependencies come first: identity and config, then Valkey, then its clients, and the
     cluster-scoped FC PersistentVolumes before the output StatefulSet that claims them.
+    Replicated topologies add their sentinels; cluster topologies one StatefulSet per shard.
     """
     return [
         runtime_service_account(hda, images),
@@ -38,7 +41,9 @@ def desired_children(
         valkey_network_policy(hda, images),
         valkey_headless_service(hda, images),
         valkey_service(hda, images),
-        valkey_statefulset(hda, images),
+        *valkey_statefulsets(hda, images),
+        *valkey_pod_disruption_budgets(hda, images),
+        *_sentinels(hda, images),
         ingest_service(hda, images),
         ingest_deployment(hda, images),
         pod_disruption_budget(hda, images, Component.INGEST),
@@ -48,4 +53,15 @@ def desired_children(
         output_headless_service(hda, images),
         output_statefulset(hda, images),
         pod_disruption_budget(hda, images, Component.OUTPUT),
+    ]
+
+
+def _sentinels(hda: HyperDriveAccelerator, images: Images) -> list[dict[str, Any]]:
+    if hda.spec.redis.topology != "replicated":
+        return []
+    return [
+        sentinel_headless_service(hda, images),
+        sentinel_service(hda, images),
+        sentinel_statefulset(hda, images),
+        pod_disruption_budget(hda, images, Component.SENTINEL),
     ]

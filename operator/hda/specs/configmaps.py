@@ -6,7 +6,7 @@ from typing import Any, Final
 
 import yaml
 
-from hda.api.consts import API_VERSION, KIND, REDIS_PORT
+from hda.api.consts import API_VERSION, KIND, REDIS_PORT, SENTINEL_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator
 
 from .hashing import config_hash
@@ -16,19 +16,30 @@ from .names import child_names
 from .pods import memory_limit_bytes, resources
 
 VALKEY_CONF_KEY: Final = "valkey.conf"
+SENTINEL_CONF_KEY: Final = "sentinel.conf"
 RUNTIME_CONFIG_KEY: Final = "hda.yaml"
 VALKEY_DATA_DIR: Final = "/data"
 # The shell wrapper writes `requirepass` here (a memory-backed emptyDir), so the password is
 # neither in the ConfigMap nor in any process's argv.
 VALKEY_AUTH_DIR: Final = "/run/valkey"
 VALKEY_AUTH_CONF: Final = f"{VALKEY_AUTH_DIR}/auth.conf"
+# Written by the start script of a replicated or cluster pod: what only the pod knows (its own
+# DNS name, and whom it replicates).
+VALKEY_TOPOLOGY_CONF: Final = f"{VALKEY_AUTH_DIR}/topology.conf"
+VALKEY_CLUSTER_CONFIG_FILE: Final = f"{VALKEY_DATA_DIR}/nodes.conf"
+# How long an unreachable primary waits before sentinels or its cluster peers fail it over:
+# long enough for a busy AOF fsync or a short network blip, short enough for ingest's retries.
+FAILOVER_AFTER_MILLISECONDS: Final = 5000
+SENTINEL_FAILOVER_TIMEOUT_MILLISECONDS: Final = 60000
+# Sentinels that must agree a primary is down before one of them fails it over (of 3).
+SENTINEL_QUORUM: Final = 2
 # Valkey's memory ceiling as a share of the container limit: headroom for the AOF rewrite fork
 # and client buffers, so writes get OOM errors (ingest pushes back) before the kernel kills it.
 VALKEY_MAXMEMORY_SHARE: Final = 0.75
 
 
 def valkey_conf(hda: HyperDriveAccelerator) -> str:
-    """valkey.conf: AOF on, RDB off, never evict stream entries."""
+    """valkey.conf: AOF on, RDB off, never evict stream entries; plus the topology's lines."""
     lines = [
         f"port {REDIS_PORT}",
         "bind * -::*",
@@ -42,8 +53,51 @@ def valkey_conf(hda: HyperDriveAccelerator) -> str:
     memory_limit = memory_limit_bytes(resources(hda, Component.VALKEY))
     if memory_limit is not None:
         lines.append(f"maxmemory {int(memory_limit * VALKEY_MAXMEMORY_SHARE)}")
+    lines.extend(_topology_lines(hda))
     lines.append(f"include {VALKEY_AUTH_CONF}")
     return "\n".join(lines) + "\n"
+
+
+def _topology_lines(hda: HyperDriveAccelerator) -> list[str]:
+    topology = hda.spec.redis.topology
+    if topology == "standalone":
+        return []
+    # Replicas and cluster peers are found by DNS name: a pod's IP changes when it restarts.
+    lines = ["replica-serve-stale-data no", "replica-read-only yes"]
+    if topology == "cluster":
+        lines += [
+            "cluster-enabled yes",
+            f"cluster-config-file {VALKEY_CLUSTER_CONFIG_FILE}",
+            f"cluster-node-timeout {FAILOVER_AFTER_MILLISECONDS}",
+            # MOVED and ASK name the pod's DNS name, which survives a restart.
+            "cluster-preferred-endpoint-type hostname",
+            # A shard that lost its primary does not stop the others.
+            "cluster-require-full-coverage no",
+            # Each replica stays in its shard's StatefulSet: the operator's rollout relies on it.
+            "cluster-allow-replica-migration no",
+        ]
+    lines.append(f"include {VALKEY_TOPOLOGY_CONF}")
+    return lines
+
+
+def sentinel_conf(hda: HyperDriveAccelerator) -> str:
+    """The static part of sentinel.conf; the start script appends the monitored primary (asked
+    of the other sentinels first) and the password, then Sentinel rewrites its copy as it
+    learns."""
+    del hda  # one layout for every HDA today; the signature matches the other builders
+    return (
+        "\n".join(
+            [
+                f"port {SENTINEL_PORT}",
+                "bind * -::*",
+                f"dir {VALKEY_AUTH_DIR}",
+                # Valkey pods are known by DNS name (replica-announce-ip), not by pod IP.
+                "sentinel resolve-hostnames yes",
+                "sentinel announce-hostnames yes",
+            ]
+        )
+        + "\n"
+    )
 
 
 def valkey_configmap(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
@@ -53,8 +107,15 @@ def valkey_configmap(hda: HyperDriveAccelerator, images: Images) -> dict[str, An
         "metadata": object_metadata(
             hda, images, child_names(hda).valkey_configmap, Component.VALKEY
         ),
-        "data": {VALKEY_CONF_KEY: valkey_conf(hda)},
+        "data": _valkey_config_data(hda),
     }
+
+
+def _valkey_config_data(hda: HyperDriveAccelerator) -> dict[str, str]:
+    data = {VALKEY_CONF_KEY: valkey_conf(hda)}
+    if hda.spec.redis.topology == "replicated":
+        data[SENTINEL_CONF_KEY] = sentinel_conf(hda)
+    return data
 
 
 def runtime_manifest(hda: HyperDriveAccelerator) -> dict[str, Any]:
@@ -114,3 +175,7 @@ def runtime_config_hash(hda: HyperDriveAccelerator, component: Component) -> str
 
 def valkey_config_hash(hda: HyperDriveAccelerator) -> str:
     return config_hash(valkey_conf(hda))
+
+
+def sentinel_config_hash(hda: HyperDriveAccelerator) -> str:
+    return config_hash(sentinel_conf(hda))

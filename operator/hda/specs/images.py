@@ -28,7 +28,7 @@ class Images:
 
     def of(self, component: Component) -> str:
         """The image of `component`'s pods."""
-        if component is Component.VALKEY:
+        if component in (Component.VALKEY, Component.SENTINEL):
             return self.valkey
         return self.held.get(component, self.runtime)
 

@@ -43,6 +43,7 @@ class Component(StrEnum):
     """The `app.kubernetes.io/component` of each part of an HDA."""
 
     VALKEY = "valkey"
+    SENTINEL = "sentinel"  # Valkey Sentinel of a replicated topology (the Valkey image)
     INGEST = "ingest"
     WORKERS = "workers"
     OUTPUT = "output"

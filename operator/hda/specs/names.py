@@ -54,6 +54,13 @@ def fc_volume_name(hda: HyperDriveAccelerator, index: int) -> str:
 # The output StatefulSet's volumeClaimTemplate; its claims are `<template>-<sts>-<ordinal>`.
 OUTPUT_DATA_VOLUME: Final = "data"
 VALKEY_DATA_VOLUME: Final = "data"
+# The primary's name in Sentinel (replicated topology): each HDA has its own sentinels.
+VALKEY_MASTER_NAME: Final = "buffer"
+
+
+def valkey_shard_statefulset(hda: HyperDriveAccelerator, shard: int) -> str:
+    """The StatefulSet of shard `shard` (0-based) of a cluster topology: its primary and replicas."""
+    return child_name(hda, f"valkey-shard-{shard}")
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,13 @@ class ChildNames:
     valkey_configmap: str
     valkey_password_secret: str
     valkey_password_secret_is_generated: bool
+    valkey_statefulsets: tuple[str, ...]
+    """Every Valkey StatefulSet: the one of standalone and replicated, one per cluster shard."""
+    valkey_pdb: str
+    sentinel_statefulset: str
+    sentinel_headless_service: str
+    sentinel_service: str
+    sentinel_pdb: str
     ingest_deployment: str
     ingest_service: str
     ingest_pdb: str
@@ -87,15 +101,28 @@ class ChildNames:
 
 def child_names(hda: HyperDriveAccelerator) -> ChildNames:
     """All child names of `hda`."""
+    redis = hda.spec.redis
+    valkey = child_name(hda, "valkey")
+    statefulsets = (
+        tuple(valkey_shard_statefulset(hda, shard) for shard in range(redis.shard_count))
+        if redis.topology == "cluster"
+        else (valkey,)
+    )
     existing_secret = hda.spec.redis.auth.existing_secret
     volumes = hda.spec.output.fibre_channel.volumes or []
     return ChildNames(
-        valkey_statefulset=child_name(hda, "valkey"),
+        valkey_statefulset=valkey,
         valkey_headless_service=child_name(hda, "valkey-headless"),
         valkey_service=child_name(hda, "valkey"),
         valkey_configmap=child_name(hda, "valkey-config"),
         valkey_password_secret=existing_secret or child_name(hda, "valkey-password"),
         valkey_password_secret_is_generated=existing_secret is None,
+        valkey_statefulsets=statefulsets,
+        valkey_pdb=valkey,
+        sentinel_statefulset=child_name(hda, "sentinel"),
+        sentinel_headless_service=child_name(hda, "sentinel-headless"),
+        sentinel_service=child_name(hda, "sentinel"),
+        sentinel_pdb=child_name(hda, "sentinel"),
         ingest_deployment=child_name(hda, "ingest"),
         ingest_service=child_name(hda, "ingest"),
         ingest_pdb=child_name(hda, "ingest"),

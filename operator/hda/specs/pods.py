@@ -13,8 +13,10 @@ from hda.api.consts import (
     ENV_REDIS_URL,
     REDIS_PORT,
     RUNTIME_CONFIG_PATH,
+    SENTINEL_PORT,
 )
 from hda.api.v1alpha1 import (
+    SENTINELS,
     HyperDriveAccelerator,
     PodTemplate,
     ResourceRequirements,
@@ -24,7 +26,7 @@ from hda.api.v1alpha1 import (
 from .hashing import CONFIG_HASH_ANNOTATION
 from .images import Images
 from .labels import Component, standard_labels
-from .names import child_names
+from .names import VALKEY_MASTER_NAME, child_names
 
 RUNTIME_UID: Final = 10001
 VALKEY_UID: Final = 999  # the `valkey` user of the official image
@@ -47,6 +49,8 @@ def pod_override(hda: HyperDriveAccelerator, component: Component) -> PodTemplat
     templates = hda.spec.template
     return {
         Component.VALKEY: templates.redis,
+        # Sentinels go where Valkey may go (tolerations, node selectors), with their own sizes.
+        Component.SENTINEL: templates.redis,
         Component.INGEST: templates.ingest,
         Component.WORKERS: templates.workers,
         Component.OUTPUT: templates.output,
@@ -154,9 +158,48 @@ def http_probes(port_name: str) -> dict[str, Any]:
 
 
 def redis_url(hda: HyperDriveAccelerator) -> str:
-    """Address of the Valkey client Service, namespace-qualified and cluster-domain free."""
+    """Where runtime pods find Valkey (the form `hda.runtime.resp.RedisAddress.from_url` reads),
+    namespace-qualified and cluster-domain free: standalone, the client Service; replicated,
+    the sentinels and the name of the primary they monitor
+    (`redis+sentinel://s0:26379,s1:26379,s2:26379/buffer/0`); cluster, every Valkey pod as a
+    seed (`redis+cluster://v0:6379,v1:6379,.../0`)."""
+    topology = hda.spec.redis.topology
+    if topology == "replicated":
+        sentinels = ",".join(f"{host}:{SENTINEL_PORT}" for host in sentinel_hosts(hda))
+        return f"redis+sentinel://{sentinels}/{VALKEY_MASTER_NAME}/0"
+    if topology == "cluster":
+        nodes = ",".join(f"{host}:{REDIS_PORT}" for shard in valkey_pods(hda) for _, host in shard)
+        return f"redis+cluster://{nodes}/0"
     service = child_names(hda).valkey_service
     return f"redis://{service}.{hda.namespace}.svc:{REDIS_PORT}/0"
+
+
+def pod_address(hda: HyperDriveAccelerator, pod: str, headless_service: str) -> str:
+    """Stable DNS name of a StatefulSet pod, namespace-qualified and cluster-domain free."""
+    return f"{pod}.{headless_service}.{hda.namespace}.svc"
+
+
+def sentinel_hosts(hda: HyperDriveAccelerator) -> list[str]:
+    """DNS names of every sentinel pod of a replicated topology."""
+    names = child_names(hda)
+    return [
+        pod_address(hda, f"{names.sentinel_statefulset}-{ordinal}", names.sentinel_headless_service)
+        for ordinal in range(SENTINELS)
+    ]
+
+
+def valkey_pods(hda: HyperDriveAccelerator) -> list[list[tuple[str, str]]]:
+    """(pod name, DNS name) of every Valkey pod the spec asks for, one list per StatefulSet (per
+    shard of a cluster), pod 0 (where the primary starts) first."""
+    names = child_names(hda)
+    pods = 1 + hda.spec.redis.replica_count
+    return [
+        [
+            (pod, pod_address(hda, pod, names.valkey_headless_service))
+            for pod in (f"{statefulset}-{ordinal}" for ordinal in range(pods))
+        ]
+        for statefulset in names.valkey_statefulsets
+    ]
 
 
 def password_env(hda: HyperDriveAccelerator, env_name: str) -> dict[str, Any]:
@@ -194,6 +237,29 @@ def _node_affinity_terms_with(affinity: dict[str, Any], required: dict[str, str]
     return merged
 
 
+HOSTNAME_TOPOLOGY_KEY: Final = "kubernetes.io/hostname"
+# Heavier than a typical user preference: keeping copies of the data apart matters most.
+SPREAD_WEIGHT: Final = 100
+
+
+def _spread_over_nodes(affinity: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    """`affinity` that also prefers no two pods matching `labels` on one node.
+
+    Preferred, not required: with fewer nodes than pods, the pods still run (doubled up)."""
+    merged = copy.deepcopy(affinity)
+    anti = merged.setdefault("podAntiAffinity", {})
+    anti.setdefault("preferredDuringSchedulingIgnoredDuringExecution", []).append(
+        {
+            "weight": SPREAD_WEIGHT,
+            "podAffinityTerm": {
+                "labelSelector": {"matchLabels": dict(labels)},
+                "topologyKey": HOSTNAME_TOPOLOGY_KEY,
+            },
+        }
+    )
+    return merged
+
+
 def pod_template(
     hda: HyperDriveAccelerator,
     images: Images,
@@ -204,12 +270,14 @@ def pod_template(
     config_digest: str,
     uid: int,
     required_node_labels: dict[str, str] | None = None,
+    spread_from: dict[str, str] | None = None,
     termination_grace_seconds: int = 30,
 ) -> dict[str, Any]:
     """A complete pod template with labels, hash annotation, security and user overrides.
 
     `required_node_labels` are enforced twice, as `nodeSelector` and as required node affinity,
-    so a user's own affinity cannot loosen them.
+    so a user's own affinity cannot loosen them. Pods matching `spread_from` are preferably kept
+    on other nodes (a primary apart from its replicas), next to the user's own preferences.
     """
     override = pod_override(hda, component) or PodTemplate()
     # The operator's labels and annotations win over the user's: selectors depend on them.
@@ -219,6 +287,8 @@ def pod_template(
     affinity: dict[str, Any] = dict(override.affinity or {})
     if required_node_labels:
         affinity = _node_affinity_terms_with(affinity, required_node_labels)
+    if spread_from:
+        affinity = _spread_over_nodes(affinity, spread_from)
 
     spec: dict[str, Any] = {
         "serviceAccountName": child_names(hda).service_account,

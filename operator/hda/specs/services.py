@@ -1,10 +1,11 @@
-"""Services: Valkey (headless for the StatefulSet, and a client Service), ingest, output."""
+"""Services: Valkey (headless for its StatefulSets, and a client Service), Sentinel (the same
+pair), ingest, output."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from hda.api.consts import OUTPUT_PORT, REDIS_PORT
+from hda.api.consts import OUTPUT_PORT, REDIS_PORT, SENTINEL_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator
 
 from .images import Images
@@ -53,6 +54,38 @@ def valkey_service(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]
         child_names(hda).valkey_service,
         Component.VALKEY,
         _valkey_ports(),
+        type="ClusterIP",
+    )
+
+
+def _sentinel_ports() -> list[dict[str, Any]]:
+    return [
+        {"name": "sentinel", "port": SENTINEL_PORT, "targetPort": "sentinel", "protocol": "TCP"}
+    ]
+
+
+def sentinel_headless_service(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
+    """Stable DNS for each sentinel (`<pod>.<service>`): what runtime pods and Valkey pods list."""
+    return _service(
+        hda,
+        images,
+        child_names(hda).sentinel_headless_service,
+        Component.SENTINEL,
+        _sentinel_ports(),
+        clusterIP="None",
+        # A starting sentinel asks the others before they are ready.
+        publishNotReadyAddresses=True,
+    )
+
+
+def sentinel_service(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
+    """Any ready sentinel, for tools (`valkey-cli -p 26379 SENTINEL ...`) and the operator."""
+    return _service(
+        hda,
+        images,
+        child_names(hda).sentinel_service,
+        Component.SENTINEL,
+        _sentinel_ports(),
         type="ClusterIP",
     )
 

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from hda.api.consts import ENV_OUTPUT_DIR, OUTPUT_DATA_DIR, OUTPUT_PORT, REDIS_PORT
-from hda.api.v1alpha1 import HyperDriveAccelerator, PvcRetentionPolicy
+from hda.api.consts import (
+    CLUSTER_BUS_PORT,
+    ENV_OUTPUT_DIR,
+    LABEL_SHARD,
+    OUTPUT_DATA_DIR,
+    OUTPUT_PORT,
+    REDIS_PORT,
+    SENTINEL_PORT,
+)
+from hda.api.v1alpha1 import SENTINELS, HyperDriveAccelerator, PvcRetentionPolicy
 
 from .configmaps import (
-    VALKEY_AUTH_CONF,
+    SENTINEL_CONF_KEY,
     VALKEY_AUTH_DIR,
     VALKEY_CONF_KEY,
     VALKEY_DATA_DIR,
     runtime_config_hash,
+    sentinel_config_hash,
     valkey_config_hash,
 )
 from .images import Images
 from .labels import Component, object_metadata, selector_labels
-from .names import OUTPUT_DATA_VOLUME, VALKEY_DATA_VOLUME, child_names
+from .names import OUTPUT_DATA_VOLUME, VALKEY_DATA_VOLUME, child_names, valkey_shard_statefulset
 from .pods import (
     RUNTIME_UID,
     VALKEY_UID,
@@ -30,23 +39,20 @@ from .pods import (
     tmp_mount,
     tmp_volume,
 )
+from .scripts import (
+    VALKEY_CLI_AUTH_ENV,
+    VALKEY_CONF_DIR,
+    VALKEY_PASSWORD_ENV,
+    sentinel_start_script,
+    valkey_start_script,
+)
 
-VALKEY_CONF_DIR: Final = "/etc/valkey"
-VALKEY_PASSWORD_ENV: Final = "VALKEY_PASSWORD"  # noqa: S105 - a variable name
-# valkey-cli reads its password from this variable, keeping it out of the probe's argv.
-VALKEY_CLI_AUTH_ENV: Final = "REDISCLI_AUTH"
-
-# Escapes `\` and `"` so any password survives valkey.conf's quoted-string parsing.
-VALKEY_START_SCRIPT: Final = f"""set -eu
-umask 077
-escaped=$(printf '%s' "${VALKEY_PASSWORD_ENV}" | sed 's/[\\\\"]/\\\\&/g')
-printf 'requirepass "%s"\\n' "$escaped" > {VALKEY_AUTH_CONF}
-unset {VALKEY_PASSWORD_ENV}
-exec valkey-server {VALKEY_CONF_DIR}/{VALKEY_CONF_KEY}
-"""
 VALKEY_READINESS_SCRIPT: Final = f'[ "$(valkey-cli -h 127.0.0.1 -p {REDIS_PORT} ping)" = PONG ]'
 # A long AOF replay answers LOADING: alive, so not restarted into another replay.
 VALKEY_LIVENESS_SCRIPT: Final = f'case "$(valkey-cli -h 127.0.0.1 -p {REDIS_PORT} ping)" in PONG|*LOADING*) exit 0;; esac; exit 1'
+# A replica answers MASTERDOWN while its link to the primary is down or still syncing
+# (replica-serve-stale-data no): not ready, so a rollout waits for it, but alive.
+REPLICA_LIVENESS_SCRIPT: Final = f'case "$(valkey-cli -h 127.0.0.1 -p {REDIS_PORT} ping)" in PONG|*LOADING*|*MASTERDOWN*) exit 0;; esac; exit 1'
 
 
 def _claim_template(name: str, size: str, storage_class: str | None) -> dict[str, Any]:
@@ -69,16 +75,21 @@ def _retention_policy(policy: PvcRetentionPolicy) -> dict[str, str]:
 
 
 def _valkey_container(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
+    ports = [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}]
+    standalone = hda.spec.redis.topology == "standalone"
+    liveness = VALKEY_LIVENESS_SCRIPT if standalone else REPLICA_LIVENESS_SCRIPT
+    if hda.spec.redis.topology == "cluster":
+        ports.append({"name": "cluster-bus", "containerPort": CLUSTER_BUS_PORT, "protocol": "TCP"})
     return {
         "name": "valkey",
         "image": images.of(Component.VALKEY),
         "imagePullPolicy": "IfNotPresent",
-        "command": ["sh", "-c", VALKEY_START_SCRIPT],
+        "command": ["sh", "-c", valkey_start_script(hda)],
         "env": [
             password_env(hda, VALKEY_PASSWORD_ENV),
             password_env(hda, VALKEY_CLI_AUTH_ENV),
         ],
-        "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
+        "ports": ports,
         "resources": resources(hda, Component.VALKEY),
         "securityContext": container_security_context(),
         "volumeMounts": [
@@ -94,7 +105,7 @@ def _valkey_container(hda: HyperDriveAccelerator, images: Images) -> dict[str, A
             "failureThreshold": 3,
         },
         "livenessProbe": {
-            "exec": {"command": ["sh", "-c", VALKEY_LIVENESS_SCRIPT]},
+            "exec": {"command": ["sh", "-c", liveness]},
             "initialDelaySeconds": 10,
             "periodSeconds": 10,
             "timeoutSeconds": 5,
@@ -103,51 +114,159 @@ def _valkey_container(hda: HyperDriveAccelerator, images: Images) -> dict[str, A
     }
 
 
-def valkey_statefulset(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
-    """One Valkey pod with its AOF on a PVC; a valkey.conf change rolls it."""
-    names = child_names(hda)
-    storage = hda.spec.redis.storage
-    volumes = [
+def _config_volumes(hda: HyperDriveAccelerator, key: str) -> list[dict[str, Any]]:
+    """valkey.conf or sentinel.conf from the Valkey ConfigMap, the password emptyDir, /tmp."""
+    return [
         {
             "name": "config",
             "configMap": {
-                "name": names.valkey_configmap,
-                "items": [{"key": VALKEY_CONF_KEY, "path": VALKEY_CONF_KEY}],
+                "name": child_names(hda).valkey_configmap,
+                "items": [{"key": key, "path": key}],
             },
         },
         {"name": "auth", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
         tmp_volume(),
     ]
+
+
+def valkey_pod_labels(hda: HyperDriveAccelerator, shard: int | None) -> dict[str, str]:
+    """Labels selecting the pods of one Valkey StatefulSet (one shard's, in a cluster)."""
+    labels = selector_labels(hda, Component.VALKEY)
+    if shard is not None:
+        labels[LABEL_SHARD] = str(shard)
+    return labels
+
+
+def valkey_statefulset(
+    hda: HyperDriveAccelerator, images: Images, shard: int | None = None
+) -> dict[str, Any]:
+    """Valkey pods with their AOF on a PVC; a valkey.conf change rolls them.
+
+    standalone: one pod, rolled by the StatefulSet controller. replicated: the primary and its
+    replicas; cluster: one StatefulSet per shard (`shard`), its primary and replicas. Those two
+    roll `OnDelete`: the operator deletes replicas first and fails over before it deletes a
+    primary (controller/valkey_rollout.py).
+    """
+    names = child_names(hda)
+    redis = hda.spec.redis
+    storage = redis.storage
+    standalone = redis.topology == "standalone"
+    name = names.valkey_statefulset if shard is None else valkey_shard_statefulset(hda, shard)
+    labels = valkey_pod_labels(hda, shard)
     template = pod_template(
         hda,
         images,
         Component.VALKEY,
         containers=[_valkey_container(hda, images)],
-        volumes=volumes,
+        volumes=_config_volumes(hda, VALKEY_CONF_KEY),
         config_digest=valkey_config_hash(hda),
         uid=VALKEY_UID,
+        # A primary and its replicas preferably on different nodes.
+        spread_from=None if standalone else labels,
         # Time for the final AOF fsync on shutdown.
         termination_grace_seconds=60,
     )
+    if shard is not None:
+        template["metadata"]["labels"][LABEL_SHARD] = str(shard)
+    metadata = object_metadata(hda, images, name, Component.VALKEY)
+    if shard is not None:
+        metadata["labels"][LABEL_SHARD] = str(shard)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": object_metadata(hda, images, names.valkey_statefulset, Component.VALKEY),
+        "metadata": metadata,
         "spec": {
-            "replicas": 1,
+            "replicas": 1 + redis.replica_count,
             "serviceName": names.valkey_headless_service,
-            "selector": {"matchLabels": selector_labels(hda, Component.VALKEY)},
-            "podManagementPolicy": "OrderedReady",
-            "updateStrategy": {"type": "RollingUpdate"},
+            "selector": {"matchLabels": labels},
+            # Replicas need not wait for pod 0: after a failover pod 0 is a replica too.
+            "podManagementPolicy": "OrderedReady" if standalone else "Parallel",
+            "updateStrategy": {"type": "RollingUpdate" if standalone else "OnDelete"},
             "revisionHistoryLimit": 5,
             # The spec has one claim policy; the buffer's claim follows it like output's.
-            "persistentVolumeClaimRetentionPolicy": _retention_policy(
-                hda.spec.redis.storage.pvc_retention_policy
-            ),
+            "persistentVolumeClaimRetentionPolicy": _retention_policy(storage.pvc_retention_policy),
             "template": template,
             "volumeClaimTemplates": [
                 _claim_template(VALKEY_DATA_VOLUME, storage.size, storage.storage_class_name)
             ],
+        },
+    }
+
+
+def valkey_statefulsets(hda: HyperDriveAccelerator, images: Images) -> list[dict[str, Any]]:
+    """Every Valkey StatefulSet: one, or one per shard of a cluster topology."""
+    if hda.spec.redis.topology != "cluster":
+        return [valkey_statefulset(hda, images)]
+    return [valkey_statefulset(hda, images, shard) for shard in range(hda.spec.redis.shard_count)]
+
+
+# Sentinels hold a few kilobytes of state and answer a handful of commands a second.
+SENTINEL_RESOURCES: Final = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"cpu": "500m", "memory": "128Mi"},
+}
+SENTINEL_READINESS_SCRIPT: Final = (
+    f'[ "$(valkey-cli -h 127.0.0.1 -p {SENTINEL_PORT} ping)" = PONG ]'
+)
+
+
+def sentinel_statefulset(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
+    """The 3 Valkey Sentinels of a replicated topology: the Valkey image with `--sentinel`.
+
+    A StatefulSet for stable DNS names (runtime pods and Valkey pods list every sentinel); no
+    volume: a restarted sentinel asks the others for the primary and relearns the rest.
+    """
+    names = child_names(hda)
+    probe = {"exec": {"command": ["sh", "-c", SENTINEL_READINESS_SCRIPT]}, "timeoutSeconds": 3}
+    container = {
+        "name": "sentinel",
+        "image": images.of(Component.SENTINEL),
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", sentinel_start_script(hda)],
+        "env": [
+            password_env(hda, VALKEY_PASSWORD_ENV),
+            password_env(hda, VALKEY_CLI_AUTH_ENV),
+        ],
+        "ports": [{"name": "sentinel", "containerPort": SENTINEL_PORT, "protocol": "TCP"}],
+        "resources": SENTINEL_RESOURCES,
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": VALKEY_CONF_DIR, "readOnly": True},
+            {"name": "auth", "mountPath": VALKEY_AUTH_DIR},
+            tmp_mount(),
+        ],
+        "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {
+            **probe,
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+    }
+    labels = selector_labels(hda, Component.SENTINEL)
+    template = pod_template(
+        hda,
+        images,
+        Component.SENTINEL,
+        containers=[container],
+        volumes=_config_volumes(hda, SENTINEL_CONF_KEY),
+        config_digest=sentinel_config_hash(hda),
+        uid=VALKEY_UID,
+        spread_from=labels,
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": object_metadata(hda, images, names.sentinel_statefulset, Component.SENTINEL),
+        "spec": {
+            "replicas": SENTINELS,
+            "serviceName": names.sentinel_headless_service,
+            "selector": {"matchLabels": labels},
+            "podManagementPolicy": "Parallel",
+            # One sentinel at a time: the other two keep the quorum of 2.
+            "updateStrategy": {"type": "RollingUpdate"},
+            "revisionHistoryLimit": 5,
+            "template": template,
         },
     }
 

@@ -391,6 +391,8 @@ class OperatorProcess:
         env = {
             **os.environ,
             "HDA_LOG_FORMAT": "json",
+            # Outside the cluster, pod DNS names do not resolve (nor may their lookups leave).
+            "HDA_VALKEY_PROBE": "off",
             **self.extra_env,
             "KUBECONFIG": str(self.kubeconfig),
             "PYTHONUNBUFFERED": "1",

@@ -4,7 +4,15 @@ The models live in one module per component (streams, buffer, ingest, workers, p
 output, common parts) and are all re-exported here: import them from `hda.api.v1alpha1`.
 """
 
-from .buffer import RedisAuth, RedisPersistence, RedisSpec, RedisStorage
+from .buffer import (
+    SENTINELS,
+    Acknowledge,
+    RedisAuth,
+    RedisPersistence,
+    RedisSpec,
+    RedisStorage,
+    Topology,
+)
 from .common import (
     PodTemplate,
     PvcRetentionPolicy,
@@ -45,6 +53,8 @@ from .workers import Autoscaling, DeadLetterRetention, WorkersSpec
 
 __all__ = [
     "DEFAULT_FC_NODE_SELECTOR",
+    "SENTINELS",
+    "Acknowledge",
     "Autoscaling",
     "Backpressure",
     "Condition",
@@ -85,6 +95,7 @@ __all__ = [
     "SubscribersSink",
     "Templates",
     "Toleration",
+    "Topology",
     "TracingSpec",
     "WorkersSpec",
     "load_manifest",

@@ -100,6 +100,13 @@ class RedisSpec(ApiModel):
             "shards needs topology cluster",
             field_path=".shards",
         ),
+        # Until the operator moves slots off a shard, removing one would drop its events.
+        cel(
+            "!has(oldSelf.shards) || (has(self.shards) && self.shards >= oldSelf.shards)",
+            "shards cannot be reduced: moving slots off a shard is not implemented yet",
+            field_path=".shards",
+            reason="FieldValueForbidden",
+        ),
         cel(
             "self.acknowledge != 'replica' || self.topology != 'standalone'",
             "acknowledge replica needs a replica: set topology replicated or cluster",
@@ -129,8 +136,8 @@ class RedisSpec(ApiModel):
         le=64,
         description=(
             "Primaries of a cluster topology (unset: 3). At least 3, so that a majority of "
-            "primaries survives one and can fail it over. Growing and shrinking move slots "
-            "atomically (CLUSTER MIGRATESLOTS)."
+            "primaries survives one and can fail it over. Growing adds shards; shrinking is "
+            "refused for now (docs/topologies.md)."
         ),
     )
     acknowledge: Acknowledge = Field(

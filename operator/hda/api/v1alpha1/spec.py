@@ -46,7 +46,9 @@ class HyperDriveAcceleratorSpec(ApiModel):
     redis: RedisSpec = Field(
         default_factory=RedisSpec,
         description="The Valkey buffer.",
-        json_schema_extra={"default": {}},
+        # The apiserver checks a default against the CEL rules of its own schema without
+        # defaulting inside it first: the rules read topology and acknowledge.
+        json_schema_extra={"default": {"topology": "standalone", "acknowledge": "primary"}},
     )
     ingest: IngestSpec = Field(
         default_factory=IngestSpec,

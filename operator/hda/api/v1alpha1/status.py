@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from .buffer import Topology
 from .types import ApiModel
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -113,6 +114,45 @@ class ImagesStatus(ApiModel):
     valkey: str | None = Field(default=None, max_length=512, description="Image of Valkey.")
 
 
+class RedisShardStatus(ApiModel):
+    """One Valkey StatefulSet: the replicated set, or one shard of a cluster."""
+
+    name: str = Field(max_length=253, description="The StatefulSet.")
+    primary: str | None = Field(
+        default=None, max_length=253, description="The pod that is the primary; unset: unknown."
+    )
+    replicas: int = Field(default=0, ge=0, description="Replica pods the spec asks for.")
+    replicas_in_sync: int | None = Field(
+        default=None,
+        ge=0,
+        description="Replicas following the primary over a live link, past their initial sync.",
+    )
+    slots: int | None = Field(
+        default=None, ge=0, le=16384, description="Cluster: hash slots the primary serves."
+    )
+
+
+class RedisStatus(ApiModel):
+    """The buffer's topology as the operator last saw it from Valkey and Sentinel."""
+
+    topology: Topology = Field(description="spec.redis.topology.")
+    shards: Annotated[list[RedisShardStatus], Field(max_length=64)] = Field(
+        default_factory=list,
+        description="Per StatefulSet (per shard of a cluster): primary and replicas.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    last_failover_time: str | None = Field(
+        default=None,
+        description="When the operator last saw a primary change (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    message: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Why the primaries are unknown, or what the operator is doing to the buffer.",
+    )
+
+
 class HyperDriveAcceleratorStatus(ApiModel):
     """Observed state, computed by the operator from what it sees."""
 
@@ -159,4 +199,8 @@ class HyperDriveAcceleratorStatus(ApiModel):
             "roll first; ingest and output follow once the workers' rollout completed (the "
             "Progressing condition says which are waiting)."
         ),
+    )
+    redis: RedisStatus | None = Field(
+        default=None,
+        description="Replicated and cluster topologies: primaries, replicas in sync, failovers.",
     )

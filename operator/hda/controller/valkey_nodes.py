@@ -1,0 +1,256 @@
+"""Talking to the Valkey nodes and sentinels of a replicated or cluster buffer: `probe_buffer`
+asks every node about itself (and the sentinels for the primary); `execute` carries out one
+action that `valkey_topology` decided. Every call has a deadline; failures become states
+(unreachable) or exceptions for the caller to log, never hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from hda.api.v1alpha1 import Topology
+from hda.specs.names import VALKEY_MASTER_NAME
+
+from .kube import Kind
+from .valkey_topology import (
+    AssignSlots,
+    BufferProbe,
+    DeletePod,
+    Failover,
+    Meet,
+    NodeAddress,
+    NodeState,
+    Replicate,
+    Role,
+    Wait,
+)
+
+log = logging.getLogger("hda.controller")
+
+POD_KIND = Kind("v1", "Pod", "pods", True)
+
+
+class PodDeleter(Protocol):
+    """What deleting a pod needs of the Kubernetes API (`Kube`)."""
+
+    async def delete(self, kind: Kind, namespace: str | None, name: str) -> bool: ...
+
+
+# Sentinels that must name the same primary before the operator believes them (of 3).
+SENTINEL_AGREEMENT = 2
+_DOWN_FLAGS = frozenset({"fail", "fail?", "noaddr"})
+
+
+def _client(host: str, port: int, password: str | None, seconds: float) -> redis.Redis:
+    return redis.Redis(
+        host=host,
+        port=port,
+        password=password,
+        socket_connect_timeout=seconds,
+        socket_timeout=seconds,
+        decode_responses=True,
+    )
+
+
+async def _command(client: redis.Redis, *args: str | int) -> Any:
+    return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _slot_ranges(fields: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """The slot fields of a CLUSTER NODES line (`0-5460`, `5461`) as inclusive ranges; `[...]`
+    are slots in migration, still served by their owner."""
+    ranges = []
+    for field in fields:
+        if field.startswith("["):
+            continue
+        first, _, last = field.partition("-")
+        ranges.append((int(first), int(last or first)))
+    return tuple(ranges)
+
+
+def parse_cluster_nodes(
+    text: str,
+) -> tuple[str | None, tuple[tuple[int, int], ...], tuple[str, ...]]:
+    """From CLUSTER NODES: the ID this node replicates (None for a primary), the slot ranges it
+    serves, and the IDs of the nodes it sees failing or disconnected."""
+    follows_id: str | None = None
+    slots: tuple[tuple[int, int], ...] = ()
+    down: list[str] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        flags = set(fields[2].split(","))
+        if "myself" in flags:
+            follows_id = None if fields[3] == "-" else fields[3]
+            slots = _slot_ranges(fields[8:])
+        elif flags & _DOWN_FLAGS or fields[7] != "connected":
+            down.append(fields[0])
+    return follows_id, slots, tuple(down)
+
+
+def _info_field(info: dict[str, Any], name: str) -> str:
+    return str(info.get(name, ""))
+
+
+async def _probe_node(
+    topology: Topology, address: NodeAddress, password: str | None, seconds: float
+) -> NodeState:
+    client = _client(address.host, address.port, password, seconds)
+    try:
+        async with asyncio.timeout(seconds * 2):
+            info = await client.info("replication")
+            role: Role = "primary" if _info_field(info, "role") == "master" else "replica"
+            follows = None
+            link_up = False
+            if role == "replica":
+                follows = (_info_field(info, "master_host"), int(info.get("master_port", 0)))
+                link_up = (
+                    _info_field(info, "master_link_status") == "up"
+                    and int(info.get("master_sync_in_progress", 0)) == 0
+                )
+            state = NodeState(pod=address.pod, role=role, follows=follows, link_up=link_up)
+            if topology != "cluster":
+                return state
+            node_id = str(await _command(client, "CLUSTER", "MYID"))
+            cluster_info = await client.cluster("INFO")
+            follows_id, ranges, down = parse_cluster_nodes(
+                str(await _command(client, "CLUSTER", "NODES"))
+            )
+            return NodeState(
+                pod=address.pod,
+                role=role,
+                follows=follows,
+                link_up=link_up,
+                node_id=node_id,
+                known_nodes=int(cluster_info.get("cluster_known_nodes", 0)),
+                slots=sum(last - first + 1 for first, last in ranges),
+                slot_ranges=ranges,
+                slots_assigned=int(cluster_info.get("cluster_slots_assigned", 0)),
+                follows_id=follows_id,
+                peers_down=down,
+            )
+    except (OSError, RedisError, TimeoutError, ValueError) as error:
+        log.debug("Valkey node probe failed", extra={"pod": address.pod, "error": repr(error)})
+        return NodeState(pod=address.pod, reachable=False)
+    finally:
+        await client.aclose()
+
+
+async def _ask_sentinel(
+    host: str, port: int, password: str | None, seconds: float
+) -> tuple[str, int] | None:
+    client = _client(host, port, password, seconds)
+    try:
+        async with asyncio.timeout(seconds * 2):
+            answer = await _command(
+                client, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", VALKEY_MASTER_NAME
+            )
+    except (OSError, RedisError, TimeoutError) as error:
+        log.debug("sentinel probe failed", extra={"host": host, "error": repr(error)})
+        return None
+    finally:
+        await client.aclose()
+    if not answer:
+        return None
+    primary_host, primary_port = answer
+    return (str(primary_host), int(primary_port))
+
+
+async def probe_buffer(
+    topology: Topology,
+    nodes: Sequence[NodeAddress],
+    *,
+    sentinels: Sequence[tuple[str, int]] = (),
+    password: str | None,
+    seconds: float = 2.0,
+) -> BufferProbe:
+    """Every node's view of itself, and the primary at least 2 sentinels agree on."""
+    states = await asyncio.gather(*(_probe_node(topology, a, password, seconds) for a in nodes))
+    answers = await asyncio.gather(
+        *(_ask_sentinel(host, port, password, seconds) for host, port in sentinels)
+    )
+    votes = Counter(answer for answer in answers if answer is not None)
+    agreed = [primary for primary, count in votes.most_common(1) if count >= SENTINEL_AGREEMENT]
+    error = None
+    if not any(state.reachable for state in states):
+        error = "no Valkey pod reachable"
+    elif sentinels and not agreed:
+        error = f"fewer than {SENTINEL_AGREEMENT} sentinels agree on a primary"
+    return BufferProbe(
+        nodes=tuple(states), sentinel_primary=agreed[0] if agreed else None, error=error
+    )
+
+
+async def _resolve(host: str) -> str:
+    """An IP of `host`: CLUSTER MEET takes no names."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return str(infos[0][4][0])
+
+
+Action = Wait | Meet | AssignSlots | Replicate | Failover | DeletePod
+
+
+async def execute(
+    action: Action,
+    nodes: Sequence[NodeAddress],
+    *,
+    sentinels: Sequence[tuple[str, int]] = (),
+    password: str | None,
+    kube: PodDeleter | None = None,
+    namespace: str = "",
+    seconds: float = 5.0,
+) -> None:
+    """Carry out one action; raises when Valkey, a sentinel or the API refuses it."""
+    if isinstance(action, Wait):
+        return
+    if isinstance(action, DeletePod):
+        if kube is None:
+            raise RuntimeError(f"deleting pod {action.pod} needs the Kubernetes API")
+        await kube.delete(POD_KIND, namespace, action.pod)
+        return
+    if isinstance(action, Failover) and sentinels:
+        await _sentinel_failover(sentinels, password, seconds)
+        return
+    pod = action.replica if isinstance(action, Failover) else action.pod
+    address = next(a for a in nodes if a.pod == pod)
+    client = _client(address.host, address.port, password, seconds)
+    try:
+        async with asyncio.timeout(seconds * 2):
+            if isinstance(action, Meet):
+                ip = await _resolve(action.target.host)
+                await _command(client, "CLUSTER", "MEET", ip, action.target.port)
+            elif isinstance(action, AssignSlots):
+                await _command(client, "CLUSTER", "ADDSLOTSRANGE", action.first, action.last)
+            elif isinstance(action, Replicate):
+                await _command(client, "CLUSTER", "REPLICATE", action.primary_id)
+            else:
+                await _command(client, "CLUSTER", "FAILOVER")
+    finally:
+        await client.aclose()
+
+
+async def _sentinel_failover(
+    sentinels: Sequence[tuple[str, int]], password: str | None, seconds: float
+) -> None:
+    """`SENTINEL FAILOVER` through the first sentinel that accepts it."""
+    errors: list[str] = []
+    for host, port in sentinels:
+        client = _client(host, port, password, seconds)
+        try:
+            async with asyncio.timeout(seconds * 2):
+                await _command(client, "SENTINEL", "FAILOVER", VALKEY_MASTER_NAME)
+                return
+        except (OSError, RedisError, TimeoutError) as error:
+            errors.append(f"{host}:{port}: {error}")
+        finally:
+            await client.aclose()
+    raise RuntimeError("no sentinel accepted SENTINEL FAILOVER: " + "; ".join(errors))

@@ -1,0 +1,521 @@
+"""Pure decisions about replicated and cluster buffers: forming a cluster, rolling Valkey pods
+with a failover before a primary restarts, and status.redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.unit.test_specs_support import edited, example
+
+from hda.api.v1alpha1 import HyperDriveAccelerator
+from hda.controller.buffer_watch import (
+    PROBE_OFF,
+    BufferWatch,
+    buffer_nodes,
+    group_rollouts,
+    next_buffer_step,
+)
+from hda.controller.observe import PodSummary, pod_summary
+from hda.controller.status import Observation, RedisObservation, compute_status
+from hda.controller.valkey_nodes import parse_cluster_nodes
+from hda.controller.valkey_topology import (
+    AssignSlots,
+    BufferProbe,
+    DeletePod,
+    Failover,
+    GroupRollout,
+    Meet,
+    NodeAddress,
+    NodeState,
+    PodView,
+    Replicate,
+    SlotMove,
+    Wait,
+    cluster_plan,
+    redis_status,
+    reshard_plan,
+    rollout_plan,
+    slot_ranges,
+)
+from hda.specs import child_names
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def group(name: str, pods: int) -> list[NodeAddress]:
+    return [NodeAddress(f"{name}-{i}", name, f"{name}-{i}.h.ns.svc", 6379) for i in range(pods)]
+
+
+def cluster_node(pod: str, **fields: object) -> NodeState:
+    defaults: dict[str, object] = {
+        "role": "primary",
+        "node_id": f"id-{pod}",
+        "known_nodes": 6,
+        "slots_assigned": 16384,
+    }
+    return NodeState(pod=pod, **{**defaults, **fields})  # type: ignore[arg-type]
+
+
+def formed_cluster(shards: int = 3) -> tuple[list[list[NodeAddress]], list[NodeState]]:
+    groups = [group(f"v-shard-{s}", 2) for s in range(shards)]
+    states = []
+    for g, (first, last) in zip(groups, slot_ranges(shards), strict=True):
+        primary, replica = g
+        states.append(cluster_node(primary.pod, slots=last - first + 1, known_nodes=2 * shards))
+        states.append(
+            cluster_node(
+                replica.pod,
+                role="replica",
+                follows_id=f"id-{primary.pod}",
+                link_up=True,
+                known_nodes=2 * shards,
+            )
+        )
+    return groups, states
+
+
+# --- slots and CLUSTER NODES ------------------------------------------------------------------------
+
+
+def test_slots_are_split_into_contiguous_ranges_covering_all() -> None:
+    assert slot_ranges(3) == [(0, 5460), (5461, 10921), (10922, 16383)]
+    assert sum(last - first + 1 for first, last in slot_ranges(7)) == 16384
+
+
+def test_cluster_nodes_give_own_slots_primary_and_peers_down() -> None:
+    text = (
+        "aaa 10.0.0.1:6379@16379,v-0.h myself,slave bbb 0 0 1 connected\n"
+        "bbb 10.0.0.2:6379@16379,v-1.h master - 0 0 1 connected 0-99 200 [300->-ccc]\n"
+        "ccc 10.0.0.3:6379@16379,v-2.h master,fail - 0 0 2 connected 100-199\n"
+        "ddd 10.0.0.4:6379@16379,v-3.h master - 0 0 3 disconnected\n"
+    )
+
+    assert parse_cluster_nodes(text) == ("bbb", (), ("ccc", "ddd"))
+    mine = text.replace("myself,slave bbb", "slave bbb").replace(
+        "v-1.h master", "v-1.h myself,master"
+    )
+    assert parse_cluster_nodes(mine)[:2] == (None, ((0, 99), (200, 200)))
+
+
+# --- cluster formation -------------------------------------------------------------------------------
+
+
+def test_fresh_nodes_first_meet_the_seed() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(3)]
+    probe = BufferProbe(
+        tuple(cluster_node(a.pod, known_nodes=1, slots_assigned=0) for g in groups for a in g)
+    )
+
+    plan = cluster_plan(groups, probe)
+
+    assert plan == [Meet("v-shard-0-0", a) for g in groups for a in g][1:]
+
+
+def test_met_nodes_without_slots_get_one_range_per_shard_on_pod_0() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(3)]
+    probe = BufferProbe(tuple(cluster_node(a.pod, slots_assigned=0) for g in groups for a in g))
+
+    assert cluster_plan(groups, probe) == [
+        AssignSlots("v-shard-0-0", 0, 5460),
+        AssignSlots("v-shard-1-0", 5461, 10921),
+        AssignSlots("v-shard-2-0", 10922, 16383),
+    ]
+
+
+def test_empty_primaries_replicate_their_shards_primary() -> None:
+    groups = [group(f"v-shard-{s}", 3) for s in range(3)]
+    states = []
+    for g, (first, last) in zip(groups, slot_ranges(3), strict=True):
+        states.append(cluster_node(g[0].pod, slots=last - first + 1, known_nodes=9))
+        states.extend(cluster_node(a.pod, known_nodes=9) for a in g[1:])
+
+    plan = cluster_plan(groups, BufferProbe(tuple(states)))
+
+    assert plan == [Replicate(a.pod, f"id-{g[0].pod}") for g in groups for a in g[1:]]
+
+
+def test_a_formed_cluster_needs_nothing() -> None:
+    groups, states = formed_cluster()
+
+    assert cluster_plan(groups, BufferProbe(tuple(states))) == []
+
+
+def test_after_a_failover_the_new_primary_is_kept_and_nothing_is_replicated() -> None:
+    groups, states = formed_cluster()
+    # Shard 1's pod 1 took over; pod 0 came back as its replica.
+    states[2] = cluster_node(
+        "v-shard-1-0", role="replica", follows_id="id-v-shard-1-1", link_up=True
+    )
+    states[3] = cluster_node("v-shard-1-1", slots=5461)
+
+    assert cluster_plan(groups, BufferProbe(tuple(states))) == []
+
+
+def test_a_node_the_seed_sees_down_is_met_again_at_its_new_address() -> None:
+    groups, states = formed_cluster()
+    states[0] = cluster_node("v-shard-0-0", slots=5461, peers_down=("id-v-shard-2-1",))
+
+    plan = cluster_plan(groups, BufferProbe(tuple(states)))
+
+    assert plan == [Meet("v-shard-0-0", groups[2][1])]
+
+
+def test_an_unreachable_node_stops_the_formation() -> None:
+    groups, states = formed_cluster()
+    states[4] = NodeState(pod="v-shard-2-0", reachable=False)
+
+    assert cluster_plan(groups, BufferProbe(tuple(states))) == Wait(
+        "Valkey pod v-shard-2-0 is not reachable"
+    )
+
+
+def test_a_new_shard_gets_replicas_but_no_slots() -> None:
+    groups, states = formed_cluster()
+    groups.append(group("v-shard-3", 2))
+    states = [NodeState(**{**s.__dict__, "known_nodes": 8}) for s in states]
+    states += [
+        cluster_node("v-shard-3-0", known_nodes=8),
+        cluster_node("v-shard-3-1", known_nodes=8),
+    ]
+
+    plan = cluster_plan(groups, BufferProbe(tuple(states)))
+
+    assert plan == [Replicate("v-shard-3-1", "id-v-shard-3-0")]
+
+
+# --- resharding --------------------------------------------------------------------------------------
+
+
+def with_ranges(
+    groups: list[list[NodeAddress]], ranges: list[list[tuple[int, int]]]
+) -> BufferProbe:
+    states = []
+    known = sum(len(g) for g in groups)
+    for g, served in zip(groups, ranges, strict=True):
+        count = sum(last - first + 1 for first, last in served)
+        states.append(
+            cluster_node(g[0].pod, slots=count, slot_ranges=tuple(served), known_nodes=known)
+        )
+        states.extend(
+            cluster_node(
+                a.pod, role="replica", follows_id=f"id-{g[0].pod}", link_up=True, known_nodes=known
+            )
+            for a in g[1:]
+        )
+    return BufferProbe(tuple(states))
+
+
+def test_a_new_shard_gets_the_top_of_every_other_shards_slots() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(4)]
+    probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+
+    moves = reshard_plan(groups, probe)
+
+    assert moves == [
+        SlotMove("v-shard-0-0", "v-shard-3-0", 4096, 5460),
+        SlotMove("v-shard-1-0", "v-shard-3-0", 9557, 10921),
+        SlotMove("v-shard-2-0", "v-shard-3-0", 15018, 16383),
+    ]
+    assert sum(move.count for move in moves) == 4096
+
+
+def test_a_balanced_cluster_moves_nothing() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(3)]
+    probe = with_ranges(groups, [[r] for r in slot_ranges(3)])
+
+    assert reshard_plan(groups, probe) == []
+
+
+def test_slots_in_flight_or_unknown_primaries_move_nothing() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(4)]
+    partly = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16000)], []])
+
+    assert reshard_plan(groups, partly) == []
+
+
+def test_status_says_the_slots_of_a_new_shard_are_not_moved_yet() -> None:
+    hda = edited(cluster_hda(), lambda wire: wire["spec"]["redis"].update(shards=4))
+    groups = buffer_nodes(hda, child_names(hda))
+    probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+
+    actions, activity = next_buffer_step(hda, groups, probe, [])
+
+    assert actions == []
+    assert activity == (
+        "resharding not done: 4096 slots should move to logs-valkey-shard-3-0; "
+        "the operator does not move slots yet"
+    )
+
+
+# --- rollouts ----------------------------------------------------------------------------------------
+
+
+def rollout(
+    name: str, revisions: list[str], *, ready: bool = True, update: str = "new"
+) -> GroupRollout:
+    nodes = group(name, len(revisions))
+    return GroupRollout(
+        name=name,
+        pods_wanted=len(revisions),
+        update_revision=update,
+        pods=tuple(PodView(a.pod, rev, ready) for a, rev in zip(nodes, revisions, strict=True)),
+        nodes=tuple(nodes),
+    )
+
+
+def replicated_probe(primary: str, pods: int, *, in_sync: bool = True) -> BufferProbe:
+    nodes = group("v", pods)
+    address = next(a for a in nodes if a.pod == primary)
+    return BufferProbe(
+        tuple(
+            NodeState(pod=a.pod, role="primary")
+            if a.pod == primary
+            else NodeState(pod=a.pod, role="replica", follows=(address.host, 6379), link_up=in_sync)
+            for a in nodes
+        ),
+        sentinel_primary=(address.host, 6379),
+    )
+
+
+def test_outdated_replicas_go_first_highest_ordinal_first() -> None:
+    plan = rollout_plan(
+        "replicated", [rollout("v", ["old", "old", "old"])], replicated_probe("v-0", 3)
+    )
+
+    assert plan == DeletePod("v-2")
+
+
+def test_the_primary_is_failed_over_once_only_it_is_outdated() -> None:
+    plan = rollout_plan(
+        "replicated", [rollout("v", ["old", "new", "new"])], replicated_probe("v-0", 3)
+    )
+
+    assert plan == Failover("v", "v-1")
+
+
+def test_after_the_failover_the_old_primary_is_deleted_as_a_replica() -> None:
+    plan = rollout_plan(
+        "replicated", [rollout("v", ["old", "new", "new"])], replicated_probe("v-1", 3)
+    )
+
+    assert plan == DeletePod("v-0")
+
+
+def test_no_failover_without_a_replica_in_sync() -> None:
+    plan = rollout_plan(
+        "replicated", [rollout("v", ["old", "new"])], replicated_probe("v-0", 2, in_sync=False)
+    )
+
+    assert plan == Wait("v: no replica in sync to fail v-0 over to")
+
+
+def test_nothing_is_deleted_while_a_pod_is_not_ready() -> None:
+    plan = rollout_plan(
+        "replicated", [rollout("v", ["old", "new"], ready=False)], replicated_probe("v-0", 2)
+    )
+
+    assert isinstance(plan, Wait)
+
+
+def test_an_unknown_primary_stops_the_rollout() -> None:
+    probe = BufferProbe(replicated_probe("v-0", 3).nodes, sentinel_primary=None)
+
+    assert rollout_plan("replicated", [rollout("v", ["old", "old", "old"])], probe) == Wait(
+        "v: its primary is not known"
+    )
+
+
+def test_an_updated_set_needs_nothing() -> None:
+    assert (
+        rollout_plan("replicated", [rollout("v", ["new", "new"])], replicated_probe("v-0", 2))
+        is None
+    )
+
+
+def test_cluster_rolls_one_shard_at_a_time_and_fails_over_on_the_shards_replica() -> None:
+    _, states = formed_cluster()
+    probe = BufferProbe(tuple(states))
+    shards = [rollout(f"v-shard-{s}", ["old", "new"]) for s in range(3)]
+
+    assert rollout_plan("cluster", shards, probe) == Failover("v-shard-0", "v-shard-0-1")
+    shards[0] = rollout("v-shard-0", ["new", "new"])
+    assert rollout_plan("cluster", shards, probe) == Failover("v-shard-1", "v-shard-1-1")
+
+
+def test_a_shard_without_replicas_restarts_its_primary() -> None:
+    nodes = group("v-shard-0", 1)
+    probe = BufferProbe((cluster_node("v-shard-0-0", slots=16384, known_nodes=1),))
+    shard = GroupRollout(
+        "v-shard-0", 1, "new", (PodView("v-shard-0-0", "old", True),), tuple(nodes)
+    )
+
+    assert rollout_plan("cluster", [shard], probe) == DeletePod("v-shard-0-0")
+
+
+# --- status.redis ------------------------------------------------------------------------------------
+
+
+def test_status_names_each_shards_primary_slots_and_replicas_in_sync() -> None:
+    groups, states = formed_cluster()
+
+    status = redis_status("cluster", groups, BufferProbe(tuple(states)), None, "t0")
+
+    assert [
+        (s.name, s.primary, s.replicas, s.replicas_in_sync, s.slots) for s in status.shards
+    ] == [
+        ("v-shard-0", "v-shard-0-0", 1, 1, 5461),
+        ("v-shard-1", "v-shard-1-0", 1, 1, 5461),
+        ("v-shard-2", "v-shard-2-0", 1, 1, 5462),
+    ]
+    assert status.last_failover_time is None
+
+
+def test_a_changed_primary_sets_the_failover_time_and_an_unchanged_one_keeps_it() -> None:
+    nodes = group("v", 3)
+    before = redis_status("replicated", [nodes], replicated_probe("v-0", 3), None, "t0").to_wire()
+
+    moved = redis_status("replicated", [nodes], replicated_probe("v-1", 3), before, "t1")
+    kept = redis_status("replicated", [nodes], replicated_probe("v-1", 3), moved.to_wire(), "t2")
+
+    assert moved.last_failover_time == "t1"
+    assert kept.last_failover_time == "t1"
+
+
+def test_before_any_probe_the_last_known_primary_stays() -> None:
+    nodes = group("v", 2)
+    before = redis_status("replicated", [nodes], replicated_probe("v-1", 2), None, "t0").to_wire()
+
+    status = redis_status("replicated", [nodes], None, before, "t1")
+
+    assert status.shards[0].primary == "v-1"
+    assert status.shards[0].replicas_in_sync is None
+
+
+def test_a_failed_probe_says_why_and_claims_no_primary() -> None:
+    nodes = group("v", 2)
+
+    status = redis_status(
+        "replicated", [nodes], BufferProbe((), error="no Valkey pod reachable"), None, "t"
+    )
+
+    assert status.message == "no Valkey pod reachable"
+    assert status.shards[0].primary is None
+
+
+# --- one operator pass ------------------------------------------------------------------------------
+
+
+def test_nodes_are_every_pod_the_spec_asks_for_by_statefulset() -> None:
+    hda = cluster_hda()
+
+    groups = buffer_nodes(hda, child_names(hda))
+
+    assert [[a.pod for a in g] for g in groups] == [
+        [f"logs-valkey-shard-{s}-{i}" for i in range(2)] for s in range(3)
+    ]
+    assert groups[1][1].host == "logs-valkey-shard-1-1.logs-valkey-headless.pipelines.svc"
+
+
+def test_a_forming_cluster_is_formed_before_any_rollout() -> None:
+    hda = cluster_hda()
+    groups = buffer_nodes(hda, child_names(hda))
+    probe = BufferProbe(tuple(cluster_node(a.pod, slots_assigned=0) for g in groups for a in g))
+    rollouts = group_rollouts(groups, statefulsets(groups), live_pods(groups, "old"))
+
+    actions, activity = next_buffer_step(hda, groups, probe, rollouts)
+
+    assert all(isinstance(action, AssignSlots) for action in actions)
+    assert activity == "forming the cluster: AssignSlots"
+
+
+def test_a_formed_cluster_rolls_its_outdated_pods() -> None:
+    hda = cluster_hda()
+    groups = buffer_nodes(hda, child_names(hda))
+    states = []
+    for g, (first, last) in zip(groups, slot_ranges(3), strict=True):
+        states.append(cluster_node(g[0].pod, slots=last - first + 1))
+        states.append(
+            cluster_node(g[1].pod, role="replica", follows_id=f"id-{g[0].pod}", link_up=True)
+        )
+    rollouts = group_rollouts(groups, statefulsets(groups), live_pods(groups, "old"))
+
+    actions, activity = next_buffer_step(hda, groups, BufferProbe(tuple(states)), rollouts)
+
+    assert actions == [DeletePod("logs-valkey-shard-0-1")]
+    assert activity == "rolling Valkey: DeletePod logs-valkey-shard-0-1"
+
+
+def test_a_statefulset_not_yet_seen_by_its_controller_is_not_rolled() -> None:
+    hda = cluster_hda()
+    groups = buffer_nodes(hda, child_names(hda))
+
+    assert group_rollouts(groups, {}, live_pods(groups, "old")) == []
+
+
+def test_pod_summary_carries_revision_readiness_and_deletion() -> None:
+    body = {
+        "metadata": {
+            "name": "logs-valkey-0",
+            "labels": {"controller-revision-hash": "logs-valkey-5d8f"},
+            "deletionTimestamp": "2026-11-30T00:00:00Z",
+        },
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+    summary = pod_summary(body)
+
+    assert (summary.revision, summary.ready, summary.terminating) == (
+        "logs-valkey-5d8f",
+        True,
+        True,
+    )
+
+
+def test_status_carries_the_redis_topology_only_when_observed() -> None:
+    nodes = tuple(group("v", 2))
+    observed = RedisObservation("replicated", (nodes,), replicated_probe("v-0", 2), None)
+
+    with_redis, _ = compute_status(Observation(generation=1, redis=observed), None, "t0")
+    without, _ = compute_status(Observation(generation=1), None, "t0")
+
+    assert with_redis["redis"]["shards"] == [
+        {"name": "v", "primary": "v-0", "replicas": 1, "replicasInSync": 1}
+    ]
+    assert "redis" not in without
+
+
+def cluster_hda() -> HyperDriveAccelerator:
+    def edit(wire: dict[str, Any]) -> None:
+        wire["spec"]["redis"]["topology"] = "cluster"
+
+    return edited(example(), edit)
+
+
+def statefulsets(groups: list[list[NodeAddress]]) -> dict[str, dict[str, Any]]:
+    return {g[0].group: {"status": {"updateRevision": "new"}} for g in groups}
+
+
+def live_pods(groups: list[list[NodeAddress]], revision: str) -> list[PodSummary]:
+    return [
+        PodSummary(a.pod, "valkey", (), revision=revision, ready=True) for g in groups for a in g
+    ]
+
+
+def test_with_the_probe_off_nothing_is_asked_and_status_says_so() -> None:
+    watch = BufferWatch(enabled=False)
+    hda = cluster_hda()
+
+    probe = watch.probe("ns/logs", hda, child_names(hda), password=None, wake=lambda: None)
+
+    assert probe == BufferProbe((), error=PROBE_OFF)
+    assert watch.fresh("ns/logs") is None
+
+
+def test_no_second_failover_while_the_first_has_not_moved_the_primary() -> None:
+    groups = [rollout("v", ["old", "new", "new"])]
+
+    waiting = rollout_plan("replicated", groups, replicated_probe("v-0", 3), {"v": "v-0"})
+    moved = rollout_plan("replicated", groups, replicated_probe("v-1", 3), {"v": "v-0"})
+
+    assert waiting == Wait("v: waiting for the failover away from v-0")
+    assert moved == DeletePod("v-0")
