@@ -20,6 +20,7 @@ from hda.runtime.embedded import EmbeddedValkey, free_port
 from hda.runtime.local import Component, wait_ready
 from hda.runtime.resp import RedisAddress, RespConnection
 from hda.runtime.segments import iter_lines, list_segments, record_position
+from hda.runtime.topology.local import LocalBuffer
 
 
 def manifest_text(streams: str, extra: str = "") -> str:
@@ -52,7 +53,7 @@ async def redis(valkey: EmbeddedValkey) -> AsyncIterator[RespConnection]:
 class Processes:
     """Runtime components as child processes (`python -m hda.runtime ...`), always reaped."""
 
-    def __init__(self, root: Path, valkey: EmbeddedValkey) -> None:
+    def __init__(self, root: Path, valkey: LocalBuffer) -> None:
         self.root = root
         self.valkey = valkey
         self.components: list[Component] = []

@@ -35,6 +35,7 @@ from .logs import setup_logging
 from .output import serve_output
 from .resp import DEFAULT_COMMAND_TIMEOUT, RedisAddress
 from .supervise import stop_on_signals
+from .topology.local import DEFAULT_DOWN_AFTER_MS, FailoverSettings
 from .worker import serve_worker
 
 config_option = click.option(
@@ -228,6 +229,10 @@ def output(
 @click.option("--output-port", default=DEFAULT_OUTPUT_PORT, show_default=True)
 @click.option("--appendfsync", type=click.Choice(["always", "everysec"]), default=None,
               help="Embedded Valkey AOF fsync (default: spec.redis.persistence.appendFsync).")  # fmt: skip
+@click.option("--down-after-ms", type=click.IntRange(min=100), default=DEFAULT_DOWN_AFTER_MS,
+              show_default=True,
+              help="replicated/cluster topologies: a primary silent this long is failed over "
+              "(Sentinel down-after-milliseconds, cluster-node-timeout).")  # fmt: skip
 @log_option
 def run(
     *,
@@ -238,9 +243,11 @@ def run(
     ingest_port: int,
     output_port: int,
     appendfsync: str | None,
+    down_after_ms: int,
     log_level: str,
 ) -> None:
-    """Run the pipeline MANIFEST describes as local processes on an embedded Valkey."""
+    """Run the pipeline MANIFEST describes as local processes on an embedded Valkey (one
+    server, or the replicated or cluster topology spec.redis.topology asks for)."""
 
     setup_logging("run", log_level)
     pipeline = LocalPipeline(
@@ -252,6 +259,7 @@ def run(
         output_port=output_port,
         appendfsync=appendfsync,
         log_level=log_level,
+        failover=FailoverSettings(down_after_ms=down_after_ms),
     )
     pipeline.run_until_interrupted(
         announce=lambda text: click.echo(text, err=True),

@@ -74,6 +74,7 @@ class RuntimeConfig:
     subscribers_enabled: bool = True
     # OTLP signal (logs, metrics, traces) -> stream name; a signal missing here answers 404.
     otlp_streams: dict[str, str] = field(default_factory=dict)
+    acknowledge: str = "primary"  # spec.redis.acknowledge: see durability.py
     # Knobs the API does not expose (yet): ops defaults, overridable by CLI flags for tests.
     max_events_per_entry: int = 1000
     claim_idle_seconds: float = 30.0
@@ -120,6 +121,7 @@ def from_spec(spec: HyperDriveAcceleratorSpec) -> RuntimeConfig:
         subscriber_max_buffered_entries=subscribers.max_buffered_entries,
         subscribers_enabled=subscribers.enabled,
         otlp_streams=spec.ingest.otlp.streams() if spec.ingest.otlp else {},
+        acknowledge=spec.redis.acknowledge,
     )
 
 

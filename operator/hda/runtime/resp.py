@@ -24,6 +24,8 @@ from typing import Any, cast
 
 import hiredis
 
+from .topology.sentinel import HostPort, PrimaryNotFoundError, discover_primary
+
 log = logging.getLogger(__name__)
 
 RespValue = Any  # bytes | int | list[RespValue] | None | RespError: what hiredis returns
@@ -59,6 +61,12 @@ WATCHDOG_INTERVAL = 0.25
 KEEPALIVE = {"TCP_KEEPIDLE": 15, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
 
 
+# Error replies that mean "this server is no longer the primary": drop the connection, so the
+# next one asks Sentinel again instead of failing every command on a demoted primary.
+NOT_PRIMARY_ERRORS = ("READONLY", "MASTERDOWN")
+SENTINEL_SCHEME = "redis+sentinel"
+
+
 @dataclass(frozen=True)
 class RedisAddress:
     host: str = "127.0.0.1"
@@ -67,6 +75,9 @@ class RedisAddress:
     username: str | None = None
     password: str | None = None
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT  # seconds; blocking reads add their BLOCK
+    # Replicated topology: the primary is whichever these Sentinels name `primary_name`.
+    sentinels: tuple[HostPort, ...] = ()
+    primary_name: str = ""
 
     @classmethod
     def from_url(
@@ -76,21 +87,60 @@ class RedisAddress:
         password: str | None = None,
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
     ) -> RedisAddress:
-        """`redis://[user:pass@]host:port/db`; an explicit `password` (from env) wins."""
+        """`redis://[user:pass@]host:port/db`, or for a replicated topology
+        `redis+sentinel://[user:pass@]host:port,host:port/PRIMARY-NAME[/db]` (the Sentinels);
+        an explicit `password` (from env) wins."""
         parsed = urllib.parse.urlparse(url)
-        if parsed.scheme not in ("redis", "valkey"):
+        if parsed.scheme not in ("redis", "valkey", SENTINEL_SCHEME):
             raise ValueError(f"unsupported Redis URL scheme {parsed.scheme!r} in {url!r}")
-        db_text = parsed.path.lstrip("/")
+        credentials, _, hosts = parsed.netloc.rpartition("@")
+        username, _, url_password = credentials.partition(":")
+        path = parsed.path.strip("/").split("/") if parsed.path.strip("/") else []
+        sentinels: tuple[HostPort, ...] = ()
+        primary_name = ""
+        if parsed.scheme == SENTINEL_SCHEME:
+            sentinels = tuple(_host_port(item, url, 26379) for item in hosts.split(","))
+            if not path:
+                raise ValueError(f"no primary name after the Sentinels in {url!r}")
+            primary_name, path = path[0], path[1:]
+            host, port = sentinels[0]  # replaced by the primary on connect
+        else:
+            host, port = _host_port(hosts or "127.0.0.1", url, 6379)
+        if len(path) > 1 or (path and not path[0].isdigit()):
+            raise ValueError(f"database must be a number in {url!r}, got {'/'.join(path)!r}")
         return cls(
-            host=parsed.hostname or "127.0.0.1",
-            port=parsed.port or 6379,
-            db=int(db_text) if db_text else 0,
-            username=urllib.parse.unquote(parsed.username) if parsed.username else None,
+            host=host,
+            port=port,
+            db=int(path[0]) if path else 0,
+            username=urllib.parse.unquote(username) if username else None,
             password=password
             if password
-            else (urllib.parse.unquote(parsed.password) if parsed.password else None),
+            else (urllib.parse.unquote(url_password) if url_password else None),
             command_timeout=command_timeout,
+            sentinels=sentinels,
+            primary_name=primary_name,
         )
+
+    async def primary(self) -> HostPort:
+        """Where to connect now: the Sentinels' current primary, else the address itself."""
+        if not self.sentinels:
+            return self.host, self.port
+        try:
+            return await discover_primary(self.sentinels, self.primary_name, self.command_timeout)
+        except PrimaryNotFoundError as error:
+            raise ConnectError(str(error)) from error
+
+
+def _host_port(text: str, url: str, default_port: int) -> HostPort:
+    text = text.strip()
+    host, _, port = (
+        text.rpartition(":") if ":" in text and not text.endswith("]") else (text, "", "")
+    )
+    if not host:
+        raise ValueError(f"empty host in {url!r}")
+    if port and not port.isdigit():
+        raise ValueError(f"port must be a number in {url!r}, got {port!r}")
+    return host.strip("[]"), int(port) if port else default_port
 
 
 class _ReplyProtocol(asyncio.Protocol):
@@ -153,6 +203,12 @@ class _ReplyProtocol(asyncio.Protocol):
             self.deadlines.popleft()
             if not future.done():
                 future.set_result(reply)
+            if (
+                type(reply) is RespError
+                and str(reply).startswith(NOT_PRIMARY_ERRORS)
+                and self.transport is not None
+            ):
+                self.transport.close()  # the rest fail as lost; the next connection re-resolves
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail_all(ConnectionLostError(f"connection to Valkey lost: {exc}"))
@@ -197,15 +253,13 @@ class RespConnection:
     @classmethod
     async def connect(cls, address: RedisAddress) -> RespConnection:
         loop = asyncio.get_running_loop()
+        host, port = await address.primary()
         try:
             transport, protocol = await asyncio.wait_for(
-                loop.create_connection(_ReplyProtocol, address.host, address.port),
-                address.command_timeout,
+                loop.create_connection(_ReplyProtocol, host, port), address.command_timeout
             )
         except OSError as error:  # refused, unresolvable, unreachable, timed out
-            raise ConnectError(
-                f"cannot connect to Valkey at {address.host}:{address.port}: {error}"
-            ) from error
+            raise ConnectError(f"cannot connect to Valkey at {host}:{port}: {error}") from error
         assert isinstance(transport, asyncio.Transport)
         _enable_keepalive(transport)
         connection = cls(protocol, transport, address.command_timeout)
@@ -217,6 +271,10 @@ class RespConnection:
                     await connection.execute("AUTH", address.password)
             if address.db:
                 await connection.execute("SELECT", address.db)
+            if address.sentinels:  # Sentinel may lag a failover by a moment: check the role
+                role = await connection.execute("ROLE")
+                if role[0] != b"master":
+                    raise ConnectError(f"Valkey at {host}:{port} is not a primary (yet)")
         except BaseException:
             connection.close()
             raise

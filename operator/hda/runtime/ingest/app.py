@@ -45,7 +45,9 @@ class IngestServer:
         self.write_connection = Reconnecting(address)
         self.poll_connection = Reconnecting(address)
         self.admin_connection = Reconnecting(address)
-        self.writer = EntryWriter(self.write_connection, config.max_events_per_entry)
+        self.writer = EntryWriter(
+            self.write_connection, config.max_events_per_entry, config.acknowledge
+        )
         self.readiness = Readiness(self.metrics, valkey="connecting to Valkey")
         self.liveness = Liveness(liveness_window(address.command_timeout))
         self.monitor = BacklogMonitor(

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from ..codec import ParsedBatch, event_id, input_key
+from ..durability import check_durable, wait_command
 from ..resp import Arg, Reconnecting, RespError
 
 MAX_ENTRY_BYTES = 4 * 1024 * 1024
@@ -90,9 +91,13 @@ def layout_entries(
 class EntryWriter:
     """Coalesces concurrent submissions into entries and pipelines their XADDs."""
 
-    def __init__(self, connection: Reconnecting, max_events_per_entry: int) -> None:
+    def __init__(
+        self, connection: Reconnecting, max_events_per_entry: int, acknowledge: str = "primary"
+    ) -> None:
         self.connection = connection
         self.max_events_per_entry = max_events_per_entry
+        self.acknowledge = acknowledge
+        self._durable = wait_command(acknowledge)  # appended to every pipeline of XADDs
         self._pending: list[Submission] = []
         self._scheduled = False
         self.entries_written = 0
@@ -148,7 +153,11 @@ class EntryWriter:
 
     async def _send(self, commands: list[tuple[Arg, ...]]) -> list[object]:
         connection = await self.connection.get()
-        return await connection.pipeline(commands)
+        if self._durable is None:
+            return await connection.pipeline(commands)
+        replies = await connection.pipeline([*commands, self._durable])
+        check_durable(self.acknowledge, replies.pop())  # raises: no submission is accepted
+        return replies
 
     @staticmethod
     def _resolve(
