@@ -8,6 +8,7 @@ in output twice is a duplicate the runtime made.
 from __future__ import annotations
 
 import collections
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from hda.runtime.resp import RedisAddress, RespConnection
 from hda.runtime.topology.local import ReplicatedValkey
 
 pytestmark = pytest.mark.runtime
+log = logging.getLogger(__name__)
 
 PARTITIONS = 2
 REPLICAS = 2
@@ -114,10 +116,15 @@ async def kill_primary_under_load(
         outcomes,
         seconds_to_first_ack,
     )
-    print(  # the figures docs/benchmarks.md quotes
-        f"\nacknowledge={acknowledge}: kill -> first 202 {run.seconds_to_first_ack:.2f}s; "
-        f"acked {len(run.acked)}, lost {len(run.lost)}, duplicated {len(run.duplicated)}, "
-        f"outcomes {dict(run.outcomes)}"
+    log.info(  # the figures docs/benchmarks.md quotes
+        "failover acknowledge=%s: kill -> first 202 %.2fs; acked %d, lost %d, duplicated %d, "
+        "outcomes %s",
+        acknowledge,
+        run.seconds_to_first_ack,
+        len(run.acked),
+        len(run.lost),
+        len(run.duplicated),
+        dict(run.outcomes),
     )
     return run
 
