@@ -206,6 +206,7 @@ class AckingProducers:
         self.pad = pad
         self.pace = pace  # seconds between a lane's batches
         self.acked: set[int] = set()
+        self.acked_at: list[tuple[float, int]] = []  # (monotonic time, partition) per 202
         self.outcomes: collections.Counter[str] = collections.Counter()
         self._sequence = itertools.count()
         self._stop = asyncio.Event()
@@ -228,10 +229,12 @@ class AckingProducers:
                 async with session.post(
                     self.url, data=body, headers={"Content-Type": "application/x-ndjson"}
                 ) as response:
-                    await response.read()
+                    body = await response.read()
                     self.outcomes[str(response.status)] += 1
                     if response.status == 202:
                         self.acked.update(batch)
+                        first_id = orjson.loads(body)["firstId"]
+                        self.acked_at.append((time.monotonic(), int(first_id.split("/")[0])))
                     else:
                         refused = True
             except aiohttp.ClientError:

@@ -14,6 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
+# valkey-server rewrites its process title: keep the config file (it names the role) in it.
+PROC_TITLE = "{title} {listen-addr} {server-mode} {config-file}"
+
 
 def valkey_binary() -> Path:
     try:
@@ -63,7 +66,7 @@ class EmbeddedValkey:
         if self.role is not None:
             config = self.data_dir / f"valkey-{self.role}.conf"
             config.write_text(f"# {self.role}: the settings are on the command line\n")
-            args.append(str(config))
+            args += [str(config), "--proc-title-template", PROC_TITLE]
         args += [
             "--port", str(self.port),
             "--bind", "127.0.0.1",

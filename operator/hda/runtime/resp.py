@@ -65,6 +65,7 @@ KEEPALIVE = {"TCP_KEEPIDLE": 15, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
 # next one asks Sentinel again instead of failing every command on a demoted primary.
 NOT_PRIMARY_ERRORS = ("READONLY", "MASTERDOWN")
 SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class RedisAddress:
     # Replicated topology: the primary is whichever these Sentinels name `primary_name`.
     sentinels: tuple[HostPort, ...] = ()
     primary_name: str = ""
+    # Cluster topology: these nodes give the slot map; each command goes to its key's primary.
+    cluster: tuple[HostPort, ...] = ()
 
     @classmethod
     def from_url(
@@ -88,17 +91,24 @@ class RedisAddress:
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
     ) -> RedisAddress:
         """`redis://[user:pass@]host:port/db`, or for a replicated topology
-        `redis+sentinel://[user:pass@]host:port,host:port/PRIMARY-NAME[/db]` (the Sentinels);
-        an explicit `password` (from env) wins."""
+        `redis+sentinel://[user:pass@]host:port,host:port/PRIMARY-NAME[/db]` (the Sentinels),
+        for a cluster topology `redis+cluster://[user:pass@]host:port,host:port[/0]` (any
+        nodes: the rest is discovered); an explicit `password` (from env) wins."""
         parsed = urllib.parse.urlparse(url)
-        if parsed.scheme not in ("redis", "valkey", SENTINEL_SCHEME):
+        if parsed.scheme not in ("redis", "valkey", SENTINEL_SCHEME, CLUSTER_SCHEME):
             raise ValueError(f"unsupported Redis URL scheme {parsed.scheme!r} in {url!r}")
         credentials, _, hosts = parsed.netloc.rpartition("@")
         username, _, url_password = credentials.partition(":")
         path = parsed.path.strip("/").split("/") if parsed.path.strip("/") else []
         sentinels: tuple[HostPort, ...] = ()
+        cluster: tuple[HostPort, ...] = ()
         primary_name = ""
-        if parsed.scheme == SENTINEL_SCHEME:
+        if parsed.scheme == CLUSTER_SCHEME:
+            cluster = tuple(_host_port(item, url, 6379) for item in hosts.split(","))
+            host, port = cluster[0]
+            if path and path != ["0"]:
+                raise ValueError(f"Valkey Cluster has only database 0, got {path[0]!r} in {url!r}")
+        elif parsed.scheme == SENTINEL_SCHEME:
             sentinels = tuple(_host_port(item, url, 26379) for item in hosts.split(","))
             if not path:
                 raise ValueError(f"no primary name after the Sentinels in {url!r}")
@@ -119,6 +129,7 @@ class RedisAddress:
             command_timeout=command_timeout,
             sentinels=sentinels,
             primary_name=primary_name,
+            cluster=cluster,
         )
 
     async def primary(self) -> HostPort:
@@ -252,6 +263,10 @@ class RespConnection:
 
     @classmethod
     async def connect(cls, address: RedisAddress) -> RespConnection:
+        if address.cluster:  # one connection per primary behind this interface
+            from .topology.cluster import ClusterConnection  # noqa: PLC0415 (imports us)
+
+            return await ClusterConnection.open(address)
         loop = asyncio.get_running_loop()
         host, port = await address.primary()
         try:
@@ -360,6 +375,8 @@ class FencedConnector:
 
     async def connect(self) -> RespConnection:
         connection = await RespConnection.connect(self.address)
+        if self.address.cluster:  # not fenced yet: see docs/runtime.md (cluster topology)
+            return connection
         try:
             identity = await connection.client_identity()
             if self._previous is not None:
