@@ -18,7 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from .local import LocalPipeline
 from .otlp.decode import PROTOBUF_TYPE, Encoding, decode_request
 from .otlp.mapping import map_logs, map_request
 from .resp import RedisAddress, RespConnection, pack
+from .topology.local import LocalBuffer, ReplicatedValkey
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class BenchOptions:
     appendfsync: str = "everysec"
     pipeline_steps: bool = False
     otlp: bool = False
+    # replicated or cluster: the pipeline is measured on it too, next to standalone
+    topology: str = "standalone"
+    shards: int = 3
+    replicas: int | None = None  # unset: the topology's default (spec.redis.replicas)
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,12 @@ async def _xadd_ceiling(address: RedisAddress, seconds: float, entry_bytes: int)
 # --- (b) the pipeline ---
 
 
-def _manifest(options: BenchOptions) -> str:
+def _manifest(options: BenchOptions, topology: str = "standalone") -> str:
+    redis = ""
+    if topology != "standalone":
+        shards = f", shards: {options.shards}" if topology == "cluster" else ""
+        replicas = f", replicas: {options.replicas}" if options.replicas is not None else ""
+        redis = f"\n  redis: {{topology: {topology}{shards}{replicas}}}"
     steps = ""
     if options.pipeline_steps:
         steps = """
@@ -190,7 +200,7 @@ spec:
     batchSize: 64{steps}
   output:
     sinks:
-      subscribers: {{maxBufferedEntries: 100000}}
+      subscribers: {{maxBufferedEntries: 100000}}{redis}
 """
 
 
@@ -206,8 +216,8 @@ async def _output_events(port: int) -> float:
 
 
 async def _throughput(
-    options: BenchOptions, ingest_port: int, output_port: int
-) -> tuple[float, float]:
+    options: BenchOptions, ingest_port: int, output_port: int, cpu: Callable[[], CpuSeconds]
+) -> tuple[float, float, CpuSeconds]:
     url, body, headers = _request(options, ingest_port, None)
     accepted_status = 200 if options.otlp else 202
     accepted = 0
@@ -228,9 +238,11 @@ async def _throughput(
         producers = [asyncio.create_task(producer()) for _ in range(options.connections)]
         await asyncio.sleep(2.0)  # warm-up
         accepted_start, durable_start = accepted, await _output_events(output_port)
+        cpu_start = cpu()
         started = time.perf_counter()
         await asyncio.sleep(options.seconds)
         elapsed = time.perf_counter() - started
+        cpu_end = cpu()
         accepted_end, durable_end = accepted, await _output_events(output_port)
         await asyncio.gather(*producers)
         # Let the backlog drain before the latency run.
@@ -238,7 +250,12 @@ async def _throughput(
         while (current := await _output_events(output_port)) != previous:
             previous = current
             await asyncio.sleep(1.0)
-    return (durable_end - durable_start) / elapsed, (accepted_end - accepted_start) / elapsed
+    durable = durable_end - durable_start
+    spent = CpuSeconds(
+        (cpu_end.pipeline - cpu_start.pipeline) / max(durable, 1),
+        (cpu_end.valkey - cpu_start.valkey) / max(durable, 1),
+    )
+    return durable / elapsed, (accepted_end - accepted_start) / elapsed, spent
 
 
 # The first event of each latency request: `"probe":N` (NDJSON); with OTLP every record has
@@ -321,6 +338,78 @@ def _ingest_cpu_per_event(options: BenchOptions, repeats: int = 200) -> tuple[fl
     return otlp / repeats / count * 1e6, ndjson / repeats / count * 1e6
 
 
+@dataclass(frozen=True)
+class CpuSeconds:
+    pipeline: float  # ingest, workers, output
+    valkey: float  # every valkey-server (and Sentinel) process
+
+
+@dataclass(frozen=True)
+class TopologyRun:
+    name: str
+    servers: int  # valkey-server processes
+    figures: PipelineFigures
+    cpu_per_event: CpuSeconds
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (/proc/PID/stat fields 14 and 15)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # exited: its CPU is gone with it
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _servers(buffer: LocalBuffer | None) -> list[EmbeddedValkey]:
+    if buffer is None:
+        return []
+    if isinstance(buffer, EmbeddedValkey):
+        return [buffer]
+    if isinstance(buffer, ReplicatedValkey):
+        return [*buffer.nodes, *buffer.sentinels]
+    return buffer.nodes
+
+
+def _pipeline_run(options: BenchOptions, topology: str, root: Path) -> TopologyRun:
+    """(b) on one topology: sustained rate, latency, and the CPU every process spent per event."""
+    manifest = root / f"bench-{topology}.yaml"
+    manifest.write_text(_manifest(options, topology))
+    ingest_port, output_port = free_port(), free_port()
+    local = LocalPipeline(
+        manifest,
+        data_dir=root / f"pipeline-{topology}",
+        ingest_port=ingest_port,
+        output_port=output_port,
+        appendfsync=options.appendfsync,
+        log_level="WARNING",
+        ingest_processes=options.ingest_processes,
+    )
+    local.start()
+    try:
+        servers = _servers(local.valkey)
+
+        def cpu() -> CpuSeconds:
+            return CpuSeconds(
+                sum(
+                    _process_cpu_seconds(c.process.pid)
+                    for c in local.components
+                    if c.process is not None
+                ),
+                sum(_process_cpu_seconds(s.process.pid) for s in servers if s.process is not None),
+            )
+
+        sustained, accepted, spent = asyncio.run(
+            _throughput(options, ingest_port, output_port, cpu)
+        )
+        rate = sustained / 2
+        p50, p99, samples = asyncio.run(_latency(options, ingest_port, output_port, rate))
+    finally:
+        local.stop()
+    figures = PipelineFigures(sustained, accepted, rate, p50, p99, samples)
+    return TopologyRun(topology, len(servers), figures, spent)
+
+
 def _machine() -> str:
     model = "unknown CPU"
     with open("/proc/cpuinfo") as cpuinfo:
@@ -343,40 +432,47 @@ def run_bench(options: BenchOptions) -> Iterator[str]:
             f"({'OTLP protobuf log records to /v1/logs' if options.otlp else 'NDJSON'}), "
             f"{options.connections} HTTP connections, "
             f"pipeline: {'filter+setFields+dropFields' if options.pipeline_steps else 'pass-through'}"
+            + (
+                f", also on topology {options.topology}"
+                + (f" ({options.shards} shards)" if options.topology == "cluster" else "")
+                if options.topology != "standalone"
+                else ""
+            )
         )
         with EmbeddedValkey(root / "ceiling", appendfsync=options.appendfsync) as valkey:
             ceiling = asyncio.run(
                 _xadd_ceiling(RedisAddress(port=valkey.port), options.seconds, options.event_bytes)
             )
-        manifest = root / "bench.yaml"
-        manifest.write_text(_manifest(options))
-        ingest_port, output_port = free_port(), free_port()
-        local = LocalPipeline(
-            manifest,
-            data_dir=root / "pipeline",
-            ingest_port=ingest_port,
-            output_port=output_port,
-            appendfsync=options.appendfsync,
-            log_level="WARNING",
-            ingest_processes=options.ingest_processes,
+        standalone = _pipeline_run(options, "standalone", root)
+        topology = (
+            _pipeline_run(options, options.topology, root)
+            if options.topology != "standalone"
+            else None
         )
-        local.start()
-        try:
-            sustained, accepted = asyncio.run(_throughput(options, ingest_port, output_port))
-            rate = sustained / 2
-            p50, p99, samples = asyncio.run(_latency(options, ingest_port, output_port, rate))
-        finally:
-            local.stop()
     yield ""
     yield "| measurement | result |"
     yield "|---|---|"
     yield f"| (a) raw Valkey XADD ceiling, pipelined {options.event_bytes} B entries | {ceiling:,.0f} entries/s |"
+    figures = standalone.figures
+    sustained, rate = figures.sustained_events_per_second, figures.latency_rate
     yield f"| (b) pipeline sustained (durable in output) | {sustained:,.0f} events/s |"
-    yield f"| (b) ingest accepted during the same window | {accepted:,.0f} events/s |"
-    yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p50 | {p50:.1f} ms |"
-    yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p99 | {p99:.1f} ms ({samples} requests) |"
+    yield f"| (b) ingest accepted during the same window | {figures.accepted_events_per_second:,.0f} events/s |"
+    yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p50 | {figures.p50_ms:.1f} ms |"
+    yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p99 | {figures.p99_ms:.1f} ms ({figures.samples} requests) |"
     yield f"| ratio (b)/(a) | {sustained / ceiling:.2f} |"
     if options.otlp:
         otlp_us, ndjson_us = _ingest_cpu_per_event(options)
         yield f"| (c) ingest CPU per event, OTLP decode + map + encode | {otlp_us:.2f} us |"
         yield f"| (c) ingest CPU per event, NDJSON validation (same count) | {ndjson_us:.2f} us |"
+    if topology is not None:
+        yield ""
+        yield "| (d) topology | servers | sustained | p50 / p99 ack -> durable | CPU per durable event: HDA processes + Valkey = total |"
+        yield "|---|---|---|---|---|"
+        for run in (standalone, topology):
+            f, cpu = run.figures, run.cpu_per_event
+            yield (
+                f"| {run.name} | {run.servers} | {f.sustained_events_per_second:,.0f} events/s "
+                f"| {f.p50_ms:.1f} / {f.p99_ms:.1f} ms "
+                f"| {cpu.pipeline * 1e6:.1f} + {cpu.valkey * 1e6:.1f} = "
+                f"{(cpu.pipeline + cpu.valkey) * 1e6:.1f} us |"
+            )

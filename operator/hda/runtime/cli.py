@@ -280,6 +280,13 @@ def run(
               help="Run a filter + setFields + dropFields pipeline instead of pass-through.")  # fmt: skip
 @click.option("--otlp", is_flag=True,
               help="Post OTLP/HTTP protobuf log records to /v1/logs instead of NDJSON events.")  # fmt: skip
+@click.option("--topology", type=click.Choice(["standalone", "replicated", "cluster"]),
+              default="standalone", show_default=True,
+              help="Also measure the pipeline on this Valkey topology, next to standalone.")  # fmt: skip
+@click.option("--shards", type=click.IntRange(min=3), default=3, show_default=True,
+              help="Primaries of --topology cluster.")  # fmt: skip
+@click.option("--replicas", type=click.IntRange(min=0), default=None,
+              help="Replicas per primary (default: the topology's, as spec.redis.replicas).")  # fmt: skip
 @log_option
 def bench(
     *,
@@ -293,9 +300,13 @@ def bench(
     appendfsync: str,
     pipeline_steps: bool,
     otlp: bool,
+    topology: str,
+    shards: int,
+    replicas: int | None,
     log_level: str,
 ) -> None:
-    """Raw Valkey XADD ceiling, then the whole pipeline: throughput and ack->durable latency."""
+    """Raw Valkey XADD ceiling, then the whole pipeline: throughput and ack->durable latency
+    (and with --topology, the same on that topology with the CPU per event of each)."""
 
     setup_logging("bench", "WARNING" if log_level == "INFO" else log_level)
     options = BenchOptions(
@@ -309,6 +320,9 @@ def bench(
         appendfsync=appendfsync,
         pipeline_steps=pipeline_steps,
         otlp=otlp,
+        topology=topology,
+        shards=shards,
+        replicas=replicas,
     )
     for line in run_bench(options):
         click.echo(line)
