@@ -36,7 +36,9 @@ REDIS_SPEC = {"replicated": "{topology: replicated}", "cluster": "{topology: clu
 
 def valkey_processes(data: Path) -> list[str]:
     """Command lines (process titles) of the valkey-servers running under `data`."""
-    listing = subprocess.run(["ps", "-ww", "-eo", "args="], capture_output=True, text=True, check=True)
+    listing = subprocess.run(
+        ["ps", "-ww", "-eo", "args="], capture_output=True, text=True, check=True
+    )
     return [
         line
         for line in listing.stdout.splitlines()
