@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,9 @@ async def test_resharding_3_to_4_under_load_loses_and_duplicates_nothing(
             await wait_for(lambda: len(acked) >= 5_000)
             new_shard = await asyncio.to_thread(cluster.add_shard)
             seed = ("127.0.0.1", cluster.shards[0].primary.port)
+            started = time.monotonic()
             moves = await reshard(seed)
+            reshard_seconds = time.monotonic() - started
             at_reshard_end = len(acked)
             await wait_for(lambda: len(acked) >= at_reshard_end + 5_000)
             await producers.stop()
@@ -84,10 +87,11 @@ async def test_resharding_3_to_4_under_load_loses_and_duplicates_nothing(
     events, _ = read_output_events(tmp_path / "data" / "events")
     written = collections.Counter(e["seq"] for e in events)
     log.info(
-        "resharding 3 -> 4: %d moves, %d slots, partitions moved %s; acked %d, lost %d, "
-        "duplicated %d",
+        "resharding 3 -> 4: %d moves, %d slots in %.2fs, partitions moved %s; acked %d, "
+        "lost %d, duplicated %d",
         len(moves),
         sum(m.slot_count for m in moves),
+        reshard_seconds,
         moved,
         len(acked),
         len(acked - set(written)),

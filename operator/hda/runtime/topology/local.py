@@ -112,7 +112,7 @@ class ReplicatedValkey:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
         return f"redis+sentinel://{hosts}/{PRIMARY_NAME}/0"
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         try:
             for server in [*self.nodes, *self.sentinels]:
                 server.start()
@@ -121,7 +121,7 @@ class ReplicatedValkey:
             self.kill()  # no half-started topology left behind
             raise
 
-    def wait_settled(self, timeout: float = 30.0) -> None:
+    def wait_settled(self, timeout: float = 60.0) -> None:
         """Until every replica is in sync and every Sentinel knows all replicas and the other
         Sentinels: before that a failover could not happen."""
         deadline = time.monotonic() + timeout
