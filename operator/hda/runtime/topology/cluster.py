@@ -111,7 +111,7 @@ class ClusterConnection(RespConnection):
             with contextlib.suppress(Exception):
                 await topology.aclose()
             raise ConnectError(
-                f"no Valkey Cluster slot map from {address.cluster}: {error}"
+                f"no Valkey Cluster slot map from {address.cluster}: {error!r}"
             ) from error
         return cls(address, topology)
 
