@@ -1,5 +1,6 @@
-"""Connections to replicated topologies: a demoted primary's READONLY drops the connection, and
-no healthy primary is a connect error naming Sentinel."""
+"""Connections to replicated and cluster topologies: a demoted primary's READONLY drops the
+connection, no healthy primary is a connect error naming Sentinel, and a consumer's new cluster
+connection fences off its previous one on every node."""
 
 from __future__ import annotations
 
@@ -9,9 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from hda.runtime.codec import input_key
 from hda.runtime.embedded import free_port
-from hda.runtime.resp import ConnectError, RedisAddress, RespConnection, RespError
-from hda.runtime.topology.local import ReplicatedValkey
+from hda.runtime.resp import (
+    ConnectError,
+    FencedConnector,
+    RedisAddress,
+    RespConnection,
+    RespError,
+)
+from hda.runtime.topology.local import ClusterValkey, ReplicatedValkey
 
 pytestmark = pytest.mark.runtime
 
@@ -54,3 +62,22 @@ async def test_unknown_primary_name_is_a_connect_error(replicated: ReplicatedVal
     url = replicated.url.replace("/hda/", "/other/")
     with pytest.raises(ConnectError, match="no primary 'other'"):
         await RespConnection.connect(RedisAddress.from_url(url))
+
+
+async def test_new_cluster_connection_fences_off_the_previous_one(tmp_path: Path) -> None:
+    cluster = ClusterValkey(tmp_path / "valkey", shards=3, replicas=0)
+    cluster.start()
+    try:
+        connector = FencedConnector(RedisAddress.from_url(cluster.url))
+        keys = [input_key("events", p) for p in range(4)]
+        first = await connector.connect()
+        await first.pipeline([("XLEN", key) for key in keys])  # a connection on some nodes
+        second = await connector.connect()
+        await second.pipeline([("XLEN", key) for key in keys])  # kills those first
+        with pytest.raises(ConnectionError):
+            await first.pipeline([("XLEN", key) for key in keys])
+        assert first.is_closed
+        assert await second.pipeline([("XLEN", key) for key in keys]) == [0, 0, 0, 0]
+        second.close()
+    finally:
+        cluster.kill()

@@ -19,7 +19,7 @@ import itertools
 import logging
 import socket
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import hiredis
@@ -367,34 +367,61 @@ class FencedConnector:
     to the consumer): a connection given up on after a deadline may still hold commands in the
     server's socket buffer that run when a stalled Valkey resumes. Each new connection first kills
     the previous one on the server, so whatever the old one did is done before the new one looks
-    at the consumer's pending entries, and nothing it sent runs afterwards."""
+    at the consumer's pending entries, and nothing it sent runs afterwards. A cluster connection
+    is many: on each node, its first connection kills the previous cluster connection's ones."""
 
     def __init__(self, address: RedisAddress) -> None:
         self.address = address
         self._previous: ClientIdentity | None = None
+        self.fence = ClusterFence()
 
     async def connect(self) -> RespConnection:
+        if self.address.cluster:
+            from .topology.cluster import ClusterConnection  # noqa: PLC0415 (imports us)
+
+            self.fence.rotate()
+            return await ClusterConnection.open(self.address, fence=self.fence)
         connection = await RespConnection.connect(self.address)
-        if self.address.cluster:  # not fenced yet: see docs/runtime.md (cluster topology)
-            return connection
         try:
             identity = await connection.client_identity()
             if self._previous is not None:
-                await self._kill(connection, self._previous)
+                await fence_off(connection, [self._previous])
             self._previous = identity
         except BaseException:
             connection.close()
             raise
         return connection
 
-    @staticmethod
-    async def _kill(connection: RespConnection, previous: ClientIdentity) -> None:
+
+async def fence_off(connection: RespConnection, previous: list[ClientIdentity]) -> None:
+    """Kill the given earlier connections on `connection`'s server (gone ones are no error)."""
+    for identity in previous:
         try:
             await connection.execute(
-                "CLIENT", "KILL", "ID", previous.client_id, "ADDR", previous.addr, "SKIPME", "yes"
+                "CLIENT", "KILL", "ID", identity.client_id, "ADDR", identity.addr, "SKIPME", "yes"
             )
         except RespError as error:  # e.g. an ACL without CLIENT KILL: nothing better to do
             log.warning("could not fence the previous connection", extra={"error": str(error)})
+
+
+@dataclass
+class ClusterFence:
+    """Connections of the current and the earlier cluster connections of one consumer, by node."""
+
+    previous: dict[HostPort, list[ClientIdentity]] = field(default_factory=dict)
+    current: dict[HostPort, list[ClientIdentity]] = field(default_factory=dict)
+
+    def rotate(self) -> None:
+        """A new cluster connection starts: everything so far is to be killed on first contact."""
+        for node, identities in self.current.items():
+            self.previous.setdefault(node, []).extend(identities)
+        self.current = {}
+
+    async def enter(self, node: HostPort, connection: RespConnection) -> None:
+        """A new connection to `node`: kill the earlier ones there, then remember this one."""
+        identity = await connection.client_identity()
+        await fence_off(connection, self.previous.pop(node, []))
+        self.current.setdefault(node, []).append(identity)
 
 
 def raise_errors(replies: list[RespValue]) -> list[RespValue]:

@@ -26,6 +26,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from ..resp import (
     Arg,
     ClientIdentity,
+    ClusterFence,
     ConnectError,
     RedisAddress,
     RespConnection,
@@ -79,14 +80,25 @@ def _redirect(reply: RespValue) -> tuple[str, HostPort] | None:
     return None
 
 
+async def _release(topology: RedisCluster) -> None:
+    """Close redis-py's own connections: only its slot map is used, and it stays readable."""
+    with contextlib.suppress(Exception):  # closing what may be half-open; nothing to report
+        await topology.aclose()  # once: marks the client closed (no warning when collected)
+        await topology.nodes_manager.aclose()  # after every refresh: the connections it made
+        await topology.nodes_manager.aclose("startup_nodes")
+
+
 class ClusterConnection(RespConnection):
     """Same interface as RespConnection; each command goes to its key's primary."""
 
-    def __init__(self, address: RedisAddress, topology: RedisCluster) -> None:
+    def __init__(
+        self, address: RedisAddress, topology: RedisCluster, fence: ClusterFence | None = None
+    ) -> None:
         # No super().__init__: there is no single transport; every public method is overridden.
         self.address = address
         self.command_timeout = address.command_timeout
         self._topology = topology
+        self._fence = fence
         self._nodes: dict[HostPort, asyncio.Task[RespConnection]] = {}
         self._readers: dict[Arg, RespConnection] = {}  # a partition's blocking-read connection
         self._reads: dict[Arg, asyncio.Task[RespValue]] = {}  # outstanding blocking reads
@@ -94,10 +106,13 @@ class ClusterConnection(RespConnection):
         self._dirty: set[RespConnection] = set()  # wrote since the last WAITAOF
         self._refresh_lock = asyncio.Lock()
         self._closed = asyncio.get_running_loop().create_future()
-        self._closing: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, address: RedisAddress) -> ClusterConnection:
+    async def open(
+        cls, address: RedisAddress, fence: ClusterFence | None = None
+    ) -> ClusterConnection:
+        """`fence`: kill, on each node, the connections of the consumer's earlier cluster
+        connection before this one sends anything there (see resp.FencedConnector)."""
         topology = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in address.cluster],
             username=address.username,
@@ -108,12 +123,12 @@ class ClusterConnection(RespConnection):
         try:
             await topology.initialize()
         except (redis_errors.RedisError, redis_errors.RedisClusterException) as error:
-            with contextlib.suppress(Exception):
-                await topology.aclose()
+            await _release(topology)
             raise ConnectError(
                 f"no Valkey Cluster slot map from {address.cluster}: {error!r}"
             ) from error
-        return cls(address, topology)
+        await _release(topology)
+        return cls(address, topology, fence)
 
     # --- lifecycle ---
 
@@ -134,7 +149,6 @@ class ClusterConnection(RespConnection):
                 node.cancel()
         for reader in self._readers.values():
             reader.close()
-        self._closing = asyncio.ensure_future(self._topology.aclose())
 
     async def wait_closed(self) -> None:
         await self._closed
@@ -160,7 +174,7 @@ class ClusterConnection(RespConnection):
 
     async def _connect(self, host_port: HostPort) -> RespConnection:
         host, port = host_port
-        return await RespConnection.connect(
+        connection = await RespConnection.connect(
             RedisAddress(
                 host=host,
                 port=port,
@@ -169,6 +183,13 @@ class ClusterConnection(RespConnection):
                 command_timeout=self.address.command_timeout,
             )
         )
+        if self._fence is not None:
+            try:
+                await self._fence.enter(host_port, connection)
+            except BaseException:
+                connection.close()
+                raise
+        return connection
 
     async def _node(self, host_port: HostPort) -> RespConnection:
         if self._closed.done():
@@ -188,7 +209,9 @@ class ClusterConnection(RespConnection):
             try:
                 await self._topology.nodes_manager.initialize()
             except (redis_errors.RedisError, redis_errors.RedisClusterException) as error:
-                raise ConnectError(f"cannot refresh the cluster slot map: {error}") from error
+                raise ConnectError(f"cannot refresh the cluster slot map: {error!r}") from error
+            finally:
+                await _release(self._topology)
 
     # --- commands ---
 
