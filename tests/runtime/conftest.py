@@ -20,6 +20,7 @@ from hda.runtime.embedded import EmbeddedValkey, free_port
 from hda.runtime.local import Component, wait_ready
 from hda.runtime.resp import RedisAddress, RespConnection
 from hda.runtime.segments import iter_lines, list_segments, record_position
+from hda.runtime.topology.local import LocalBuffer
 
 
 def manifest_text(streams: str, extra: str = "") -> str:
@@ -52,7 +53,7 @@ async def redis(valkey: EmbeddedValkey) -> AsyncIterator[RespConnection]:
 class Processes:
     """Runtime components as child processes (`python -m hda.runtime ...`), always reaped."""
 
-    def __init__(self, root: Path, valkey: EmbeddedValkey) -> None:
+    def __init__(self, root: Path, valkey: LocalBuffer) -> None:
         self.root = root
         self.valkey = valkey
         self.components: list[Component] = []
@@ -205,6 +206,7 @@ class AckingProducers:
         self.pad = pad
         self.pace = pace  # seconds between a lane's batches
         self.acked: set[int] = set()
+        self.acked_at: list[tuple[float, int]] = []  # (monotonic time, partition) per 202
         self.outcomes: collections.Counter[str] = collections.Counter()
         self._sequence = itertools.count()
         self._stop = asyncio.Event()
@@ -227,10 +229,12 @@ class AckingProducers:
                 async with session.post(
                     self.url, data=body, headers={"Content-Type": "application/x-ndjson"}
                 ) as response:
-                    await response.read()
+                    body = await response.read()
                     self.outcomes[str(response.status)] += 1
                     if response.status == 202:
                         self.acked.update(batch)
+                        first_id = orjson.loads(body)["firstId"]
+                        self.acked_at.append((time.monotonic(), int(first_id.split("/")[0])))
                     else:
                         refused = True
             except aiohttp.ClientError:

@@ -6,8 +6,6 @@
     (events made durable per second while producers push as fast as ingest accepts), then
     latency from the ingest acknowledgement to the record arriving at a live subscriber
     (which output publishes only after the fsync) at half that rate.
-With `--trace-ratio R` the pipeline traces itself (spec.observability.tracing, sampleRatio R)
-into an OTLP/HTTP sink on loopback that counts the spans; compare with a run without it.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,6 +40,7 @@ from .local import LocalPipeline
 from .otlp.decode import PROTOBUF_TYPE, Encoding, decode_request
 from .otlp.mapping import map_logs, map_request
 from .resp import RedisAddress, RespConnection, pack
+from .topology.local import LocalBuffer, ReplicatedValkey
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,10 @@ class BenchOptions:
     appendfsync: str = "everysec"
     pipeline_steps: bool = False
     otlp: bool = False
+    # replicated or cluster: the pipeline is measured on it too, next to standalone
+    topology: str = "standalone"
+    shards: int = 3
+    replicas: int | None = None  # unset: the topology's default (spec.redis.replicas)
     trace_ratio: float | None = None  # None: tracing off
 
 
@@ -220,7 +223,12 @@ class SpanSink:
         self.server.server_close()
 
 
-def _manifest(options: BenchOptions, trace_endpoint: str = "") -> str:
+def _manifest(options: BenchOptions, topology: str = "standalone", trace_endpoint: str = "") -> str:
+    redis = ""
+    if topology != "standalone":
+        shards = f", shards: {options.shards}" if topology == "cluster" else ""
+        replicas = f", replicas: {options.replicas}" if options.replicas is not None else ""
+        redis = f"\n  redis: {{topology: {topology}{shards}{replicas}}}"
     steps = ""
     if options.pipeline_steps:
         steps = """
@@ -248,7 +256,7 @@ spec:
     batchSize: 64{steps}
   output:
     sinks:
-      subscribers: {{maxBufferedEntries: 100000}}{tracing}
+      subscribers: {{maxBufferedEntries: 100000}}{redis}{tracing}
 """
 
 
@@ -264,8 +272,8 @@ async def _output_events(port: int) -> float:
 
 
 async def _throughput(
-    options: BenchOptions, ingest_port: int, output_port: int
-) -> tuple[float, float]:
+    options: BenchOptions, ingest_port: int, output_port: int, cpu: Callable[[], CpuSeconds]
+) -> tuple[float, float, CpuSeconds]:
     url, body, headers = _request(options, ingest_port, None)
     accepted_status = 200 if options.otlp else 202
     accepted = 0
@@ -286,9 +294,11 @@ async def _throughput(
         producers = [asyncio.create_task(producer()) for _ in range(options.connections)]
         await asyncio.sleep(2.0)  # warm-up
         accepted_start, durable_start = accepted, await _output_events(output_port)
+        cpu_start = cpu()
         started = time.perf_counter()
         await asyncio.sleep(options.seconds)
         elapsed = time.perf_counter() - started
+        cpu_end = cpu()
         accepted_end, durable_end = accepted, await _output_events(output_port)
         await asyncio.gather(*producers)
         # Let the backlog drain before the latency run.
@@ -296,7 +306,9 @@ async def _throughput(
         while (current := await _output_events(output_port)) != previous:
             previous = current
             await asyncio.sleep(1.0)
-    return (durable_end - durable_start) / elapsed, (accepted_end - accepted_start) / elapsed
+    durable = durable_end - durable_start
+    spent = {role: (cpu_end[role] - cpu_start[role]) / max(durable, 1) for role in cpu_end}
+    return durable / elapsed, (accepted_end - accepted_start) / elapsed, spent
 
 
 # The first event of each latency request: `"probe":N` (NDJSON); with OTLP every record has
@@ -379,17 +391,83 @@ def _ingest_cpu_per_event(options: BenchOptions, repeats: int = 200) -> tuple[fl
     return otlp / repeats / count * 1e6, ndjson / repeats / count * 1e6
 
 
-def _component_cpu(local: LocalPipeline) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by the pipeline's processes, per role: unlike
-    throughput, this barely moves when other work shares the machine."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    used: dict[str, float] = collections.defaultdict(float)
-    for component in local.components:
-        assert component.process is not None
-        stat = Path(f"/proc/{component.process.pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-        used[component.name.split("-")[0]] += (int(fields[11]) + int(fields[12])) / ticks
-    return dict(used)
+# CPU seconds per role: ingest, worker, output, and valkey (every valkey-server and Sentinel).
+# Unlike throughput, CPU per event barely moves when other work shares the machine.
+CpuSeconds = dict[str, float]
+VALKEY_ROLE = "valkey"
+
+
+def _hda_cpu(cpu: CpuSeconds) -> float:
+    return sum(seconds for role, seconds in cpu.items() if role != VALKEY_ROLE)
+
+
+@dataclass(frozen=True)
+class TopologyRun:
+    name: str
+    servers: int  # valkey-server processes
+    figures: PipelineFigures
+    cpu_per_event: CpuSeconds
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (/proc/PID/stat fields 14 and 15)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # exited: its CPU is gone with it
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _servers(buffer: LocalBuffer | None) -> list[EmbeddedValkey]:
+    if buffer is None:
+        return []
+    if isinstance(buffer, EmbeddedValkey):
+        return [buffer]
+    if isinstance(buffer, ReplicatedValkey):
+        return [*buffer.nodes, *buffer.sentinels]
+    return buffer.nodes
+
+
+def _pipeline_run(
+    options: BenchOptions, topology: str, root: Path, sink: SpanSink | None = None
+) -> TopologyRun:
+    """(b) on one topology: sustained rate, latency, and the CPU every process spent per event."""
+    manifest = root / f"bench-{topology}.yaml"
+    manifest.write_text(_manifest(options, topology, sink.endpoint if sink else ""))
+    ingest_port, output_port = free_port(), free_port()
+    local = LocalPipeline(
+        manifest,
+        data_dir=root / f"pipeline-{topology}",
+        ingest_port=ingest_port,
+        output_port=output_port,
+        appendfsync=options.appendfsync,
+        log_level="WARNING",
+        ingest_processes=options.ingest_processes,
+    )
+    local.start()
+    try:
+        servers = _servers(local.valkey)
+
+        def cpu() -> CpuSeconds:
+            used: CpuSeconds = collections.defaultdict(float)
+            for component in local.components:
+                if component.process is not None:
+                    role = component.name.split("-")[0]  # ingest-0, worker-1, output
+                    used[role] += _process_cpu_seconds(component.process.pid)
+            for server in servers:
+                if server.process is not None:
+                    used[VALKEY_ROLE] += _process_cpu_seconds(server.process.pid)
+            return dict(used)
+
+        sustained, accepted, spent = asyncio.run(
+            _throughput(options, ingest_port, output_port, cpu)
+        )
+        rate = sustained / 2
+        p50, p99, samples = asyncio.run(_latency(options, ingest_port, output_port, rate))
+    finally:
+        local.stop()  # components flush their queued spans as they exit
+    figures = PipelineFigures(sustained, accepted, rate, p50, p99, samples)
+    return TopologyRun(topology, len(servers), figures, spent)
 
 
 def _machine() -> str:
@@ -419,54 +497,59 @@ def run_bench(options: BenchOptions) -> Iterator[str]:
                 if options.trace_ratio is not None
                 else "tracing off"
             )
+            + (
+                f", also on topology {options.topology}"
+                + (f" ({options.shards} shards)" if options.topology == "cluster" else "")
+                if options.topology != "standalone"
+                else ""
+            )
         )
         with EmbeddedValkey(root / "ceiling", appendfsync=options.appendfsync) as valkey:
             ceiling = asyncio.run(
                 _xadd_ceiling(RedisAddress(port=valkey.port), options.seconds, options.event_bytes)
             )
-        manifest = root / "bench.yaml"
         sink = SpanSink() if options.trace_ratio is not None else None
-        manifest.write_text(_manifest(options, sink.endpoint if sink else ""))
-        ingest_port, output_port = free_port(), free_port()
-        local = LocalPipeline(
-            manifest,
-            data_dir=root / "pipeline",
-            ingest_port=ingest_port,
-            output_port=output_port,
-            appendfsync=options.appendfsync,
-            log_level="WARNING",
-            ingest_processes=options.ingest_processes,
-        )
         if sink is not None:
             sink.start()
-        local.start()
         try:
-            cpu_before = _component_cpu(local)
-            sustained, accepted = asyncio.run(_throughput(options, ingest_port, output_port))
-            rate = sustained / 2
-            p50, p99, samples = asyncio.run(_latency(options, ingest_port, output_port, rate))
-            cpu_after = _component_cpu(local)
-            durable = asyncio.run(_output_events(output_port))
+            standalone = _pipeline_run(options, "standalone", root, sink)
+            topology = (
+                _pipeline_run(options, options.topology, root, sink)
+                if options.topology != "standalone"
+                else None
+            )
         finally:
-            local.stop()  # components flush their queued spans as they exit
             if sink is not None:
                 sink.stop()
     yield ""
     yield "| measurement | result |"
     yield "|---|---|"
     yield f"| (a) raw Valkey XADD ceiling, pipelined {options.event_bytes} B entries | {ceiling:,.0f} entries/s |"
+    figures = standalone.figures
+    sustained, rate = figures.sustained_events_per_second, figures.latency_rate
     yield f"| (b) pipeline sustained (durable in output) | {sustained:,.0f} events/s |"
-    yield f"| (b) ingest accepted during the same window | {accepted:,.0f} events/s |"
-    yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p50 | {p50:.1f} ms |"
-    yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p99 | {p99:.1f} ms ({samples} requests) |"
+    yield f"| (b) ingest accepted during the same window | {figures.accepted_events_per_second:,.0f} events/s |"
+    yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p50 | {figures.p50_ms:.1f} ms |"
+    yield f"| (b) latency ack -> durable at {rate:,.0f} events/s: p99 | {figures.p99_ms:.1f} ms ({figures.samples} requests) |"
     yield f"| ratio (b)/(a) | {sustained / ceiling:.2f} |"
-    for role, seconds in cpu_after.items():
-        per_event = (seconds - cpu_before[role]) / max(1.0, durable) * 1e6
-        yield f"| (b) CPU of the {role} process(es) per durable event | {per_event:.2f} us |"
+    for role, seconds in sorted(standalone.cpu_per_event.items()):
+        yield f"| (b) CPU of the {role} process(es) per durable event | {seconds * 1e6:.2f} us |"
     if options.otlp:
         otlp_us, ndjson_us = _ingest_cpu_per_event(options)
         yield f"| (c) ingest CPU per event, OTLP decode + map + encode | {otlp_us:.2f} us |"
         yield f"| (c) ingest CPU per event, NDJSON validation (same count) | {ndjson_us:.2f} us |"
+    if topology is not None:
+        yield ""
+        yield "| (d) topology | servers | sustained | p50 / p99 ack -> durable | CPU per durable event: HDA processes + Valkey = total |"
+        yield "|---|---|---|---|---|"
+        for run in (standalone, topology):
+            f, cpu = run.figures, run.cpu_per_event
+            yield (
+                f"| {run.name} | {run.servers} | {f.sustained_events_per_second:,.0f} events/s "
+                f"| {f.p50_ms:.1f} / {f.p99_ms:.1f} ms "
+                f"| {_hda_cpu(cpu) * 1e6:.1f} + {cpu.get(VALKEY_ROLE, 0.0) * 1e6:.1f} = "
+                f"{sum(cpu.values()) * 1e6:.1f} us |"
+            )
     if sink is not None:
         counts = ", ".join(f"{service} {n:,}" for service, n in sorted(sink.spans.items()))
-        yield f"| (d) spans received by the OTLP sink | {counts or 'none'} |"
+        yield f"| (e) spans received by the OTLP sink | {counts or 'none'} |"

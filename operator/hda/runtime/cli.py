@@ -35,6 +35,7 @@ from .logs import setup_logging
 from .output import serve_output
 from .resp import DEFAULT_COMMAND_TIMEOUT, RedisAddress
 from .supervise import stop_on_signals
+from .topology.local import DEFAULT_DOWN_AFTER_MS, FailoverSettings
 from .worker import serve_worker
 
 config_option = click.option(
@@ -230,6 +231,10 @@ def output(
               help="Worker i serves /healthz, /readyz and /metrics on PORT+i (0: none).")  # fmt: skip
 @click.option("--appendfsync", type=click.Choice(["always", "everysec"]), default=None,
               help="Embedded Valkey AOF fsync (default: spec.redis.persistence.appendFsync).")  # fmt: skip
+@click.option("--down-after-ms", type=click.IntRange(min=100), default=DEFAULT_DOWN_AFTER_MS,
+              show_default=True,
+              help="replicated/cluster topologies: a primary silent this long is failed over "
+              "(Sentinel down-after-milliseconds, cluster-node-timeout).")  # fmt: skip
 @log_option
 def run(
     *,
@@ -241,9 +246,11 @@ def run(
     output_port: int,
     worker_port: int,
     appendfsync: str | None,
+    down_after_ms: int,
     log_level: str,
 ) -> None:
-    """Run the pipeline MANIFEST describes as local processes on an embedded Valkey."""
+    """Run the pipeline MANIFEST describes as local processes on an embedded Valkey (one
+    server, or the replicated or cluster topology spec.redis.topology asks for)."""
 
     setup_logging("run", log_level)
     pipeline = LocalPipeline(
@@ -256,6 +263,7 @@ def run(
         worker_port=worker_port,
         appendfsync=appendfsync,
         log_level=log_level,
+        failover=FailoverSettings(down_after_ms=down_after_ms),
     )
     pipeline.run_until_interrupted(
         announce=lambda text: click.echo(text, err=True),
@@ -279,6 +287,13 @@ def run(
 @click.option("--trace-ratio", type=click.FloatRange(0.0, 1.0), default=None,
               help="Trace the pipeline at this sampleRatio into a loopback OTLP sink "
               "(default: tracing off).")  # fmt: skip
+@click.option("--topology", type=click.Choice(["standalone", "replicated", "cluster"]),
+              default="standalone", show_default=True,
+              help="Also measure the pipeline on this Valkey topology, next to standalone.")  # fmt: skip
+@click.option("--shards", type=click.IntRange(min=3), default=3, show_default=True,
+              help="Primaries of --topology cluster.")  # fmt: skip
+@click.option("--replicas", type=click.IntRange(min=0), default=None,
+              help="Replicas per primary (default: the topology's, as spec.redis.replicas).")  # fmt: skip
 @log_option
 def bench(
     *,
@@ -293,9 +308,13 @@ def bench(
     pipeline_steps: bool,
     otlp: bool,
     trace_ratio: float | None,
+    topology: str,
+    shards: int,
+    replicas: int | None,
     log_level: str,
 ) -> None:
-    """Raw Valkey XADD ceiling, then the whole pipeline: throughput and ack->durable latency."""
+    """Raw Valkey XADD ceiling, then the whole pipeline: throughput and ack->durable latency
+    (and with --topology, the same on that topology with the CPU per event of each)."""
 
     setup_logging("bench", "WARNING" if log_level == "INFO" else log_level)
     options = BenchOptions(
@@ -310,6 +329,9 @@ def bench(
         pipeline_steps=pipeline_steps,
         otlp=otlp,
         trace_ratio=trace_ratio,
+        topology=topology,
+        shards=shards,
+        replicas=replicas,
     )
     for line in run_bench(options):
         click.echo(line)

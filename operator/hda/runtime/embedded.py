@@ -14,6 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
+# valkey-server rewrites its process title: keep the config file (it names the role) in it.
+PROC_TITLE = "{title} {listen-addr} {server-mode} {config-file}"
+
 
 def valkey_binary() -> Path:
     try:
@@ -41,21 +44,30 @@ class EmbeddedValkey:
         port: int | None = None,
         appendfsync: str = "everysec",
         password: str | None = None,
+        role: str | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendfsync = appendfsync
         self.password = password
+        # Names the process: its config file is `valkey-ROLE.conf`, first on its command line.
+        self.role = role
+        self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 15.0) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            str(valkey_binary()),
+    def command(self) -> list[str]:
+        """The valkey-server command line (a role's config file first, when it has a role)."""
+        args = [str(valkey_binary())]
+        if self.role is not None:
+            config = self.data_dir / f"valkey-{self.role}.conf"
+            config.write_text(f"# {self.role}: the settings are on the command line\n")
+            args += [str(config), "--proc-title-template", PROC_TITLE]
+        args += [
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
@@ -68,6 +80,11 @@ class EmbeddedValkey:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        return args + list(self.extra_args)
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = self.command()
         self.process = subprocess.Popen(
             args, cwd=self.data_dir, stdin=subprocess.DEVNULL, start_new_session=True
         )

@@ -21,7 +21,7 @@ from hda.api.consts import ENV_REDIS_URL
 from hda.api.v1alpha1 import load_manifest
 
 from .config import ENV_CONSUMER_NAME, load_config
-from .embedded import EmbeddedValkey
+from .topology.local import FailoverSettings, LocalBuffer, local_buffer
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +108,16 @@ class LocalPipeline:
         ingest_processes: int = 1,
         worker_args: list[str] | None = None,
         ingest_args: list[str] | None = None,
+        failover: FailoverSettings | None = None,
     ) -> None:
         self.manifest = manifest.resolve()
         self.config = load_config(manifest)
         self.data_dir = data_dir.resolve()
         self.redis_url = redis_url
-        self.valkey: EmbeddedValkey | None = None
+        self.valkey: LocalBuffer | None = None
         spec = load_manifest(manifest.read_text(), source=str(manifest)).spec
+        self.redis_spec = spec.redis
+        self.failover = failover or FailoverSettings()
         self.worker_count = workers if workers is not None else max(1, spec.workers.replicas)
         self.appendfsync = appendfsync or spec.redis.persistence.append_fsync
         self.ingest_port = ingest_port
@@ -142,7 +145,9 @@ class LocalPipeline:
 
     def start(self) -> None:
         if self.redis_url is None:
-            self.valkey = EmbeddedValkey(self.data_dir / "valkey", appendfsync=self.appendfsync)
+            self.valkey = local_buffer(
+                self.redis_spec, self.data_dir / "valkey", self.appendfsync, self.failover
+            )
             self.valkey.start()
             self.redis_url = self.valkey.url
         reuse = ["--reuse-port"] if self.ingest_processes > 1 else []

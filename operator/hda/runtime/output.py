@@ -32,6 +32,7 @@ from .codec import (
     parse_stream_id,
 )
 from .config import OUTPUT_GROUP, RuntimeConfig
+from .durability import wait_durable
 from .groups import ensure_groups
 from .latency import output_latency
 from .metrics import Metrics
@@ -300,6 +301,8 @@ class OutputProcess:
                 *[key for _, _, key in self.keys], *cursors,
             )  # fmt: skip
             entries = [(key, items) for key, items in reply or [] if items]
+            if entries:
+                await wait_durable(connection, self.config.acknowledge)
             if not entries or not await self.write_until_durable(connection, entries, stop):
                 return
             self.liveness.beat()
@@ -328,6 +331,9 @@ class OutputProcess:
                 self.liveness.beat()
                 reply = await connection.execute(*read_command, block_seconds=READ_BLOCK_SECONDS)
                 if reply:
+                    # Only entries a failover cannot take back reach the files: one lost here
+                    # would be committed again by a worker under a new ID, and written twice.
+                    await wait_durable(connection, self.config.acknowledge)
                     await self.write_until_durable(connection, reply, stop)
         finally:
             # not ready until Valkey is back and our pending entries are settled

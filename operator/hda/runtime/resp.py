@@ -19,10 +19,12 @@ import itertools
 import logging
 import socket
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import hiredis
+
+from .topology.sentinel import HostPort, PrimaryNotFoundError, discover_primary
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,13 @@ WATCHDOG_INTERVAL = 0.25
 KEEPALIVE = {"TCP_KEEPIDLE": 15, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
 
 
+# Error replies that mean "this server is no longer the primary": drop the connection, so the
+# next one asks Sentinel again instead of failing every command on a demoted primary.
+NOT_PRIMARY_ERRORS = ("READONLY", "MASTERDOWN")
+SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
+
+
 @dataclass(frozen=True)
 class RedisAddress:
     host: str = "127.0.0.1"
@@ -67,6 +76,11 @@ class RedisAddress:
     username: str | None = None
     password: str | None = None
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT  # seconds; blocking reads add their BLOCK
+    # Replicated topology: the primary is whichever these Sentinels name `primary_name`.
+    sentinels: tuple[HostPort, ...] = ()
+    primary_name: str = ""
+    # Cluster topology: these nodes give the slot map; each command goes to its key's primary.
+    cluster: tuple[HostPort, ...] = ()
 
     @classmethod
     def from_url(
@@ -76,21 +90,68 @@ class RedisAddress:
         password: str | None = None,
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
     ) -> RedisAddress:
-        """`redis://[user:pass@]host:port/db`; an explicit `password` (from env) wins."""
+        """`redis://[user:pass@]host:port/db`, or for a replicated topology
+        `redis+sentinel://[user:pass@]host:port,host:port/PRIMARY-NAME[/db]` (the Sentinels),
+        for a cluster topology `redis+cluster://[user:pass@]host:port,host:port[/0]` (any
+        nodes: the rest is discovered); an explicit `password` (from env) wins."""
         parsed = urllib.parse.urlparse(url)
-        if parsed.scheme not in ("redis", "valkey"):
+        if parsed.scheme not in ("redis", "valkey", SENTINEL_SCHEME, CLUSTER_SCHEME):
             raise ValueError(f"unsupported Redis URL scheme {parsed.scheme!r} in {url!r}")
-        db_text = parsed.path.lstrip("/")
+        credentials, _, hosts = parsed.netloc.rpartition("@")
+        username, _, url_password = credentials.partition(":")
+        path = parsed.path.strip("/").split("/") if parsed.path.strip("/") else []
+        sentinels: tuple[HostPort, ...] = ()
+        cluster: tuple[HostPort, ...] = ()
+        primary_name = ""
+        if parsed.scheme == CLUSTER_SCHEME:
+            cluster = tuple(_host_port(item, url, 6379) for item in hosts.split(","))
+            host, port = cluster[0]
+            if path and path != ["0"]:
+                raise ValueError(f"Valkey Cluster has only database 0, got {path[0]!r} in {url!r}")
+        elif parsed.scheme == SENTINEL_SCHEME:
+            sentinels = tuple(_host_port(item, url, 26379) for item in hosts.split(","))
+            if not path:
+                raise ValueError(f"no primary name after the Sentinels in {url!r}")
+            primary_name, path = path[0], path[1:]
+            host, port = sentinels[0]  # replaced by the primary on connect
+        else:
+            host, port = _host_port(hosts or "127.0.0.1", url, 6379)
+        if len(path) > 1 or (path and not path[0].isdigit()):
+            raise ValueError(f"database must be a number in {url!r}, got {'/'.join(path)!r}")
         return cls(
-            host=parsed.hostname or "127.0.0.1",
-            port=parsed.port or 6379,
-            db=int(db_text) if db_text else 0,
-            username=urllib.parse.unquote(parsed.username) if parsed.username else None,
+            host=host,
+            port=port,
+            db=int(path[0]) if path else 0,
+            username=urllib.parse.unquote(username) if username else None,
             password=password
             if password
-            else (urllib.parse.unquote(parsed.password) if parsed.password else None),
+            else (urllib.parse.unquote(url_password) if url_password else None),
             command_timeout=command_timeout,
+            sentinels=sentinels,
+            primary_name=primary_name,
+            cluster=cluster,
         )
+
+    async def primary(self) -> HostPort:
+        """Where to connect now: the Sentinels' current primary, else the address itself."""
+        if not self.sentinels:
+            return self.host, self.port
+        try:
+            return await discover_primary(self.sentinels, self.primary_name, self.command_timeout)
+        except PrimaryNotFoundError as error:
+            raise ConnectError(str(error)) from error
+
+
+def _host_port(text: str, url: str, default_port: int) -> HostPort:
+    text = text.strip()
+    host, _, port = (
+        text.rpartition(":") if ":" in text and not text.endswith("]") else (text, "", "")
+    )
+    if not host:
+        raise ValueError(f"empty host in {url!r}")
+    if port and not port.isdigit():
+        raise ValueError(f"port must be a number in {url!r}, got {port!r}")
+    return host.strip("[]"), int(port) if port else default_port
 
 
 class _ReplyProtocol(asyncio.Protocol):
@@ -153,6 +214,12 @@ class _ReplyProtocol(asyncio.Protocol):
             self.deadlines.popleft()
             if not future.done():
                 future.set_result(reply)
+            if (
+                type(reply) is RespError
+                and str(reply).startswith(NOT_PRIMARY_ERRORS)
+                and self.transport is not None
+            ):
+                self.transport.close()  # the rest fail as lost; the next connection re-resolves
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail_all(ConnectionLostError(f"connection to Valkey lost: {exc}"))
@@ -196,16 +263,18 @@ class RespConnection:
 
     @classmethod
     async def connect(cls, address: RedisAddress) -> RespConnection:
+        if address.cluster:  # one connection per primary behind this interface
+            from .topology.cluster import ClusterConnection  # noqa: PLC0415 (imports us)
+
+            return await ClusterConnection.open(address)
         loop = asyncio.get_running_loop()
+        host, port = await address.primary()
         try:
             transport, protocol = await asyncio.wait_for(
-                loop.create_connection(_ReplyProtocol, address.host, address.port),
-                address.command_timeout,
+                loop.create_connection(_ReplyProtocol, host, port), address.command_timeout
             )
         except OSError as error:  # refused, unresolvable, unreachable, timed out
-            raise ConnectError(
-                f"cannot connect to Valkey at {address.host}:{address.port}: {error}"
-            ) from error
+            raise ConnectError(f"cannot connect to Valkey at {host}:{port}: {error}") from error
         assert isinstance(transport, asyncio.Transport)
         _enable_keepalive(transport)
         connection = cls(protocol, transport, address.command_timeout)
@@ -217,6 +286,10 @@ class RespConnection:
                     await connection.execute("AUTH", address.password)
             if address.db:
                 await connection.execute("SELECT", address.db)
+            if address.sentinels:  # Sentinel may lag a failover by a moment: check the role
+                role = await connection.execute("ROLE")
+                if role[0] != b"master":
+                    raise ConnectError(f"Valkey at {host}:{port} is not a primary (yet)")
         except BaseException:
             connection.close()
             raise
@@ -294,32 +367,61 @@ class FencedConnector:
     to the consumer): a connection given up on after a deadline may still hold commands in the
     server's socket buffer that run when a stalled Valkey resumes. Each new connection first kills
     the previous one on the server, so whatever the old one did is done before the new one looks
-    at the consumer's pending entries, and nothing it sent runs afterwards."""
+    at the consumer's pending entries, and nothing it sent runs afterwards. A cluster connection
+    is many: on each node, its first connection kills the previous cluster connection's ones."""
 
     def __init__(self, address: RedisAddress) -> None:
         self.address = address
         self._previous: ClientIdentity | None = None
+        self.fence = ClusterFence()
 
     async def connect(self) -> RespConnection:
+        if self.address.cluster:
+            from .topology.cluster import ClusterConnection  # noqa: PLC0415 (imports us)
+
+            self.fence.rotate()
+            return await ClusterConnection.open(self.address, fence=self.fence)
         connection = await RespConnection.connect(self.address)
         try:
             identity = await connection.client_identity()
             if self._previous is not None:
-                await self._kill(connection, self._previous)
+                await fence_off(connection, [self._previous])
             self._previous = identity
         except BaseException:
             connection.close()
             raise
         return connection
 
-    @staticmethod
-    async def _kill(connection: RespConnection, previous: ClientIdentity) -> None:
+
+async def fence_off(connection: RespConnection, previous: list[ClientIdentity]) -> None:
+    """Kill the given earlier connections on `connection`'s server (gone ones are no error)."""
+    for identity in previous:
         try:
             await connection.execute(
-                "CLIENT", "KILL", "ID", previous.client_id, "ADDR", previous.addr, "SKIPME", "yes"
+                "CLIENT", "KILL", "ID", identity.client_id, "ADDR", identity.addr, "SKIPME", "yes"
             )
         except RespError as error:  # e.g. an ACL without CLIENT KILL: nothing better to do
             log.warning("could not fence the previous connection", extra={"error": str(error)})
+
+
+@dataclass
+class ClusterFence:
+    """Connections of the current and the earlier cluster connections of one consumer, by node."""
+
+    previous: dict[HostPort, list[ClientIdentity]] = field(default_factory=dict)
+    current: dict[HostPort, list[ClientIdentity]] = field(default_factory=dict)
+
+    def rotate(self) -> None:
+        """A new cluster connection starts: everything so far is to be killed on first contact."""
+        for node, identities in self.current.items():
+            self.previous.setdefault(node, []).extend(identities)
+        self.current = {}
+
+    async def enter(self, node: HostPort, connection: RespConnection) -> None:
+        """A new connection to `node`: kill the earlier ones there, then remember this one."""
+        identity = await connection.client_identity()
+        await fence_off(connection, self.previous.pop(node, []))
+        self.current.setdefault(node, []).append(identity)
 
 
 def raise_errors(replies: list[RespValue]) -> list[RespValue]:

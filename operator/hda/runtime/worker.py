@@ -29,6 +29,7 @@ from .codec import (
     parse_stream_id,
 )
 from .config import WORKER_GROUP, RuntimeConfig
+from .durability import wait_durable
 from .groups import ensure_groups
 from .latency import worker_latency
 from .metrics import Metrics
@@ -220,6 +221,9 @@ class Worker:
         if not calls:
             return 0
         replies = await COMMIT_SCRIPT.call_many(connection, calls)
+        # Not done (no further reads) until the commit is as durable as `acknowledge` asks; on a
+        # failover the new primary still has the entries pending for us, and we commit again.
+        await wait_durable(connection, self.config.acknowledge)
         committed = 0
         for (stream, events, accepted), reply in zip(counted, replies, strict=True):
             committed += int(reply)

@@ -49,6 +49,7 @@ class IngestServer:
         self.writer = EntryWriter(
             self.write_connection,
             config.max_events_per_entry,
+            config.acknowledge,
             self.tracing.current_context if self.tracing.enabled else None,
         )
         self.readiness = Readiness(self.metrics.registry, valkey="connecting to Valkey")

@@ -6,7 +6,10 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hda.api.v1alpha1 import Acknowledge
+
 from ..codec import FIELD_TRACE, ParsedBatch, event_id, input_key
+from ..durability import check_durable, wait_command
 from ..resp import Arg, Reconnecting, RespError
 
 MAX_ENTRY_BYTES = 4 * 1024 * 1024
@@ -103,10 +106,13 @@ class EntryWriter:
         self,
         connection: Reconnecting,
         max_events_per_entry: int,
+        acknowledge: Acknowledge = "primary",
         trace_context: Callable[[], bytes | None] | None = None,
     ) -> None:
         self.connection = connection
         self.max_events_per_entry = max_events_per_entry
+        self.acknowledge = acknowledge
+        self._durable = wait_command(acknowledge)  # appended to every pipeline of XADDs
         self.trace_context = trace_context  # None: tracing off
         self._pending: list[Submission] = []
         self._scheduled = False
@@ -169,7 +175,11 @@ class EntryWriter:
 
     async def _send(self, commands: list[tuple[Arg, ...]]) -> list[object]:
         connection = await self.connection.get()
-        return await connection.pipeline(commands)
+        if self._durable is None:
+            return await connection.pipeline(commands)
+        replies = await connection.pipeline([*commands, self._durable])
+        check_durable(self.acknowledge, replies.pop())  # raises: no submission is accepted
+        return replies
 
     @staticmethod
     def _resolve(

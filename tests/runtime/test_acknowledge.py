@@ -1,0 +1,59 @@
+"""`acknowledge: replica`: ingest answers 202 only once a replica's AOF has the events; while no
+replica can confirm, it answers 503 with Retry-After and accepts nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from tests.runtime.conftest import Processes
+
+from hda.runtime.topology.local import ReplicatedValkey
+
+pytestmark = pytest.mark.runtime
+
+
+@pytest.fixture
+def replicated(tmp_path: Path) -> Iterator[ReplicatedValkey]:
+    topology = ReplicatedValkey(tmp_path / "valkey", replicas=1, appendfsync="always")
+    topology.start()
+    yield topology
+    for node in topology.nodes:  # never leave a stopped process behind
+        if node.process is not None:
+            os.kill(node.process.pid, signal.SIGCONT)
+    topology.kill()
+
+
+async def post(session: aiohttp.ClientSession, url: str) -> tuple[int, str | None]:
+    async with session.post(url, json={"seq": 1}) as response:
+        await response.read()
+        return response.status, response.headers.get("Retry-After")
+
+
+async def test_replica_acknowledge_refuses_while_no_replica_confirms(
+    replicated: ReplicatedValkey, tmp_path: Path, write_manifest: Any
+) -> None:
+    manifest = write_manifest(
+        "    - {name: events, partitions: 1}\n",
+        "  redis: {topology: replicated, replicas: 1, acknowledge: replica}\n",
+    )
+    processes = Processes(tmp_path, replicated)
+    try:
+        port = processes.ingest(manifest)
+        url = f"http://127.0.0.1:{port}/v1/streams/events/events"
+        (replica,) = [node for node in replicated.nodes if node is not replicated.primary()]
+        assert replica.process is not None
+        async with aiohttp.ClientSession() as session:
+            assert (await post(session, url))[0] == 202
+            os.kill(replica.process.pid, signal.SIGSTOP)
+            status, retry_after = await post(session, url)
+            assert (status, retry_after is not None) == (503, True)
+            os.kill(replica.process.pid, signal.SIGCONT)
+            assert (await post(session, url))[0] == 202
+    finally:
+        processes.stop_all()

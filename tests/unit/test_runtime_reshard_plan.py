@@ -1,0 +1,72 @@
+"""Resharding plans: even shares, lowest slots kept, drained primaries emptied; CLUSTER NODES."""
+
+from __future__ import annotations
+
+import pytest
+
+from hda.runtime.topology.local import SLOTS, slot_ranges
+from hda.runtime.topology.reshard import as_ranges, parse_cluster_nodes, plan_moves
+
+
+def owned_by(ranges: dict[str, tuple[int, int]]) -> dict[str, tuple[int, ...]]:
+    return {node: tuple(range(first, last + 1)) for node, (first, last) in ranges.items()}
+
+
+def after(owned: dict[str, tuple[int, ...]], keep: list[str]) -> dict[str, set[int]]:
+    result = {node: set(slots) for node, slots in owned.items()}
+    for move in plan_moves(owned, keep):
+        for first, last in move.ranges:
+            moved = set(range(first, last + 1))
+            assert moved <= result[move.source], "a move takes slots its source does not own"
+            result[move.source] -= moved
+            result[move.target] |= moved
+    return result
+
+
+def test_three_to_four_gives_the_new_primary_an_even_share_from_each() -> None:
+    owned = owned_by(dict(zip("abc", slot_ranges(3), strict=True)))
+    owned["d"] = ()
+    result = after(owned, ["a", "b", "c", "d"])
+    assert [len(result[n]) for n in "abcd"] == [SLOTS // 4] * 4
+    assert {move.target for move in plan_moves(owned, ["a", "b", "c", "d"])} == {"d"}
+    assert min(result["a"]) == 0  # each keeps the lowest slots of its own
+
+
+def test_draining_a_primary_moves_all_its_slots_to_the_others() -> None:
+    owned = owned_by(dict(zip("abcd", slot_ranges(4), strict=True)))
+    result = after(owned, ["a", "b", "c"])
+    assert result["d"] == set()
+    assert sorted(len(result[n]) for n in "abc") == [5461, 5461, 5462]
+
+
+def test_an_even_cluster_needs_no_move() -> None:
+    owned = owned_by(dict(zip("abc", slot_ranges(3), strict=True)))
+    assert plan_moves(owned, ["a", "b", "c"]) == []
+
+
+def test_keeping_an_unknown_primary_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"not in the cluster: \['z'\]"):
+        plan_moves({"a": (0, 1)}, ["a", "z"])
+
+
+def test_as_ranges_joins_runs() -> None:
+    assert as_ranges([7, 1, 2, 3]) == ((1, 3), (7, 7))
+
+
+def test_cluster_nodes_parsing_keeps_slots_and_skips_failed_nodes() -> None:
+    text = (
+        "aa 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-2 5 [6->-bb]\n"
+        "bb 127.0.0.1:7001@17001 master - 0 0 2 connected\n"
+        "cc 127.0.0.1:7002@17002 slave aa 0 0 1 connected\n"
+        "dd 127.0.0.1:7003@17003 master,fail - 0 0 3 disconnected 9\n"
+    )
+    nodes = {node.node_id: node for node in parse_cluster_nodes(text)}
+    assert set(nodes) == {"aa", "bb", "cc"}
+    assert nodes["aa"].slots == (0, 1, 2, 5)
+    assert nodes["aa"].address == ("127.0.0.1", 7000)
+    assert (nodes["bb"].primary, nodes["cc"].primary) == (True, False)
+
+
+def test_cluster_nodes_short_line_names_it() -> None:
+    with pytest.raises(ValueError, match="line 1"):
+        parse_cluster_nodes("aa 127.0.0.1:7000 master")
