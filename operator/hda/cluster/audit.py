@@ -24,6 +24,7 @@ AUDIT_API_VERSION: Final = "audit.k8s.io/v1"
 OMITTED_STAGES: Final = ("RequestReceived",)
 #: Authorization annotation the API server adds to every audited request.
 DECISION_ANNOTATION: Final = "authorization.k8s.io/decision"
+CREATED: Final = 201
 
 
 def service_account_user(namespace: str, name: str) -> str:
@@ -97,12 +98,24 @@ class AuditEvent(BaseModel):
 
     @property
     def permission(self) -> Permission | None:
-        """The RBAC permission this request needed; None for non-resource URLs (discovery)."""
+        """The RBAC permission this request's verb needed; None for non-resource URLs."""
         ref = self.object_ref
         if ref is None or not ref.resource:
             return None
         resource = f"{ref.resource}/{ref.subresource}" if ref.subresource else ref.resource
         return Permission(self.verb, ref.api_group, resource)
+
+    @property
+    def permissions(self) -> tuple[Permission, ...]:
+        """Every RBAC permission this request needed. A server-side apply that creates its
+        object (a `patch` answered 201) is authorized for `create` too, which the event's verb
+        does not show."""
+        permission = self.permission
+        if permission is None:
+            return ()
+        if permission.verb == "patch" and self.code == CREATED:
+            return (permission, permission._replace(verb="create"))
+        return (permission,)
 
     @property
     def code(self) -> int:
@@ -152,7 +165,7 @@ def events_of(events: Iterable[AuditEvent], user: str) -> list[AuditEvent]:
 
 def used_permissions(events: Iterable[AuditEvent]) -> set[Permission]:
     """Every permission these requests exercised (whatever the answer was)."""
-    return {p for p in (event.permission for event in events) if p is not None}
+    return {permission for event in events for permission in event.permissions}
 
 
 def refusals(events: Iterable[AuditEvent]) -> list[AuditEvent]:
