@@ -418,7 +418,11 @@ def test_children_the_spec_no_longer_asks_for_are_deleted(
     obj = ready_hda(cluster, running_operator, hdas, namespace)
     names = child_names(model(obj))
     child = get_json(cluster, "configmap", names.runtime_configmap, "-n", namespace)["metadata"]
-    meta = {"labels": child["labels"], "ownerReferences": child["ownerReferences"]}
+    meta = {
+        "namespace": namespace,
+        "labels": child["labels"],
+        "ownerReferences": child["ownerReferences"],
+    }
     leftovers = _leftovers(f"{obj['metadata']['name']}-retired", meta)
     since = time.time()
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"kind": "List", "apiVersion": "v1",
