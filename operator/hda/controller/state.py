@@ -66,6 +66,9 @@ class HdaState:
     secret_errors: tuple[str, ...] = ()
     paused_logged: bool = False
     failures: int = 0
+    #: The StorageClass of the HDA's Fibre Channel volumes ("" until the first valid spec is
+    #: seen): volume events of other classes do not wake it.
+    fc_storage_class: str = ""
 
 
 @dataclasses.dataclass
