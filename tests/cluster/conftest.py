@@ -123,13 +123,15 @@ def operator_identity() -> OperatorIdentity:
 
 @pytest.fixture(scope="session")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, operator_identity: OperatorIdentity
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[ClusterHandle]:
     """The cluster under test (see the module docstring)."""
     if _cluster_mode() == "existing":
         yield from _existing_cluster()
     else:
-        yield from _local_cluster(tmp_path_factory.mktemp("hda-state"), operator_identity)
+        # Only the local plane needs the identity up front (an existing one has no audit log).
+        audited: OperatorIdentity = request.getfixturevalue("operator_identity")
+        yield from _local_cluster(tmp_path_factory.mktemp("hda-state"), audited)
 
 
 @pytest.fixture(scope="session")
