@@ -10,14 +10,20 @@ With `HDA_TEST_CLUSTER=existing` the tests use the current kubeconfig (`$KUBECON
 `~/.kube/config`, e.g. a kind cluster) and only create and delete their own namespaces.
 
 Fixtures:
+- `operator_identity` (session): `hda.cluster.testing.OperatorIdentity`, the chart release,
+  namespace and ServiceAccount the operator under test runs as (hda.testing.pytest_fixtures).
 - `cluster` (session): `hda.cluster.testing.ClusterHandle` with `.kubeconfig: Path`,
   `.api_client` (kubernetes ApiClient), `.kubectl(*args)`, `.bin_dir`, `.is_local`,
-  `.add_node(name, fc=True)` / `.delete_node(name)` (local plane only), `.env()`.
+  `.add_node(name, fc=True)` / `.delete_node(name)` (local plane only), `.env()`. The local
+  plane's apiserver audits the operator identity's requests to `.audit_log`.
 - `namespace` (function): a fresh namespace name, deleted afterwards.
 - `restricted_namespace` (function): same, labelled `pod-security.kubernetes.io/enforce=restricted`.
 - `namespace_factory` (function): `make(*, restricted=False, labels=None) -> str` for more.
 - `module_namespace` (module): one fresh namespace shared by a module's tests.
 - `core_v1`, `apps_v1`, `rbac_v1`, `storage_v1` (session): typed API objects on `cluster`.
+
+Tests marked `after_the_tier` run after every other test of the session (they judge what the
+whole tier did, e.g. the audit log), in their own order.
 """
 
 from __future__ import annotations
@@ -33,9 +39,12 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from hda.cluster import LocalCluster
-from hda.cluster.testing import EXISTING_ENV, ClusterHandle, wait_for
+from hda.cluster.binaries import find_bin_dir
+from hda.cluster.testing import EXISTING_ENV, ClusterHandle, OperatorIdentity, find_binary, wait_for
+from hda.testing.harness import chart_account, render_chart_rbac
 
 _HERE = Path(__file__).resolve().parent
+CHART = _HERE.parents[1] / "charts" / "hda-operator"
 
 #: Labels of a namespace where the restricted Pod Security Standard is enforced.
 RESTRICTED_PSS_LABELS: dict[str, str] = {
@@ -50,6 +59,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _HERE in item.path.resolve().parents:
             item.add_marker(pytest.mark.cluster)
+    # Stable: the rest keep their order, and so do the tests that judge the whole tier.
+    items.sort(key=lambda item: item.get_closest_marker("after_the_tier") is not None)
     # Tests written for an existing cluster only are deselected (not skipped) on the local plane.
     if os.environ.get(EXISTING_ENV, "local") != "existing":
         existing_only = [item for item in items if item.get_closest_marker("existing_cluster_only")]
@@ -72,9 +83,9 @@ def _existing_cluster() -> Iterator[ClusterHandle]:
         yield ClusterHandle(kubeconfig=kubeconfig, api_client=api, bin_dir=bin_dir)
 
 
-def _local_cluster(state_root: Path) -> Iterator[ClusterHandle]:
+def _local_cluster(state_root: Path, audited: OperatorIdentity) -> Iterator[ClusterHandle]:
     name = os.environ.get("HDA_TEST_CLUSTER_NAME", f"pytest-{os.getpid()}")
-    plane = LocalCluster(name, state_root=state_root)
+    plane = LocalCluster(name, state_root=state_root, audit_users=(audited.user,))
     plane.up(nodes=3, fc_nodes=2)
     try:
         api = plane.api_client()
@@ -88,16 +99,39 @@ def _local_cluster(state_root: Path) -> Iterator[ClusterHandle]:
         shutil.rmtree(plane.layout.etcd_data_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]:
-    """The cluster under test (see the module docstring)."""
+def _cluster_mode() -> str:
     mode = os.environ.get(EXISTING_ENV, "local")
-    if mode == "existing":
-        yield from _existing_cluster()
-    elif mode == "local":
-        yield from _local_cluster(tmp_path_factory.mktemp("hda-state"))
-    else:
+    if mode not in ("local", "existing"):
         raise pytest.UsageError(f"{EXISTING_ENV} must be 'local' (default) or 'existing'")
+    return mode
+
+
+@pytest.fixture(scope="session")
+def operator_identity() -> OperatorIdentity:
+    """A fresh release and namespace for the operator under test; the account is the chart's."""
+    if os.environ.get("HDA_BIN_DIR"):
+        bin_dir: Path | None = Path(os.environ["HDA_BIN_DIR"])
+    else:
+        bin_dir = find_bin_dir() if _cluster_mode() == "local" else None
+    suffix = uuid.uuid4().hex[:6]
+    namespace, release = f"hda-system-{suffix}", f"op{suffix}"
+    rendered = render_chart_rbac(
+        helm=find_binary("helm", bin_dir), chart=CHART, namespace=namespace, release=release
+    )
+    return OperatorIdentity(namespace=namespace, release=release, account=chart_account(rendered))
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ClusterHandle]:
+    """The cluster under test (see the module docstring)."""
+    if _cluster_mode() == "existing":
+        yield from _existing_cluster()
+    else:
+        # Only the local plane needs the identity up front (an existing one has no audit log).
+        audited: OperatorIdentity = request.getfixturevalue("operator_identity")
+        yield from _local_cluster(tmp_path_factory.mktemp("hda-state"), audited)
 
 
 @pytest.fixture(scope="session")

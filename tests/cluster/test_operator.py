@@ -391,6 +391,73 @@ def test_deleted_or_hand_edited_children_are_restored(
     wait_condition(cluster, running_operator, ns, obj["metadata"]["name"], "Ready", "True")
 
 
+def _leftovers(name: str, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """One object of each namespaced kind the operator applies, under a name no spec asks for,
+    with `meta` (an HDA child's labels and owner reference): what an older operator version
+    that named its children differently would have left."""
+    pod = {
+        "metadata": {"labels": {"leftover": name}},
+        "spec": {"containers": [{"name": "c", "image": "registry.test/leftover:1"}]},
+    }
+    selector = {"matchLabels": {"leftover": name}}
+    specs: dict[tuple[str, str], dict[str, Any]] = {
+        ("v1", "ServiceAccount"): {},
+        ("v1", "ConfigMap"): {"data": {"old": "yes"}},
+        ("v1", "Service"): {"spec": {"ports": [{"port": 80}], "selector": {"leftover": name}}},
+        ("networking.k8s.io/v1", "NetworkPolicy"): {
+            "spec": {"podSelector": selector, "policyTypes": ["Ingress"]}
+        },
+        ("policy/v1", "PodDisruptionBudget"): {"spec": {"selector": selector, "maxUnavailable": 1}},
+        ("apps/v1", "Deployment"): {"spec": {"replicas": 0, "selector": selector, "template": pod}},
+        ("apps/v1", "StatefulSet"): {
+            "spec": {"replicas": 0, "serviceName": name, "selector": selector, "template": pod}
+        },
+    }
+    return [
+        {"apiVersion": api_version, "kind": kind, "metadata": {**meta, "name": name}, **spec}
+        for (api_version, kind), spec in specs.items()
+    ]
+
+
+def test_children_the_spec_no_longer_asks_for_are_deleted(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    namespace: str,
+) -> None:
+    obj = ready_hda(cluster, running_operator, hdas, namespace)
+    names = child_names(model(obj))
+    child = get_json(cluster, "configmap", names.runtime_configmap, "-n", namespace)["metadata"]
+    meta = {
+        "namespace": namespace,
+        "labels": child["labels"],
+        "ownerReferences": child["ownerReferences"],
+    }
+    leftovers = _leftovers(f"{obj['metadata']['name']}-retired", meta)
+    since = time.time()
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"kind": "List", "apiVersion": "v1",
+                                                          "items": leftovers}))  # fmt: skip
+    resources = [f"{o['kind'].lower()}/{o['metadata']['name']}" for o in leftovers]
+
+    def remaining() -> list[str]:
+        found = cluster.kubectl(
+            "get", *resources, "-n", namespace, "-o", "name", "--ignore-not-found", check=False
+        )
+        return found.stdout.split()
+
+    wait_for(
+        lambda: not remaining(),
+        timeout=90,
+        message=lambda: f"not pruned: {remaining()}\n{running_operator.process.output()[-3000:]}",
+    )
+    deletes = running_operator.writes(
+        since, lambda r: r.method == "DELETE" and r.path.endswith("-retired")
+    )
+    assert len(deletes) == len(leftovers), describe(deletes)
+    # What the spec still asks for stays.
+    cluster.kubectl("get", "configmap", names.runtime_configmap, "-n", namespace)
+
+
 # --- spec update ------------------------------------------------------------------------------
 
 

@@ -51,7 +51,7 @@ CLUSTER_RULES = [
     {
         "apiGroups": ["apiextensions.k8s.io"],
         "resources": ["customresourcedefinitions"],
-        "verbs": ["get", "list", "watch"],
+        "verbs": ["list", "watch"],
     },
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     {
@@ -59,33 +59,25 @@ CLUSTER_RULES = [
         "resources": ["persistentvolumes"],
         "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
-    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
-    {
-        "apiGroups": ["storage.k8s.io"],
-        "resources": ["storageclasses"],
-        "verbs": ["get", "list", "watch"],
-    },
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["list", "watch"]},
 ]
 CRUD = ["get", "list", "watch", "create", "patch", "delete"]
 NAMESPACED_RULES = [
     {
         "apiGroups": ["hda.shitops.dev"],
         "resources": ["hyperdriveaccelerators"],
-        "verbs": ["get", "list", "watch", "patch"],
+        "verbs": ["list", "watch", "patch"],
     },
     {
         "apiGroups": ["hda.shitops.dev"],
         "resources": ["hyperdriveaccelerators/status"],
-        "verbs": ["get", "patch"],
+        "verbs": ["patch"],
     },
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": CRUD},
-    {
-        "apiGroups": [""],
-        "resources": ["services", "configmaps", "serviceaccounts", "persistentvolumeclaims"],
-        "verbs": CRUD,
-    },
+    {"apiGroups": [""], "resources": ["services", "configmaps", "serviceaccounts"], "verbs": CRUD},
+    {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["list", "watch"]},
     {
         "apiGroups": [""],
         "resources": ["secrets"],

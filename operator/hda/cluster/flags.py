@@ -96,13 +96,28 @@ def _apiserver_address_args(advertise_address: str | None) -> list[str]:
     ]
 
 
+def _audit_args(layout: ClusterLayout) -> list[str]:
+    return [
+        f"--audit-policy-file={layout.audit_policy}",
+        f"--audit-log-path={layout.audit_log}",
+        "--audit-log-format=json",
+        # Blocking: an event is on disk before its response leaves, so a reader misses nothing.
+        "--audit-log-mode=blocking",
+        # 0 would mean lumberjack's 100 MB default: one file must hold a whole test run.
+        "--audit-log-maxsize=1024",
+    ]
+
+
 def apiserver_args(
     bin_dir: Path,
     layout: ClusterLayout,
     ports: Ports,
     advertise_address: str | None = None,
+    *,
+    audit: bool = False,
 ) -> list[str]:
-    """`advertise_address` is set on clusters with real nodes (see `_apiserver_address_args`)."""
+    """`advertise_address` is set on clusters with real nodes (see `_apiserver_address_args`);
+    `audit` turns the audit log on (the policy file must be at `layout.audit_policy`)."""
     pki = layout.pki
     return [
         str(bin_dir / APISERVER),
@@ -136,6 +151,7 @@ def apiserver_args(
         f"--kubelet-client-key={pki(KUBELET_CLIENT_KEY)}",
         f"--kubelet-certificate-authority={pki(CA_CERT)}",
         "--profiling=false",
+        *(_audit_args(layout) if audit else []),
     ]
 
 
@@ -195,10 +211,13 @@ def component_args(
     layout: ClusterLayout,
     ports: Ports,
     advertise_address: str | None = None,
+    *,
+    audit: bool = False,
 ) -> list[str]:
-    """The argv that starts `component` (one of `layout.COMPONENTS`)."""
+    """The argv that starts `component` (one of `layout.COMPONENTS`); `audit` is for the
+    apiserver (see `apiserver_args`)."""
     if component == APISERVER:
-        return apiserver_args(bin_dir, layout, ports, advertise_address)
+        return apiserver_args(bin_dir, layout, ports, advertise_address, audit=audit)
     builders = {
         ETCD: etcd_args,
         APISERVER: apiserver_args,

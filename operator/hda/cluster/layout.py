@@ -144,6 +144,15 @@ class ClusterLayout:
         return self.state_dir / "nodes"
 
     @property
+    def audit_policy(self) -> Path:
+        return self.state_dir / "audit-policy.yaml"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines), when the plane audits some users."""
+        return self.logs_dir / "audit.log"
+
+    @property
     def registry_dir(self) -> Path:
         return self.state_dir / "registry"
 

@@ -27,7 +27,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 import yaml
 
-from hda.cluster import coredns, flags, network, node_pki, pki, processes, registry, storage
+from hda.cluster import (
+    audit,
+    coredns,
+    flags,
+    network,
+    node_pki,
+    pki,
+    processes,
+    registry,
+    storage,
+)
 from hda.cluster.binaries import find_bin_dir, missing_binaries
 from hda.cluster.errors import ClusterError, ComponentFailedError
 from hda.cluster.kwok_stages import KWOK_STAGES_YAML
@@ -116,6 +126,8 @@ class ClusterState:
     real_nodes: list[RealNodeRecord] = field(default_factory=list)
     #: sysctl values before real nodes turned forwarding on (restored at `down`).
     previous_sysctls: dict[str, str] = field(default_factory=dict)
+    #: Users whose requests the apiserver's audit log records (`layout.audit_log`).
+    audit_users: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -126,6 +138,7 @@ class ClusterState:
                 "processes": [record.to_dict() for record in self.processes],
                 "real_nodes": [record.to_dict() for record in self.real_nodes],
                 "previous_sysctls": self.previous_sysctls,
+                "audit_users": self.audit_users,
             },
             indent=2,
         )
@@ -140,6 +153,7 @@ class ClusterState:
             processes=[ProcessRecord.from_dict(item) for item in data["processes"]],
             real_nodes=[RealNodeRecord.from_dict(item) for item in data.get("real_nodes", [])],
             previous_sysctls={str(k): str(v) for k, v in data.get("previous_sysctls", {}).items()},
+            audit_users=[str(user) for user in data.get("audit_users", [])],
         )
 
 
@@ -152,9 +166,15 @@ class LocalCluster:
         *,
         state_root: Path | None = None,
         bin_dir: Path | None = None,
+        audit_users: tuple[str, ...] = (),
     ) -> None:
+        """`audit_users`: the apiserver logs their requests at Metadata level, as JSON lines, to
+        `layout.audit_log` (e.g. an operator's `system:serviceaccount:<ns>:<name>`)."""
         self.layout = ClusterLayout.for_name(name, state_root)
         self._bin_dir = bin_dir
+        self._audit_users = list(audit_users)
+        if audit_users:
+            audit.audit_policy(audit_users)  # refuses bad names before anything runs
         self.real = RealNodes(self.layout)
 
     # -- public API ---------------------------------------------------------------------------
@@ -246,6 +266,12 @@ class LocalCluster:
         if state is not None:
             unhealthy = self.unhealthy_components()
             recorded_real = [(record.name, record.fc) for record in state.real_nodes]
+            # Asking for an audit the running apiserver does not do is an error; not asking is not.
+            if not unhealthy and self._audit_users and state.audit_users != self._audit_users:
+                raise ClusterError(
+                    f"cluster {self.name!r} audits users {state.audit_users}, not "
+                    f"{self._audit_users}; run `hda cluster down` first"
+                )
             if not unhealthy and recorded_real == wanted_real:
                 log.info("cluster %r is already up", self.name)
                 self._ensure_nodes(specs, tainted=bool(state.real_nodes))
@@ -272,7 +298,12 @@ class LocalCluster:
             log.info("removing leftovers of an earlier run of cluster %r", self.name)
             self._teardown_real({})
         self._prepare_files(bin_dir)
-        state = ClusterState(name=self.name, bin_dir=str(bin_dir), ports=allocate_ports())
+        state = ClusterState(
+            name=self.name,
+            bin_dir=str(bin_dir),
+            ports=allocate_ports(),
+            audit_users=self._audit_users,
+        )
         if real_nodes:
             state.real_nodes = allocate_real_nodes(real_nodes, real_fc_nodes)
         self._write_state(state)
@@ -484,6 +515,9 @@ class LocalCluster:
             shutil.rmtree(layout.etcd_data_dir)
         pki.ensure_pki(layout.pki_dir)
         layout.kwok_config.write_text(KWOK_STAGES_YAML)
+        layout.audit_log.unlink(missing_ok=True)  # a fresh start never mixes in an old run
+        if self._audit_users:
+            layout.audit_policy.write_text(yaml.safe_dump(audit.audit_policy(self._audit_users)))
         log.info(
             "state of cluster %r in %s, binaries from %s", self.name, layout.state_dir, bin_dir
         )
@@ -507,8 +541,11 @@ class LocalCluster:
     def _start_and_wait(self, state: ClusterState, components: list[str]) -> None:
         bin_dir = Path(state.bin_dir)
         advertise = self.real.network.apiserver_address if state.real_nodes else None
+        audit_on = bool(state.audit_users)
         for component in components:
-            argv = flags.component_args(component, bin_dir, self.layout, state.ports, advertise)
+            argv = flags.component_args(
+                component, bin_dir, self.layout, state.ports, advertise, audit=audit_on
+            )
             self._start_component(state, component, argv)
         for component in components:
             self._wait_healthy(self._record(state, component), state)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from hda.cluster.audit import service_account_user
 from hda.cluster.errors import ClusterError
 from hda.cluster.plane import LocalCluster
 
@@ -62,6 +63,32 @@ class ProbeImage:
     tag: str
 
 
+def find_binary(name: str, bin_dir: Path | None) -> str:
+    """Path of a binary (`kubectl`, `helm`, ...): from `bin_dir`, else from PATH."""
+    if bin_dir is not None and os.access(bin_dir / name, os.X_OK):
+        return str(bin_dir / name)
+    found = shutil.which(name)
+    if found is None:
+        raise ClusterError(f"{name} not found in {bin_dir} nor on PATH")
+    return found
+
+
+@dataclass(frozen=True)
+class OperatorIdentity:
+    """Who the operator under test is: the chart release, its namespace and ServiceAccount.
+
+    Chosen before the local plane starts, so its apiserver can audit exactly this user.
+    """
+
+    namespace: str
+    release: str
+    account: str
+
+    @property
+    def user(self) -> str:
+        return service_account_user(self.namespace, self.account)
+
+
 @dataclass
 class ClusterHandle:
     """A cluster under test.
@@ -85,14 +112,17 @@ class ClusterHandle:
     def is_local(self) -> bool:
         return self.local is not None
 
+    @property
+    def audit_log(self) -> Path | None:
+        """The apiserver's audit log (local plane started with audit users), else None."""
+        if self.local is None:
+            return None
+        state = self.local.state()
+        return self.local.layout.audit_log if state is not None and state.audit_users else None
+
     def binary(self, name: str) -> str:
         """Path of a binary (`kubectl`, `helm`, ...): from `bin_dir`, else from PATH."""
-        if self.bin_dir is not None and os.access(self.bin_dir / name, os.X_OK):
-            return str(self.bin_dir / name)
-        found = shutil.which(name)
-        if found is None:
-            raise ClusterError(f"{name} not found in {self.bin_dir} nor on PATH")
-        return found
+        return find_binary(name, self.bin_dir)
 
     def env(self) -> dict[str, str]:
         """The process environment with KUBECONFIG pointing at this cluster."""

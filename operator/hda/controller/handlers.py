@@ -246,7 +246,17 @@ def index_volumes(body: kopf.Body, **_: Any) -> dict[str, VolumeSummary] | None:
 
 @kopf.on.event("v1", "persistentvolumes", id="hda_wake_volumes")
 def wake_on_volumes(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
-    _wake_all_if_changed(memo, "volume_summaries", body, type, volume_summary)
+    # Every PV reaches this handler (no server-side filter can select a StorageClass), so a
+    # change wakes only the HDAs whose Fibre Channel volumes are of the volume's class.
+    summaries: dict[str, VolumeSummary] = memo.setdefault("volume_summaries", {})
+    name = str(body["metadata"]["name"])
+    before = summaries.pop(name, None)
+    after = None if type == "DELETED" else volume_summary(body)
+    if after is not None:
+        summaries[name] = after
+    if before != after and type is not None:
+        classes = {s.storage_class for s in (before, after) if s is not None}
+        _controller(memo).wake_storage_classes(classes)
 
 
 @kopf.index("storage.k8s.io/v1", "storageclasses", id="hda_storage_classes")

@@ -124,6 +124,13 @@ class Controller:
         for state in self._states.values():
             state.wake.set()
 
+    def wake_storage_classes(self, classes: set[str]) -> None:
+        """Wake the HDAs whose Fibre Channel volumes are of one of `classes` (and those whose
+        class is not known yet)."""
+        for state in self._states.values():
+            if state.fc_storage_class in classes or not state.fc_storage_class:
+                state.wake.set()
+
     # --- the per-HDA loop ------------------------------------------------------------------
 
     async def run(self, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
@@ -182,6 +189,7 @@ class Controller:
         except ValidationError as error:
             await self._report_invalid(body, raw, key, error)
             return
+        state.fc_storage_class = hda.spec.output.fibre_channel.storage_class_name
         try:
             await self._reconcile_valid(body, raw, hda, key, state)
         except NamespaceTerminatingError:

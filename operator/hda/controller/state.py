@@ -67,6 +67,9 @@ class HdaState:
     paused_logged: bool = False
     failures: int = 0
     buffer_activity: str | None = None  # what the operator last did to a replicated/cluster buffer
+    #: The StorageClass of the HDA's Fibre Channel volumes ("" until the first valid spec is
+    #: seen): volume events of other classes do not wake it.
+    fc_storage_class: str = ""
 
 
 @dataclasses.dataclass

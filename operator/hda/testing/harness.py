@@ -279,16 +279,10 @@ def token_kubeconfig(
     return path
 
 
-def install_chart_rbac(
-    *,
-    helm: str,
-    kubectl: Callable[..., subprocess.CompletedProcess[str]],
-    chart: Path,
-    namespace: str,
-    release: str = "hda",
-) -> str:
-    """Apply the chart's ServiceAccount and RBAC into `namespace`; return the account's name."""
-    rendered = subprocess.run(
+def render_chart_rbac(*, helm: str, chart: Path, namespace: str, release: str = "hda") -> str:
+    """The chart's ServiceAccount, ClusterRoles and bindings for `release` in `namespace`, as
+    `helm template` renders them (YAML documents)."""
+    return subprocess.run(
         [
             helm,
             "template",
@@ -308,14 +302,31 @@ def install_chart_rbac(
         check=True,
         env={**os.environ, "HELM_CACHE_HOME": tempfile.gettempdir() + "/hda-helm-cache"},
     ).stdout
-    kubectl("apply", "--server-side", "-f", "-", input=rendered)
-    account = str(
+
+
+def chart_account(rendered: str) -> str:
+    """The name of the ServiceAccount among rendered chart documents."""
+    return str(
         next(
             doc["metadata"]["name"]
             for doc in yaml.safe_load_all(rendered)
             if doc and doc.get("kind") == "ServiceAccount"
         )
     )
+
+
+def install_chart_rbac(
+    *,
+    helm: str,
+    kubectl: Callable[..., subprocess.CompletedProcess[str]],
+    chart: Path,
+    namespace: str,
+    release: str = "hda",
+) -> str:
+    """Apply the chart's ServiceAccount and RBAC into `namespace`; return the account's name."""
+    rendered = render_chart_rbac(helm=helm, chart=chart, namespace=namespace, release=release)
+    kubectl("apply", "--server-side", "-f", "-", input=rendered)
+    account = chart_account(rendered)
     wait_until_authorized(kubectl, namespace, account)
     return account
 

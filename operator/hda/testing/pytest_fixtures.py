@@ -21,7 +21,7 @@ import yaml
 
 from hda.api.images import ENV_DEFAULT_RUNTIME_IMAGE, ENV_DEFAULT_VALKEY_IMAGE, DefaultImages
 from hda.api.v1alpha1 import HyperDriveAccelerator
-from hda.cluster.testing import ClusterHandle, wait_for
+from hda.cluster.testing import ClusterHandle, OperatorIdentity, wait_for
 from hda.specs import child_names
 from hda.testing.harness import (
     CountingProxy,
@@ -109,9 +109,12 @@ class RunningOperator:
 
 @pytest.fixture(scope="session")
 def running_operator(
-    cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory
+    cluster: ClusterHandle,
+    operator_identity: OperatorIdentity,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningOperator]:
-    """CRD, storage classes, chart RBAC, counting proxy and `hda operator` (session-wide)."""
+    """CRD, storage classes, chart RBAC, counting proxy and `hda operator` (session-wide), as
+    `operator_identity` (the user the local plane audits)."""
     work = tmp_path_factory.mktemp("operator")
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
 
@@ -122,9 +125,8 @@ def running_operator(
 
     wait_for(established, timeout=60, message="the CRD never became Established")
     cluster.kubectl("apply", "-f", "-", input=STORAGE_CLASSES)
-    system = f"hda-system-{uuid.uuid4().hex[:6]}"
+    system, release = operator_identity.namespace, operator_identity.release
     cluster.kubectl("create", "namespace", system)
-    release = f"op{uuid.uuid4().hex[:6]}"
     account = install_chart_rbac(
         helm=cluster.binary("helm"),
         kubectl=cluster.kubectl,
@@ -132,6 +134,7 @@ def running_operator(
         namespace=system,
         release=release,
     )
+    assert account == operator_identity.account, "the chart renders another ServiceAccount"
     token = cluster.kubectl(
         "create", "token", account, "--namespace", system, "--duration=6h"
     ).stdout.strip()
