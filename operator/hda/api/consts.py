@@ -44,6 +44,8 @@ ENV_INGEST_TOKEN: Final = "HDA_INGEST_TOKEN"  # noqa: S105 (a variable name, not
 ENV_POD_NAME: Final = "HDA_POD_NAME"  # consumer name of a worker or output pod
 ENV_LOG_FORMAT: Final = "HDA_LOG_FORMAT"  # json (default in pods) or text
 ENV_OUTPUT_DIR: Final = "HDA_OUTPUT_DIR"
+# Base URLs of every output replica, comma-separated: the subscribe gateway merges them.
+ENV_OUTPUT_PEERS: Final = "HDA_OUTPUT_PEERS"
 
 REDIS_PORT: Final = 6379
 INGEST_PORT: Final = 8080  # REST + WebSocket; /healthz /readyz /metrics

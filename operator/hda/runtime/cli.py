@@ -13,8 +13,9 @@ from pathlib import Path
 
 import click
 
-from hda.api.consts import ENV_INGEST_TOKEN, ENV_OUTPUT_DIR, ENV_REDIS_PASSWORD, ENV_REDIS_URL
+from hda.api.consts import ENV_OUTPUT_DIR, ENV_OUTPUT_PEERS, ENV_REDIS_PASSWORD, ENV_REDIS_URL
 
+from .auth import tokens_from_environment
 from .bench import BenchOptions, run_bench
 from .config import (
     DEFAULT_CONFIG_PATH,
@@ -114,7 +115,7 @@ def ingest(
 
     setup_logging("ingest", log_level)
     config = _with_overrides(load_config(config_path), max_events_per_entry=max_events_per_entry)
-    tokens = [t.strip() for t in os.environ.get(ENV_INGEST_TOKEN, "").split(",") if t.strip()]
+    tokens = tokens_from_environment()
     address = redis_address(redis_url, redis_timeout)
 
     async def main() -> None:
@@ -185,6 +186,9 @@ def worker(
 @click.option("--port", envvar="HDA_OUTPUT_PORT", default=DEFAULT_OUTPUT_PORT, show_default=True)
 @click.option("--retention-interval", type=click.FloatRange(min=0.05), default=10.0,
               show_default=True, help="Seconds between segment retention passes.")  # fmt: skip
+@click.option("--peers", envvar=ENV_OUTPUT_PEERS, default="",
+              help=f"Base URLs of every output replica, this one included, comma-separated "
+              f"(env {ENV_OUTPUT_PEERS}); subscribe merges them. Default: only this one.")  # fmt: skip
 @log_option
 def output(
     *,
@@ -196,9 +200,11 @@ def output(
     host: str,
     port: int,
     retention_interval: float,
+    peers: str,
     log_level: str,
 ) -> None:
-    """Write output streams to fsync'd segment files and serve live subscribers."""
+    """Write output streams to fsync'd segment files and serve subscribers (token from
+    HDA_INGEST_TOKEN, like ingest)."""
 
     setup_logging("output", log_level)
     config = load_config(config_path)
@@ -210,6 +216,8 @@ def output(
         await serve_output(
             config, address, consumer=consumer_name(consumer), data_dir=data_dir,
             host=host, port=port, stop=stop, retention_interval=retention_interval,
+            peers=[u.strip().rstrip("/") for u in peers.split(",") if u.strip()],
+            tokens=tokens_from_environment(),
         )  # fmt: skip
 
     asyncio.run(main())

@@ -72,6 +72,7 @@ class RuntimeConfig:
     segment_retention_max_bytes: int | None = None  # None: a share of the volume's capacity
     subscriber_max_buffered_entries: int = 10_000
     subscribers_enabled: bool = True
+    accept_token_in_query: bool = False  # `?token=` on ingest and subscribe
     # OTLP signal (logs, metrics, traces) -> stream name; a signal missing here answers 404.
     otlp_streams: dict[str, str] = field(default_factory=dict)
     # Knobs the API does not expose (yet): ops defaults, overridable by CLI flags for tests.
@@ -119,6 +120,7 @@ def from_spec(spec: HyperDriveAcceleratorSpec) -> RuntimeConfig:
         else None,
         subscriber_max_buffered_entries=subscribers.max_buffered_entries,
         subscribers_enabled=subscribers.enabled,
+        accept_token_in_query=spec.ingest.accept_token_in_query,
         otlp_streams=spec.ingest.otlp.streams() if spec.ingest.otlp else {},
     )
 
