@@ -233,7 +233,10 @@ def output(
     "--workers", type=int, default=None, help="Worker processes (default: spec.workers.replicas)."
 )
 @click.option("--ingest-port", default=DEFAULT_INGEST_PORT, show_default=True)
-@click.option("--output-port", default=DEFAULT_OUTPUT_PORT, show_default=True)
+@click.option("--output-port", default=DEFAULT_OUTPUT_PORT, show_default=True,
+              help="Output replica i listens on this port + i.")  # fmt: skip
+@click.option("--outputs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Output processes; each serves the whole stream to subscribers.")  # fmt: skip
 @click.option("--appendfsync", type=click.Choice(["always", "everysec"]), default=None,
               help="Embedded Valkey AOF fsync (default: spec.redis.persistence.appendFsync).")  # fmt: skip
 @log_option
@@ -245,6 +248,7 @@ def run(
     workers: int | None,
     ingest_port: int,
     output_port: int,
+    outputs: int,
     appendfsync: str | None,
     log_level: str,
 ) -> None:
@@ -258,6 +262,7 @@ def run(
         workers=workers,
         ingest_port=ingest_port,
         output_port=output_port,
+        outputs=outputs,
         appendfsync=appendfsync,
         log_level=log_level,
     )
