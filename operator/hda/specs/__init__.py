@@ -34,10 +34,11 @@ from .serviceaccounts import runtime_service_account
 from .services import (
     ingest_service,
     output_headless_service,
+    output_service,
     valkey_headless_service,
     valkey_service,
 )
-from .statefulsets import output_statefulset, valkey_statefulset
+from .statefulsets import output_peer_urls, output_statefulset, valkey_statefulset
 
 __all__ = [
     "CONFIG_HASH_ANNOTATION",
@@ -55,6 +56,8 @@ __all__ = [
     "ingest_deployment",
     "ingest_service",
     "output_headless_service",
+    "output_peer_urls",
+    "output_service",
     "output_statefulset",
     "owner_reference",
     "pod_disruption_budget",

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from hda.api.consts import ENV_OUTPUT_DIR, OUTPUT_DATA_DIR, OUTPUT_PORT, REDIS_PORT
+from hda.api.consts import (
+    ENV_OUTPUT_DIR,
+    ENV_OUTPUT_PEERS,
+    OUTPUT_DATA_DIR,
+    OUTPUT_PORT,
+    REDIS_PORT,
+)
 from hda.api.v1alpha1 import HyperDriveAccelerator, PvcRetentionPolicy
 
 from .configmaps import (
@@ -22,6 +28,7 @@ from .pods import (
     RUNTIME_UID,
     VALKEY_UID,
     container_security_context,
+    ingest_token_env,
     password_env,
     pod_template,
     resources,
@@ -152,6 +159,17 @@ def valkey_statefulset(hda: HyperDriveAccelerator, images: Images) -> dict[str, 
     }
 
 
+def output_peer_urls(hda: HyperDriveAccelerator) -> list[str]:
+    """Every output pod by its stable DNS name (`<pod>.<headless service>`): the replicas the
+    subscribe gateway merges. A change of spec.output.replicas rolls the output pods with it."""
+    names = child_names(hda)
+    return [
+        f"http://{names.output_statefulset}-{ordinal}.{names.output_headless_service}."
+        f"{hda.namespace}.svc:{OUTPUT_PORT}"
+        for ordinal in range(hda.spec.output.replicas)
+    ]
+
+
 def output_statefulset(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     """Output pods, only on Fibre Channel nodes, each on its own FC-backed claim."""
     names = child_names(hda)
@@ -163,7 +181,11 @@ def output_statefulset(hda: HyperDriveAccelerator, images: Images) -> dict[str, 
         command="output",
         port_name="http",
         port=OUTPUT_PORT,
-        extra_env=[{"name": ENV_OUTPUT_DIR, "value": OUTPUT_DATA_DIR}],
+        extra_env=[
+            {"name": ENV_OUTPUT_DIR, "value": OUTPUT_DATA_DIR},
+            {"name": ENV_OUTPUT_PEERS, "value": ",".join(output_peer_urls(hda))},
+            *ingest_token_env(hda),
+        ],
         extra_mounts=[{"name": OUTPUT_DATA_VOLUME, "mountPath": OUTPUT_DATA_DIR}],
     )
     template = pod_template(
