@@ -213,6 +213,39 @@ async def test_bad_positions_are_refused_naming_the_item(
                 assert fragment in (await response.json())["error"]
 
 
+def write_partition_0(directory: Path, entry_ms: list[int]) -> None:
+    writer = SegmentWriter(directory, "out", max_bytes=1 << 30, max_age_seconds=3600)
+    writer.recover()
+    writer.append(
+        [(0, (ms, 0), encode_record(0, b"%d-0" % ms, b"1-1", 1, b'{"ms":%d}' % ms))
+         for ms in entry_ms]
+    )  # fmt: skip
+    writer.close()
+
+
+async def test_unevenly_spread_history_is_merged_within_the_buffer_limit(
+    processes: Processes, write_manifest: Any, redis: RespConnection, tmp_path: Path
+) -> None:
+    """One replica holds three records in four: read at the same pace, the other replica's
+    records would pile up far past the limit; the gateway reads the one ahead more slowly."""
+    manifest = write_manifest(
+        "    - {name: out, partitions: 1}\n",
+        "  output:\n    sinks:\n      subscribers: {maxBufferedEntries: 400}\n",
+    )
+    await ensure_groups(redis, load_config(manifest))
+    count = 8000
+    write_partition_0(tmp_path / "output-0" / "out", [ms for ms in range(1, count + 1) if ms % 4])
+    write_partition_0(tmp_path / "output-1" / "out", list(range(4, count + 1, 4)))
+    # as if the output group had delivered (and the replicas acknowledged) all of them
+    await redis.execute("XGROUP", "SETID", output_key("out", 0), OUTPUT_GROUP, f"{count}-0")
+    ports = processes.output_replicas(manifest, tmp_path, 2)
+
+    ws = await subscribe(ports[0], "?from=0")
+    received = await receive_ids(ws, count)
+    assert received == [f"0/{ms}-0" for ms in range(1, count + 1)]
+    await close(ws)
+
+
 HISTORY_BYTES = 200 * 1024 * 1024
 RECORD_PAD = 64 * 1024
 

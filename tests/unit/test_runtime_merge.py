@@ -117,3 +117,17 @@ def test_any_interleaving_of_ordered_replica_streams_releases_in_id_order() -> N
             merge.mark(r, {0: (59, 0)})
         released += released_ms(merge.release())
         assert released == list(range(1, 60))
+
+
+def test_waiting_records_are_counted_per_replica() -> None:
+    merge = merge_of(2)
+    merge.history_end(0, {})
+    merge.history_end(1, {})
+    for ms in (4, 8, 12):
+        merge.add(1, 0, (ms, 0), line(0, ms))
+    merge.add(0, 0, (1, 0), line(0, 1))
+    assert released_ms(merge.release()) == [1]
+    assert merge.buffered_from == [0, 3]  # replica 1 is ahead: its reader can wait
+    merge.add(0, 0, (9, 0), line(0, 9))
+    assert released_ms(merge.release()) == [4, 8, 9]
+    assert merge.buffered_from == [0, 1]

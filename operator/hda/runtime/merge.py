@@ -39,13 +39,15 @@ class PartitionMerge:
     floor: PositionVector  # the durable bound read before the replicas' streams were opened
     released: PositionVector = field(init=False)
     buffered: int = field(init=False, default=0)
-    _heaps: dict[int, list[tuple[StreamId, bytes]]] = field(init=False)
+    buffered_from: list[int] = field(init=False)  # per replica: what its reader may pause on
+    _heaps: dict[int, list[tuple[StreamId, int, bytes]]] = field(init=False)
     _replicas: list[_Replica] = field(init=False)
 
     def __post_init__(self) -> None:
         self.released = {p: self.start.get(p, BEGINNING) for p in range(self.partitions)}
         self._heaps = {p: [] for p in range(self.partitions)}
         self._replicas = [_Replica(dict(self.released)) for _ in range(self.replicas)]
+        self.buffered_from = [0] * self.replicas
 
     def history_end(self, replica: int, last: PositionVector) -> None:
         """The replica's first frame: the last ID per partition in its files at connection."""
@@ -68,8 +70,9 @@ class PartitionMerge:
             if history_last is not None and entry_id >= history_last:
                 self._history_done(state, partition)
         if entry_id > self.released[partition]:
-            heapq.heappush(self._heaps[partition], (entry_id, line))
+            heapq.heappush(self._heaps[partition], (entry_id, replica, line))
             self.buffered += 1
+            self.buffered_from[replica] += 1
 
     def mark(self, replica: int, bound: PositionVector) -> None:
         """The replica answered a mark sent after `bound` was read."""
@@ -96,8 +99,9 @@ class PartitionMerge:
                 continue
             bound = self.bound(partition)
             while heap and heap[0][0] <= bound:
-                entry_id, line = heapq.heappop(heap)
+                entry_id, replica, line = heapq.heappop(heap)
                 self.buffered -= 1
+                self.buffered_from[replica] -= 1
                 if entry_id > self.released[partition]:  # a duplicate is dropped
                     self.released[partition] = entry_id
                     lines.append(line)

@@ -131,7 +131,10 @@ class SubscribeGateway:
             if ended is not None and not ws.closed:
                 if ended.code == CLOSE_SLOW_SUBSCRIBER:
                     self.metrics.inc("hda_output_slow_disconnects_total", stream=stream.name)
-                await ws.close(code=ended.code, message=close_reason(ended.problem, merge.released))
+                with contextlib.suppress(ConnectionError):
+                    await ws.close(
+                        code=ended.code, message=close_reason(ended.problem, merge.released)
+                    )
         finally:
             for peer in peers:
                 await peer.ws.close()
@@ -172,6 +175,11 @@ class SubscribeGateway:
     ) -> SubscriptionEndedError | None:
         """Relay until the client leaves (None) or a peer ends the subscription."""
         lock = asyncio.Lock()  # one sender at a time keeps the release order
+        released = asyncio.Condition(lock)
+        # A replica far ahead of the others (its files hold more of the stream, or in another
+        # order) is not read on until they catch up; all of them that far ahead (in different
+        # partitions) is the overflow.
+        per_peer = max(1, self.max_buffered // len(peers))
 
         async def read_peer(peer: _Peer) -> None:
             async for message in peer.ws:
@@ -180,10 +188,17 @@ class SubscribeGateway:
                 data = message.data if isinstance(message.data, bytes) else message.data.encode()
                 async with lock:
                     self._take(peer, data, merge)
-                    if merge.buffered > self.max_buffered:
-                        raise SubscriptionEndedError(CLOSE_SLOW_SUBSCRIBER, "subscriber too slow")
-                    for line in merge.release():
+                    lines = merge.release()
+                    for line in lines:
                         await ws.send_frame(line, WSMsgType.TEXT)  # already UTF-8 JSON
+                    if lines:
+                        released.notify_all()
+                    while merge.buffered_from[peer.index] > per_peer:
+                        if all(count > per_peer for count in merge.buffered_from):
+                            raise SubscriptionEndedError(
+                                CLOSE_SLOW_SUBSCRIBER, "subscriber too slow"
+                            )
+                        await released.wait()
             if peer.ws.close_code == CLOSE_SLOW_SUBSCRIBER:
                 raise SubscriptionEndedError(CLOSE_SLOW_SUBSCRIBER, "subscriber too slow")
             raise SubscriptionEndedError(
@@ -219,10 +234,13 @@ class SubscribeGateway:
                 if isinstance(error, SubscriptionEndedError):
                     return error
                 if isinstance(error, ConnectionError | aiohttp.ClientError):
-                    return None  # the client or a peer connection broke: nothing to tell
+                    # a peer connection broke (or the client's: then nobody hears this)
+                    return SubscriptionEndedError(
+                        aiohttp.WSCloseCode.TRY_AGAIN_LATER, "an output replica connection broke"
+                    )
                 if error is not None:
                     raise error
-            return None
+            return None  # the client left
         finally:
             for task in tasks:
                 task.cancel()
