@@ -161,6 +161,29 @@ async def test_a_position_vector_resumes_on_another_replica_with_exactly_the_res
     await close(resumed)
 
 
+async def test_a_replica_going_away_closes_with_1013_and_where_to_resume(
+    processes: Processes, write_manifest: Any, redis: RespConnection, tmp_path: Path
+) -> None:
+    manifest = write_manifest(STREAMS)
+    await ensure_groups(redis, load_config(manifest))
+    ports = processes.output_replicas(manifest, tmp_path, 2)
+    ids = await add_entries(redis, 0, 30)
+    await all_written(redis)
+    ws = await subscribe(ports[0], "?from=0")
+    seen = await receive_ids(ws, 30)
+    processes.components[-1].stop()  # replica 1
+
+    message = await ws.receive(timeout=30)
+    assert message.type == aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == 1013
+    assert message.extra == f"output replica 1 went away; resume with from={vector_after(seen)}"
+    assert sorted(seen) == sorted(ids)
+    await close(ws)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:  # until it is back
+        await subscribe(ports[0], "?from=0")
+    assert refused.value.status == 503
+
+
 async def test_subscribe_requires_the_ingest_token_and_refuses_it_in_the_query(
     processes: Processes, write_manifest: Any, redis: RespConnection, tmp_path: Path
 ) -> None:
