@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hda.runtime.segments import (
+    CHECKPOINT_BYTES,
     FilePosition,
     SegmentRangeReader,
     SegmentWriter,
@@ -186,3 +187,51 @@ def test_rollback_forgets_unsynced_records_and_segments_begun_since(tmp_path: Pa
         for line in path.read_bytes().splitlines()
     ]
     assert [position for position in ids if position] == [(0, (1, 0)), (0, (8, 0))]
+
+
+def _big_records(writer: SegmentWriter, first: int, count: int) -> list[bytes]:
+    pad = b'{"pad":"%s"}' % (b"x" * 100_000)
+    lines = [record(ms % 2, ms, pad) for ms in range(first, first + count)]
+    writer.append(
+        [
+            (ms % 2, (ms, 0), line)
+            for ms, line in zip(range(first, first + count), lines, strict=True)
+        ]
+    )
+    writer.sync()
+    return lines
+
+
+def test_live_start_skips_the_current_segment_up_to_a_checkpoint(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path, "s", max_bytes=1 << 30, max_age_seconds=600)
+    writer.recover()
+    lines = _big_records(writer, 100, 40)  # about 4 MiB: checkpoints every MiB
+    after = {0: (130, 0), 1: (131, 0)}
+    begin = writer.live_start(after, 2)
+    assert begin.segment == writer.current_segment
+    assert begin.offset > 2 * CHECKPOINT_BYTES  # most of the segment is not read again
+    reader = SegmentRangeReader(tmp_path, begin, writer.durable_position)
+    read = [line for batch in iter(reader.read, None) for line in batch]
+    positions = [record_position(line) for line in read]
+    wanted = [line for line, at in zip(read, positions, strict=True) if at and at[1] > after[at[0]]]
+    assert [line + b"\n" for line in wanted] == lines[32:]
+    assert writer.live_start({0: (130, 0)}, 2).offset == 0  # partition 1 from the beginning
+    writer.close()
+
+
+def test_rollback_forgets_checkpoints_past_the_durable_end(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path, "s", max_bytes=1 << 30, max_age_seconds=600)
+    writer.recover()
+    _big_records(writer, 100, 12)
+    pad = b'{"pad":"%s"}' % (b"x" * 100_000)
+    writer.append([(0, (ms, 0), record(0, ms, pad)) for ms in range(200, 230)])  # never synced
+    writer.rollback()
+    rewritten = [record(0, ms, pad) for ms in range(300, 330)]
+    writer.append([(0, (ms, 0), line) for ms, line in zip(range(300, 330), rewritten, strict=True)])
+    writer.sync()
+    # a checkpoint of the rolled-back bytes would skip some of the records written since
+    begin = writer.live_start({0: (299, 0), 1: (299, 0)}, 2)
+    reader = SegmentRangeReader(tmp_path, begin, writer.durable_position)
+    read = [line + b"\n" for batch in iter(reader.read, None) for line in batch]
+    assert read[-30:] == rewritten
+    writer.close()

@@ -451,6 +451,11 @@ class OutputProcess:
             if start is None
             else {p: start.get(p, BEGINNING) for p in range(stream.partitions)}
         )
+        begin = (  # in the segment being written, from its last checkpoint before `after`
+            writer.live_start(after, stream.partitions)
+            if first_segment == writer.current_segment
+            else FilePosition(first_segment or 0, 0)
+        )
 
         async def watch_client() -> None:  # marks, or the close
             async for message in ws:
@@ -479,7 +484,7 @@ class OutputProcess:
             if first_segment is not None and any(
                 last > after.get(p, BEGINNING) for p, last in history_last.items()
             ):
-                reader = SegmentRangeReader(directory, FilePosition(first_segment, 0), history_end)
+                reader = SegmentRangeReader(directory, begin, history_end)
                 readers[id(subscriber)] = first_segment
                 # a bounded chunk at a time, read off the event loop
                 while (lines := await asyncio.to_thread(reader.read)) is not None:

@@ -32,6 +32,9 @@ SEGMENT_SUFFIX = ".ndjson"
 _RECORD_PREFIX = b'{"id":"'
 
 
+READ_CHUNK_BYTES = 1 << 20  # what a subscriber's history read holds at a time
+CHECKPOINT_BYTES = 1 << 20  # spacing of the writer's resume checkpoints in the current segment
+
 # Errors of the disk, not of our data: output rolls back, stops acknowledging and retries.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
@@ -205,6 +208,9 @@ class SegmentWriter:
         self.durable_position = FilePosition(0, 0)
         self._durable_created = 0.0
         self._broken = False  # a write or fsync failed: roll back before writing again
+        # Offsets in the current segment with the last ID per partition before each, every
+        # CHECKPOINT_BYTES: a live subscriber starts near the end instead of reading it all.
+        self._checkpoints: list[tuple[int, dict[int, StreamId]]] = []
 
     @property
     def current_segment(self) -> int:
@@ -237,6 +243,7 @@ class SegmentWriter:
         self._created = (scan.created_ms or int(time.time() * 1000)) / 1000
         self.durable_last = dict(scan.last)
         self._written_last = dict(scan.last)
+        self._checkpoints = [(self._size, dict(scan.last))]
         self._mark_durable()
         return dict(scan.last)
 
@@ -256,6 +263,7 @@ class SegmentWriter:
         self._number = number
         self._size = len(header)
         self._created = now
+        self._checkpoints = [(self._size, dict(last))]
 
     def _rotate_if_due(self) -> None:
         if self._size >= self.max_bytes or time.time() - self._created >= self.max_age_seconds:
@@ -291,9 +299,11 @@ class SegmentWriter:
         assert self._file is not None
         data = b"".join(line for _, _, line in records)
         _write_all(self._file, data)
-        self._size += len(data)
-        for partition, entry_id, _ in records:
+        for partition, entry_id, line in records:
+            if self._size - self._checkpoints[-1][0] >= CHECKPOINT_BYTES:
+                self._checkpoints.append((self._size, dict(self._written_last)))
             self._written_last[partition] = entry_id
+            self._size += len(line)
         self._dirty = True
 
     def sync(self) -> FilePosition:
@@ -309,6 +319,18 @@ class SegmentWriter:
         self.durable_last = dict(self._written_last)
         self._mark_durable()
         return self.durable_position
+
+    def live_start(self, after: dict[int, StreamId], partitions: int) -> FilePosition:
+        """Where in the current segment to start reading for the records after `after`: the
+        last checkpoint with nothing past `after` before it (an unnamed partition is from the
+        beginning: the segment's start)."""
+        best = 0
+        for offset, last in self._checkpoints:
+            if offset > self.durable_position.offset:
+                break
+            if all(p in after and last.get(p, (0, 0)) <= after[p] for p in range(partitions)):
+                best = offset
+        return FilePosition(self._number, best)
 
     def _mark_durable(self) -> None:
         self.durable_position = FilePosition(self._number, self._size)
@@ -339,6 +361,9 @@ class SegmentWriter:
             os.close(fd)
             raise
         self._file = fd
+        if self._number != durable.segment:
+            self._checkpoints = [(0, {})]  # its checkpoints are gone: from the start
+        self._checkpoints = [c for c in self._checkpoints if c[0] <= durable.offset]
         self._number = durable.segment
         self._size = durable.offset
         self._created = self._durable_created
@@ -387,9 +412,6 @@ def _header_last(path: Path) -> dict[int, StreamId]:
         return {int(p): parse_stream_id(i) for p, i in header["last"].items()}
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return {}
-
-
-READ_CHUNK_BYTES = 1 << 20
 
 
 def iter_file_lines(
