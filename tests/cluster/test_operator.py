@@ -842,7 +842,8 @@ def test_changed_password_or_token_rolls_the_pods_that_read_it(
 
     put_secret(cluster, ns, "producers", token="second-token")
     final = hashes_after_passes(cluster, running_operator, ns, names)
-    assert {c for c in after if after[c] != final[c]} == {"ingest"}
+    # ingest checks producers' token, output subscribers'
+    assert {c for c in after if after[c] != final[c]} == {"ingest", "output"}
 
 
 def test_password_with_a_trailing_newline_is_refused_by_name(
