@@ -109,7 +109,7 @@ class Processes:
     ) -> list[int]:
         """`count` output processes that know each other (`--peers`); returns their ports."""
         ports = [free_port() for _ in range(count)]
-        peers = ",".join(f"http://127.0.0.1:{port}" for port in ports)
+        peers = ",".join(f"output-{i}=http://127.0.0.1:{port}" for i, port in enumerate(ports))
         for i, port in enumerate(ports):
             self.output(
                 manifest, root / f"output-{i}", f"output-{i}", "--peers", peers, port=port, env=env

@@ -18,6 +18,7 @@ from tests.runtime.conftest import Processes, group_idle, read_output_events, wa
 
 from hda.runtime.codec import StreamId, output_key, parse_record_id
 from hda.runtime.config import OUTPUT_GROUP, load_config
+from hda.runtime.embedded import free_port
 from hda.runtime.groups import ensure_groups
 from hda.runtime.resp import RespConnection
 from hda.runtime.segments import SegmentWriter, encode_record
@@ -182,6 +183,27 @@ async def test_a_replica_going_away_closes_with_1013_and_where_to_resume(
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:  # until it is back
         await subscribe(ports[0], "?from=0")
     assert refused.value.status == 503
+
+
+async def test_a_consumer_missing_from_the_peers_is_refused_rather_than_skipped(
+    processes: Processes, write_manifest: Any, redis: RespConnection, tmp_path: Path
+) -> None:
+    """A scale-up the mounted spec does not show yet: output-1 consumes, output-0's peers do
+    not name it, so merging now could miss its records."""
+    manifest = write_manifest(STREAMS)
+    await ensure_groups(redis, load_config(manifest))
+    port = free_port()
+    only_itself = ("--peers", f"output-0=http://127.0.0.1:{port}")
+    processes.output(manifest, tmp_path / "output-0", "output-0", *only_itself, port=port)
+    processes.output(manifest, tmp_path / "output-1", "output-1", *only_itself)
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{port}/v1/streams/out/subscribe?from=0"
+        async with session.get(url) as response:
+            assert response.status == 503
+            assert response.headers["Retry-After"] == "1"
+            assert (
+                "output replica output-1 is not among the peers" in (await response.json())["error"]
+            )
 
 
 async def test_subscribe_requires_the_ingest_token_and_refuses_it_in_the_query(

@@ -11,7 +11,7 @@ from hda.api.consts import (
     ENV_INGEST_TOKEN,
     ENV_LOG_FORMAT,
     ENV_OUTPUT_DIR,
-    ENV_OUTPUT_PEERS,
+    ENV_OUTPUT_PEER_URL,
     ENV_POD_NAME,
     ENV_REDIS_PASSWORD,
     ENV_REDIS_URL,
@@ -116,17 +116,13 @@ def test_output_checks_subscribers_with_the_ingest_token() -> None:
     }
 
 
-def test_output_pods_know_every_peer_by_its_stable_dns_name() -> None:
-    def three(wire: dict[str, Any]) -> None:
-        wire["spec"]["output"]["replicas"] = 3
-        wire["spec"]["output"]["fibreChannel"].pop("volumes", None)
-
-    output = find(children(edited(example(), three)), "StatefulSet", "-output")
+def test_output_pods_reach_their_peers_by_stable_dns_name_without_a_replica_count() -> None:
+    output = find(children(example()), "StatefulSet", "-output")
     env = env_of(output["spec"]["template"]["spec"]["containers"][0])
 
-    assert env[ENV_OUTPUT_PEERS]["value"].split(",") == [
-        f"http://logs-output-{i}.logs-output-headless.{NAMESPACE}.svc:8081" for i in range(3)
-    ]
+    assert env[ENV_OUTPUT_PEER_URL]["value"] == (
+        f"http://{{pod}}.logs-output-headless.{NAMESPACE}.svc:8081"
+    )
     assert output["spec"]["serviceName"] == "logs-output-headless"
 
 

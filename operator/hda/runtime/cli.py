@@ -13,7 +13,13 @@ from pathlib import Path
 
 import click
 
-from hda.api.consts import ENV_OUTPUT_DIR, ENV_OUTPUT_PEERS, ENV_REDIS_PASSWORD, ENV_REDIS_URL
+from hda.api.consts import (
+    ENV_OUTPUT_DIR,
+    ENV_OUTPUT_PEER_URL,
+    ENV_OUTPUT_PEERS,
+    ENV_REDIS_PASSWORD,
+    ENV_REDIS_URL,
+)
 
 from .auth import tokens_from_environment
 from .bench import BenchOptions, run_bench
@@ -35,6 +41,7 @@ from .local import LocalPipeline
 from .logs import setup_logging
 from .output import serve_output
 from .resp import DEFAULT_COMMAND_TIMEOUT, RedisAddress
+from .subscribe import parse_peer_map
 from .supervise import stop_on_signals
 from .worker import serve_worker
 
@@ -187,8 +194,12 @@ def worker(
 @click.option("--retention-interval", type=click.FloatRange(min=0.05), default=10.0,
               show_default=True, help="Seconds between segment retention passes.")  # fmt: skip
 @click.option("--peers", envvar=ENV_OUTPUT_PEERS, default="",
-              help=f"Base URLs of every output replica, this one included, comma-separated "
-              f"(env {ENV_OUTPUT_PEERS}); subscribe merges them. Default: only this one.")  # fmt: skip
+              help=f"Every output replica, this one included, as CONSUMER=URL,... (env "
+              f"{ENV_OUTPUT_PEERS}); subscribe merges them.")  # fmt: skip
+@click.option("--peer-url", envvar=ENV_OUTPUT_PEER_URL, default=None,
+              help=f"Or: the URL of a peer pod, with {{pod}} for its name (env "
+              f"{ENV_OUTPUT_PEER_URL}); the peers are this StatefulSet's ordinals up to "
+              "spec.output.replicas. Neither: only this process.")  # fmt: skip
 @log_option
 def output(
     *,
@@ -201,6 +212,7 @@ def output(
     port: int,
     retention_interval: float,
     peers: str,
+    peer_url: str | None,
     log_level: str,
 ) -> None:
     """Write output streams to fsync'd segment files and serve subscribers (token from
@@ -209,6 +221,10 @@ def output(
     setup_logging("output", log_level)
     config = load_config(config_path)
     address = redis_address(redis_url, redis_timeout)
+    try:
+        peer_map = parse_peer_map(peers)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--peers") from error
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -216,7 +232,7 @@ def output(
         await serve_output(
             config, address, consumer=consumer_name(consumer), data_dir=data_dir,
             host=host, port=port, stop=stop, retention_interval=retention_interval,
-            peers=[u.strip().rstrip("/") for u in peers.split(",") if u.strip()],
+            peers=peer_map, peer_url=peer_url, config_path=config_path,
             tokens=tokens_from_environment(),
         )  # fmt: skip
 

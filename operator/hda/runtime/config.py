@@ -73,6 +73,7 @@ class RuntimeConfig:
     subscriber_max_buffered_entries: int = 10_000
     subscribers_enabled: bool = True
     accept_token_in_query: bool = False  # `?token=` on ingest and subscribe
+    output_replicas: int = 1  # the subscribe gateway's peers (re-read from the mounted spec)
     # OTLP signal (logs, metrics, traces) -> stream name; a signal missing here answers 404.
     otlp_streams: dict[str, str] = field(default_factory=dict)
     # Knobs the API does not expose (yet): ops defaults, overridable by CLI flags for tests.
@@ -121,6 +122,7 @@ def from_spec(spec: HyperDriveAcceleratorSpec) -> RuntimeConfig:
         subscriber_max_buffered_entries=subscribers.max_buffered_entries,
         subscribers_enabled=subscribers.enabled,
         accept_token_in_query=spec.ingest.accept_token_in_query,
+        output_replicas=spec.output.replicas,
         otlp_streams=spec.ingest.otlp.streams() if spec.ingest.otlp else {},
     )
 

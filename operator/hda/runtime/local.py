@@ -165,7 +165,9 @@ class LocalPipeline:
             self._component(f"worker-{i}", ["worker", "--port", "0", *self.worker_args])
             for i in range(self.worker_count)
         ]
-        peers = ",".join(f"http://127.0.0.1:{port}" for port in self.output_ports)
+        peers = ",".join(
+            f"output-{i}=http://127.0.0.1:{port}" for i, port in enumerate(self.output_ports)
+        )
         outputs = [
             self._component(
                 f"output-{i}",

@@ -51,6 +51,7 @@ from .segments import (
 from .subscribe import (
     CLOSE_SLOW_SUBSCRIBER,
     MARK_PREFIX,
+    PeerDirectory,
     SubscribeGateway,
     close_reason,
     history_end_frame,
@@ -140,7 +141,7 @@ class OutputProcess:
         consumer: str,
         data_dir: Path,
         *,
-        peers: list[str],
+        peers: PeerDirectory,
         tokens: list[str] | None = None,
     ) -> None:
         self.config = config
@@ -531,15 +532,23 @@ async def serve_output(
     host: str,
     port: int,
     stop: asyncio.Event,
-    peers: list[str] | None = None,
+    peers: dict[str, str] | None = None,
+    peer_url: str | None = None,
+    config_path: Path | None = None,
     tokens: list[str] | None = None,
     retention_interval: float = RETENTION_INTERVAL_SECONDS,
 ) -> None:
-    """`peers`: base URLs of every output replica, this one included (default: only this one)."""
-    own_url = f"http://{_loopback_if_any(host)}:{port}"
-    process = OutputProcess(
-        config, address, consumer, data_dir, peers=peers or [own_url], tokens=tokens
+    """The subscribe gateway merges `peers` (consumer -> base URL, this one included), else
+    the StatefulSet ordinals of the spec at `config_path` reached by `peer_url` (`{pod}`),
+    else only this process."""
+    directory = PeerDirectory(
+        own_name=consumer,
+        own_url=f"http://{_loopback_if_any(host)}:{port}",
+        explicit=peers,
+        url_template=peer_url,
+        config_path=config_path,
     )
+    process = OutputProcess(config, address, consumer, data_dir, peers=directory, tokens=tokens)
     process.recover_files()
     runner = web.AppRunner(process.app(), access_log=None, handle_signals=False)
     await runner.setup()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -19,7 +20,7 @@ from aiohttp import WSMsgType, web
 
 from .auth import BearerTokens
 from .codec import StreamId, output_key, parse_stream_id
-from .config import OUTPUT_GROUP, StreamConfig
+from .config import OUTPUT_GROUP, StreamConfig, load_config
 from .merge import PartitionMerge
 from .metrics import Metrics
 from .positions import BEGINNING, PositionVector, durable_bound, format_position_vector
@@ -30,6 +31,9 @@ from .segments import record_position
 log = logging.getLogger(__name__)
 
 CLOSE_SLOW_SUBSCRIBER = 4008
+# A consumer of the output group that read this recently (or holds pending entries) is a
+# replica that may hold records: the gateway must merge it. Older ones are replicas scaled away.
+ACTIVE_CONSUMER_SECONDS = 60.0
 MARK_INTERVAL_SECONDS = 0.05
 PEER_CONNECT_TIMEOUT_SECONDS = 10.0
 # A WebSocket close reason holds at most 123 bytes.
@@ -56,6 +60,58 @@ def close_reason(problem: str, resume: PositionVector) -> bytes:
     return f"{problem}; resume from your last ID per partition".encode()[:MAX_CLOSE_REASON]
 
 
+class PeerDirectory:
+    """The output replicas a gateway merges, by consumer name (= pod name) -> base URL: an
+    explicit map, or this pod's StatefulSet ordinals 0..spec.output.replicas-1 (re-read from
+    the mounted spec at every call, so a scale needs no new pod template)."""
+
+    def __init__(
+        self,
+        *,
+        own_name: str,
+        own_url: str,
+        explicit: dict[str, str] | None = None,
+        url_template: str | None = None,
+        config_path: Path | None = None,
+    ) -> None:
+        self.own_name = own_name
+        self.own_url = own_url
+        self.explicit = explicit or {}
+        self.url_template = url_template
+        self.config_path = config_path
+
+    def current(self) -> dict[str, str]:
+        """Blocking (reads the spec file): call it in a thread."""
+        if self.explicit:
+            return dict(self.explicit)
+        if self.url_template is None or self.config_path is None:
+            return {self.own_name: self.own_url}
+        statefulset, _, ordinal = self.own_name.rpartition("-")
+        if not ordinal.isdigit():
+            raise ValueError(
+                f"pod name {self.own_name!r} is not STATEFULSET-ORDINAL: cannot name the peers"
+            )
+        replicas = load_config(self.config_path).output_replicas
+        pods = [f"{statefulset}-{ordinal}" for ordinal in range(replicas)]
+        return {pod: self.url_template.format(pod=pod) for pod in pods}
+
+
+def parse_peer_map(text: str) -> dict[str, str]:
+    """`NAME=URL,NAME=URL` (the consumer name of each output process and its base URL)."""
+    peers: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, url = item.partition("=")
+        if not name or not url:
+            raise ValueError(f"peer {item!r}: expected CONSUMER=URL")
+        peers[name] = url.rstrip("/")
+    return peers
+
+
+class PeersChangedError(Exception):
+    """A consumer of the output group is not among the peers (a scale-up the mounted spec
+    does not show yet): merging without it could miss its records."""
+
+
 class SubscriptionEndedError(Exception):
     """Why a gateway subscription ended: the close code and reason for the client."""
 
@@ -68,6 +124,7 @@ class SubscriptionEndedError(Exception):
 @dataclass
 class _Peer:
     index: int
+    name: str
     url: str
     ws: aiohttp.ClientWebSocketResponse
     mark_bound: PositionVector | None = None  # the bound of the mark awaiting its answer
@@ -77,7 +134,7 @@ class _Peer:
 class SubscribeGateway:
     def __init__(
         self,
-        peers: list[str],
+        peers: PeerDirectory,
         tokens: BearerTokens,
         address: RedisAddress,
         metrics: Metrics,
@@ -106,6 +163,36 @@ class SubscribeGateway:
             )
         return bounds
 
+    async def active_consumers(self, stream: StreamConfig) -> set[str]:
+        """Consumers of the output group that may hold records not in the files yet or that
+        write still: pending entries, or a read within ACTIVE_CONSUMER_SECONDS."""
+        connection = await self.valkey.get()
+        active: set[str] = set()
+        for partition in range(stream.partitions):
+            try:
+                rows = await connection.execute(
+                    "XINFO", "CONSUMERS", output_key(stream.name, partition), OUTPUT_GROUP
+                )
+            except RespError:
+                continue  # no group yet: nobody consumed
+            for flat in rows:
+                info = dict(zip(flat[0::2], flat[1::2], strict=True))
+                if int(info[b"pending"]) or int(info[b"idle"]) < ACTIVE_CONSUMER_SECONDS * 1000:
+                    active.add(info[b"name"].decode())
+        return active
+
+    async def _peers_covering(self, stream: StreamConfig) -> dict[str, str]:
+        """The peers, checked against the consumers that may hold records (read after the
+        durable bound, so every consumer delivered an entry at or below it is seen)."""
+        peers = await asyncio.to_thread(self.peers.current)
+        missing = sorted((await self.active_consumers(stream)) - peers.keys())
+        if missing:
+            raise PeersChangedError(
+                f"output replica {missing[0]} is not among the peers yet (output replicas are "
+                "changing); retry"
+            )
+        return peers
+
     async def subscribe(
         self, request: web.Request, stream: StreamConfig, start: PositionVector | None
     ) -> web.StreamResponse:
@@ -114,12 +201,16 @@ class SubscribeGateway:
             floor = await self.durable_bounds(stream)
         except (OSError, RespError) as error:
             return _unavailable(f"Valkey unavailable: {error}")
+        try:
+            peer_urls = await self._peers_covering(stream)
+        except (OSError, RespError, ValueError, PeersChangedError) as error:
+            return _unavailable(str(error))
         position = floor if start is None else start
         session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=PEER_CONNECT_TIMEOUT_SECONDS)
         )
         try:
-            peers = await self._open_peers(session, stream, position)
+            peers = await self._open_peers(session, stream, position, peer_urls)
         except (aiohttp.ClientError, TimeoutError) as error:
             await session.close()
             return _unavailable(str(error))
@@ -142,11 +233,15 @@ class SubscribeGateway:
         return ws
 
     async def _open_peers(
-        self, session: aiohttp.ClientSession, stream: StreamConfig, position: PositionVector
+        self,
+        session: aiohttp.ClientSession,
+        stream: StreamConfig,
+        position: PositionVector,
+        urls: dict[str, str],
     ) -> list[_Peer]:
         peers: list[_Peer] = []
         try:
-            for index, url in enumerate(self.peers):
+            for index, (name, url) in enumerate(urls.items()):
                 try:
                     ws = await session.ws_connect(
                         f"{url}/v1/streams/{stream.name}/subscribe",
@@ -159,7 +254,7 @@ class SubscribeGateway:
                     raise aiohttp.ClientError(
                         f"output replica {url} unreachable: {error}"
                     ) from error
-                peers.append(_Peer(index, url, ws))
+                peers.append(_Peer(index, name, url, ws))
         except BaseException:
             for peer in peers:
                 await peer.ws.close()
@@ -212,9 +307,18 @@ class SubscribeGateway:
                     continue  # nothing waits for another replica
                 try:
                     bound = await self.durable_bounds(stream)
-                except (OSError, RespError) as error:
+                    names = (await self._peers_covering(stream)).keys()
+                except (OSError, RespError, ValueError) as error:
                     log.debug("durable bound unavailable", extra={"error": str(error)})
                     continue
+                except PeersChangedError as error:
+                    raise SubscriptionEndedError(
+                        aiohttp.WSCloseCode.TRY_AGAIN_LATER, "output replicas changed"
+                    ) from error
+                if set(names) != {peer.name for peer in peers}:
+                    raise SubscriptionEndedError(
+                        aiohttp.WSCloseCode.TRY_AGAIN_LATER, "output replicas changed"
+                    )
                 for peer in peers:
                     if peer.mark_bound is None:  # one mark in flight per peer
                         peer.mark_bound = bound

@@ -38,7 +38,7 @@ from .services import (
     valkey_headless_service,
     valkey_service,
 )
-from .statefulsets import output_peer_urls, output_statefulset, valkey_statefulset
+from .statefulsets import output_peer_url, output_statefulset, valkey_statefulset
 
 __all__ = [
     "CONFIG_HASH_ANNOTATION",
@@ -56,7 +56,7 @@ __all__ = [
     "ingest_deployment",
     "ingest_service",
     "output_headless_service",
-    "output_peer_urls",
+    "output_peer_url",
     "output_service",
     "output_statefulset",
     "owner_reference",

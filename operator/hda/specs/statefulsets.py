@@ -6,7 +6,7 @@ from typing import Any, Final
 
 from hda.api.consts import (
     ENV_OUTPUT_DIR,
-    ENV_OUTPUT_PEERS,
+    ENV_OUTPUT_PEER_URL,
     OUTPUT_DATA_DIR,
     OUTPUT_PORT,
     REDIS_PORT,
@@ -159,15 +159,12 @@ def valkey_statefulset(hda: HyperDriveAccelerator, images: Images) -> dict[str, 
     }
 
 
-def output_peer_urls(hda: HyperDriveAccelerator) -> list[str]:
-    """Every output pod by its stable DNS name (`<pod>.<headless service>`): the replicas the
-    subscribe gateway merges. A change of spec.output.replicas rolls the output pods with it."""
+def output_peer_url(hda: HyperDriveAccelerator) -> str:
+    """How an output pod reaches a peer (`{pod}`: its name) by its stable DNS name: the
+    subscribe gateway merges ordinals 0..spec.output.replicas-1 (read from the mounted spec, so
+    no replica count is in the pod template)."""
     names = child_names(hda)
-    return [
-        f"http://{names.output_statefulset}-{ordinal}.{names.output_headless_service}."
-        f"{hda.namespace}.svc:{OUTPUT_PORT}"
-        for ordinal in range(hda.spec.output.replicas)
-    ]
+    return f"http://{{pod}}.{names.output_headless_service}.{hda.namespace}.svc:{OUTPUT_PORT}"
 
 
 def output_statefulset(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
@@ -183,7 +180,7 @@ def output_statefulset(hda: HyperDriveAccelerator, images: Images) -> dict[str, 
         port=OUTPUT_PORT,
         extra_env=[
             {"name": ENV_OUTPUT_DIR, "value": OUTPUT_DATA_DIR},
-            {"name": ENV_OUTPUT_PEERS, "value": ",".join(output_peer_urls(hda))},
+            {"name": ENV_OUTPUT_PEER_URL, "value": output_peer_url(hda)},
             *ingest_token_env(hda),
         ],
         extra_mounts=[{"name": OUTPUT_DATA_VOLUME, "mountPath": OUTPUT_DATA_DIR}],
