@@ -20,7 +20,7 @@ from aiohttp import WSMsgType, web
 
 from .auth import BearerTokens
 from .codec import StreamId, output_key, parse_stream_id
-from .config import OUTPUT_GROUP, StreamConfig, load_config
+from .config import OUTPUT_GROUP, StreamConfig, load_config_text
 from .merge import PartitionMerge
 from .metrics import Metrics
 from .positions import BEGINNING, PositionVector, durable_bound, format_position_vector
@@ -79,6 +79,7 @@ class PeerDirectory:
         self.explicit = explicit or {}
         self.url_template = url_template
         self.config_path = config_path
+        self._replicas: tuple[str, int] | None = None  # (spec text, replicas)
 
     def current(self) -> dict[str, str]:
         """Blocking (reads the spec file): call it in a thread."""
@@ -91,8 +92,11 @@ class PeerDirectory:
             raise ValueError(
                 f"pod name {self.own_name!r} is not STATEFULSET-ORDINAL: cannot name the peers"
             )
-        replicas = load_config(self.config_path).output_replicas
-        pods = [f"{statefulset}-{ordinal}" for ordinal in range(replicas)]
+        text = self.config_path.read_text()  # small; parsed again only when it changed
+        if self._replicas is None or self._replicas[0] != text:
+            config = load_config_text(text, source=str(self.config_path))
+            self._replicas = (text, config.output_replicas)
+        pods = [f"{statefulset}-{ordinal}" for ordinal in range(self._replicas[1])]
         return {pod: self.url_template.format(pod=pod) for pod in pods}
 
 
