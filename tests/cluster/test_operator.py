@@ -203,6 +203,27 @@ def test_create_gives_every_child_ready_status_and_fc_placement(
     assert {"Applied", "AllComponentsReady"} <= reasons, reasons
 
 
+def test_status_subscribe_url_is_the_cluster_ip_service_over_every_output_pod(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    obj = ready_hda(cluster, running_operator, hdas, ns)
+    names = child_names(model(obj))
+
+    assert obj["status"]["endpoints"]["subscribe"] == f"ws://{names.output_service}.{ns}.svc:8081"
+    service = get_json(cluster, "service", names.output_service, "-n", ns)
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["clusterIP"] not in ("", "None")  # one address, not per-pod DNS
+    selector = ",".join(f"{k}={v}" for k, v in service["spec"]["selector"].items())
+    selected = get_json(cluster, "pods", "-n", ns, "-l", selector)["items"]
+    assert sorted(p["metadata"]["name"] for p in selected) == [
+        f"{names.output_statefulset}-{i}" for i in range(2)
+    ]
+
+
 # --- no FC nodes, then one is added ------------------------------------------------------------
 
 
@@ -963,7 +984,8 @@ def test_changed_password_or_token_rolls_the_pods_that_read_it(
 
     put_secret(cluster, ns, "producers", token="second-token")
     final = hashes_after_passes(cluster, running_operator, ns, names)
-    assert {c for c in after if after[c] != final[c]} == {"ingest"}
+    # ingest checks producers' token, output subscribers'
+    assert {c for c in after if after[c] != final[c]} == {"ingest", "output"}
 
 
 def test_password_with_a_trailing_newline_is_refused_by_name(

@@ -264,13 +264,15 @@ def test_every_acknowledged_event_lands_once_through_kills(
     assert sum(seen.values()) == total
 
 
-def test_subscribe_serves_the_events_of_every_output_pod(
+def test_subscribe_serves_the_whole_stream_from_every_output_pod(
     real_cluster: ClusterHandle, pipeline: str, tmp_path: Path
 ) -> None:
     """Each output pod's subscribe endpoint, reached through `kubectl port-forward` (the
-    kubelet's authenticated API), replays what that pod wrote; together they hold everything."""
-    seen: collections.Counter[tuple[str, int]] = collections.Counter()
+    kubelet's authenticated API), replays every event of the stream once, whichever pod wrote
+    it: the pod merges what its peers wrote (what the `NAME-output` Service offers clients)."""
+    in_files = events_in_files(fc_segment_files(real_cluster))
     for pod in pods(real_cluster, "output"):
+        seen: collections.Counter[tuple[str, int]] = collections.Counter()
         name = pod["metadata"]["name"]
         forward = subprocess.Popen(
             [real_cluster.binary("kubectl"), f"--kubeconfig={real_cluster.kubeconfig}",
@@ -296,8 +298,8 @@ def test_subscribe_serves_the_events_of_every_output_pod(
         finally:
             forward.terminate()
             forward.wait(timeout=30)
-    assert seen == events_in_files(fc_segment_files(real_cluster))
-    assert sum(seen.values()) == EVENTS_PER_PRODUCER * len(PRODUCERS)
+        assert seen == in_files, name
+        assert sum(seen.values()) == EVENTS_PER_PRODUCER * len(PRODUCERS)
 
 
 UPGRADE_TAG = "0.1.0-upgrade"

@@ -90,14 +90,32 @@ class Processes:
         return self.start(name, "worker", manifest, "--port", "0", *args)
 
     def output(
-        self, manifest: Path, data_dir: Path, name: str = "output-0"
+        self,
+        manifest: Path,
+        data_dir: Path,
+        name: str = "output-0",
+        *args: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> tuple[Component, int]:
-        port = free_port()
+        port = port or free_port()
         component = self.start(
-            name, "output", manifest, "--port", str(port), "--data-dir", str(data_dir),
-            ready_port=port,
+            name, "output", manifest, "--port", str(port), "--data-dir", str(data_dir), *args,
+            env=env, ready_port=port,
         )  # fmt: skip
         return component, port
+
+    def output_replicas(
+        self, manifest: Path, root: Path, count: int, *, env: dict[str, str] | None = None
+    ) -> list[int]:
+        """`count` output processes that know each other (`--peers`); returns their ports."""
+        ports = [free_port() for _ in range(count)]
+        peers = ",".join(f"output-{i}=http://127.0.0.1:{port}" for i, port in enumerate(ports))
+        for i, port in enumerate(ports):
+            self.output(
+                manifest, root / f"output-{i}", f"output-{i}", "--peers", peers, port=port, env=env
+            )
+        return ports
 
     def stop_all(self) -> None:
         for component in self.components:

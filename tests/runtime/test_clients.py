@@ -87,6 +87,29 @@ def test_tail_prints_durable_records_from_the_start(
     assert b"250 events" in result.stderr
 
 
+def test_tail_follows_the_whole_stream_of_two_output_replicas_with_the_token(
+    processes: Processes, write_manifest: Any, tmp_path: Path
+) -> None:
+    manifest = write_manifest("    - {name: events, partitions: 3}\n")
+    token = {"HDA_INGEST_TOKEN": "tail-token"}
+    port = processes.ingest(manifest, env=token)
+    processes.worker(manifest)
+    output_ports = processes.output_replicas(manifest, tmp_path, 2, env=token)
+    run_load(port, "--events", "600", "--batch", "20", "--in-flight", "8", "--token", "tail-token")
+
+    result = subprocess.run(
+        [*HDA, "tail", f"ws://127.0.0.1:{output_ports[1]}/v1/streams/events/subscribe",
+         "--count", "600", "--idle-timeout", "30", "--token", "tail-token"],
+        capture_output=True, timeout=90, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    records = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(e["s"] for r in records for e in r["events"]) == list(range(600))
+    held = [read_output_events(tmp_path / f"output-{i}" / "events")[0] for i in range(2)]
+    assert all(0 < len(events) < 600 for events in held)  # each replica wrote only part
+
+
 def test_load_paces_batches_to_the_requested_rate(
     processes: Processes, write_manifest: Any
 ) -> None:

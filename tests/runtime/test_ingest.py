@@ -195,14 +195,35 @@ async def test_websocket_acks_each_frame_with_ids_or_an_error(
     assert sorted(e["w"] for e in await stream_events(redis, "events", 3)) == [1, 2, 3, 5, 6, 7]
 
 
-async def test_websocket_requires_the_token(ingest_port: int) -> None:
+async def test_websocket_requires_the_token_and_refuses_it_in_the_query_by_default(
+    ingest_port: int,
+) -> None:
+    base = f"http://127.0.0.1:{ingest_port}/v1/streams/events"
+    async with aiohttp.ClientSession() as session:
+        for query in ("", f"?token={TOKEN}"):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(f"{base}/ws{query}")
+            assert refused.value.status == 401
+        async with session.post(f"{base}/events?token={TOKEN}", data=b'{"a":1}') as response:
+            assert response.status == 401
+            assert "Authorization: Bearer" in (await response.json())["error"]
+        ws = await session.ws_connect(f"{base}/ws", headers={"Authorization": f"Bearer {TOKEN}"})
+        await ws.send_str('{"ok":true}')
+        assert orjson.loads((await ws.receive()).data)["count"] == 1
+        await ws.close()
+
+
+async def test_query_token_is_accepted_when_the_spec_allows_it(
+    processes: Processes, write_manifest: Any
+) -> None:
+    manifest: Path = write_manifest(STREAMS, "  ingest: {acceptTokenInQuery: true}\n")
+    port = processes.ingest(manifest, env={"HDA_INGEST_TOKEN": TOKEN})
+    base = f"http://127.0.0.1:{port}/v1/streams/events"
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await session.ws_connect(f"http://127.0.0.1:{ingest_port}/v1/streams/events/ws")
+            await session.ws_connect(f"{base}/ws?token=wrong")
         assert refused.value.status == 401
-        ws = await session.ws_connect(
-            f"http://127.0.0.1:{ingest_port}/v1/streams/events/ws?token={TOKEN}"
-        )
+        ws = await session.ws_connect(f"{base}/ws?token={TOKEN}")
         await ws.send_str('{"ok":true}')
         assert orjson.loads((await ws.receive()).data)["count"] == 1
         await ws.close()

@@ -60,9 +60,9 @@ def test_new_password_rolls_every_pod_that_reads_it() -> None:
     }
 
 
-def test_new_ingest_token_rolls_only_ingest() -> None:
+def test_new_ingest_token_rolls_only_the_pods_that_check_it_ingest_and_output() -> None:
     before, after = secret_hashes(PASSWORD, "t0ken"), secret_hashes(PASSWORD, "t0ken-2")
-    assert {name for name in before if before[name] != after[name]} == {"ingest"}
+    assert {name for name in before if before[name] != after[name]} == {"ingest", "output"}
 
 
 def test_digest_reveals_no_value() -> None:

@@ -11,6 +11,7 @@ from hda.api.consts import (
     ENV_INGEST_TOKEN,
     ENV_LOG_FORMAT,
     ENV_OUTPUT_DIR,
+    ENV_OUTPUT_PEER_URL,
     ENV_POD_NAME,
     ENV_REDIS_PASSWORD,
     ENV_REDIS_URL,
@@ -120,6 +121,46 @@ def test_ingest_token_comes_from_the_spec_secret() -> None:
 
 def test_no_ingest_token_without_a_token_secret() -> None:
     assert ENV_INGEST_TOKEN not in env_of(container("Deployment", "-ingest"))
+    assert ENV_INGEST_TOKEN not in env_of(container("StatefulSet", "-output"))
+
+
+def test_output_checks_subscribers_with_the_ingest_token() -> None:
+    env = env_of(container("StatefulSet", "-output", "hda-full.yaml"))
+
+    assert env[ENV_INGEST_TOKEN]["valueFrom"]["secretKeyRef"] == {
+        "name": "telemetry-ingest-token",
+        "key": "token",
+    }
+
+
+def test_output_pods_reach_their_peers_by_stable_dns_name_without_a_replica_count() -> None:
+    output = find(children(example()), "StatefulSet", "-output")
+    env = env_of(output["spec"]["template"]["spec"]["containers"][0])
+
+    assert env[ENV_OUTPUT_PEER_URL]["value"] == (
+        f"http://{{pod}}.logs-output-headless.{NAMESPACE}.svc:8081"
+    )
+    assert output["spec"]["serviceName"] == "logs-output-headless"
+
+
+def test_subscribe_service_is_a_cluster_ip_over_every_output_pod() -> None:
+    objects = children(example())
+    service = find(objects, "Service", "-output")
+    output = find(objects, "StatefulSet", "-output")
+
+    assert service["spec"]["type"] == "ClusterIP"
+    assert "clusterIP" not in service["spec"]  # allocated, not headless
+    assert service["spec"]["selector"] == output["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 8081, "targetPort": "http", "protocol": "TCP"}
+    ]
+
+
+def test_output_peers_resolve_before_they_are_ready() -> None:
+    headless = find(children(example()), "Service", "-output-headless")
+
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
 
 
 def test_worker_replicas_come_from_the_controller() -> None:

@@ -51,6 +51,12 @@ ENV_INGEST_TOKEN: Final = "HDA_INGEST_TOKEN"  # noqa: S105 (a variable name, not
 ENV_POD_NAME: Final = "HDA_POD_NAME"  # consumer name of a worker or output pod
 ENV_LOG_FORMAT: Final = "HDA_LOG_FORMAT"  # json (default in pods) or text
 ENV_OUTPUT_DIR: Final = "HDA_OUTPUT_DIR"
+# How an output pod reaches a peer: a URL with `{pod}` for the peer's pod name. The peers are
+# ordinals 0..spec.output.replicas-1 of its own StatefulSet, read from the mounted spec when a
+# subscriber connects (a count in the pod template would roll every output pod on a scale).
+ENV_OUTPUT_PEER_URL: Final = "HDA_OUTPUT_PEER_URL"
+# Or every peer explicitly, `CONSUMER=URL,...` (`hda run`, tests).
+ENV_OUTPUT_PEERS: Final = "HDA_OUTPUT_PEERS"
 
 REDIS_PORT: Final = 6379
 SENTINEL_PORT: Final = 26379

@@ -16,7 +16,7 @@ import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
-from hda.api.consts import LABEL_COMPONENT, REDIS_PORT
+from hda.api.consts import LABEL_COMPONENT, OUTPUT_PORT, REDIS_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator, parse_quantity
 from hda.api.v1alpha1.status import Endpoints, ImagesStatus
 from hda.specs import ChildNames, Images, worker_selector
@@ -405,7 +405,7 @@ def observe(
         worker_selector=selector_string(worker_selector(hda)),
         endpoints=Endpoints(
             ingest=f"http://{names.ingest_service}.{namespace}.svc:{ingest_port}",
-            subscribe=f"ws://{names.output_headless_service}.{namespace}.svc:8081",
+            subscribe=f"ws://{names.output_service}.{namespace}.svc:{OUTPUT_PORT}",
             redis=f"{names.valkey_service}.{namespace}.svc:{REDIS_PORT}",
         ),
         images=ImagesStatus(runtime=images.runtime, valkey=images.valkey),

@@ -13,8 +13,15 @@ from pathlib import Path
 
 import click
 
-from hda.api.consts import ENV_INGEST_TOKEN, ENV_OUTPUT_DIR, ENV_REDIS_PASSWORD, ENV_REDIS_URL
+from hda.api.consts import (
+    ENV_OUTPUT_DIR,
+    ENV_OUTPUT_PEER_URL,
+    ENV_OUTPUT_PEERS,
+    ENV_REDIS_PASSWORD,
+    ENV_REDIS_URL,
+)
 
+from .auth import tokens_from_environment
 from .bench import BenchOptions, run_bench
 from .config import (
     DEFAULT_CONFIG_PATH,
@@ -34,6 +41,7 @@ from .local import LocalPipeline
 from .logs import setup_logging
 from .output import serve_output
 from .resp import DEFAULT_COMMAND_TIMEOUT, RedisAddress
+from .subscribe import parse_peer_map
 from .supervise import stop_on_signals
 from .topology.local import DEFAULT_DOWN_AFTER_MS, FailoverSettings
 from .worker import serve_worker
@@ -115,7 +123,7 @@ def ingest(
 
     setup_logging("ingest", log_level)
     config = _with_overrides(load_config(config_path), max_events_per_entry=max_events_per_entry)
-    tokens = [t.strip() for t in os.environ.get(ENV_INGEST_TOKEN, "").split(",") if t.strip()]
+    tokens = tokens_from_environment()
     address = redis_address(redis_url, redis_timeout)
 
     async def main() -> None:
@@ -186,6 +194,13 @@ def worker(
 @click.option("--port", envvar="HDA_OUTPUT_PORT", default=DEFAULT_OUTPUT_PORT, show_default=True)
 @click.option("--retention-interval", type=click.FloatRange(min=0.05), default=10.0,
               show_default=True, help="Seconds between segment retention passes.")  # fmt: skip
+@click.option("--peers", envvar=ENV_OUTPUT_PEERS, default="",
+              help=f"Every output replica, this one included, as CONSUMER=URL,... (env "
+              f"{ENV_OUTPUT_PEERS}); subscribe merges them.")  # fmt: skip
+@click.option("--peer-url", envvar=ENV_OUTPUT_PEER_URL, default=None,
+              help=f"Or: the URL of a peer pod, with {{pod}} for its name (env "
+              f"{ENV_OUTPUT_PEER_URL}); the peers are this StatefulSet's ordinals up to "
+              "spec.output.replicas. Neither: only this process.")  # fmt: skip
 @log_option
 def output(
     *,
@@ -197,13 +212,20 @@ def output(
     host: str,
     port: int,
     retention_interval: float,
+    peers: str,
+    peer_url: str | None,
     log_level: str,
 ) -> None:
-    """Write output streams to fsync'd segment files and serve live subscribers."""
+    """Write output streams to fsync'd segment files and serve subscribers (token from
+    HDA_INGEST_TOKEN, like ingest)."""
 
     setup_logging("output", log_level)
     config = load_config(config_path)
     address = redis_address(redis_url, redis_timeout)
+    try:
+        peer_map = parse_peer_map(peers)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--peers") from error
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -211,6 +233,8 @@ def output(
         await serve_output(
             config, address, consumer=consumer_name(consumer), data_dir=data_dir,
             host=host, port=port, stop=stop, retention_interval=retention_interval,
+            peers=peer_map, peer_url=peer_url, config_path=config_path,
+            tokens=tokens_from_environment(),
         )  # fmt: skip
 
     asyncio.run(main())
@@ -226,9 +250,12 @@ def output(
     "--workers", type=int, default=None, help="Worker processes (default: spec.workers.replicas)."
 )
 @click.option("--ingest-port", default=DEFAULT_INGEST_PORT, show_default=True)
-@click.option("--output-port", default=DEFAULT_OUTPUT_PORT, show_default=True)
+@click.option("--output-port", default=DEFAULT_OUTPUT_PORT, show_default=True,
+              help="Output replica i listens on this port + i.")  # fmt: skip
 @click.option("--worker-port", default=0, show_default=True,
               help="Worker i serves /healthz, /readyz and /metrics on PORT+i (0: none).")  # fmt: skip
+@click.option("--outputs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Output processes; each serves the whole stream to subscribers.")  # fmt: skip
 @click.option("--appendfsync", type=click.Choice(["always", "everysec"]), default=None,
               help="Embedded Valkey AOF fsync (default: spec.redis.persistence.appendFsync).")  # fmt: skip
 @click.option("--down-after-ms", type=click.IntRange(min=100), default=DEFAULT_DOWN_AFTER_MS,
@@ -245,6 +272,7 @@ def run(
     ingest_port: int,
     output_port: int,
     worker_port: int,
+    outputs: int,
     appendfsync: str | None,
     down_after_ms: int,
     log_level: str,
@@ -261,6 +289,7 @@ def run(
         ingest_port=ingest_port,
         output_port=output_port,
         worker_port=worker_port,
+        outputs=outputs,
         appendfsync=appendfsync,
         log_level=log_level,
         failover=FailoverSettings(down_after_ms=down_after_ms),

@@ -71,7 +71,8 @@ def load(
 @click.command()
 @click.argument("url")
 @click.option("--from", "start", default="0", show_default=True,
-              help="0: from the oldest record; $: only new ones; PARTITION/MS-SEQ: after it.")  # fmt: skip
+              help="0: from the oldest record; $: only new ones; P/MS-SEQ[,P/MS-SEQ...]: after "
+                   "those records (partitions not named: from the oldest).")  # fmt: skip
 @click.option(
     "--count", type=click.IntRange(min=1), default=None, help="Stop after this many events."
 )
@@ -89,8 +90,9 @@ def tail(
     brief: bool,
     token: str | None,
 ) -> None:
-    """Follow an output subscribe endpoint (ws://HOST:8081/v1/streams/NAME/subscribe) and print
-    each durable record (one JSON line with its ID and events) as it lands."""
+    """Follow an output subscribe endpoint (ws://HOST:8081/v1/streams/NAME/subscribe, any output
+    replica: each serves the whole stream) and print each durable record (one JSON line with its
+    ID and events) as it lands."""
 
     def show(record: bytes) -> None:
         if brief:

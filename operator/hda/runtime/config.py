@@ -88,6 +88,8 @@ class RuntimeConfig:
     segment_retention_max_bytes: int | None = None  # None: a share of the volume's capacity
     subscriber_max_buffered_entries: int = 10_000
     subscribers_enabled: bool = True
+    accept_token_in_query: bool = False  # `?token=` on ingest and subscribe
+    output_replicas: int = 1  # the subscribe gateway's peers (re-read from the mounted spec)
     # OTLP signal (logs, metrics, traces) -> stream name; a signal missing here answers 404.
     otlp_streams: dict[str, str] = field(default_factory=dict)
     tracing: TracingConfig | None = None  # None: tracing off, no SDK set up
@@ -145,6 +147,8 @@ def from_spec(
         else None,
         subscriber_max_buffered_entries=subscribers.max_buffered_entries,
         subscribers_enabled=subscribers.enabled,
+        accept_token_in_query=spec.ingest.accept_token_in_query,
+        output_replicas=spec.output.replicas,
         otlp_streams=spec.ingest.otlp.streams() if spec.ingest.otlp else {},
         tracing=TracingConfig(
             endpoint=tracing.endpoint,

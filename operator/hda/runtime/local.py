@@ -106,6 +106,7 @@ class LocalPipeline:
         appendfsync: str | None = None,
         log_level: str = "INFO",
         ingest_processes: int = 1,
+        outputs: int = 1,
         worker_args: list[str] | None = None,
         ingest_args: list[str] | None = None,
         failover: FailoverSettings | None = None,
@@ -125,13 +126,22 @@ class LocalPipeline:
         self.worker_port = worker_port  # worker i listens on worker_port + i; 0: not at all
         self.log_level = log_level
         self.ingest_processes = ingest_processes
+        self.outputs = outputs
         self.worker_args = worker_args or []
         self.ingest_args = ingest_args or []
         self.components: list[Component] = []
 
     @property
     def output_dir(self) -> Path:
-        return self.data_dir / "output"
+        return self.output_dir_of(0)
+
+    def output_dir_of(self, replica: int) -> Path:
+        return self.data_dir / ("output" if replica == 0 else f"output-{replica}")
+
+    @property
+    def output_ports(self) -> list[int]:
+        """Output replica i listens on output_port + i; any of them serves the whole stream."""
+        return [self.output_port + i for i in range(self.outputs)]
 
     def _component(self, name: str, command: list[str]) -> Component:
         assert self.redis_url is not None
@@ -164,16 +174,30 @@ class LocalPipeline:
             )
             for i in range(self.worker_count)
         ]
-        self.components.append(
-            self._component(
-                "output-0",
-                ["output", "--port", str(self.output_port), "--data-dir", str(self.output_dir)],
-            )
+        peers = ",".join(
+            f"output-{i}=http://127.0.0.1:{port}" for i, port in enumerate(self.output_ports)
         )
+        outputs = [
+            self._component(
+                f"output-{i}",
+                [
+                    "output",
+                    "--port",
+                    str(port),
+                    "--data-dir",
+                    str(self.output_dir_of(i)),
+                    "--peers",
+                    peers,
+                ],
+            )
+            for i, port in enumerate(self.output_ports)
+        ]
+        self.components += outputs
         for component in self.components:
             component.start()
         wait_ready(f"http://127.0.0.1:{self.ingest_port}/readyz", process=self.components[0])
-        wait_ready(f"http://127.0.0.1:{self.output_port}/readyz", process=self.components[-1])
+        for port, component in zip(self.output_ports, outputs, strict=True):
+            wait_ready(f"http://127.0.0.1:{port}/readyz", process=component)
 
     def _worker_port(self, index: int) -> int:
         return self.worker_port + index if self.worker_port else 0
@@ -223,7 +247,7 @@ class LocalPipeline:
                 f"HDA running: streams [{names}]\n"
                 f"  ingest  POST http://127.0.0.1:{self.ingest_port}/v1/streams/NAME/events\n"
                 f"          WS   ws://127.0.0.1:{self.ingest_port}/v1/streams/NAME/ws\n"
-                f"  output  {self.output_dir}  (segments)\n"
+                f"  output  {self.data_dir}/output*  (segments, {self.outputs} replicas)\n"
                 f"          WS   ws://127.0.0.1:{self.output_port}/v1/streams/NAME/subscribe?from=0\n"
                 f"  metrics http://127.0.0.1:{{{self.ingest_port},{self.output_port}}}/metrics"
                 + (

@@ -1,4 +1,5 @@
-"""`hda output`: output streams -> fsync'd segment files -> XACK, plus live WebSocket subscribers.
+"""`hda output`: output streams -> fsync'd segment files -> XACK, plus WebSocket subscribers
+(every replica serves the whole stream, see `subscribe.py`).
 
 Exactly once across crashes: within a partition this consumer writes entries in ID order (its own
 pending entries first after a restart, then new ones; it never claims another replica's
@@ -20,6 +21,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from .auth import BearerTokens
 from .codec import (
     FIELD_COUNT,
     FIELD_DATA,
@@ -28,27 +30,33 @@ from .codec import (
     StreamId,
     decode_fields,
     output_key,
-    parse_record_id,
     parse_stream_id,
 )
-from .config import OUTPUT_GROUP, RuntimeConfig
+from .config import OUTPUT_GROUP, RuntimeConfig, StreamConfig
 from .durability import wait_durable
 from .groups import ensure_groups
 from .latency import output_latency
 from .metrics import Metrics
+from .positions import BEGINNING, PositionVector, parse_position_vector
 from .probes import Liveness, Readiness, add_probe_routes, liveness_window
 from .resp import Arg, FencedConnector, RedisAddress, RespConnection, raise_errors
 from .segment_retention import delete_segments, scan_volume, segments_to_delete
 from .segments import (
     FilePosition,
+    SegmentRangeReader,
     SegmentWriter,
     encode_record,
-    find_resume_position,
     is_disk_error,
-    iter_lines,
-    list_segments,
     record_position,
-    segment_name,
+    resume_segment,
+)
+from .subscribe import (
+    CLOSE_SLOW_SUBSCRIBER,
+    MARK_PREFIX,
+    PeerDirectory,
+    SubscribeGateway,
+    close_reason,
+    history_end_frame,
 )
 from .supervise import run_until_stopped
 from .tracing import SERVICE_OUTPUT, PipelineTracer
@@ -57,7 +65,6 @@ from .worker import count_per_key
 
 log = logging.getLogger(__name__)
 
-CLOSE_SLOW_SUBSCRIBER = 4008
 READ_BLOCK_SECONDS = 1.0
 DISK_RETRY_MAX_SECONDS = 5.0
 DEFAULT_VOLUME_SHARE = 0.75  # segments may fill this much of the volume (alert fires at 85%)
@@ -110,6 +117,13 @@ class SubscriberHub:
                 subscriber.gone = True
                 subscriber.wakeup.set()
 
+    @staticmethod
+    def mark(subscriber: Subscriber, frame: bytes) -> None:
+        """Queue a mark frame behind everything published to this subscriber so far."""
+        if not subscriber.overflowed:
+            subscriber.queue.append(frame)
+            subscriber.wakeup.set()
+
     def publish(self, stream: str, lines: list[bytes]) -> None:
         for subscriber in self.subscribers.get(stream, ()):
             if subscriber.overflowed:
@@ -124,7 +138,14 @@ class SubscriberHub:
 
 class OutputProcess:
     def __init__(
-        self, config: RuntimeConfig, address: RedisAddress, consumer: str, data_dir: Path
+        self,
+        config: RuntimeConfig,
+        address: RedisAddress,
+        consumer: str,
+        data_dir: Path,
+        *,
+        peers: PeerDirectory,
+        tokens: list[str] | None = None,
     ) -> None:
         self.config = config
         self.address = address
@@ -176,6 +197,14 @@ class OutputProcess:
         self.durable_last: dict[tuple[str, int], StreamId] = {}
         # stream -> subscriber -> the segment it reads history from (retention keeps it)
         self.history_readers: dict[str, dict[int, int]] = {s.name: {} for s in config.streams}
+        self.tokens = BearerTokens(tokens or [], accept_in_query=config.accept_token_in_query)
+        self.gateway = SubscribeGateway(
+            peers,
+            self.tokens,
+            address,
+            self.slow_disconnects,
+            config.subscriber_max_buffered_entries,
+        )
 
     # --- the durable path ---
 
@@ -370,6 +399,7 @@ class OutputProcess:
                 self.retention_deleted_bytes.inc(freed)
 
     def close(self) -> None:
+        self.gateway.close()
         for writer in self.writers.values():
             writer.close()
 
@@ -392,47 +422,96 @@ class OutputProcess:
         return app
 
     async def subscribe(self, request: web.Request) -> web.StreamResponse:
-        stream = request.match_info["stream"]
-        writer = self.writers.get(stream)
-        if writer is None or not self.config.subscribers_enabled:
-            return web.json_response({"error": f"unknown stream {stream!r}"}, status=404)
-        start_text = request.query.get("from")
-        directory = writer.directory
+        stream = self.config.stream(request.match_info["stream"])
+        if stream is None or not self.config.subscribers_enabled:
+            name = request.match_info["stream"]
+            return web.json_response({"error": f"unknown stream {name!r}"}, status=404)
+        if not self.tokens.authorized(request):
+            return self.tokens.refusal()
+        scope = request.query.get("scope", "stream")
+        if scope not in ("stream", "local"):
+            return web.json_response(
+                {"error": f"scope={scope!r}: expected stream (default) or local"}, status=400
+            )
+        start_text = request.query.get("from", "$")
         try:
-            start = await asyncio.to_thread(_resume_position, directory, start_text)
+            start = (
+                None
+                if start_text in ("", "$")
+                else parse_position_vector(start_text, stream.partitions)
+            )
         except ValueError as error:
             return web.json_response({"error": str(error)}, status=400)
+        if scope == "local":
+            return await self.subscribe_local(request, stream, start)
+        return await self.gateway.subscribe(request, stream, start)
+
+    async def subscribe_local(
+        self, request: web.Request, stream: StreamConfig, start: PositionVector | None
+    ) -> web.StreamResponse:
+        """This replica's records only, in file order (ID order per partition): what the
+        gateway merges. First frame: `historyEnd`, the last ID per partition in the files;
+        a `{"mark":N}` frame from the client is echoed after everything queued before it."""
+        writer = self.writers[stream.name]
+        directory = writer.directory
+        first_segment = (
+            None
+            if start is None
+            else await asyncio.to_thread(resume_segment, directory, start, stream.partitions)
+        )
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
         # Register before snapshotting the durable end: every record is either in the files
         # up to `history_end` or published to the queue afterwards, never both, never neither.
-        subscriber = self.hub.register(stream, self.config.subscriber_max_buffered_entries)
+        subscriber = self.hub.register(stream.name, self.config.subscriber_max_buffered_entries)
         history_end = writer.durable_position
-        last_sent = start_text or ""
+        history_last = dict(writer.durable_last)
+        after = (
+            dict(history_last)
+            if start is None
+            else {p: start.get(p, BEGINNING) for p in range(stream.partitions)}
+        )
+        begin = (  # in the segment being written, from its last checkpoint before `after`
+            writer.live_start(after, stream.partitions)
+            if first_segment == writer.current_segment
+            else FilePosition(first_segment or 0, 0)
+        )
 
-        async def watch_client() -> None:  # subscribers only listen; a read is their close
-            async for _ in ws:
-                pass
+        async def watch_client() -> None:  # marks, or the close
+            async for message in ws:
+                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    data = (
+                        message.data if isinstance(message.data, bytes) else message.data.encode()
+                    )
+                    if data.startswith(MARK_PREFIX):
+                        self.hub.mark(subscriber, data)
             subscriber.gone = True
             subscriber.wakeup.set()
 
+        async def send(line: bytes) -> None:
+            position = record_position(line)
+            if position is not None:
+                partition, entry_id = position
+                if entry_id <= after.get(partition, BEGINNING):
+                    return  # at or before the requested position
+                after[partition] = entry_id
+            await ws.send_frame(line, WSMsgType.TEXT)  # already UTF-8 JSON
+
         watcher = asyncio.create_task(watch_client())
-        readers = self.history_readers[stream]
+        readers = self.history_readers[stream.name]
         try:
-            if start is not None and start < history_end:
-                readers[id(subscriber)] = start.segment
-                # one segment in memory at a time, read off the event loop
-                for number in _segments_between(directory, start, history_end):
-                    readers[id(subscriber)] = number
-                    try:
-                        lines = await asyncio.to_thread(
-                            _read_segment_range, directory, number, start, history_end
-                        )
-                    except FileNotFoundError:
-                        continue  # deleted by retention before this subscriber reached it
+            await ws.send_frame(history_end_frame(history_last), WSMsgType.TEXT)
+            if first_segment is not None and any(
+                last > after.get(p, BEGINNING) for p, last in history_last.items()
+            ):
+                reader = SegmentRangeReader(directory, begin, history_end)
+                readers[id(subscriber)] = first_segment
+                # a bounded chunk at a time, read off the event loop
+                while (lines := await asyncio.to_thread(reader.read)) is not None:
+                    readers[id(subscriber)] = reader.segment
                     for line in lines:
-                        await ws.send_frame(line, WSMsgType.TEXT)  # already UTF-8 JSON
-                        last_sent = _id_of(line) or last_sent
+                        await send(line)
+                readers.pop(id(subscriber), None)
             while not ws.closed:
                 await subscriber.wakeup.wait()
                 subscriber.wakeup.clear()
@@ -440,21 +519,19 @@ class OutputProcess:
                     await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
                     break
                 if subscriber.overflowed:
-                    self.slow_disconnects.labels(stream=stream).inc()
+                    self.slow_disconnects.labels(stream=stream.name).inc()
                     await ws.close(
                         code=CLOSE_SLOW_SUBSCRIBER,
-                        message=f"subscriber too slow; resume with from={last_sent}".encode()[:120],
+                        message=close_reason("subscriber too slow", after),
                     )
                     break
                 while subscriber.queue:
-                    line = subscriber.queue.popleft()
-                    await ws.send_frame(line, WSMsgType.TEXT)  # already UTF-8 JSON
-                    last_sent = _id_of(line) or last_sent
+                    await send(subscriber.queue.popleft())
         except ConnectionError:
             pass
         finally:
             readers.pop(id(subscriber), None)
-            self.hub.unregister(stream, subscriber)
+            self.hub.unregister(stream.name, subscriber)
             watcher.cancel()
         return ws
 
@@ -463,40 +540,6 @@ class OutputProcess:
         for stream, subscribers in self.hub.subscribers.items():
             self.subscribers.labels(stream=stream).set(len(subscribers))
         return self.metrics.render()
-
-
-def _id_of(line: bytes) -> str | None:
-    position = record_position(line)
-    return None if position is None else f"{position[0]}/{position[1][0]}-{position[1][1]}"
-
-
-def _resume_position(directory: Path, start_text: str | None) -> FilePosition | None:
-    """None: live only. `0`: from the oldest segment. `P/MS-SEQ`: after that record."""
-    if start_text is None or start_text in ("", "$"):
-        return None
-    if start_text == "0":
-        segments = list_segments(directory)
-        return FilePosition(segments[0][0], 0) if segments else None
-    try:
-        partition, entry_id = parse_record_id(start_text)
-    except ValueError as error:
-        raise ValueError(f"from={start_text!r}: expected 0, $ or PARTITION/MS-SEQ") from error
-    return find_resume_position(directory, partition, entry_id)
-
-
-def _segments_between(directory: Path, start: FilePosition, end: FilePosition) -> list[int]:
-    return [n for n, _ in list_segments(directory) if start.segment <= n <= end.segment]
-
-
-def _read_segment_range(
-    directory: Path, number: int, start: FilePosition, end: FilePosition
-) -> list[bytes]:
-    """Record lines of one segment between the positions (durable bytes only)."""
-    data = (directory / segment_name(number)).read_bytes()
-    if number == end.segment:
-        data = data[: end.offset]
-    begin = start.offset if number == start.segment else 0
-    return [line for _, line in iter_lines(data, begin) if record_position(line)]
 
 
 async def serve_output(
@@ -508,9 +551,23 @@ async def serve_output(
     host: str,
     port: int,
     stop: asyncio.Event,
+    peers: dict[str, str] | None = None,
+    peer_url: str | None = None,
+    config_path: Path | None = None,
+    tokens: list[str] | None = None,
     retention_interval: float = RETENTION_INTERVAL_SECONDS,
 ) -> None:
-    process = OutputProcess(config, address, consumer, data_dir)
+    """The subscribe gateway merges `peers` (consumer -> base URL, this one included), else
+    the StatefulSet ordinals of the spec at `config_path` reached by `peer_url` (`{pod}`),
+    else only this process."""
+    directory = PeerDirectory(
+        own_name=consumer,
+        own_url=f"http://{_loopback_if_any(host)}:{port}",
+        explicit=peers,
+        url_template=peer_url,
+        config_path=config_path,
+    )
+    process = OutputProcess(config, address, consumer, data_dir, peers=directory, tokens=tokens)
     process.recover_files()
     runner = web.AppRunner(process.app(), access_log=None, handle_signals=False)
     await runner.setup()
@@ -533,3 +590,8 @@ async def serve_output(
         process.close()
         await runner.cleanup()
         process.tracing.shutdown()
+
+
+def _loopback_if_any(host: str) -> str:
+    """Where this process reaches its own port."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 class GroupPosition:
     last_delivered: StreamId
     oldest_pending: StreamId | None
+    name: bytes = b""
 
 
 def safe_minid(groups: list[GroupPosition]) -> StreamId | None:
@@ -91,7 +92,7 @@ async def group_positions(connection: RespConnection, key: str) -> list[GroupPos
             summary = await connection.execute("XPENDING", key, name)
             if summary and summary[1] is not None:
                 oldest = parse_stream_id(summary[1])
-        positions.append(GroupPosition(last_delivered, oldest))
+        positions.append(GroupPosition(last_delivered, oldest, name))
     return positions
 
 

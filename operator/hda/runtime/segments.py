@@ -32,6 +32,9 @@ SEGMENT_SUFFIX = ".ndjson"
 _RECORD_PREFIX = b'{"id":"'
 
 
+READ_CHUNK_BYTES = 1 << 20  # what a subscriber's history read holds at a time
+CHECKPOINT_BYTES = 1 << 20  # spacing of the writer's resume checkpoints in the current segment
+
 # Errors of the disk, not of our data: output rolls back, stops acknowledging and retries.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
@@ -205,6 +208,9 @@ class SegmentWriter:
         self.durable_position = FilePosition(0, 0)
         self._durable_created = 0.0
         self._broken = False  # a write or fsync failed: roll back before writing again
+        # Offsets in the current segment with the last ID per partition before each, every
+        # CHECKPOINT_BYTES: a live subscriber starts near the end instead of reading it all.
+        self._checkpoints: list[tuple[int, dict[int, StreamId]]] = []
 
     @property
     def current_segment(self) -> int:
@@ -237,6 +243,7 @@ class SegmentWriter:
         self._created = (scan.created_ms or int(time.time() * 1000)) / 1000
         self.durable_last = dict(scan.last)
         self._written_last = dict(scan.last)
+        self._checkpoints = [(self._size, dict(scan.last))]
         self._mark_durable()
         return dict(scan.last)
 
@@ -256,6 +263,7 @@ class SegmentWriter:
         self._number = number
         self._size = len(header)
         self._created = now
+        self._checkpoints = [(self._size, dict(last))]
 
     def _rotate_if_due(self) -> None:
         if self._size >= self.max_bytes or time.time() - self._created >= self.max_age_seconds:
@@ -291,9 +299,11 @@ class SegmentWriter:
         assert self._file is not None
         data = b"".join(line for _, _, line in records)
         _write_all(self._file, data)
-        self._size += len(data)
-        for partition, entry_id, _ in records:
+        for partition, entry_id, line in records:
+            if self._size - self._checkpoints[-1][0] >= CHECKPOINT_BYTES:
+                self._checkpoints.append((self._size, dict(self._written_last)))
             self._written_last[partition] = entry_id
+            self._size += len(line)
         self._dirty = True
 
     def sync(self) -> FilePosition:
@@ -309,6 +319,18 @@ class SegmentWriter:
         self.durable_last = dict(self._written_last)
         self._mark_durable()
         return self.durable_position
+
+    def live_start(self, after: dict[int, StreamId], partitions: int) -> FilePosition:
+        """Where in the current segment to start reading for the records after `after`: the
+        last checkpoint with nothing past `after` before it (an unnamed partition is from the
+        beginning: the segment's start)."""
+        best = 0
+        for offset, last in self._checkpoints:
+            if offset > self.durable_position.offset:
+                break
+            if all(p in after and last.get(p, (0, 0)) <= after[p] for p in range(partitions)):
+                best = offset
+        return FilePosition(self._number, best)
 
     def _mark_durable(self) -> None:
         self.durable_position = FilePosition(self._number, self._size)
@@ -339,6 +361,9 @@ class SegmentWriter:
             os.close(fd)
             raise
         self._file = fd
+        if self._number != durable.segment:
+            self._checkpoints = [(0, {})]  # its checkpoints are gone: from the start
+        self._checkpoints = [c for c in self._checkpoints if c[0] <= durable.offset]
         self._number = durable.segment
         self._size = durable.offset
         self._created = self._durable_created
@@ -357,32 +382,105 @@ class SegmentWriter:
             self._file = None
 
 
-def find_resume_position(directory: Path, partition: int, after: StreamId) -> FilePosition | None:
-    """Position just after record `partition/after` in file order (records of one partition are
-    in ID order, so this is also after everything written before it); None if past the end."""
+def resume_segment(directory: Path, after: dict[int, StreamId], partitions: int) -> int | None:
+    """The earliest segment that can hold a record after the position vector `after` (a
+    partition it does not name starts from the beginning); None without segments. Only segment
+    headers are read: the reader skips the records at or below `after` itself."""
     segments = list_segments(directory)
-    candidate: tuple[int, Path] | None = None
-    for number, path in segments:
-        with path.open("rb") as handle:
-            header_line = handle.readline()
-        try:
-            header = orjson.loads(header_line)
-            started_after = header["last"].get(str(partition))
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            started_after = None
-        if started_after is not None and parse_stream_id(started_after) >= after:
-            break  # this segment starts past the record: it is in an earlier one
-        candidate = (number, path)
-    if candidate is None:
-        return FilePosition(segments[0][0], 0) if segments else None
-    number, path = candidate
-    data = path.read_bytes()
-    for end, line in iter_lines(data):
-        position = record_position(line)
-        if position is None or position[0] != partition:
-            continue
-        if position[1] == after:
-            return FilePosition(number, end)
-        if position[1] > after:
-            return FilePosition(number, end - len(line) - 1)
-    return None
+    if not segments:
+        return None
+    if len(after) < partitions:
+        return segments[0][0]
+    headers = [(number, _header_last(path)) for number, path in segments]
+    earliest = segments[-1][0]
+    for partition, position in after.items():
+        candidate = segments[0][0]
+        for number, header_last in headers:
+            started_after = header_last.get(partition)
+            if started_after is not None and started_after >= position:
+                break  # this segment starts past the position: the next record is earlier
+            candidate = number
+        earliest = min(earliest, candidate)
+    return earliest
+
+
+def _header_last(path: Path) -> dict[int, StreamId]:
+    with path.open("rb") as handle:
+        header_line = handle.readline(1 << 20)
+    try:
+        header = orjson.loads(header_line)
+        return {int(p): parse_stream_id(i) for p, i in header["last"].items()}
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return {}
+
+
+def iter_file_lines(
+    path: Path, start: int = 0, end: int | None = None, chunk_bytes: int = READ_CHUNK_BYTES
+) -> Iterator[tuple[int, bytes]]:
+    """(end offset, line) of each complete line of a file between two offsets, read a chunk
+    at a time: memory is one chunk plus the longest line, whatever the file's size."""
+    with path.open("rb") as handle:
+        handle.seek(start)
+        offset = start
+        carry = b""
+        while end is None or offset < end:
+            data = handle.read(chunk_bytes if end is None else min(chunk_bytes, end - offset))
+            if not data:
+                return
+            offset += len(data)
+            buffer = carry + data if carry else data
+            base = offset - len(buffer)
+            line_start = 0
+            while (newline := buffer.find(b"\n", line_start)) >= 0:
+                yield base + newline + 1, buffer[line_start:newline]
+                line_start = newline + 1
+            carry = buffer[line_start:]
+
+
+class SegmentRangeReader:
+    """Record lines of a stream's segments from `start` up to `end` (durable bytes only),
+    about `chunk_bytes` per `read` call; blocking, so callers run `read` in a thread.
+    A segment deleted by retention before the reader reaches it is skipped."""
+
+    def __init__(
+        self,
+        directory: Path,
+        start: FilePosition,
+        end: FilePosition,
+        chunk_bytes: int = READ_CHUNK_BYTES,
+    ) -> None:
+        self.directory = directory
+        self.start = start
+        self.end = end
+        self.chunk_bytes = chunk_bytes
+        self.segment = start.segment  # the one being read: retention keeps it
+        self._pending = [
+            n for n, _ in list_segments(directory) if start.segment <= n <= end.segment
+        ]
+        self._lines: Iterator[tuple[int, bytes]] | None = None
+
+    def read(self) -> list[bytes] | None:
+        """The next record lines; None once everything up to `end` was returned."""
+        lines: list[bytes] = []
+        size = 0
+        while size < self.chunk_bytes:
+            if self._lines is None:
+                if not self._pending:
+                    break
+                number = self._pending.pop(0)
+                self.segment = number
+                self._lines = iter_file_lines(
+                    self.directory / segment_name(number),
+                    self.start.offset if number == self.start.segment else 0,
+                    self.end.offset if number == self.end.segment else None,
+                    self.chunk_bytes,
+                )
+            try:
+                _, line = next(self._lines)
+            except (StopIteration, FileNotFoundError):
+                self._lines = None
+                continue
+            if line.startswith(_RECORD_PREFIX):
+                lines.append(line)
+                size += len(line)
+        return lines or None  # empty only once exhausted

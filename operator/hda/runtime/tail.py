@@ -21,10 +21,11 @@ async def follow(
     idle_timeout: float | None = None,
     token: str | None = None,
 ) -> int:
-    """Print-callback every record from `start` on; resumes after the last record seen when the
-    connection drops. Returns the number of events seen once `max_events` is reached or nothing
-    arrived for `idle_timeout` seconds."""
+    """Print-callback every record from `start` on (`0`, `$` or a position vector); when the
+    connection drops it resumes after the last record seen of each partition. Returns the number
+    of events seen once `max_events` is reached or nothing arrived for `idle_timeout` seconds."""
     position = start
+    seen: dict[int, str] = {}  # partition -> the last entry ID seen
     events = 0
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with aiohttp.ClientSession() as session:
@@ -43,7 +44,10 @@ async def follow(
                             else message.data.encode()
                         )
                         record = orjson.loads(data)
-                        position = str(record.get("id", position))
+                        partition, _, entry_id = str(record.get("id", "")).partition("/")
+                        if entry_id:
+                            seen[int(partition)] = entry_id
+                            position = resume_position(start, seen)
                         events += len(record.get("events", ()))
                         on_record(data)
             except TimeoutError:
@@ -52,3 +56,15 @@ async def follow(
                 pass
             await asyncio.sleep(_RECONNECT_DELAY)
     return events
+
+
+def resume_position(start: str, seen: dict[int, str]) -> str:
+    """`start` with the last record seen of each partition put in its place: partitions named in
+    neither start from the beginning (`from=` semantics)."""
+    vector: dict[int, str] = {}
+    if start not in ("0", "$", ""):
+        for item in start.split(","):
+            partition, _, entry_id = item.strip().partition("/")
+            vector[int(partition)] = entry_id
+    vector.update(seen)
+    return ",".join(f"{p}/{entry_id}" for p, entry_id in sorted(vector.items())) or start

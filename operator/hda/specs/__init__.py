@@ -40,12 +40,14 @@ from .serviceaccounts import runtime_service_account
 from .services import (
     ingest_service,
     output_headless_service,
+    output_service,
     sentinel_headless_service,
     sentinel_service,
     valkey_headless_service,
     valkey_service,
 )
 from .statefulsets import (
+    output_peer_url,
     output_statefulset,
     sentinel_statefulset,
     valkey_statefulset,
@@ -68,6 +70,8 @@ __all__ = [
     "ingest_deployment",
     "ingest_service",
     "output_headless_service",
+    "output_peer_url",
+    "output_service",
     "output_statefulset",
     "owner_reference",
     "pod_disruption_budget",

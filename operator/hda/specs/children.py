@@ -17,6 +17,7 @@ from .serviceaccounts import runtime_service_account
 from .services import (
     ingest_service,
     output_headless_service,
+    output_service,
     sentinel_headless_service,
     sentinel_service,
     valkey_headless_service,
@@ -51,6 +52,7 @@ def desired_children(
         pod_disruption_budget(hda, images, Component.WORKERS),
         *fc_persistent_volumes(hda, images),
         output_headless_service(hda, images),
+        output_service(hda, images),
         output_statefulset(hda, images),
         pod_disruption_budget(hda, images, Component.OUTPUT),
     ]

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from hda.api.consts import ENV_INGEST_TOKEN, INGEST_PORT, WORKER_HEALTH_PORT
+from hda.api.consts import INGEST_PORT, WORKER_HEALTH_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator
 
 from .configmaps import runtime_config_hash
 from .images import Images
 from .labels import Component, object_metadata, selector_labels
 from .names import child_names
-from .pods import RUNTIME_UID, pod_template, runtime_container, runtime_volumes
+from .pods import (
+    RUNTIME_UID,
+    ingest_token_env,
+    pod_template,
+    runtime_container,
+    runtime_volumes,
+)
 
 
 def _deployment(
@@ -39,17 +45,6 @@ def _deployment(
 
 
 def ingest_deployment(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
-    token = hda.spec.ingest.token_secret
-    token_env = (
-        [
-            {
-                "name": ENV_INGEST_TOKEN,
-                "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}},
-            }
-        ]
-        if token is not None
-        else []
-    )
     container = runtime_container(
         hda,
         images,
@@ -57,7 +52,7 @@ def ingest_deployment(hda: HyperDriveAccelerator, images: Images) -> dict[str, A
         command="ingest",
         port_name="http",
         port=INGEST_PORT,
-        extra_env=token_env,
+        extra_env=ingest_token_env(hda),
     )
     template = pod_template(
         hda,

@@ -87,6 +87,7 @@ class ChildNames:
     workers_pdb: str
     output_statefulset: str
     output_headless_service: str
+    output_service: str
     output_pdb: str
     runtime_configmap: str
     service_account: str
@@ -130,6 +131,7 @@ def child_names(hda: HyperDriveAccelerator) -> ChildNames:
         workers_pdb=child_name(hda, "workers"),
         output_statefulset=child_name(hda, "output"),
         output_headless_service=child_name(hda, "output-headless"),
+        output_service=child_name(hda, "output"),
         output_pdb=child_name(hda, "output"),
         runtime_configmap=child_name(hda, "config"),
         service_account=child_name(hda, "runtime"),

@@ -7,6 +7,7 @@ import posixpath
 from typing import Any, Final
 
 from hda.api.consts import (
+    ENV_INGEST_TOKEN,
     ENV_LOG_FORMAT,
     ENV_POD_NAME,
     ENV_REDIS_PASSWORD,
@@ -209,6 +210,20 @@ def password_env(hda: HyperDriveAccelerator, env_name: str) -> dict[str, Any]:
         "name": env_name,
         "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}},
     }
+
+
+def ingest_token_env(hda: HyperDriveAccelerator) -> list[dict[str, Any]]:
+    """The bearer token (spec.ingest.tokenSecret) for the pods that check it: ingest, and
+    output's subscribe; none when unset."""
+    token = hda.spec.ingest.token_secret
+    if token is None:
+        return []
+    return [
+        {
+            "name": ENV_INGEST_TOKEN,
+            "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}},
+        }
+    ]
 
 
 def runtime_env(hda: HyperDriveAccelerator) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
 """Services: Valkey (headless for its StatefulSets, and a client Service), Sentinel (the same
-pair), ingest, output."""
+pair), output (headless for its StatefulSet, and a client Service for subscribers), ingest."""
 
 from __future__ import annotations
 
@@ -98,14 +98,32 @@ def ingest_service(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]
     )
 
 
+def _output_ports() -> list[dict[str, Any]]:
+    return [{"name": "http", "port": OUTPUT_PORT, "targetPort": "http", "protocol": "TCP"}]
+
+
 def output_headless_service(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
-    """Per-pod DNS for subscribers: each output pod serves the segments it wrote."""
-    ports = [{"name": "http", "port": OUTPUT_PORT, "targetPort": "http", "protocol": "TCP"}]
+    """Per-pod DNS (`<pod>.<service>`) by which output pods reach each other; not-ready pods
+    too, since a subscribe gateway must read every replica's files."""
     return _service(
         hda,
         images,
         child_names(hda).output_headless_service,
         Component.OUTPUT,
-        ports,
+        _output_ports(),
         clusterIP="None",
+        publishNotReadyAddresses=True,
+    )
+
+
+def output_service(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
+    """The subscribe URL (status.endpoints.subscribe): any ready output pod serves the whole
+    stream, merging what every replica wrote."""
+    return _service(
+        hda,
+        images,
+        child_names(hda).output_service,
+        Component.OUTPUT,
+        _output_ports(),
+        type="ClusterIP",
     )

@@ -7,6 +7,7 @@ from typing import Any, Final
 from hda.api.consts import (
     CLUSTER_BUS_PORT,
     ENV_OUTPUT_DIR,
+    ENV_OUTPUT_PEER_URL,
     LABEL_SHARD,
     OUTPUT_DATA_DIR,
     OUTPUT_PORT,
@@ -31,6 +32,7 @@ from .pods import (
     RUNTIME_UID,
     VALKEY_UID,
     container_security_context,
+    ingest_token_env,
     password_env,
     pod_template,
     resources,
@@ -271,6 +273,14 @@ def sentinel_statefulset(hda: HyperDriveAccelerator, images: Images) -> dict[str
     }
 
 
+def output_peer_url(hda: HyperDriveAccelerator) -> str:
+    """How an output pod reaches a peer (`{pod}`: its name) by its stable DNS name: the
+    subscribe gateway merges ordinals 0..spec.output.replicas-1 (read from the mounted spec, so
+    no replica count is in the pod template)."""
+    names = child_names(hda)
+    return f"http://{{pod}}.{names.output_headless_service}.{hda.namespace}.svc:{OUTPUT_PORT}"
+
+
 def output_statefulset(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     """Output pods, only on Fibre Channel nodes, each on its own FC-backed claim."""
     names = child_names(hda)
@@ -282,7 +292,11 @@ def output_statefulset(hda: HyperDriveAccelerator, images: Images) -> dict[str, 
         command="output",
         port_name="http",
         port=OUTPUT_PORT,
-        extra_env=[{"name": ENV_OUTPUT_DIR, "value": OUTPUT_DATA_DIR}],
+        extra_env=[
+            {"name": ENV_OUTPUT_DIR, "value": OUTPUT_DATA_DIR},
+            {"name": ENV_OUTPUT_PEER_URL, "value": output_peer_url(hda)},
+            *ingest_token_env(hda),
+        ],
         extra_mounts=[{"name": OUTPUT_DATA_VOLUME, "mountPath": OUTPUT_DATA_DIR}],
     )
     template = pod_template(

@@ -63,6 +63,14 @@ class IngestSpec(ApiModel):
             "content rolls the ingest pods; a value ending with a line break is refused."
         ),
     )
+    accept_token_in_query: bool = Field(
+        default=False,
+        description=(
+            "Also accept the bearer token as the query parameter `?token=` on ingest and output "
+            "subscribe (for browsers, whose WebSocket API cannot set an Authorization header). "
+            "Off by default: URLs end up in access logs and browser history."
+        ),
+    )
     otlp: OtlpIngest | None = Field(
         default=None,
         description="OTLP/HTTP ingest: the stream each OpenTelemetry signal is written to.",

@@ -98,7 +98,12 @@ class Endpoints(ApiModel):
         default=None, max_length=512, description="Ingest base URL inside the cluster."
     )
     subscribe: str | None = Field(
-        default=None, max_length=512, description="Output subscription base URL."
+        default=None,
+        max_length=512,
+        description=(
+            "Subscribe base URL (the output ClusterIP Service): any output pod serves the whole "
+            "stream at /v1/streams/NAME/subscribe."
+        ),
     )
     redis: str | None = Field(
         default=None, max_length=512, description="Valkey address (host:port)."

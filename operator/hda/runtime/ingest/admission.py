@@ -3,12 +3,12 @@ and error replies that are counted in the metrics."""
 
 from __future__ import annotations
 
-import hmac
 import itertools
 from collections.abc import Callable
 
 from aiohttp import web
 
+from ..auth import REFUSAL_HEADERS, BearerTokens
 from ..codec import ParsedBatch, split_by_partition
 from ..config import RuntimeConfig, StreamConfig
 from .metrics import IngestMetrics
@@ -28,16 +28,11 @@ class Admission:
         self.config = config
         self.metrics = metrics
         self.valkey_reachable = valkey_reachable
-        self.tokens = [t.encode() for t in tokens if t]
+        self.tokens = BearerTokens(tokens, accept_in_query=config.accept_token_in_query)
         self._round_robin = {s.name: itertools.count() for s in config.streams}
 
     def authorized(self, request: web.Request) -> bool:
-        if not self.tokens:
-            return True
-        header = request.headers.get("Authorization", "")
-        offered = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
-        offered_bytes = offered.encode()
-        return any(hmac.compare_digest(offered_bytes, token) for token in self.tokens)
+        return self.tokens.authorized(request)
 
     def error(
         self, status: int, message: str, stream: str = "", headers: dict[str, str] | None = None
@@ -48,9 +43,7 @@ class Admission:
     def precheck(self, request: web.Request) -> tuple[StreamConfig | None, web.Response | None]:
         name = request.match_info["stream"]
         if not self.authorized(request):
-            return None, self.error(
-                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
-            )
+            return None, self.error(401, self.tokens.refusal_message(), headers=REFUSAL_HEADERS)
         stream = self.config.stream(name)
         if stream is None:
             return None, self.error(404, f"unknown stream {name!r}")

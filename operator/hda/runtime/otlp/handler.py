@@ -31,6 +31,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from ..auth import REFUSAL_HEADERS
 from ..codec import ParsedBatch, lookup
 from ..ingest.admission import UNAVAILABLE_RETRY_AFTER, Admission
 from ..ingest.backlog import BacklogMonitor
@@ -99,7 +100,7 @@ class OtlpHandler:
             )
 
         if not self.admission.authorized(request):
-            return error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+            return error(401, self.admission.tokens.refusal_message(), REFUSAL_HEADERS)
         stream = self.config.stream(stream_name) if stream_name else None
         if stream is None:
             return error(404, f"no stream receives OTLP {signal}: set spec.ingest.otlp.{signal}")
