@@ -43,6 +43,9 @@ from hda.cluster.binaries import find_bin_dir
 from hda.cluster.testing import EXISTING_ENV, ClusterHandle, OperatorIdentity, find_binary, wait_for
 from hda.testing.harness import chart_account, render_chart_rbac
 
+# Before any test module imports it: the fixtures' asserts explain themselves when they fail.
+pytest.register_assert_rewrite("hda.testing.pytest_fixtures")
+
 _HERE = Path(__file__).resolve().parent
 CHART = _HERE.parents[1] / "charts" / "hda-operator"
 

@@ -5,7 +5,6 @@ Security Standard, static FC volumes from the LUN inventory.
 Waits poll with generous timeouts; nothing asserts on elapsed time.
 """
 
-# ruff: noqa: E402 - the fixture plugin must be registered for assertion rewriting first
 from __future__ import annotations
 
 import json
@@ -19,9 +18,6 @@ import pytest
 import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-
-pytest.register_assert_rewrite("hda.testing.pytest_fixtures")
-
 from tests.unit.monitoring_support import (
     compare_with_docs,
     documented_metrics,

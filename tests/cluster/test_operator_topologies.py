@@ -2,15 +2,12 @@
 (kwok nodes: Valkey does not run, so this checks objects, budgets, placement preferences and the
 update strategy, and that restricted Pod Security admits every pod)."""
 
-# ruff: noqa: E402 - the fixture plugin must be registered for assertion rewriting first
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
 import pytest
-
-pytest.register_assert_rewrite("hda.testing.pytest_fixtures")
 
 from hda.api.consts import LABEL_ACCELERATOR, LABEL_COMPONENT, LABEL_SHARD
 from hda.cluster.testing import ClusterHandle, wait_for
