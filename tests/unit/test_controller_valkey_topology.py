@@ -683,3 +683,18 @@ def test_no_second_failover_while_the_first_has_not_moved_the_primary() -> None:
 
     assert waiting == Wait("v: waiting for the failover away from v-0")
     assert moved == DeletePod("v-0")
+
+
+def test_removed_shards_are_the_statefulsets_past_the_spec_s_count() -> None:
+    hda = cluster_hda()  # 3 shards, 1 replica each
+
+    leaving = leaving_nodes(hda, child_names(hda), 5)
+
+    assert [[a.pod for a in g] for g in leaving] == [
+        ["logs-valkey-shard-3-0", "logs-valkey-shard-3-1"],
+        ["logs-valkey-shard-4-0", "logs-valkey-shard-4-1"],
+    ]
+    assert leaving[0][0].host == buffer_nodes(hda, child_names(hda))[0][0].host.replace(
+        "shard-0", "shard-3"
+    )
+    assert leaving_nodes(hda, child_names(hda), 3) == []

@@ -307,14 +307,16 @@ def next_buffer_step(
 ) -> tuple[list[Action], str | None]:
     """The actions of this pass, and what the operator is doing to the buffer, for status.
 
-    Cluster, in order: form it; forget failed node IDs no pod has any more; while a resharding
-    runs (`resharding`), nothing else; reshard when the slots are not even over `groups` or
+    Cluster, in order: while a resharding runs (`resharding`), nothing else; form it; forget
+    failed node IDs no pod has any more; reshard when the slots are not even over `groups` or
     removed shards (`leaving`) still serve some; take drained removed shards out. Then one
     rollout step.
     """
     topology = hda.spec.redis.topology
     notes = []
     if topology == "cluster":
+        if resharding is not None:
+            return [], f"resharding: moving {resharding.describe()}"
         formation = cluster_plan(groups, probe)
         if isinstance(formation, Wait):
             return [], f"forming the cluster: {formation.reason}"
@@ -328,8 +330,6 @@ def next_buffer_step(
             return [ForgetNodes(orphans, on=on)], (
                 f"forgetting failed node IDs no pod has any more: {', '.join(orphans)}"
             )
-        if resharding is not None:
-            return [], f"resharding: moving {resharding.describe()}"
         reshard = reshard_moves(groups, leaving, probe)
         if reshard is not None:
             return [reshard], f"resharding: moving {reshard.describe()}"
