@@ -15,6 +15,7 @@ from hda.controller.buffer_watch import (
     group_rollouts,
     leaving_nodes,
     next_buffer_step,
+    removed_shards_kept,
 )
 from hda.controller.observe import PodSummary, pod_summary
 from hda.controller.status import Observation, RedisObservation, compute_status
@@ -698,3 +699,27 @@ def test_removed_shards_are_the_statefulsets_past_the_spec_s_count() -> None:
         "shard-0", "shard-3"
     )
     assert leaving_nodes(hda, child_names(hda), 3) == []
+
+
+def test_a_removed_shard_s_statefulset_and_budget_stay_until_a_probe_shows_it_out() -> None:
+    hda = cluster_hda()
+    groups = buffer_nodes(hda, child_names(hda))
+    leaving = leaving_nodes(hda, child_names(hda), 4)
+    drained = with_ranges([*groups, *leaving], [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+    out = BufferProbe(
+        tuple(
+            NodeState(n.pod, node_id=f"new-{n.pod}", role="primary", known_nodes=1)
+            if "shard-3" in n.pod
+            else n
+            for n in drained.nodes
+        )
+    )
+    kept = {
+        ("statefulsets", "logs-valkey-shard-3"),
+        ("poddisruptionbudgets", "logs-valkey-shard-3"),
+    }
+
+    assert removed_shards_kept(leaving, None) == kept
+    assert removed_shards_kept(leaving, BufferProbe((), error=PROBE_OFF)) == kept
+    assert removed_shards_kept(leaving, drained) == kept  # empty, but still a member
+    assert removed_shards_kept(leaving, out) == frozenset()

@@ -83,6 +83,21 @@ def leaving_nodes(
     return groups
 
 
+def removed_shards_kept(
+    leaving: Sequence[Sequence[NodeAddress]], probe: BufferProbe | None
+) -> frozenset[tuple[str, str]]:
+    """(plural, name) of the StatefulSets and budgets of removed shards (`leaving`) that must
+    not be deleted yet: all of them until `probe` (taken after the last action) shows every
+    removed pod empty and out of the cluster; never released on no probe or a failed one."""
+    if probe is not None and probe.error is None and retired(leaving, probe):
+        return frozenset()
+    return frozenset(
+        (plural, group[0].group)
+        for group in leaving
+        for plural in ("statefulsets", "poddisruptionbudgets")
+    )
+
+
 def sentinel_addresses(hda: HyperDriveAccelerator) -> list[tuple[str, int]]:
     if hda.spec.redis.topology != "replicated":
         return []

@@ -43,6 +43,7 @@ from .buffer_watch import (
     buffer_pass,
     group_rollouts,
     leaving_nodes,
+    removed_shards_kept,
     sentinel_addresses,
 )
 from .compare import with_applied_hash
@@ -66,7 +67,7 @@ from .state import (
 )
 from .status import CONFLICT_MARKER, Observation, RedisObservation
 from .status_write import write_status
-from .valkey_topology import NodeAddress, retired
+from .valkey_topology import NodeAddress
 
 __all__ = ["Controller"]
 
@@ -330,20 +331,12 @@ class Controller:
     def _removed_shards_kept(
         self, hda: HyperDriveAccelerator, names: ChildNames, key: Key
     ) -> frozenset[tuple[str, str]]:
-        """The StatefulSets and budgets of removed shards that must stay: all of them until a
-        probe taken after the last action shows every removed pod empty and out of the cluster
-        (never on no probe, a probe that is off, or an old one)."""
+        """The removed shards' StatefulSets and budgets prune must leave (`removed_shards_kept`
+        on the last probe taken after the last action)."""
         leaving = self._leaving(hda, names, key)
         if not leaving:
             return frozenset()
-        fresh = self.buffer_watch.fresh(f"{key[0]}/{key[1]}")
-        if fresh is not None and fresh.error is None and retired(leaving, fresh):
-            return frozenset()
-        return frozenset(
-            (plural, group[0].group)
-            for group in leaving
-            for plural in ("statefulsets", "poddisruptionbudgets")
-        )
+        return removed_shards_kept(leaving, self.buffer_watch.fresh(f"{key[0]}/{key[1]}"))
 
     async def _buffer_step(
         self,
