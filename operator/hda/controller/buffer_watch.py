@@ -15,7 +15,6 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from hda.api.consts import REDIS_PORT, SENTINEL_PORT
@@ -26,6 +25,7 @@ from hda.specs.names import valkey_shard_statefulset
 from hda.specs.pods import pod_address, sentinel_hosts, valkey_pods
 
 from .observe import PodSummary
+from .status_write import rfc3339_now
 from .valkey_nodes import Action, PodDeleter, execute, probe_buffer
 from .valkey_topology import (
     BufferProbe,
@@ -140,10 +140,6 @@ class Resharded:
     outcome: str
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class BufferWatch:
     """Probes each HDA's Valkey nodes in the background, at most every `interval` seconds."""
 
@@ -215,7 +211,7 @@ class BufferWatch:
             log.warning("resharding failed", extra={"hda": key, "error": str(error)})
         finally:
             self._reshards.pop(key, None)
-        self._resharded[key] = Resharded(_now(), outcome)
+        self._resharded[key] = Resharded(rfc3339_now(), outcome)
         self.acted(key)
         wake()
 
