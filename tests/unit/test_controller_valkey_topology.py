@@ -723,3 +723,20 @@ def test_a_removed_shard_s_statefulset_and_budget_stay_until_a_probe_shows_it_ou
     assert removed_shards_kept(leaving, BufferProbe((), error=PROBE_OFF)) == kept
     assert removed_shards_kept(leaving, drained) == kept  # empty, but still a member
     assert removed_shards_kept(leaving, out) == frozenset()
+
+
+def test_resharding_waits_for_every_kept_shard_s_replicas_to_be_in_sync() -> None:
+    hda = edited(cluster_hda(), lambda wire: wire["spec"]["redis"].update(shards=4))
+    groups = buffer_nodes(hda, child_names(hda))
+    probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+    syncing = BufferProbe(
+        tuple(
+            NodeState(**{**n.__dict__, "link_up": False}) if n.pod.endswith("shard-3-1") else n
+            for n in probe.nodes
+        )
+    )
+
+    actions, activity = next_buffer_step(hda, groups, syncing, [])
+
+    assert actions == []
+    assert activity == "resharding waits for the replicas of logs-valkey-shard-3 to be in sync"

@@ -39,6 +39,7 @@ from .valkey_topology import (
     cluster_plan,
     orphan_node_ids,
     primary_of,
+    replicas_behind,
     reshard_moves,
     retire_plan,
     retired,
@@ -319,8 +320,8 @@ def next_buffer_step(
     """The actions of this pass, and what the operator is doing to the buffer, for status.
 
     Cluster, in order: while a resharding runs (`resharding`), nothing else; form it; forget
-    failed node IDs no pod has any more; reshard when the slots are not even over `groups` or
-    removed shards (`leaving`) still serve some; take drained removed shards out. Then one
+    failed node IDs no pod has any more; reshard (once every shard's replicas are in sync) when
+    the slots are not even over `groups` or removed shards (`leaving`) still serve some; take drained removed shards out. Then one
     rollout step.
     """
     topology = hda.spec.redis.topology
@@ -342,6 +343,9 @@ def next_buffer_step(
                 f"forgetting failed node IDs no pod has any more: {', '.join(orphans)}"
             )
         reshard = reshard_moves(groups, leaving, probe)
+        behind = replicas_behind(groups, probe)
+        if reshard is not None and behind:
+            return [], f"resharding waits for the replicas of {', '.join(behind)} to be in sync"
         if reshard is not None:
             return [reshard], f"resharding: moving {reshard.describe()}"
         retire = retire_plan(groups, leaving, probe)

@@ -299,6 +299,21 @@ def reshard_moves(
     )
 
 
+def replicas_behind(groups: Sequence[Sequence[NodeAddress]], probe: BufferProbe) -> list[str]:
+    """The StatefulSets of `groups` whose replicas are not all in sync with their primary:
+    slots moved there now would be written without a copy (and `acknowledge: replica` would
+    wait on a replica that is not there)."""
+    behind = []
+    for group in groups:
+        primary = primary_of("cluster", group, probe)
+        if (
+            primary is None
+            or len(_replicas_in_sync("cluster", group, primary, probe)) < len(group) - 1
+        ):
+            behind.append(group[0].group)
+    return behind
+
+
 def orphan_node_ids(groups: Sequence[Sequence[NodeAddress]], probe: BufferProbe) -> tuple[str, ...]:
     """Node IDs the cluster sees failing that no pod has any more (a pod that lost its volume
     came back with a new ID). Only when every pod answers with its ID, so a pod that is merely
