@@ -1,9 +1,11 @@
 """Replicated and cluster topologies, with the operator running for real: the children it makes
 (kwok nodes: Valkey does not run, so this checks objects, budgets, placement preferences and the
-update strategy, and that restricted Pod Security admits every pod)."""
+update strategy, that restricted Pod Security admits every pod, and that a removed shard's
+StatefulSet stays while nothing says its slots are moved off)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -127,3 +129,41 @@ def test_cluster_hda_gets_one_statefulset_and_budget_per_shard(
         timeout=TIMEOUT,
         message="the six Valkey pods were not all created",
     )
+
+
+def test_a_removed_shard_is_kept_while_nobody_says_it_is_drained(
+    cluster: ClusterHandle,
+    running_operator: RunningOperator,
+    hdas: HdaFactory,
+    restricted_namespace: str,
+) -> None:
+    ns = restricted_namespace
+    name = create(hdas, ns, topology="cluster", shards=4, replicas=1)
+    wait_get(cluster, "statefulset", f"{name}-valkey-shard-3", "-n", ns)
+
+    cluster.kubectl(
+        "patch", HDA_RESOURCE, name, "-n", ns, "--type=merge",
+        "-p", json.dumps({"spec": {"redis": {"shards": 3}}}),
+    )  # fmt: skip
+    generation = get_json(cluster, HDA_RESOURCE, name, "-n", ns)["metadata"]["generation"]
+    status = wait_for(
+        lambda: (
+            found
+            if (found := get_json(cluster, HDA_RESOURCE, name, "-n", ns).get("status") or {}).get(
+                "observedGeneration"
+            )
+            == generation
+            else None
+        ),
+        timeout=TIMEOUT,
+        message="the operator never observed the lower shard count",
+    )
+
+    # The operator has pruned for this generation: the probe is off here, so the removed
+    # shard cannot be known to be drained, and its StatefulSet and budget stay.
+    assert get_json(cluster, "statefulset", f"{name}-valkey-shard-3", "-n", ns)
+    assert get_json(cluster, "pdb", f"{name}-valkey-shard-3", "-n", ns)
+    assert [shard["name"] for shard in status["redis"]["shards"]] == [
+        f"{name}-valkey-shard-{shard}" for shard in range(4)
+    ]
+    assert status["redis"]["message"] == PROBE_OFF

@@ -32,7 +32,7 @@ from hda.controller.valkey_topology import (
     cluster_plan,
     primary_of,
     redis_status,
-    reshard_plan,
+    reshard_moves,
 )
 from hda.runtime.codec import input_key
 from hda.runtime.config import WORKER_GROUP
@@ -230,8 +230,9 @@ async def test_a_shard_added_later_gets_its_replica_and_no_slots(servers: Server
         "the new shard's replica never came in sync",
     )
 
-    moves = reshard_plan(groups, probe)
-    assert [(m.source, m.target, m.count) for m in moves] == [
+    reshard = reshard_moves(groups, [], probe)
+    assert reshard is not None
+    assert [(m.source, m.target, m.count) for m in reshard.moves] == [
         ("v-shard-0-0", "v-shard-3-0", 1365),
         ("v-shard-1-0", "v-shard-3-0", 1365),
         ("v-shard-2-0", "v-shard-3-0", 1366),

@@ -13,27 +13,34 @@ from hda.controller.buffer_watch import (
     BufferWatch,
     buffer_nodes,
     group_rollouts,
+    leaving_nodes,
     next_buffer_step,
+    removed_shards_kept,
 )
 from hda.controller.observe import PodSummary, pod_summary
 from hda.controller.status import Observation, RedisObservation, compute_status
-from hda.controller.valkey_nodes import parse_cluster_nodes
+from hda.controller.valkey_nodes import ClusterView, parse_cluster_nodes
 from hda.controller.valkey_topology import (
     AssignSlots,
     BufferProbe,
     DeletePod,
     Failover,
+    ForgetNodes,
     GroupRollout,
     Meet,
     NodeAddress,
     NodeState,
     PodView,
     Replicate,
+    Reshard,
     SlotMove,
     Wait,
     cluster_plan,
+    orphan_node_ids,
     redis_status,
-    reshard_plan,
+    reshard_moves,
+    retire_plan,
+    retired,
     rollout_plan,
     slot_ranges,
 )
@@ -90,11 +97,12 @@ def test_cluster_nodes_give_own_slots_primary_and_peers_down() -> None:
         "ddd 10.0.0.4:6379@16379,v-3.h master - 0 0 3 disconnected\n"
     )
 
-    assert parse_cluster_nodes(text) == ("bbb", (), ("ccc", "ddd"))
+    assert parse_cluster_nodes(text) == ClusterView("bbb", (), ("ccc", "ddd"), ("ccc",))
     mine = text.replace("myself,slave bbb", "slave bbb").replace(
         "v-1.h master", "v-1.h myself,master"
     )
-    assert parse_cluster_nodes(mine)[:2] == (None, ((0, 99), (200, 200)))
+    view = parse_cluster_nodes(mine)
+    assert (view.follows_id, view.slot_ranges) == (None, ((0, 99), (200, 200)))
 
 
 # --- cluster formation -------------------------------------------------------------------------------
@@ -205,45 +213,202 @@ def with_ranges(
     return BufferProbe(tuple(states))
 
 
-def test_a_new_shard_gets_the_top_of_every_other_shards_slots() -> None:
+def test_a_new_shard_gets_an_even_share_from_every_other_shard() -> None:
     groups = [group(f"v-shard-{s}", 2) for s in range(4)]
     probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
 
-    moves = reshard_plan(groups, probe)
+    reshard = reshard_moves(groups, [], probe)
 
-    assert moves == [
-        SlotMove("v-shard-0-0", "v-shard-3-0", 4096, 5460),
-        SlotMove("v-shard-1-0", "v-shard-3-0", 9557, 10921),
-        SlotMove("v-shard-2-0", "v-shard-3-0", 15018, 16383),
-    ]
-    assert sum(move.count for move in moves) == 4096
+    assert reshard == Reshard(
+        seed="v-shard-0-0",
+        keep=tuple(f"id-v-shard-{s}-0" for s in range(4)),
+        moves=(
+            SlotMove("v-shard-0-0", "v-shard-3-0", 1365),
+            SlotMove("v-shard-1-0", "v-shard-3-0", 1365),
+            SlotMove("v-shard-2-0", "v-shard-3-0", 1366),
+        ),
+    )
 
 
 def test_a_balanced_cluster_moves_nothing() -> None:
     groups = [group(f"v-shard-{s}", 2) for s in range(3)]
     probe = with_ranges(groups, [[r] for r in slot_ranges(3)])
 
-    assert reshard_plan(groups, probe) == []
+    assert reshard_moves(groups, [], probe) is None
 
 
-def test_slots_in_flight_or_unknown_primaries_move_nothing() -> None:
+def test_uncovered_slots_or_an_unreachable_node_move_nothing() -> None:
     groups = [group(f"v-shard-{s}", 2) for s in range(4)]
     partly = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16000)], []])
+    ranges = [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []]
+    gone = with_ranges(groups, ranges)
+    gone = BufferProbe(
+        tuple(
+            NodeState(pod=n.pod, reachable=False) if n.pod == "v-shard-3-1" else n
+            for n in gone.nodes
+        )
+    )
 
-    assert reshard_plan(groups, partly) == []
+    assert reshard_moves(groups, [], partly) is None
+    assert reshard_moves(groups, [], gone) is None
 
 
-def test_status_says_the_slots_of_a_new_shard_are_not_moved_yet() -> None:
+def test_a_removed_shard_is_drained_into_the_ones_kept() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(4)]
+    probe = with_ranges(groups, [[r] for r in slot_ranges(4)])
+
+    reshard = reshard_moves(groups[:3], groups[3:], probe)
+
+    assert reshard is not None
+    assert {move.source for move in reshard.moves} == {"v-shard-3-0"}
+    assert sum(move.count for move in reshard.moves) == 4096
+    assert reshard.keep == ("id-v-shard-0-0", "id-v-shard-1-0", "id-v-shard-2-0")
+
+
+def test_drained_removed_nodes_are_forgotten_everywhere_then_reset() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(4)]
+    probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+
+    plan = retire_plan(groups[:3], groups[3:], probe)
+
+    assert plan == ForgetNodes(
+        ("id-v-shard-3-0", "id-v-shard-3-1"),
+        on=tuple(a.pod for g in groups[:3] for a in g),
+        reset=("v-shard-3-0", "v-shard-3-1"),
+    )
+
+
+def test_a_removed_shard_still_serving_slots_is_not_forgotten() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(4)]
+    probe = with_ranges(groups, [[r] for r in slot_ranges(4)])
+
+    assert retire_plan(groups[:3], groups[3:], probe) == Wait(
+        "v-shard-3-0 of a removed shard still serves 4096 slots"
+    )
+    assert not retired(groups[3:], probe)
+
+
+def test_a_removed_shard_is_retired_only_once_its_nodes_are_reset_and_alone() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(4)]
+    probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+    reset = BufferProbe(
+        tuple(
+            NodeState(n.pod, node_id=f"new-{n.pod}", role="primary", known_nodes=1)
+            if n.pod.startswith("v-shard-3")
+            else n
+            for n in probe.nodes
+        )
+    )
+    unreachable = BufferProbe(
+        tuple(
+            NodeState(n.pod, reachable=False) if n.pod == "v-shard-3-1" else n for n in reset.nodes
+        )
+    )
+
+    assert not retired(groups[3:], probe)  # still a member: known to 8 nodes
+    assert retired(groups[3:], reset)
+    assert not retired(groups[3:], unreachable)
+    assert retire_plan(groups[:3], groups[3:], reset) is None
+
+
+def test_failed_ids_no_pod_has_are_orphans_unless_they_serve_slots() -> None:
+    groups, states = formed_cluster()
+    seen = [
+        NodeState(
+            **{
+                **s.__dict__,
+                "peers_down": ("lost", "lost-serving"),
+                "peers_serving": ("lost-serving",),
+            }
+        )
+        for s in states
+    ]
+
+    assert orphan_node_ids(groups, BufferProbe(tuple(seen))) == ("lost",)
+
+
+def test_no_orphan_is_named_while_a_pod_does_not_answer() -> None:
+    groups, states = formed_cluster()
+    seen = [NodeState(**{**s.__dict__, "peers_down": ("lost",)}) for s in states]
+    seen[1] = NodeState(seen[1].pod, reachable=False)  # it may be the one that had that ID
+
+    assert orphan_node_ids(groups, BufferProbe(tuple(seen))) == ()
+
+
+def test_a_pod_seen_down_under_its_own_id_is_no_orphan() -> None:
+    groups, states = formed_cluster()
+    seen = [NodeState(**{**s.__dict__, "peers_down": ("id-v-shard-1-1",)}) for s in states]
+
+    assert orphan_node_ids(groups, BufferProbe(tuple(seen))) == ()
+
+
+def test_a_grown_cluster_reshards_before_any_rollout() -> None:
     hda = edited(cluster_hda(), lambda wire: wire["spec"]["redis"].update(shards=4))
     groups = buffer_nodes(hda, child_names(hda))
     probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+    rollouts = group_rollouts(groups, statefulsets(groups), live_pods(groups, "old"))
 
-    actions, activity = next_buffer_step(hda, groups, probe, [])
+    actions, activity = next_buffer_step(hda, groups, probe, rollouts)
+
+    assert [type(a) for a in actions] == [Reshard]
+    assert activity is not None
+    assert activity.startswith("resharding: moving 1365 slots logs-valkey-shard-0-0 -> ")
+
+
+def test_while_a_resharding_runs_nothing_else_is_done() -> None:
+    hda = edited(cluster_hda(), lambda wire: wire["spec"]["redis"].update(shards=4))
+    groups = buffer_nodes(hda, child_names(hda))
+    probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+    rollouts = group_rollouts(groups, statefulsets(groups), live_pods(groups, "old"))
+    running = reshard_moves(groups, [], probe)
+
+    actions, activity = next_buffer_step(hda, groups, probe, rollouts, resharding=running)
 
     assert actions == []
+    assert activity is not None
+    assert activity.startswith("resharding: moving ")
+
+
+def test_a_removed_shard_is_drained_then_forgotten_then_reported_out() -> None:
+    hda = cluster_hda()
+    groups = buffer_nodes(hda, child_names(hda))
+    leaving = leaving_nodes(hda, child_names(hda), 4)
+    every = [*groups, *leaving]
+    serving = with_ranges(every, [[r] for r in slot_ranges(4)])
+    drained = with_ranges(every, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+    out = BufferProbe(
+        tuple(
+            NodeState(n.pod, node_id=f"new-{n.pod}", role="primary", known_nodes=1)
+            if "shard-3" in n.pod
+            else n
+            for n in drained.nodes
+        )
+    )
+
+    first, _ = next_buffer_step(hda, groups, serving, [], leaving=leaving)
+    second, _ = next_buffer_step(hda, groups, drained, [], leaving=leaving)
+    third, activity = next_buffer_step(hda, groups, out, [], leaving=leaving)
+
+    assert [type(a) for a in first] == [Reshard]
+    assert [type(a) for a in second] == [ForgetNodes]
+    assert third == []
     assert activity == (
-        "resharding not done: 4096 slots should move to logs-valkey-shard-3-0; "
-        "the operator does not move slots yet"
+        "removed shards logs-valkey-shard-3 drained and out of the cluster: deleting them"
+    )
+
+
+def test_status_keeps_the_last_resharding_until_a_new_one_ends() -> None:
+    groups, states = formed_cluster()
+    probe = BufferProbe(tuple(states))
+
+    ended = redis_status(
+        "cluster", groups, probe, None, "t1", resharded=("2026-11-30T09:00:00Z", "moved 1 slots")
+    )
+    later = redis_status("cluster", groups, probe, ended.to_wire(), "t2")
+
+    assert (later.last_reshard_time, later.last_reshard) == (
+        "2026-11-30T09:00:00Z",
+        "moved 1 slots",
     )
 
 
@@ -519,3 +684,59 @@ def test_no_second_failover_while_the_first_has_not_moved_the_primary() -> None:
 
     assert waiting == Wait("v: waiting for the failover away from v-0")
     assert moved == DeletePod("v-0")
+
+
+def test_removed_shards_are_the_statefulsets_past_the_spec_s_count() -> None:
+    hda = cluster_hda()  # 3 shards, 1 replica each
+
+    leaving = leaving_nodes(hda, child_names(hda), 5)
+
+    assert [[a.pod for a in g] for g in leaving] == [
+        ["logs-valkey-shard-3-0", "logs-valkey-shard-3-1"],
+        ["logs-valkey-shard-4-0", "logs-valkey-shard-4-1"],
+    ]
+    assert leaving[0][0].host == buffer_nodes(hda, child_names(hda))[0][0].host.replace(
+        "shard-0", "shard-3"
+    )
+    assert leaving_nodes(hda, child_names(hda), 3) == []
+
+
+def test_a_removed_shard_s_statefulset_and_budget_stay_until_a_probe_shows_it_out() -> None:
+    hda = cluster_hda()
+    groups = buffer_nodes(hda, child_names(hda))
+    leaving = leaving_nodes(hda, child_names(hda), 4)
+    drained = with_ranges([*groups, *leaving], [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+    out = BufferProbe(
+        tuple(
+            NodeState(n.pod, node_id=f"new-{n.pod}", role="primary", known_nodes=1)
+            if "shard-3" in n.pod
+            else n
+            for n in drained.nodes
+        )
+    )
+    kept = {
+        ("statefulsets", "logs-valkey-shard-3"),
+        ("poddisruptionbudgets", "logs-valkey-shard-3"),
+    }
+
+    assert removed_shards_kept(leaving, None) == kept
+    assert removed_shards_kept(leaving, BufferProbe((), error=PROBE_OFF)) == kept
+    assert removed_shards_kept(leaving, drained) == kept  # empty, but still a member
+    assert removed_shards_kept(leaving, out) == frozenset()
+
+
+def test_resharding_waits_for_every_kept_shard_s_replicas_to_be_in_sync() -> None:
+    hda = edited(cluster_hda(), lambda wire: wire["spec"]["redis"].update(shards=4))
+    groups = buffer_nodes(hda, child_names(hda))
+    probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+    syncing = BufferProbe(
+        tuple(
+            NodeState(**{**n.__dict__, "link_up": False}) if n.pod.endswith("shard-3-1") else n
+            for n in probe.nodes
+        )
+    )
+
+    actions, activity = next_buffer_step(hda, groups, syncing, [])
+
+    assert actions == []
+    assert activity == "resharding waits for the replicas of logs-valkey-shard-3 to be in sync"

@@ -107,9 +107,11 @@ async def prune(  # noqa: PLR0917
     key: Key,
     stats: Stats,
     writes: Writes,
+    retained: frozenset[tuple[str, str]] = frozenset(),
 ) -> None:
-    """Delete children this HDA owns that the spec no longer asks for."""
-    wanted = {(kind_of(o).plural, o["metadata"]["name"]) for o in desired}
+    """Delete children this HDA owns that the spec no longer asks for, except `retained`
+    ((plural, name): a removed shard's StatefulSet and budget until its slots are moved off)."""
+    wanted = {(kind_of(o).plural, o["metadata"]["name"]) for o in desired} | retained
     for kind in KINDS:
         if kind.kind in _KEPT_KINDS:
             continue

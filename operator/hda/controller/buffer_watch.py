@@ -1,6 +1,7 @@
 """The operator's hands on a replicated or cluster buffer: a background probe of the Valkey nodes
 (fail-soft and rate-limited, like the lag probe), and one step per reconcile that forms the
-cluster or rolls a Valkey pod, as `valkey_topology` decides.
+cluster, reshards it, takes removed shards out, or rolls a Valkey pod, as `valkey_topology`
+decides. A resharding runs as a background task (one per HDA): it can take minutes.
 
 A step acts only on a probe taken after its previous action, so a failover is never asked for
 twice on one stale view.
@@ -10,29 +11,38 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from hda.api.consts import REDIS_PORT, SENTINEL_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator, Topology
 from hda.specs import ChildNames
 from hda.specs.configmaps import SENTINEL_FAILOVER_TIMEOUT_MILLISECONDS
-from hda.specs.pods import sentinel_hosts, valkey_pods
+from hda.specs.names import valkey_shard_statefulset
+from hda.specs.pods import pod_address, sentinel_hosts, valkey_pods
 
 from .observe import PodSummary
+from .status_write import rfc3339_now
 from .valkey_nodes import Action, PodDeleter, execute, probe_buffer
 from .valkey_topology import (
     BufferProbe,
     Failover,
+    ForgetNodes,
     GroupRollout,
     NodeAddress,
     PodView,
+    Reshard,
     Wait,
     cluster_plan,
+    orphan_node_ids,
     primary_of,
-    reshard_plan,
+    replicas_behind,
+    reshard_moves,
+    retire_plan,
+    retired,
     rollout_plan,
 )
 
@@ -49,6 +59,44 @@ def buffer_nodes(hda: HyperDriveAccelerator, names: ChildNames) -> list[list[Nod
         [NodeAddress(pod, statefulset, host, REDIS_PORT) for pod, host in pods]
         for statefulset, pods in zip(names.valkey_statefulsets, valkey_pods(hda), strict=True)
     ]
+
+
+def leaving_nodes(
+    hda: HyperDriveAccelerator, names: ChildNames, live_shards: int
+) -> list[list[NodeAddress]]:
+    """The Valkey pods of the shards the spec no longer has (shard `spec.shards` up to
+    `live_shards`, the StatefulSets still there), one list per StatefulSet, pod 0 first."""
+    pods = 1 + hda.spec.redis.replica_count
+    groups = []
+    for shard in range(hda.spec.redis.shard_count, live_shards):
+        statefulset = valkey_shard_statefulset(hda, shard)
+        groups.append(
+            [
+                NodeAddress(
+                    f"{statefulset}-{ordinal}",
+                    statefulset,
+                    pod_address(hda, f"{statefulset}-{ordinal}", names.valkey_headless_service),
+                    REDIS_PORT,
+                )
+                for ordinal in range(pods)
+            ]
+        )
+    return groups
+
+
+def removed_shards_kept(
+    leaving: Sequence[Sequence[NodeAddress]], probe: BufferProbe | None
+) -> frozenset[tuple[str, str]]:
+    """(plural, name) of the StatefulSets and budgets of removed shards (`leaving`) that must
+    not be deleted yet: all of them until `probe` (taken after the last action) shows every
+    removed pod empty and out of the cluster; never released on no probe or a failed one."""
+    if probe is not None and probe.error is None and retired(leaving, probe):
+        return frozenset()
+    return frozenset(
+        (plural, group[0].group)
+        for group in leaving
+        for plural in ("statefulsets", "poddisruptionbudgets")
+    )
 
 
 def sentinel_addresses(hda: HyperDriveAccelerator) -> list[tuple[str, int]]:
@@ -85,6 +133,14 @@ class _Seen:
     probe: BufferProbe
 
 
+@dataclasses.dataclass(frozen=True)
+class Resharded:
+    """How the last resharding of an HDA ended: when (RFC 3339) and what it did or why not."""
+
+    at: str
+    outcome: str
+
+
 class BufferWatch:
     """Probes each HDA's Valkey nodes in the background, at most every `interval` seconds."""
 
@@ -105,14 +161,60 @@ class BufferWatch:
         # HDA -> StatefulSet -> (the primary a failover was asked to replace, until when)
         self._failovers: dict[str, dict[str, tuple[str, float]]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._reshards: dict[str, tuple[Reshard, asyncio.Task[None]]] = {}
+        self._resharded: dict[str, Resharded] = {}
 
     def forget(self, key: str) -> None:
         self._seen.pop(key, None)
         self._acted.pop(key, None)
         self._failovers.pop(key, None)
-        task = self._tasks.pop(key, None)
-        if task is not None:
-            task.cancel()
+        self._resharded.pop(key, None)
+        for task in (self._tasks.pop(key, None), self._reshards.pop(key, (None, None))[1]):
+            if task is not None:
+                task.cancel()
+
+    def resharding(self, key: str) -> Reshard | None:
+        """The resharding running in the background for `key`, if any."""
+        running = self._reshards.get(key)
+        return running[0] if running is not None else None
+
+    def resharded(self, key: str) -> Resharded | None:
+        """How the last resharding this operator ran for `key` ended (None: none ended yet)."""
+        return self._resharded.get(key)
+
+    def start_reshard(
+        self,
+        key: str,
+        action: Reshard,
+        run: Callable[[], Awaitable[None]],
+        wake: Callable[[], None],
+    ) -> None:
+        """Run `run` (the resharding) in the background unless one runs already; when it ends,
+        record how, and wake the HDA to probe the new slot map."""
+        if key in self._reshards:
+            return
+        self._reshards[key] = (action, asyncio.create_task(self._reshard(key, action, run, wake)))
+
+    async def _reshard(
+        self,
+        key: str,
+        action: Reshard,
+        run: Callable[[], Awaitable[None]],
+        wake: Callable[[], None],
+    ) -> None:
+        started = time.monotonic()
+        try:
+            await run()
+            outcome = f"moved {action.describe()} in {time.monotonic() - started:.1f}s"
+            log.info("resharding done", extra={"hda": key, "outcome": outcome})
+        except Exception as error:  # reported in status; re-planned from the live map next pass
+            outcome = f"failed after {time.monotonic() - started:.1f}s: {error}"
+            log.warning("resharding failed", extra={"hda": key, "error": str(error)})
+        finally:
+            self._reshards.pop(key, None)
+        self._resharded[key] = Resharded(rfc3339_now(), outcome)
+        self.acted(key)
+        wake()
 
     def probe(
         self,
@@ -122,15 +224,19 @@ class BufferWatch:
         *,
         password: str | None,
         wake: Callable[[], None],
+        leaving: Sequence[Sequence[NodeAddress]] = (),
     ) -> BufferProbe | None:
-        """The last probe (None before the first); a stale one starts a new one."""
+        """The last probe (None before the first); a stale one starts a new one. `leaving`:
+        the pods of removed shards, probed too until they are out of the cluster."""
         if not self._enabled:
             return BufferProbe((), error=PROBE_OFF)
         seen = self._seen.get(key)
         acted = self._acted.get(key, 0.0)
         stale = seen is None or time.monotonic() - seen.at >= self._interval or seen.at < acted
         if stale and key not in self._tasks:
-            self._tasks[key] = asyncio.create_task(self._refresh(key, hda, names, password, wake))
+            self._tasks[key] = asyncio.create_task(
+                self._refresh(key, hda, names, password, wake, leaving=leaving)
+            )
         return seen.probe if seen is not None else None
 
     def fresh(self, key: str) -> BufferProbe | None:
@@ -177,13 +283,15 @@ class BufferWatch:
         names: ChildNames,
         password: str | None,
         wake: Callable[[], None],
+        *,
+        leaving: Sequence[Sequence[NodeAddress]],
     ) -> None:
         try:
             # An action's effect (a failover, a meet) takes a moment to show.
             delay = self._acted.get(key, 0.0) - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            nodes = [a for group in buffer_nodes(hda, names) for a in group]
+            nodes = [a for group in [*buffer_nodes(hda, names), *leaving] for a in group]
             probe = await probe_buffer(
                 hda.spec.redis.topology,
                 nodes,
@@ -205,27 +313,49 @@ def next_buffer_step(
     probe: BufferProbe,
     rollouts: Sequence[GroupRollout],
     failing_over: Mapping[str, str] | None = None,
+    *,
+    leaving: Sequence[Sequence[NodeAddress]] = (),
+    resharding: Reshard | None = None,
 ) -> tuple[list[Action], str | None]:
-    """The actions of this pass (forming the cluster before anything else, then one rollout
-    step), and what the operator is doing to the buffer, for status."""
+    """The actions of this pass, and what the operator is doing to the buffer, for status.
+
+    Cluster, in order: while a resharding runs (`resharding`), nothing else; form it; forget
+    failed node IDs no pod has any more; reshard (once every shard's replicas are in sync) when
+    the slots are not even over `groups` or removed shards (`leaving`) still serve some; take drained removed shards out. Then one
+    rollout step.
+    """
     topology = hda.spec.redis.topology
     notes = []
     if topology == "cluster":
+        if resharding is not None:
+            return [], f"resharding: moving {resharding.describe()}"
         formation = cluster_plan(groups, probe)
         if isinstance(formation, Wait):
             return [], f"forming the cluster: {formation.reason}"
         if formation:
             kinds = sorted({type(action).__name__ for action in formation})
             return list(formation), "forming the cluster: " + ", ".join(kinds)
-        moves = reshard_plan(groups, probe)
-        if moves:
-            # TODO(issue 11): move them with the runtime's resharding function (CLUSTER
-            # MIGRATESLOTS) once it exists; until then status says they are not moved.
-            targets = sorted({move.target for move in moves})
-            notes.append(
-                f"resharding not done: {sum(m.count for m in moves)} slots should move to "
-                f"{', '.join(targets)}; the operator does not move slots yet"
+        every = [*groups, *leaving]
+        orphans = orphan_node_ids(every, probe)
+        if orphans:
+            on = tuple(a.pod for group in every for a in group)
+            return [ForgetNodes(orphans, on=on)], (
+                f"forgetting failed node IDs no pod has any more: {', '.join(orphans)}"
             )
+        reshard = reshard_moves(groups, leaving, probe)
+        behind = replicas_behind(groups, probe)
+        if reshard is not None and behind:
+            return [], f"resharding waits for the replicas of {', '.join(behind)} to be in sync"
+        if reshard is not None:
+            return [reshard], f"resharding: moving {reshard.describe()}"
+        retire = retire_plan(groups, leaving, probe)
+        removed = ", ".join(group[0].group for group in leaving)
+        if isinstance(retire, Wait):
+            notes.append(f"removing shards {removed}: {retire.reason}")
+        elif retire is not None:
+            return [retire], f"removing shards {removed}: drained, forgetting their nodes"
+        elif leaving and retired(leaving, probe):
+            notes.append(f"removed shards {removed} drained and out of the cluster: deleting them")
     step = rollout_plan(topology, rollouts, probe, failing_over)
     if isinstance(step, Wait):
         notes.append(f"rolling Valkey: {step.reason}")
@@ -236,6 +366,8 @@ def next_buffer_step(
 
 
 def _subject(action: Action) -> str:
+    if isinstance(action, ForgetNodes):
+        return ",".join(action.node_ids)
     pod = getattr(action, "pod", None) or getattr(action, "replica", None)
     return str(pod)
 
@@ -251,17 +383,39 @@ async def buffer_pass(
     sentinels: Sequence[tuple[str, int]],
     password: str | None,
     kube: PodDeleter,
+    leaving: Sequence[Sequence[NodeAddress]] = (),
+    wake: Callable[[], None] = lambda: None,
 ) -> tuple[list[Action], str | None]:
-    """One pass on a fresh probe: decide (`next_buffer_step`), act, remember a requested
-    failover. Returns what was done (without what failed) and the activity for status."""
+    """One pass on a fresh probe: decide (`next_buffer_step`), act (a resharding in the
+    background, `wake` when it ends), remember a requested failover. Returns what was done or
+    started (without what failed) and the activity for status."""
     topology = hda.spec.redis.topology
     failing_over = watch.failing_over(key, topology, groups, probe)
-    actions, activity = next_buffer_step(hda, groups, probe, rollouts, failing_over)
+    actions, activity = next_buffer_step(
+        hda,
+        groups,
+        probe,
+        rollouts,
+        failing_over,
+        leaving=leaving,
+        resharding=watch.resharding(key),
+    )
+    every = [*groups, *leaving]
+    nodes = [a for group in every for a in group]
+    for action in actions:
+        if isinstance(action, Reshard):
+            watch.start_reshard(
+                key,
+                action,
+                functools.partial(execute, action, nodes, password=password),
+                wake,
+            )
+    started: list[Action] = [a for a in actions if isinstance(a, Reshard)]
     done, errors = await run_buffer_step(
         watch,
         key,
-        actions,
-        groups=groups,
+        [a for a in actions if not isinstance(a, Reshard)],
+        groups=every,
         sentinels=sentinels,
         password=password,
         kube=kube,
@@ -273,7 +427,7 @@ async def buffer_pass(
             old = primary_of(topology, group, probe)
             if old is not None:
                 watch.failover_requested(key, action.group, old)
-    return done, "; ".join(errors) if errors else activity
+    return [*started, *done], "; ".join(errors) if errors else activity
 
 
 async def run_buffer_step(

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from hda.api.images import DefaultImages
 from hda.api.v1alpha1 import HyperDriveAccelerator
+from hda.api.v1alpha1.buffer import MAX_SHARDS
 from hda.api.v1alpha1.resource import field_path
 from hda.specs import (
     PASSWORD_KEY,
@@ -32,6 +33,7 @@ from hda.specs import (
     resolve_images,
     with_secret_digests,
 )
+from hda.specs.names import valkey_shard_statefulset
 
 from . import events
 from .apply import apply_children, prune
@@ -40,6 +42,8 @@ from .buffer_watch import (
     buffer_nodes,
     buffer_pass,
     group_rollouts,
+    leaving_nodes,
+    removed_shards_kept,
     sentinel_addresses,
 )
 from .compare import with_applied_hash
@@ -63,6 +67,7 @@ from .state import (
 )
 from .status import CONFLICT_MARKER, Observation, RedisObservation
 from .status_write import write_status
+from .valkey_topology import NodeAddress
 
 __all__ = ["Controller"]
 
@@ -275,7 +280,16 @@ class Controller:
             await apply_children(
                 self.kube, hda, desired, cache, key, state.applied, self.stats, writes
             )
-            await prune(self.kube, hda, desired, cache, key, self.stats, writes)
+            await prune(
+                self.kube,
+                hda,
+                desired,
+                cache,
+                key,
+                self.stats,
+                writes,
+                retained=self._removed_shards_kept(hda, names, key),
+            )
         self._report_writes(body, state, writes, found.errors)
         if writes.done:
             # The watch has not delivered what was just written: observing now would report
@@ -306,6 +320,32 @@ class Controller:
         )
         await write_status(self.kube, body, raw, key, obs, self.stats)
 
+    def _leaving(
+        self, hda: HyperDriveAccelerator, names: ChildNames, key: Key
+    ) -> list[list[NodeAddress]]:
+        """The pods of cluster shards the spec no longer has whose StatefulSets are still here."""
+        if hda.spec.redis.topology != "cluster":
+            return []
+        cache = self._require_cache()
+        live = [
+            shard
+            for shard in range(hda.spec.redis.shard_count, MAX_SHARDS)
+            if find_child(
+                cache, _STATEFULSET, hda.namespace, key[1], valkey_shard_statefulset(hda, shard)
+            )
+        ]
+        return leaving_nodes(hda, names, max(live) + 1) if live else []
+
+    def _removed_shards_kept(
+        self, hda: HyperDriveAccelerator, names: ChildNames, key: Key
+    ) -> frozenset[tuple[str, str]]:
+        """The removed shards' StatefulSets and budgets prune must leave (`removed_shards_kept`
+        on the last probe taken after the last action)."""
+        leaving = self._leaving(hda, names, key)
+        if not leaving:
+            return frozenset()
+        return removed_shards_kept(leaving, self.buffer_watch.fresh(f"{key[0]}/{key[1]}"))
+
     async def _buffer_step(
         self,
         hda: HyperDriveAccelerator,
@@ -318,8 +358,9 @@ class Controller:
         take the next step (`buffer_watch`)."""
         watch_key = f"{key[0]}/{key[1]}"
         groups = buffer_nodes(hda, names)
+        leaving = self._leaving(hda, names, key)
         probe = self.buffer_watch.probe(
-            watch_key, hda, names, password=password, wake=lambda: self.wake(key)
+            watch_key, hda, names, password=password, wake=lambda: self.wake(key), leaving=leaving
         )
         fresh = self.buffer_watch.fresh(watch_key)
         if fresh is not None:
@@ -329,6 +370,7 @@ class Controller:
                 for name in names.valkey_statefulsets
                 if (live := find_child(cache, _STATEFULSET, hda.namespace, key[1], name))
             }
+            # Removed shards are not rolled: they only wait to be drained and deleted.
             rollouts = group_rollouts(groups, statefulsets, cache.pods(hda.namespace, key[1]))
             _, state.buffer_activity = await buffer_pass(
                 self.buffer_watch,
@@ -340,12 +382,16 @@ class Controller:
                 sentinels=sentinel_addresses(hda),
                 password=password,
                 kube=self.kube,
+                leaving=leaving,
+                wake=lambda: self.wake(key),
             )
+        resharded = self.buffer_watch.resharded(watch_key)
         return RedisObservation(
             topology=hda.spec.redis.topology,
-            groups=tuple(tuple(group) for group in groups),
+            groups=tuple(tuple(group) for group in [*groups, *leaving]),
             probe=probe,
             activity=state.buffer_activity,
+            resharded=(resharded.at, resharded.outcome) if resharded is not None else None,
         )
 
     @staticmethod

@@ -175,6 +175,7 @@ class RedisObservation:
     groups: tuple[tuple[NodeAddress, ...], ...]
     probe: BufferProbe | None
     activity: str | None = None
+    resharded: tuple[str, str] | None = None  # when the last resharding ended, and how
 
 
 @dataclasses.dataclass(frozen=True)
@@ -495,6 +496,7 @@ def _redis(
         before if isinstance(before, dict) else None,
         now,
         activity=observed.activity,
+        resharded=observed.resharded,
     )
 
 

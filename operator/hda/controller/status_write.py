@@ -26,7 +26,7 @@ async def write_status(  # noqa: PLR0917
 ) -> None:
     """Compute the status from `obs`; patch it (and post transition Events) if it differs."""
     live_status = raw.get("status") or {}
-    status, transitions = compute_status(obs, live_status, _now())
+    status, transitions = compute_status(obs, live_status, rfc3339_now())
     patch = status_patch(status, live_status)
     if patch is None:
         return
@@ -45,7 +45,8 @@ async def write_status(  # noqa: PLR0917
     events.transitions(body, transitions)
 
 
-def _now() -> str:
+def rfc3339_now() -> str:
+    """Now, as status timestamps are written (RFC 3339, UTC, seconds)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

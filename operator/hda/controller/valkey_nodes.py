@@ -7,6 +7,7 @@ action that `valkey_topology` decided. Every call has a deadline; failures becom
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 from collections import Counter
@@ -17,6 +18,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from hda.api.v1alpha1 import Topology
+from hda.runtime.topology.reshard import reshard
 from hda.specs.names import VALKEY_MASTER_NAME
 
 from .kube import Kind
@@ -25,10 +27,12 @@ from .valkey_topology import (
     BufferProbe,
     DeletePod,
     Failover,
+    ForgetNodes,
     Meet,
     NodeAddress,
     NodeState,
     Replicate,
+    Reshard,
     Role,
     Wait,
 )
@@ -76,14 +80,22 @@ def _slot_ranges(fields: Sequence[str]) -> tuple[tuple[int, int], ...]:
     return tuple(ranges)
 
 
-def parse_cluster_nodes(
-    text: str,
-) -> tuple[str | None, tuple[tuple[int, int], ...], tuple[str, ...]]:
-    """From CLUSTER NODES: the ID this node replicates (None for a primary), the slot ranges it
-    serves, and the IDs of the nodes it sees failing or disconnected."""
+@dataclasses.dataclass(frozen=True)
+class ClusterView:
+    """One node's CLUSTER NODES, as far as the operator needs it."""
+
+    follows_id: str | None  # the ID this node replicates (None for a primary)
+    slot_ranges: tuple[tuple[int, int], ...]  # the slots it serves
+    down: tuple[str, ...]  # IDs of the nodes it sees failing or disconnected
+    down_serving: tuple[str, ...]  # of those, the ones it sees serving slots
+
+
+def parse_cluster_nodes(text: str) -> ClusterView:
+    """From CLUSTER NODES: what this node replicates and serves, and who it sees down."""
     follows_id: str | None = None
     slots: tuple[tuple[int, int], ...] = ()
     down: list[str] = []
+    down_serving: list[str] = []
     for line in text.splitlines():
         fields = line.split()
         if len(fields) < 8:
@@ -94,7 +106,9 @@ def parse_cluster_nodes(
             slots = _slot_ranges(fields[8:])
         elif flags & _DOWN_FLAGS or fields[7] != "connected":
             down.append(fields[0])
-    return follows_id, slots, tuple(down)
+            if _slot_ranges(fields[8:]):
+                down_serving.append(fields[0])
+    return ClusterView(follows_id, slots, tuple(down), tuple(down_serving))
 
 
 def _info_field(info: dict[str, Any], name: str) -> str:
@@ -122,9 +136,7 @@ async def _probe_node(
                 return state
             node_id = str(await _command(client, "CLUSTER", "MYID"))
             cluster_info = await client.cluster("INFO")
-            follows_id, ranges, down = parse_cluster_nodes(
-                str(await _command(client, "CLUSTER", "NODES"))
-            )
+            view = parse_cluster_nodes(str(await _command(client, "CLUSTER", "NODES")))
             return NodeState(
                 pod=address.pod,
                 role=role,
@@ -132,11 +144,12 @@ async def _probe_node(
                 link_up=link_up,
                 node_id=node_id,
                 known_nodes=int(cluster_info.get("cluster_known_nodes", 0)),
-                slots=sum(last - first + 1 for first, last in ranges),
-                slot_ranges=ranges,
+                slots=sum(last - first + 1 for first, last in view.slot_ranges),
+                slot_ranges=view.slot_ranges,
                 slots_assigned=int(cluster_info.get("cluster_slots_assigned", 0)),
-                follows_id=follows_id,
-                peers_down=down,
+                follows_id=view.follows_id,
+                peers_down=view.down,
+                peers_serving=view.down_serving,
             )
     except (OSError, RedisError, TimeoutError, ValueError) as error:
         log.debug("Valkey node probe failed", extra={"pod": address.pod, "error": repr(error)})
@@ -196,7 +209,7 @@ async def _resolve(host: str) -> str:
     return str(infos[0][4][0])
 
 
-Action = Wait | Meet | AssignSlots | Replicate | Failover | DeletePod
+Action = Wait | Meet | AssignSlots | Replicate | Failover | DeletePod | ForgetNodes | Reshard
 
 
 async def execute(
@@ -220,6 +233,13 @@ async def execute(
     if isinstance(action, Failover) and sentinels:
         await _sentinel_failover(sentinels, password, seconds)
         return
+    if isinstance(action, ForgetNodes):
+        await _forget(action, nodes, password, seconds)
+        return
+    if isinstance(action, Reshard):
+        seed = next(a for a in nodes if a.pod == action.seed)
+        await reshard((seed.host, seed.port), keep=list(action.keep), password=password)
+        return
     pod = action.replica if isinstance(action, Failover) else action.pod
     address = next(a for a in nodes if a.pod == pod)
     client = _client(address.host, address.port, password, seconds)
@@ -236,6 +256,34 @@ async def execute(
                 await _command(client, "CLUSTER", "FAILOVER")
     finally:
         await client.aclose()
+
+
+# Valkey's answer to forgetting a node it does not know: nothing to do there.
+_UNKNOWN_NODE = "unknown node"
+
+
+async def _forget(
+    action: ForgetNodes, nodes: Sequence[NodeAddress], password: str | None, seconds: float
+) -> None:
+    """FORGET on every node first (within the 60 s a FORGET bans the ID from gossip), then
+    RESET HARD the removed nodes so that they cannot teach the others about themselves again."""
+    by_pod = {a.pod: a for a in nodes}
+    for pod in (*action.on, *action.reset):
+        address = by_pod[pod]
+        client = _client(address.host, address.port, password, seconds)
+        try:
+            async with asyncio.timeout(seconds * 2):
+                if pod in action.on:
+                    for node_id in action.node_ids:
+                        try:
+                            await _command(client, "CLUSTER", "FORGET", node_id)
+                        except RedisError as error:
+                            if _UNKNOWN_NODE not in str(error).lower():
+                                raise
+                else:
+                    await _command(client, "CLUSTER", "RESET", "HARD")
+        finally:
+            await client.aclose()
 
 
 async def _sentinel_failover(

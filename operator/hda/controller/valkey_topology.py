@@ -3,8 +3,10 @@ clock). `valkey_nodes` asks the nodes and carries out what is decided here.
 
 - `cluster_plan`: what still forms the cluster (meet, assign slots, attach replicas); nothing
   when it is formed, so running it on every pass is idempotent.
-- `reshard_plan`: the slot moves that even out a cluster after shards were added (not run yet:
-  the runtime's resharding function is to run them).
+- `reshard_moves`: the resharding that evens the slots out over the shards the spec has and
+  empties the removed ones (the runtime's `plan_moves` on the live slot map); `retire_plan`
+  then takes drained removed nodes out of the cluster, `orphan_node_ids` names failed node IDs
+  no pod has any more (to forget).
 - `rollout_plan`: the next step of an OnDelete rollout: replicas first, then a failover, then
   the old primary; one StatefulSet at a time.
 - `redis_status`: `status.redis` (the primary of each shard, replicas in sync, last failover).
@@ -18,6 +20,7 @@ from typing import Literal
 
 from hda.api.v1alpha1 import Topology
 from hda.api.v1alpha1.status import RedisShardStatus, RedisStatus
+from hda.runtime.topology.reshard import plan_moves
 
 CLUSTER_SLOTS = 16384
 Role = Literal["primary", "replica"]
@@ -50,6 +53,7 @@ class NodeState:
     slots_assigned: int = 0  # slots assigned in the whole cluster, as this node sees it
     follows_id: str | None = None  # a replica's primary's node ID
     peers_down: tuple[str, ...] = ()  # node IDs this node sees failing or disconnected
+    peers_serving: tuple[str, ...] = ()  # of those, the ones it still sees serving slots
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,16 +115,34 @@ class DeletePod:
 
 @dataclasses.dataclass(frozen=True)
 class SlotMove:
-    """Slots `first`..`last` to move from the primary `source` to the primary `target`."""
+    """`count` slots to move from the primary pod `source` to the primary pod `target`."""
 
     source: str
     target: str
-    first: int
-    last: int
+    count: int
 
-    @property
-    def count(self) -> int:
-        return self.last - self.first + 1
+
+@dataclasses.dataclass(frozen=True)
+class Reshard:
+    """Spread the slots over the primaries `keep` (node IDs, shard order) with the runtime's
+    `reshard` (atomic slot migration); `moves` is what the plan was when decided, for status."""
+
+    seed: str  # the pod whose slot map the runtime reads (the first shard's primary)
+    keep: tuple[str, ...]
+    moves: tuple[SlotMove, ...]
+
+    def describe(self) -> str:
+        return ", ".join(f"{m.count} slots {m.source} -> {m.target}" for m in self.moves)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForgetNodes:
+    """`CLUSTER FORGET` each of `node_ids` on every pod of `on`, then `CLUSTER RESET HARD` on
+    the pods of `reset` (removed shards' drained nodes)."""
+
+    node_ids: tuple[str, ...]
+    on: tuple[str, ...]
+    reset: tuple[str, ...] = ()
 
 
 ClusterAction = Meet | AssignSlots | Replicate
@@ -226,44 +248,134 @@ def cluster_plan(
     return actions
 
 
-def reshard_plan(groups: Sequence[Sequence[NodeAddress]], probe: BufferProbe) -> list[SlotMove]:
-    """The slot moves that even out a formed cluster after shards were added: every shard ends
-    with 16384 // shards slots or one more. Each shard above its share gives the top of its
-    ranges to the shards below theirs, in shard order; [] when balanced (or unknown)."""
-    nodes: list[NodeState] = []
+def _owned_slots(
+    groups: Sequence[Sequence[NodeAddress]], probe: BufferProbe
+) -> dict[str, tuple[int, ...]] | None:
+    """Node ID -> the slots it serves, for every primary of `groups`; None when a node is
+    unknown or the primaries do not serve all 16384 slots (not formed, or a node lost)."""
+    owned: dict[str, tuple[int, ...]] = {}
+    for group in groups:
+        for address in group:
+            state = probe.node(address.pod)
+            if state is None or not state.reachable or state.node_id is None:
+                return None
+            if state.role == "primary":
+                owned[state.node_id] = tuple(
+                    slot for first, last in state.slot_ranges for slot in range(first, last + 1)
+                )
+    if sum(len(slots) for slots in owned.values()) != CLUSTER_SLOTS:
+        return None
+    return owned
+
+
+def reshard_moves(
+    groups: Sequence[Sequence[NodeAddress]],
+    leaving: Sequence[Sequence[NodeAddress]],
+    probe: BufferProbe,
+) -> Reshard | None:
+    """The resharding that evens out the slots over the primaries of `groups` (in shard order)
+    and empties every primary of `leaving` (shards the spec no longer has), planned by the
+    runtime's `plan_moves` from the live slot map; None when balanced or not known."""
+    owned = _owned_slots([*groups, *leaving], probe)
+    if owned is None:
+        return None
+    keep: list[str] = []
     for group in groups:
         primary = primary_of("cluster", group, probe)
-        node = probe.node(primary) if primary is not None else None
-        if node is None:
-            return []
-        nodes.append(node)
-    counts = [node.slots for node in nodes]
-    if sum(counts) != CLUSTER_SLOTS:
-        return []  # not formed yet, or slots already in flight
-    shares = [last - first + 1 for first, last in slot_ranges(len(groups))]
-    shares.sort(reverse=True)  # the larger shares go to the shards that keep the most
-    order = sorted(range(len(groups)), key=lambda i: counts[i], reverse=True)
-    wanted = dict(zip(order, shares, strict=True))
-    spare: list[tuple[str, int, int]] = []  # (source pod, first, last) to give away
-    for index, node in enumerate(nodes):
-        excess = counts[index] - wanted[index]
-        for first, last in sorted(node.slot_ranges, reverse=True):
-            if excess <= 0:
-                break
-            taken = min(excess, last - first + 1)
-            spare.append((node.pod, last - taken + 1, last))
-            excess -= taken
-    moves = []
-    for index, node in enumerate(nodes):
-        missing = wanted[index] - counts[index]
-        while missing > 0 and spare:
-            source, first, last = spare.pop(0)
-            taken = min(missing, last - first + 1)
-            moves.append(SlotMove(source, node.pod, first, first + taken - 1))
-            if taken < last - first + 1:
-                spare.insert(0, (source, first + taken, last))
-            missing -= taken
-    return moves
+        state = probe.node(primary) if primary is not None else None
+        if state is None or state.node_id is None:
+            return None
+        keep.append(state.node_id)
+    moves = plan_moves(owned, keep)
+    if not moves:
+        return None
+    pods = {state.node_id: state.pod for state in probe.nodes if state.node_id is not None}
+    return Reshard(
+        seed=pods[keep[0]],
+        keep=tuple(keep),
+        moves=tuple(
+            SlotMove(pods[move.source], pods[move.target], move.slot_count) for move in moves
+        ),
+    )
+
+
+def replicas_behind(groups: Sequence[Sequence[NodeAddress]], probe: BufferProbe) -> list[str]:
+    """The StatefulSets of `groups` whose replicas are not all in sync with their primary:
+    slots moved there now would be written without a copy (and `acknowledge: replica` would
+    wait on a replica that is not there)."""
+    behind = []
+    for group in groups:
+        primary = primary_of("cluster", group, probe)
+        if (
+            primary is None
+            or len(_replicas_in_sync("cluster", group, primary, probe)) < len(group) - 1
+        ):
+            behind.append(group[0].group)
+    return behind
+
+
+def orphan_node_ids(groups: Sequence[Sequence[NodeAddress]], probe: BufferProbe) -> tuple[str, ...]:
+    """Node IDs the cluster sees failing that no pod has any more (a pod that lost its volume
+    came back with a new ID). Only when every pod answers with its ID, so a pod that is merely
+    restarting is never taken for one; never a node that still serves slots."""
+    ids: set[str] = set()
+    for group in groups:
+        for address in group:
+            state = probe.node(address.pod)
+            if state is None or not state.reachable or state.node_id is None:
+                return ()
+            ids.add(state.node_id)
+    seen_down = {
+        node_id for state in probe.nodes if state.reachable for node_id in state.peers_down
+    }
+    serving = {
+        node_id for state in probe.nodes if state.reachable for node_id in state.peers_serving
+    }
+    return tuple(sorted(seen_down - ids - serving))
+
+
+def retire_plan(
+    groups: Sequence[Sequence[NodeAddress]],
+    leaving: Sequence[Sequence[NodeAddress]],
+    probe: BufferProbe,
+) -> ForgetNodes | Wait | None:
+    """Take the drained nodes of `leaving` out of the cluster: every remaining node forgets
+    them, then they reset (so they gossip about the cluster no more). Wait while any of them
+    still serves a slot or does not answer; None when they are out already (`retired`)."""
+    nodes = [address for group in leaving for address in group]
+    if not nodes or retired(leaving, probe):
+        return None
+    ids = []
+    for address in nodes:
+        state = probe.node(address.pod)
+        if state is None or not state.reachable or state.node_id is None:
+            return Wait(f"Valkey pod {address.pod} of a removed shard is not reachable")
+        if state.slots:
+            return Wait(f"{address.pod} of a removed shard still serves {state.slots} slots")
+        ids.append(state.node_id)
+    return ForgetNodes(
+        tuple(ids),
+        on=tuple(a.pod for group in groups for a in group),
+        reset=tuple(a.pod for a in nodes),
+    )
+
+
+def retired(leaving: Sequence[Sequence[NodeAddress]], probe: BufferProbe) -> bool:
+    """Every pod of `leaving` answers, serves no slot and knows no other node: its StatefulSet
+    can go without taking a slot, or a member the cluster still counts, with it."""
+    for group in leaving:
+        for address in group:
+            state = probe.node(address.pod)
+            if (
+                state is None
+                or not state.reachable
+                or state.node_id is None
+                or state.slots
+                or state.slots_assigned
+                or state.known_nodes > 1
+            ):
+                return False
+    return True
 
 
 # --- rollouts ------------------------------------------------------------------------------------
@@ -347,10 +459,12 @@ def redis_status(
     now: str,
     *,
     activity: str | None = None,
+    resharded: tuple[str, str] | None = None,
 ) -> RedisStatus:
     """`status.redis`: per StatefulSet its primary pod and replicas in sync; the last time a
     primary changed (kept from `previous` while none does). `activity` says what the operator
-    is doing to the buffer (forming the cluster, rolling a shard), when anything."""
+    is doing to the buffer (forming the cluster, resharding, rolling a shard), when anything;
+    `resharded` (when, outcome) how its last resharding ended (kept from `previous` without)."""
     before = RedisStatus.model_validate(previous) if previous else None
     primaries_before = {shard.name: shard.primary for shard in (before.shards if before else [])}
     last_failover = before.last_failover_time if before else None
@@ -381,9 +495,13 @@ def redis_status(
             )
         )
     error = None if probe is None else probe.error
+    if resharded is None and before is not None and before.last_reshard_time is not None:
+        resharded = (before.last_reshard_time, before.last_reshard or "")
     return RedisStatus(
         topology=topology,
         shards=shards,
         last_failover_time=last_failover,
-        message=error or activity,
+        last_reshard_time=resharded[0] if resharded else None,
+        last_reshard=resharded[1][:1024] if resharded else None,
+        message=(error or activity or "")[:1024] or None,
     )

@@ -72,6 +72,7 @@ class RedisAuth(ApiModel):
 Topology = Literal["standalone", "replicated", "cluster"]
 Acknowledge = Literal["primary", "fsync", "replica"]
 SENTINELS = 3  # a majority survives one lost sentinel
+MAX_SHARDS = 64  # the most Valkey StatefulSets a cluster topology may have
 
 
 class RedisSpec(ApiModel):
@@ -100,13 +101,6 @@ class RedisSpec(ApiModel):
             "shards needs topology cluster",
             field_path=".shards",
         ),
-        # Until the operator moves slots off a shard, removing one would drop its events.
-        cel(
-            "!has(oldSelf.shards) || (has(self.shards) && self.shards >= oldSelf.shards)",
-            "shards cannot be reduced: moving slots off a shard is not implemented yet",
-            field_path=".shards",
-            reason="FieldValueForbidden",
-        ),
         cel(
             "self.acknowledge != 'replica' || self.topology != 'standalone'",
             "acknowledge replica needs a replica: set topology replicated or cluster",
@@ -133,11 +127,12 @@ class RedisSpec(ApiModel):
     shards: int | None = Field(
         default=None,
         ge=3,
-        le=64,
+        le=MAX_SHARDS,
         description=(
             "Primaries of a cluster topology (unset: 3). At least 3, so that a majority of "
-            "primaries survives one and can fail it over. Growing adds shards; shrinking is "
-            "refused for now (docs/topologies.md)."
+            "primaries survives one and can fail it over. Growing adds shards and moves slots "
+            "to them; shrinking moves the removed shards' slots off before deleting them "
+            "(docs/topologies.md)."
         ),
     )
     acknowledge: Acknowledge = Field(

@@ -151,6 +151,16 @@ class RedisStatus(ApiModel):
         description="When the operator last saw a primary change (RFC 3339).",
         json_schema_extra={"format": "date-time"},
     )
+    last_reshard_time: str | None = Field(
+        default=None,
+        description="When the operator's last resharding (slot migration) ended (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    last_reshard: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="What the last resharding moved, or why it failed.",
+    )
     message: str | None = Field(
         default=None,
         max_length=1024,
