@@ -24,6 +24,8 @@ _NDJSON: Final = {"Content-Type": "application/x-ndjson"}
 _RETRYABLE_STATUS: Final = frozenset({429, 502, 503, 504})
 _DEFAULT_RETRY_AFTER: Final = 0.5
 _MAX_RETRY_AFTER: Final = 5.0
+#: Status changes kept in `LoadReport.timeline`: enough for a few outages of a long run.
+_TIMELINE_LIMIT: Final = 200
 
 
 class LoadError(Exception):
@@ -43,6 +45,9 @@ class LoadReport:
     ambiguous: int = 0
     seconds: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
+    # [unix time, status] each time the answer changed (202 -> 503 -> 202 ...): when an outage
+    # began and ended, comparable with the clock of whoever caused it (same host or NTP).
+    timeline: list[tuple[float, str]] = field(default_factory=list)
 
     @property
     def events_per_second(self) -> float:
@@ -106,6 +111,9 @@ class _Producer:
     def _count(self, status: int | str) -> None:
         key = str(status)
         self.report.statuses[key] = self.report.statuses.get(key, 0) + 1
+        timeline = self.report.timeline
+        if (not timeline or timeline[-1][1] != key) and len(timeline) < _TIMELINE_LIMIT:
+            timeline.append((round(time.time(), 3), key))
 
     def _check_stalled(self) -> None:
         if time.monotonic() - self.last_progress > self.options.give_up_after:
@@ -138,7 +146,16 @@ class _Producer:
                     url, data=body, headers={**_NDJSON, **self._headers()}
                 ) as response:
                     text = await response.text()
-                    self._count(response.status)
+                    retry_after_missing = (
+                        response.status in _RETRYABLE_STATUS
+                        and "Retry-After" not in response.headers
+                    )
+                    # A refusal must say when to come back; one that does not is counted apart.
+                    self._count(
+                        f"{response.status} without Retry-After"
+                        if retry_after_missing
+                        else response.status
+                    )
                     if response.status == 202:
                         self._acked(count)
                         return
