@@ -2,7 +2,13 @@
 replica`, lose a Valkey primary's pod (`kubectl delete pod --grace-period=0 --force`) while a
 producer pod sends events through the ingest Service. Ingest only ever answers 202, or 429/503
 with Retry-After; every acknowledged event lands exactly once; status.redis names the new
-primary and the failover time. The kill -> first 202 after the failover is logged.
+primary and the failover time. Kill -> failover seen and kill -> first 202 after it are logged.
+
+The primary's node is cordoned for the kill, so its replacement pod (bound to that node by its
+local volume) stays Pending until the failover is seen, then it is uncordoned: as a node loss
+would. Without that, the StatefulSet's replacement is back within ~2 s with its data and node
+ID, inside the 5 s failure detection, and stays primary: no failover at all (the first cluster
+run here: 16 s of 503s, then 202s, every event once, status.redis unchanged).
 
 One HDA per test, in this module's namespace, with small requests (the real nodes report the
 host's two CPUs, and the whole tier shares them).
@@ -129,10 +135,6 @@ def kill_primary_and_check(cluster: ClusterHandle, hda: str, statefulset: str) -
     before = primaries(cluster, hda)
     victim = before[statefulset]
     assert victim, before
-    killed_at = time.time()
-    cluster.kubectl("-n", NAMESPACE, "delete", "pod", victim, "--grace-period=0", "--force",
-                    "--wait=false")  # fmt: skip
-    log_figure(f"{hda}: killed primary", victim)
 
     def failed_over() -> dict[str, Any] | None:
         status = redis_status(cluster, hda)
@@ -140,15 +142,30 @@ def kill_primary_and_check(cluster: ClusterHandle, hda: str, statefulset: str) -
         moved = now.get(statefulset) not in (None, victim)
         return status if moved and status.get("lastFailoverTime") else None
 
-    status = wait_for(failed_over, timeout=180, interval=1,
-                      message=lambda: f"{hda}: no failover seen: {redis_status(cluster, hda)}")  # fmt: skip
+    node = kubectl_json(cluster, "-n", NAMESPACE, "get", "pod", victim)["spec"]["nodeName"]
+    cluster.kubectl("cordon", node)
+    try:
+        killed_at = time.time()
+        cluster.kubectl("-n", NAMESPACE, "delete", "pod", victim, "--grace-period=0", "--force",
+                        "--wait=false")  # fmt: skip
+        log_figure(f"{hda}: killed primary", victim)
+        status = wait_for(failed_over, timeout=180, interval=1,
+                          message=lambda: f"{hda}: no failover seen: {redis_status(cluster, hda)}")  # fmt: skip
+        log_figure(f"{hda}: kill -> failover seen in status.redis (s)",
+                   round(time.time() - killed_at, 1))  # fmt: skip
+    finally:
+        cluster.kubectl("uncordon", node)
     log_figure(f"{hda}: status.redis after the failover", status)
+
     wait_for(lambda: pod_phase(cluster, producer) in ("Succeeded", "Failed"), timeout=900,
              interval=3, message=f"{producer} did not finish")  # fmt: skip
     log = cluster.kubectl("-n", NAMESPACE, "logs", producer).stdout
     assert pod_phase(cluster, producer) == "Succeeded", log[-2000:]
     report = orjson.loads(log.strip().splitlines()[-1])
     log_figure(f"{hda}: producer", {k: v for k, v in report.items() if k != "timeline"})
+    log_figure(f"{hda}: answers after the kill (s after it, status)",
+               [(round(at - killed_at, 1), status) for at, status in report["timeline"]
+                if at >= killed_at])  # fmt: skip
     log_figure(f"{hda}: kill -> first 202 after failover (s)",
                first_ack_after_outage(report["timeline"], killed_at))  # fmt: skip
     assert set(report["statuses"]) <= ALLOWED_STATUSES, report["statuses"]
