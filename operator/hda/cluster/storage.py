@@ -34,8 +34,9 @@ FC_VOLUMES_PER_NODE: Final = 8
 FC_VOLUME_SIZE: Final = "128Gi"
 _FC_VOLUME_BYTES: Final = 128 * 1024**3
 #: Directory volumes of the default class (Valkey's claims), all on one node: a standalone HDA
-#: takes one, a replicated one 3, a cluster of 3 shards with 1 replica each 6.
-LOCAL_VOLUMES: Final = 16
+#: takes one, a replicated one 3, a cluster of 3 shards with 1 replica each 6 (the e2e tier
+#: deploys two of each); a claim's volume is retained after its HDA is gone.
+LOCAL_VOLUMES: Final = 24
 LOCAL_VOLUME_SIZE: Final = "64Gi"
 
 
