@@ -184,13 +184,20 @@ def kill_primary_and_check(
     def delivered() -> collections.Counter[tuple[str, int]] | None:
         seen = events_in_files(fc_segment_files(cluster))
         ours = collections.Counter({k: n for k, n in seen.items() if k[0] == hda})
-        return ours if sum(ours.values()) >= EVENTS else None
+        return ours if len(ours) >= EVENTS else None
 
     seen = wait_for(delivered, timeout=600, interval=5,
                     message=lambda: f"{hda}: not every acknowledged event landed")  # fmt: skip
-    duplicated = [key for key, count in seen.items() if count > 1]
-    assert not duplicated, f"{len(duplicated)} events twice, e.g. {duplicated[:5]}"
-    assert sorted(s for _, s in seen) == list(range(EVENTS))
+    assert sorted({s for _, s in seen}) == list(range(EVENTS)), "acknowledged events lost"
+    # A batch ingest refused (503) may have been stored before the refusal (the write got in,
+    # WAITAOF or the connection failed): the producer's resend stores it again. Only an event
+    # that was never resent tells of a duplicate made inside the pipeline.
+    resent = {first + i for first, count in report["resent_batches"] for i in range(count)}
+    duplicated = sorted(s for (_, s), count in seen.items() if count > 1)
+    log_figure(f"{hda}: events twice in output, all from resent batches",
+               f"{len(duplicated)} of {len(resent)} resent")  # fmt: skip
+    made_inside = [s for s in duplicated if s not in resent]
+    assert not made_inside, f"{len(made_inside)} never-resent events twice: {made_inside[:5]}"
 
 
 def first_ack_after_outage(timeline: list[list[Any]], killed_at: float) -> float | str:

@@ -125,9 +125,10 @@ def test_tail_brief_prints_one_short_line_per_record(
     assert sum(int(line.split()[1]) for line in lines) == 100
 
 
-async def test_load_counts_a_refusal_without_retry_after_apart_and_keeps_a_timeline() -> None:
+async def test_load_counts_a_refusal_without_retry_after_apart_and_names_resent_batches() -> None:
     """A stand-in ingest (real HTTP server) refuses once without Retry-After, once with it, then
-    accepts: the report tells the two refusals apart and records each change of answer."""
+    accepts: the report tells the two refusals apart, records each change of answer and names
+    the batch as resent (its events may be stored twice)."""
     answers = [
         web.Response(status=503),
         web.Response(status=503, headers={"Retry-After": "0.1"}),
@@ -154,3 +155,4 @@ async def test_load_counts_a_refusal_without_retry_after_apart_and_keeps_a_timel
     assert report.statuses == {"503 without Retry-After": 1, "503": 1, "202": 1}
     assert [status for _, status in report.timeline] == ["503 without Retry-After", "503", "202"]
     assert report.acked_events == 10
+    assert report.resent_batches == [(0, 10)]

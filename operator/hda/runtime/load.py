@@ -48,6 +48,10 @@ class LoadReport:
     # [unix time, status] each time the answer changed (202 -> 503 -> 202 ...): when an outage
     # began and ended, comparable with the clock of whoever caused it (same host or NTP).
     timeline: list[tuple[float, str]] = field(default_factory=list)
+    # [first, count] of each batch acknowledged only after it was sent again (refused, or its
+    # connection broke): its events may be stored twice, since a refusal is not a promise that
+    # nothing was written. An event twice in output outside these was duplicated downstream.
+    resent_batches: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def events_per_second(self) -> float:
@@ -92,6 +96,7 @@ class _Producer:
         self.last_progress = time.monotonic()
         self.started = time.monotonic()
         self.scheduled_events = 0
+        self.resent: set[int] = set()  # first event of each batch that is sent again
 
     async def _pace(self, count: int) -> None:
         """Hold a batch back until the run's average rate allows it (`--rate`)."""
@@ -122,7 +127,9 @@ class _Producer:
                 f"statuses so far: {self.report.statuses}"
             )
 
-    def _acked(self, count: int) -> None:
+    def _acked(self, first: int, count: int) -> None:
+        if first in self.resent:
+            self.report.resent_batches.append((first, count))
         self.report.acked_events += count
         self.report.batches += 1
         self.last_progress = time.monotonic()
@@ -157,7 +164,7 @@ class _Producer:
                         else response.status
                     )
                     if response.status == 202:
-                        self._acked(count)
+                        self._acked(first, count)
                         return
                     if response.status not in _RETRYABLE_STATUS:
                         raise LoadError(f"POST {url}: HTTP {response.status} {text[:300]}")
@@ -167,6 +174,7 @@ class _Producer:
                 self._count(type(error).__name__)
                 self.report.ambiguous += 1
                 delay = _DEFAULT_RETRY_AFTER
+            self.resent.add(first)
             self.report.retries += 1
             await asyncio.sleep(delay)
 
@@ -218,15 +226,17 @@ class _Producer:
                 if message.type not in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
                     # Closed (ingest restarting): whatever is in flight is ambiguous.
                     self.report.ambiguous += len(in_flight)
+                    self.resent.update(first for first, _ in in_flight.values())
                     break
                 reply = orjson.loads(message.data)
                 batch = in_flight.pop(int(reply["seq"]))
                 status = int(reply.get("status", 202))
                 self._count(status)
                 if "error" not in reply:
-                    self._acked(batch[1])
+                    self._acked(*batch)
                 elif status in _RETRYABLE_STATUS:
                     self.report.retries += 1
+                    self.resent.add(batch[0])
                     retry.append(batch)
                 else:
                     raise LoadError(f"WebSocket {url}: {reply}")
