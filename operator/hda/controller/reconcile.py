@@ -63,6 +63,7 @@ from .state import (
 )
 from .status import CONFLICT_MARKER, Observation, RedisObservation
 from .status_write import write_status
+from .valkey_topology import primaries_seen
 
 __all__ = ["Controller"]
 
@@ -333,11 +334,15 @@ class Controller:
                 password=password,
                 kube=self.kube,
             )
+        moved, state.buffer_primaries = primaries_seen(
+            hda.spec.redis.topology, groups, probe, state.buffer_primaries
+        )
         return RedisObservation(
             topology=hda.spec.redis.topology,
             groups=tuple(tuple(group) for group in groups),
             probe=probe,
             activity=state.buffer_activity,
+            primary_moved=moved,
         )
 
     @staticmethod

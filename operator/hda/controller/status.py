@@ -175,6 +175,7 @@ class RedisObservation:
     groups: tuple[tuple[NodeAddress, ...], ...]
     probe: BufferProbe | None
     activity: str | None = None
+    primary_moved: bool = False  # valkey_topology.primaries_seen on this probe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -495,6 +496,7 @@ def _redis(
         before if isinstance(before, dict) else None,
         now,
         activity=observed.activity,
+        primary_moved=observed.primary_moved,
     )
 
 
