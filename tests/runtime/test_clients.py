@@ -11,7 +11,11 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 from tests.runtime.conftest import Processes, read_output_events, wait_for
+
+from hda.runtime.load import LoadOptions
+from hda.runtime.load import run_load as load
 
 pytestmark = pytest.mark.runtime
 
@@ -142,3 +146,36 @@ def test_tail_brief_prints_one_short_line_per_record(
     assert lines
     assert all(re.match(r"^\d+/\d+-\d+ +\d+ events  first: \{", line) for line in lines), lines
     assert sum(int(line.split()[1]) for line in lines) == 100
+
+
+async def test_load_counts_a_refusal_without_retry_after_apart_and_names_resent_batches() -> None:
+    """A stand-in ingest (real HTTP server) refuses once without Retry-After, once with it, then
+    accepts: the report tells the two refusals apart, records each change of answer and names
+    the batch as resent (its events may be stored twice)."""
+    answers = [
+        web.Response(status=503),
+        web.Response(status=503, headers={"Retry-After": "0.1"}),
+    ]
+
+    async def events(request: web.Request) -> web.Response:
+        await request.read()
+        return answers.pop(0) if answers else web.Response(status=202)
+
+    app = web.Application()
+    app.router.add_post("/v1/streams/events/events", events)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        options = LoadOptions(f"http://127.0.0.1:{port}", "events", "t", events=10, batch=10,
+                              in_flight=1)  # fmt: skip
+        report = await load(options)
+    finally:
+        await runner.cleanup()
+
+    assert report.statuses == {"503 without Retry-After": 1, "503": 1, "202": 1}
+    assert [status for _, status in report.timeline] == ["503 without Retry-After", "503", "202"]
+    assert report.acked_events == 10
+    assert report.resent_batches == [(0, 10)]

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from hda.runtime.codec import input_key
 from hda.runtime.embedded import free_port
@@ -19,7 +20,7 @@ from hda.runtime.resp import (
     RespConnection,
     RespError,
 )
-from hda.runtime.topology.local import ClusterValkey, ReplicatedValkey
+from hda.runtime.topology.local import PRIMARY_NAME, ClusterValkey, ReplicatedValkey
 
 pytestmark = pytest.mark.runtime
 
@@ -56,6 +57,34 @@ async def test_no_sentinel_answering_is_a_connect_error() -> None:
     )
     with pytest.raises(ConnectError, match="Sentinel found no primary 'hda'"):
         await RespConnection.connect(address)
+
+
+def require_password(topology: ReplicatedValkey, password: str) -> None:
+    """What the operator's pods do: every server and every Sentinel asks for `password`."""
+    for node in topology.nodes:
+        with redis.Redis(port=node.port) as client:
+            client.config_set("masterauth", password)
+            client.config_set("requirepass", password)
+    for sentinel in topology.sentinels:
+        with redis.Redis(port=sentinel.port) as client:
+            client.execute_command("SENTINEL", "SET", PRIMARY_NAME, "auth-pass", password)
+            client.execute_command("ACL", "SETUSER", "default", "on", "resetpass", f">{password}")
+
+
+async def test_sentinels_that_require_the_password_are_asked_with_it(
+    replicated: ReplicatedValkey,
+) -> None:
+    require_password(replicated, "s3cret")
+    connection = await RespConnection.connect(
+        RedisAddress.from_url(replicated.url, password="s3cret")
+    )
+    try:
+        role = await connection.execute("ROLE")
+    finally:
+        connection.close()
+    assert role[0] == b"master"
+    with pytest.raises(ConnectError, match="AuthenticationError"):
+        await RespConnection.connect(RedisAddress.from_url(replicated.url))
 
 
 async def test_unknown_primary_name_is_a_connect_error(replicated: ReplicatedValkey) -> None:

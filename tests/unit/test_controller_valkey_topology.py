@@ -37,6 +37,7 @@ from hda.controller.valkey_topology import (
     Wait,
     cluster_plan,
     orphan_node_ids,
+    primaries_seen,
     redis_status,
     reshard_moves,
     retire_plan,
@@ -544,6 +545,22 @@ def test_a_changed_primary_sets_the_failover_time_and_an_unchanged_one_keeps_it(
 
     assert moved.last_failover_time == "t1"
     assert kept.last_failover_time == "t1"
+
+
+def test_a_primary_change_across_a_probe_that_knew_no_primary_is_a_failover() -> None:
+    nodes = group("v", 3)
+    _, known = primaries_seen("replicated", [nodes], replicated_probe("v-0", 3), {})
+    unknown = BufferProbe((), error="fewer than 2 sentinels agree on a primary")
+    during, known = primaries_seen("replicated", [nodes], unknown, known)
+    after, known = primaries_seen("replicated", [nodes], replicated_probe("v-1", 3), known)
+    before = redis_status("replicated", [nodes], unknown, None, "t1").to_wire()
+
+    status = redis_status(
+        "replicated", [nodes], replicated_probe("v-1", 3), before, "t2", primary_moved=after
+    )
+
+    assert (during, after, known) == (False, True, {"v": "v-1"})
+    assert status.last_failover_time == "t2"
 
 
 def test_before_any_probe_the_last_known_primary_stays() -> None:

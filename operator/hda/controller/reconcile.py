@@ -67,7 +67,7 @@ from .state import (
 )
 from .status import CONFLICT_MARKER, Observation, RedisObservation
 from .status_write import write_status
-from .valkey_topology import NodeAddress
+from .valkey_topology import NodeAddress, primaries_seen
 
 __all__ = ["Controller"]
 
@@ -386,12 +386,16 @@ class Controller:
                 wake=lambda: self.wake(key),
             )
         resharded = self.buffer_watch.resharded(watch_key)
+        moved, state.buffer_primaries = primaries_seen(
+            hda.spec.redis.topology, groups, probe, state.buffer_primaries
+        )
         return RedisObservation(
             topology=hda.spec.redis.topology,
             groups=tuple(tuple(group) for group in [*groups, *leaving]),
             probe=probe,
             activity=state.buffer_activity,
             resharded=(resharded.at, resharded.outcome) if resharded is not None else None,
+            primary_moved=moved,
         )
 
     @staticmethod

@@ -66,6 +66,8 @@ class HdaState:
     secret_errors: tuple[str, ...] = ()
     paused_logged: bool = False
     failures: int = 0
+    # StatefulSet -> its last known Valkey primary (valkey_topology.primaries_seen)
+    buffer_primaries: dict[str, str] = dataclasses.field(default_factory=dict)
     buffer_activity: str | None = None  # what the operator last did to a replicated/cluster buffer
     #: The StorageClass of the HDA's Fibre Channel volumes ("" until the first valid spec is
     #: seen): volume events of other classes do not wake it.

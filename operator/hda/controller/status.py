@@ -176,6 +176,7 @@ class RedisObservation:
     probe: BufferProbe | None
     activity: str | None = None
     resharded: tuple[str, str] | None = None  # when the last resharding ended, and how
+    primary_moved: bool = False  # valkey_topology.primaries_seen on this probe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -497,6 +498,7 @@ def _redis(
         now,
         activity=observed.activity,
         resharded=observed.resharded,
+        primary_moved=observed.primary_moved,
     )
 
 

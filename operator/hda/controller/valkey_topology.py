@@ -451,6 +451,29 @@ def rollout_plan(
 # --- status ------------------------------------------------------------------------------------
 
 
+def primaries_seen(
+    topology: Topology,
+    groups: Sequence[Sequence[NodeAddress]],
+    probe: BufferProbe | None,
+    known: Mapping[str, str],
+) -> tuple[bool, dict[str, str]]:
+    """Whether `probe` shows a StatefulSet's primary other than the last one `known` (the
+    operator's memory, per StatefulSet), and the memory updated. A probe that leaves a primary
+    unknown (mid-failover) keeps the one before, so the move is still seen after it: status
+    `primary` is unset then, and cannot carry it."""
+    updated = dict(known)
+    moved = False
+    if probe is None or probe.error is not None:
+        return moved, updated
+    for group in groups:
+        primary = primary_of(topology, group, probe)
+        if primary is None:
+            continue
+        moved = moved or known.get(group[0].group) not in (None, primary)
+        updated[group[0].group] = primary
+    return moved, updated
+
+
 def redis_status(
     topology: Topology,
     groups: Sequence[Sequence[NodeAddress]],
@@ -460,14 +483,16 @@ def redis_status(
     *,
     activity: str | None = None,
     resharded: tuple[str, str] | None = None,
+    primary_moved: bool = False,
 ) -> RedisStatus:
     """`status.redis`: per StatefulSet its primary pod and replicas in sync; the last time a
-    primary changed (kept from `previous` while none does). `activity` says what the operator
+    primary changed (kept from `previous` while none does; `primary_moved`: `primaries_seen`
+    saw one change across a probe that left it unknown). `activity` says what the operator
     is doing to the buffer (forming the cluster, resharding, rolling a shard), when anything;
     `resharded` (when, outcome) how its last resharding ended (kept from `previous` without)."""
     before = RedisStatus.model_validate(previous) if previous else None
     primaries_before = {shard.name: shard.primary for shard in (before.shards if before else [])}
-    last_failover = before.last_failover_time if before else None
+    last_failover = now if primary_moved else (before.last_failover_time if before else None)
     shards: list[RedisShardStatus] = []
     for group in groups:
         name = group[0].group

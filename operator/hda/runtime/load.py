@@ -24,6 +24,8 @@ _NDJSON: Final = {"Content-Type": "application/x-ndjson"}
 _RETRYABLE_STATUS: Final = frozenset({429, 502, 503, 504})
 _DEFAULT_RETRY_AFTER: Final = 0.5
 _MAX_RETRY_AFTER: Final = 5.0
+#: Status changes kept in `LoadReport.timeline`: enough for a few outages of a long run.
+_TIMELINE_LIMIT: Final = 200
 
 
 class LoadError(Exception):
@@ -43,6 +45,13 @@ class LoadReport:
     ambiguous: int = 0
     seconds: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
+    # [unix time, status] each time the answer changed (202 -> 503 -> 202 ...): when an outage
+    # began and ended, comparable with the clock of whoever caused it (same host or NTP).
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+    # [first, count] of each batch acknowledged only after it was sent again (refused, or its
+    # connection broke): its events may be stored twice, since a refusal is not a promise that
+    # nothing was written. An event twice in output outside these was duplicated downstream.
+    resent_batches: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def events_per_second(self) -> float:
@@ -87,6 +96,7 @@ class _Producer:
         self.last_progress = time.monotonic()
         self.started = time.monotonic()
         self.scheduled_events = 0
+        self.resent: set[int] = set()  # first event of each batch that is sent again
 
     async def _pace(self, count: int) -> None:
         """Hold a batch back until the run's average rate allows it (`--rate`)."""
@@ -106,6 +116,9 @@ class _Producer:
     def _count(self, status: int | str) -> None:
         key = str(status)
         self.report.statuses[key] = self.report.statuses.get(key, 0) + 1
+        timeline = self.report.timeline
+        if (not timeline or timeline[-1][1] != key) and len(timeline) < _TIMELINE_LIMIT:
+            timeline.append((round(time.time(), 3), key))
 
     def _check_stalled(self) -> None:
         if time.monotonic() - self.last_progress > self.options.give_up_after:
@@ -114,7 +127,9 @@ class _Producer:
                 f"statuses so far: {self.report.statuses}"
             )
 
-    def _acked(self, count: int) -> None:
+    def _acked(self, first: int, count: int) -> None:
+        if first in self.resent:
+            self.report.resent_batches.append((first, count))
         self.report.acked_events += count
         self.report.batches += 1
         self.last_progress = time.monotonic()
@@ -138,9 +153,18 @@ class _Producer:
                     url, data=body, headers={**_NDJSON, **self._headers()}
                 ) as response:
                     text = await response.text()
-                    self._count(response.status)
+                    retry_after_missing = (
+                        response.status in _RETRYABLE_STATUS
+                        and "Retry-After" not in response.headers
+                    )
+                    # A refusal must say when to come back; one that does not is counted apart.
+                    self._count(
+                        f"{response.status} without Retry-After"
+                        if retry_after_missing
+                        else response.status
+                    )
                     if response.status == 202:
-                        self._acked(count)
+                        self._acked(first, count)
                         return
                     if response.status not in _RETRYABLE_STATUS:
                         raise LoadError(f"POST {url}: HTTP {response.status} {text[:300]}")
@@ -150,6 +174,7 @@ class _Producer:
                 self._count(type(error).__name__)
                 self.report.ambiguous += 1
                 delay = _DEFAULT_RETRY_AFTER
+            self.resent.add(first)
             self.report.retries += 1
             await asyncio.sleep(delay)
 
@@ -201,15 +226,17 @@ class _Producer:
                 if message.type not in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
                     # Closed (ingest restarting): whatever is in flight is ambiguous.
                     self.report.ambiguous += len(in_flight)
+                    self.resent.update(first for first, _ in in_flight.values())
                     break
                 reply = orjson.loads(message.data)
                 batch = in_flight.pop(int(reply["seq"]))
                 status = int(reply.get("status", 202))
                 self._count(status)
                 if "error" not in reply:
-                    self._acked(batch[1])
+                    self._acked(*batch)
                 elif status in _RETRYABLE_STATUS:
                     self.report.retries += 1
+                    self.resent.add(batch[0])
                     retry.append(batch)
                 else:
                     raise LoadError(f"WebSocket {url}: {reply}")

@@ -137,7 +137,13 @@ class RedisAddress:
         if not self.sentinels:
             return self.host, self.port
         try:
-            return await discover_primary(self.sentinels, self.primary_name, self.command_timeout)
+            return await discover_primary(
+                self.sentinels,
+                self.primary_name,
+                self.command_timeout,
+                username=self.username,
+                password=self.password,
+            )
         except PrimaryNotFoundError as error:
             raise ConnectError(str(error)) from error
 

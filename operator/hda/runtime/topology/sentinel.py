@@ -18,11 +18,22 @@ class PrimaryNotFoundError(ConnectionError):
 
 
 async def discover_primary(
-    sentinels: tuple[HostPort, ...], name: str, socket_timeout: float
+    sentinels: tuple[HostPort, ...],
+    name: str,
+    socket_timeout: float,
+    *,
+    username: str | None = None,
+    password: str | None = None,
 ) -> HostPort:
-    """The primary that a Sentinel reports as up (not subjectively or objectively down)."""
+    """The primary that a Sentinel reports as up (not subjectively or objectively down).
+
+    `username`/`password` are the buffer's: the operator's Sentinels require the same password
+    as the Valkey servers they watch."""
+    timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(sentinels), socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+        list(sentinels),
+        sentinel_kwargs={**timeouts, "username": username, "password": password},
+        **timeouts,
     )
     try:
         host, port = await sentinel.discover_master(name)
