@@ -108,7 +108,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.error_backoffs = [1, 2, 5, 10]
-    settings.batching.worker_limit = 1000
+    settings.queueing.worker_limit = 1000
     for kind in WATCHED_KINDS:
         # PersistentVolumes stay unfiltered: the FC availability check must see the volumes an
         # administrator made (no labels of ours), not only those from a LUN inventory.
