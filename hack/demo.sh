@@ -89,23 +89,26 @@ if [ "$mode" = real ]; then
     return 1
   }
 
-  say "live tail of every output pod (kubectl port-forward, through the kubelets)"
-  tails=()
-  for pod in $(k -n "$namespace" get pods -l app.kubernetes.io/component=output -o name); do
-    pod_name=${pod#pod/}
-    port=$(forward "$pod_name" "$pod" 8081)
-    "$hda" tail "ws://127.0.0.1:$port/v1/streams/events/subscribe" --from '$' --brief \
-      --idle-timeout 15 2>"$work/$pod_name.count" | sed -u "s|^|$pod_name: |" &
-    tails+=($!)
-  done
+  say "live tail of the whole stream through the subscribe Service (status.endpoints.subscribe)"
+  subscribe_port=$(forward subscribe "svc/$name-output" 8081)
+  "$hda" tail "ws://127.0.0.1:$subscribe_port/v1/streams/events/subscribe" --from '$' --brief \
+    --idle-timeout 15 2>"$work/stream.count" &
+  tail_pid=$!
 
   say "sending $events events through the ingest Service"
   ingest_port=$(forward ingest "svc/$name-ingest" 8080)
   "$hda" load "http://127.0.0.1:$ingest_port" --events "$events" --batch 200 --rate 2000 \
     --producer demo
-  wait "${tails[@]}" 2>/dev/null || true
-  say "durable on the FC volumes, per output pod"
-  for file in "$work"/*.count; do echo "$(basename "$file" .count): $(cat "$file")"; done
+  wait "$tail_pid" 2>/dev/null || true
+  echo "whole stream through the Service: $(cat "$work/stream.count")"
+  say "durable on the FC volumes, per output pod (each pod's own records: scope=local)"
+  for pod in $(k -n "$namespace" get pods -l app.kubernetes.io/component=output -o name); do
+    pod_name=${pod#pod/}
+    port=$(forward "$pod_name" "$pod" 8081)
+    "$hda" tail "ws://127.0.0.1:$port/v1/streams/events/subscribe?scope=local" --from 0 \
+      --idle-timeout 3 >/dev/null 2>"$work/$pod_name.count"
+    echo "$pod_name: $(cat "$work/$pod_name.count")"
+  done
   k -n "$namespace" get hda "$name" -o wide
 
   cat <<EOF
