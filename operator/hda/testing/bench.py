@@ -136,6 +136,13 @@ class Bench:
                 stats = json.loads(line)
         return stats
 
+    def close(self) -> None:
+        """Stop whatever still runs: the operator and the counting proxy."""
+        if self.operator is not None:
+            self.operator.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
+
     # --- HDAs ------------------------------------------------------------------------------
 
     def manifests(
@@ -419,10 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{stats['applies']}, status writes {stats['status_writes']}"
             )
     finally:
-        if bench.operator is not None:
-            bench.operator.stop()
-        if bench.proxy is not None:
-            bench.proxy.stop()
+        bench.close()
         if not args.keep:
             plane.down()
         report(f"operator log: {work / 'operator.log'}")

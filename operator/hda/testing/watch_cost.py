@@ -186,10 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         if stats:
             report(f"operator totals: {stats.get('reconciles')} reconciles")
     finally:
-        if bench.operator is not None:
-            bench.operator.stop()
-        if bench.proxy is not None:
-            bench.proxy.stop()
+        bench.close()
         if not args.keep:
             plane.down()
         report(f"operator log: {work / 'operator.log'}")
