@@ -89,6 +89,7 @@ class RuntimeConfig:
     subscriber_max_buffered_entries: int = 10_000
     subscribers_enabled: bool = True
     accept_token_in_query: bool = False  # `?token=` on ingest and subscribe
+    idempotency_window_seconds: int = 600  # how long an Idempotency-Key is remembered
     output_replicas: int = 1  # the subscribe gateway's peers (re-read from the mounted spec)
     # OTLP signal (logs, metrics, traces) -> stream name; a signal missing here answers 404.
     otlp_streams: dict[str, str] = field(default_factory=dict)
@@ -148,6 +149,7 @@ def from_spec(
         subscriber_max_buffered_entries=subscribers.max_buffered_entries,
         subscribers_enabled=subscribers.enabled,
         accept_token_in_query=spec.ingest.accept_token_in_query,
+        idempotency_window_seconds=spec.ingest.idempotency_window_seconds,
         output_replicas=spec.output.replicas,
         otlp_streams=spec.ingest.otlp.streams() if spec.ingest.otlp else {},
         tracing=TracingConfig(

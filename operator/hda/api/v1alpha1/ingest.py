@@ -71,6 +71,17 @@ class IngestSpec(ApiModel):
             "Off by default: URLs end up in access logs and browser history."
         ),
     )
+    idempotency_window_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description=(
+            "How long ingest remembers a request's `Idempotency-Key` (REST header; WebSocket: "
+            "per connection, see the docs): a request sent again with the same key in this "
+            "window is answered with the first one's receipt and stored only once. Each "
+            "remembered request holds about 200 bytes of Valkey memory per partition it wrote."
+        ),
+    )
     otlp: OtlpIngest | None = Field(
         default=None,
         description="OTLP/HTTP ingest: the stream each OpenTelemetry signal is written to.",

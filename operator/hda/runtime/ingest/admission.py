@@ -11,6 +11,7 @@ from aiohttp import web
 from ..auth import REFUSAL_HEADERS, BearerTokens
 from ..codec import ParsedBatch, split_by_partition
 from ..config import RuntimeConfig, StreamConfig
+from .idempotency import HEADER, QUERY, check_key, keyed_partition
 from .metrics import IngestMetrics
 
 # While Valkey is unreachable (not up yet, or stalled) every request is 503 after this many seconds.
@@ -59,6 +60,23 @@ class Admission:
             headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
         )
 
-    def partition_groups(self, stream: StreamConfig, batch: ParsedBatch) -> dict[int, list[int]]:
-        round_robin = next(self._round_robin[stream.name]) % stream.partitions
-        return split_by_partition(batch, stream.partitions, round_robin)
+    def partition_groups(
+        self, stream: StreamConfig, batch: ParsedBatch, idempotency_key: str | None = None
+    ) -> dict[int, list[int]]:
+        """Events without a partition key go round robin, or, for a keyed request, to the
+        partition its key picks (the same one when it is sent again)."""
+        if idempotency_key is not None:
+            unkeyed_partition = keyed_partition(idempotency_key, stream.partitions)
+        else:
+            unkeyed_partition = next(self._round_robin[stream.name]) % stream.partitions
+        return split_by_partition(batch, stream.partitions, unkeyed_partition)
+
+    @staticmethod
+    def idempotency_key(request: web.Request, *, in_query: bool = False) -> str | None:
+        """The request's Idempotency-Key header (or, with `in_query`, the `idempotencyKey` query
+        parameter); BadIdempotencyKeyError names which one is wrong and why."""
+        if HEADER in request.headers:
+            return check_key(request.headers[HEADER])
+        if in_query and QUERY in request.query:
+            return check_key(request.query[QUERY], source=f"query parameter {QUERY}")
+        return None

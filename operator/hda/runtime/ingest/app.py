@@ -51,6 +51,7 @@ class IngestServer:
             config.max_events_per_entry,
             config.acknowledge,
             self.tracing.current_context if self.tracing.enabled else None,
+            config.idempotency_window_seconds,
         )
         self.readiness = Readiness(self.metrics.registry, valkey="connecting to Valkey")
         self.liveness = Liveness(liveness_window(address.command_timeout))
@@ -126,7 +127,12 @@ class IngestServer:
         return [
             CounterMetricFamily(
                 "hda_ingest_entries_total", "Stream entries written", self.writer.entries_written
-            )
+            ),
+            CounterMetricFamily(
+                "hda_ingest_replayed_requests_total",
+                "Requests whose Idempotency-Key was seen before: answered, nothing written",
+                self.writer.requests_replayed,
+            ),
         ]
 
     def render_metrics(self) -> bytes:

@@ -1,5 +1,6 @@
 """`POST /v1/streams/{stream}/events`: a JSON or NDJSON body, answered 202 with a receipt once
-Valkey accepted every event."""
+Valkey accepted every event. With an `Idempotency-Key` header, the same request sent again is
+answered with the first receipt and stored once (idempotency.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..codec import BadInputError, parse_json_body, parse_ndjson
 from ..resp import RespError
 from .admission import Admission
 from .backlog import BacklogMonitor
+from .idempotency import BadIdempotencyKeyError, IdempotencyConflictError
 from .writer import EntryWriter
 
 log = logging.getLogger(__name__)
@@ -20,6 +22,8 @@ NDJSON_TYPES = frozenset(
     {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
 )
 JSON_TYPES = frozenset({"application/json"})
+# On a 202 that repeats the receipt of an earlier request with the same Idempotency-Key.
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 class RestHandler:
@@ -46,6 +50,10 @@ class RestHandler:
                 stream.name,
                 headers={"Retry-After": str(self.config.retry_after_seconds)},
             )
+        try:
+            idempotency_key = self.admission.idempotency_key(request)
+        except BadIdempotencyKeyError as bad:
+            return error(400, str(bad), stream.name)
         content_type = request.content_type
         if content_type not in NDJSON_TYPES and content_type not in JSON_TYPES:
             return error(
@@ -64,13 +72,22 @@ class RestHandler:
             return error(400, str(bad), stream.name)
         try:
             receipt = await self.writer.submit(
-                stream.name, batch, self.admission.partition_groups(stream, batch)
+                stream.name,
+                batch,
+                self.admission.partition_groups(stream, batch, idempotency_key),
+                idempotency_key,
             )
+        except IdempotencyConflictError as conflict:
+            return error(422, str(conflict), stream.name)
         except (OSError, RespError) as failure:
             log.error("write to Valkey failed", extra={"error": str(failure)})
             return self.admission.unavailable(stream.name)
-        self.metrics.events.labels(stream=stream.name).inc(receipt.count)
+        if not receipt.replayed:  # counted when first acknowledged
+            self.metrics.events.labels(stream=stream.name).inc(receipt.count)
         self.metrics.reply(202, stream.name)
         return web.Response(
-            status=202, body=orjson.dumps(receipt.as_json()), content_type="application/json"
+            status=202,
+            body=orjson.dumps(receipt.as_json()),
+            content_type="application/json",
+            headers={REPLAYED_HEADER: "true"} if receipt.replayed else None,
         )

@@ -1,5 +1,10 @@
 """`GET /v1/streams/{stream}/ws`: frames of events in, one acknowledgement per frame out, in
-order; over the watermark we stop reading so TCP pushes back."""
+order; over the watermark we stop reading so TCP pushes back.
+
+Frames are numbered from 1, or from `?seq=N`. A connection opened with an Idempotency-Key (header,
+or `?idempotencyKey=` for browsers) makes each frame's key `KEY/SEQ`: a producer that lost its
+connection opens a new one with the same key and `?seq=` of its first unacknowledged frame, and
+sends again from there; frames stored before are acknowledged again, not stored twice."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from ..codec import BadInputError, ParsedBatch, parse_json_body, parse_ndjson
 from ..resp import RespError
 from .admission import Admission
 from .backlog import BacklogMonitor
+from .idempotency import BadIdempotencyKeyError, IdempotencyConflictError
 from .writer import EntryWriter, Receipt
 
 WS_MAX_FRAMES_IN_FLIGHT = 64
@@ -36,6 +42,15 @@ def parse_frame(data: bytes, *, key_field: str | None) -> ParsedBatch:
         raise ndjson_error from None
 
 
+def first_frame_number(value: str | None) -> int:
+    """`?seq=`: the number of the connection's first frame (1 when absent)."""
+    if value is None:
+        return 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"query parameter seq must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
 class WebSocketHandler:
     def __init__(
         self,
@@ -56,13 +71,18 @@ class WebSocketHandler:
         if problem is not None:
             return problem
         assert stream is not None
+        try:
+            idempotency_key = self.admission.idempotency_key(request, in_query=True)
+            first_sequence = first_frame_number(request.query.get("seq"))
+        except (BadIdempotencyKeyError, ValueError) as bad:
+            return self.admission.error(400, str(bad), stream.name)
         ws = web.WebSocketResponse(max_msg_size=self.config.max_request_bytes, heartbeat=30)
         await ws.prepare(request)
         acks: asyncio.Queue[Ack | None] = asyncio.Queue(maxsize=WS_MAX_FRAMES_IN_FLIGHT)
         sender = asyncio.create_task(self._send_acks(ws, acks, stream.name))
         gate = self.monitor.open[stream.name]
         try:
-            for sequence in itertools.count(1):
+            for sequence in itertools.count(first_sequence):
                 # Flow control: while over the watermark we stop reading, so TCP pushes back.
                 await gate.wait()
                 message = await self._receive_unless_shutting_down(ws)
@@ -82,8 +102,12 @@ class WebSocketHandler:
                         (sequence, {"seq": sequence, "status": 400, "error": str(error)})
                     )
                     continue
+                frame_key = None if idempotency_key is None else f"{idempotency_key}/{sequence}"
                 future = self.writer.submit(
-                    stream.name, batch, self.admission.partition_groups(stream, batch)
+                    stream.name,
+                    batch,
+                    self.admission.partition_groups(stream, batch, frame_key),
+                    frame_key,
                 )
                 await acks.put((sequence, future))
         finally:
@@ -115,7 +139,10 @@ class WebSocketHandler:
                 try:
                     receipt = await pending
                     reply = {"seq": sequence, **receipt.as_json()}
-                    self.metrics.events.labels(stream=stream).inc(receipt.count)
+                    if not receipt.replayed:  # counted when first acknowledged
+                        self.metrics.events.labels(stream=stream).inc(receipt.count)
+                except IdempotencyConflictError as conflict:
+                    reply = {"seq": sequence, "status": 422, "error": str(conflict)}
                 except (OSError, RespError) as error:
                     reply = {
                         "seq": sequence,

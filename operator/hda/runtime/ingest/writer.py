@@ -11,6 +11,14 @@ from hda.api.v1alpha1 import Acknowledge
 from ..codec import FIELD_TRACE, ParsedBatch, event_id, input_key
 from ..durability import check_durable, wait_command
 from ..resp import Arg, Reconnecting, RespError
+from .idempotency import (
+    HEADER,
+    WRITE_ONCE_SCRIPT,
+    IdempotencyConflictError,
+    WrittenRecord,
+    digest,
+    record_key,
+)
 
 MAX_ENTRY_BYTES = 4 * 1024 * 1024
 
@@ -20,9 +28,17 @@ class Receipt:
     count: int
     first_id: str
     last_id: str
+    replayed: bool = False  # the request's Idempotency-Key was seen: this is the first receipt
 
     def as_json(self) -> dict[str, object]:
-        return {"count": self.count, "firstId": self.first_id, "lastId": self.last_id}
+        body: dict[str, object] = {
+            "count": self.count,
+            "firstId": self.first_id,
+            "lastId": self.last_id,
+        }
+        if self.replayed:
+            body["replayed"] = True
+        return body
 
 
 @dataclass
@@ -34,6 +50,7 @@ class Submission:
     count: int
     future: asyncio.Future[Receipt]
     trace: bytes | None = None  # the request's sampled trace context (tracing.py)
+    idempotency_key: str | None = None  # written once per key (idempotency.py)
 
 
 Slot = tuple[str, int]  # (stream, partition)
@@ -100,7 +117,9 @@ def layout_entries(
 
 
 class EntryWriter:
-    """Coalesces concurrent submissions into entries and pipelines their XADDs."""
+    """Coalesces concurrent submissions into entries and pipelines their XADDs. A submission
+    with an idempotency key is not packed with others: its entries are written per partition by
+    the write-once script (idempotency.py), in the same pipeline."""
 
     def __init__(
         self,
@@ -108,19 +127,26 @@ class EntryWriter:
         max_events_per_entry: int,
         acknowledge: Acknowledge = "primary",
         trace_context: Callable[[], bytes | None] | None = None,
+        idempotency_window_seconds: int = 600,
     ) -> None:
         self.connection = connection
         self.max_events_per_entry = max_events_per_entry
         self.acknowledge = acknowledge
         self._durable = wait_command(acknowledge)  # appended to every pipeline of XADDs
         self.trace_context = trace_context  # None: tracing off
+        self.idempotency_window_seconds = idempotency_window_seconds
         self._pending: list[Submission] = []
         self._scheduled = False
         self.entries_written = 0
         self.events_written = 0
+        self.requests_replayed = 0  # keyed requests answered from their record
 
     def submit(
-        self, stream: str, batch: ParsedBatch, groups: dict[int, list[int]]
+        self,
+        stream: str,
+        batch: ParsedBatch,
+        groups: dict[int, list[int]],
+        idempotency_key: str | None = None,
     ) -> asyncio.Future[Receipt]:
         loop = asyncio.get_running_loop()
         lines = batch.lines
@@ -133,7 +159,15 @@ class EntryWriter:
             line_groups = {p: [lines[i] for i in indexes] for p, indexes in groups.items()}
             where = {i: (p, n) for p, indexes in groups.items() for n, i in enumerate(indexes)}
             first, last = where[0], where[len(lines) - 1]
-        submission = Submission(stream, line_groups, first, last, len(lines), loop.create_future())
+        submission = Submission(
+            stream,
+            line_groups,
+            first,
+            last,
+            len(lines),
+            loop.create_future(),
+            idempotency_key=idempotency_key,
+        )
         if self.trace_context is not None:
             submission.trace = self.trace_context()
         self._pending.append(submission)
@@ -145,8 +179,10 @@ class EntryWriter:
     def _flush(self) -> None:
         self._scheduled = False
         submissions, self._pending = self._pending, []
+        packed = [s for s in submissions if s.idempotency_key is None]
+        keyed = [s for s in submissions if s.idempotency_key is not None]
         entries, located, traces = layout_entries(
-            submissions, self.max_events_per_entry, MAX_ENTRY_BYTES
+            packed, self.max_events_per_entry, MAX_ENTRY_BYTES
         )
         commands: list[tuple[Arg, ...]] = []
         first_command: dict[tuple[str, int], int] = {}
@@ -168,10 +204,48 @@ class EntryWriter:
                 commands.append(command)
                 self.events_written += len(chunk)
         self.entries_written += len(commands)
+        keyed_commands = [self._write_once_commands(s, commands) for s in keyed]
         task = asyncio.ensure_future(self._send(commands))
-        task.add_done_callback(
-            lambda done: self._resolve(done, submissions, located, first_command)
-        )
+
+        def resolve(done: asyncio.Future[list[object]]) -> None:
+            self._resolve(done, packed, located, first_command)
+            self._resolve_keyed(done, keyed, keyed_commands)
+
+        task.add_done_callback(resolve)
+
+    def _write_once_commands(
+        self, submission: Submission, commands: list[tuple[Arg, ...]]
+    ) -> dict[int, int]:
+        """Append one write-once script call per partition of a keyed submission; returns
+        partition -> its command's index."""
+        assert submission.idempotency_key is not None
+        where: dict[int, int] = {}
+        trace = submission.trace or b""
+        for partition, lines in submission.groups.items():
+            alone = Submission(
+                submission.stream,
+                {partition: lines},
+                (partition, 0),
+                (partition, len(lines) - 1),
+                len(lines),
+                submission.future,
+            )
+            entries, _, _ = layout_entries([alone], self.max_events_per_entry, MAX_ENTRY_BYTES)
+            arguments: list[Arg] = [self.idempotency_window_seconds, digest(lines)]
+            for chunk in entries[(submission.stream, partition)]:
+                arguments += [len(chunk), b"\n".join(chunk), trace]
+            where[partition] = len(commands)
+            commands.append(
+                (
+                    "EVAL",
+                    WRITE_ONCE_SCRIPT,
+                    2,
+                    input_key(submission.stream, partition),
+                    record_key(submission.stream, partition, submission.idempotency_key),
+                    *arguments,
+                )
+            )
+        return where
 
     async def _send(self, commands: list[tuple[Arg, ...]]) -> list[object]:
         connection = await self.connection.get()
@@ -210,3 +284,58 @@ class EntryWriter:
                 submission.future.set_exception(RespError(str(failed)))
             else:
                 submission.future.set_result(Receipt(submission.count, ids[0], ids[1]))
+
+    def _resolve_keyed(
+        self,
+        done: asyncio.Future[list[object]],
+        submissions: list[Submission],
+        keyed_commands: list[dict[int, int]],
+    ) -> None:
+        error = done.exception()
+        replies: list[object] = [] if error is not None else done.result()
+        for submission, where in zip(submissions, keyed_commands, strict=True):
+            if submission.future.done():
+                continue
+            if error is not None:
+                submission.future.set_exception(error)
+                continue
+            try:
+                records = self._records(submission, where, replies)
+            except (RespError, IdempotencyConflictError) as failure:
+                submission.future.set_exception(failure)
+                continue
+            (first_partition, first_index), (last_partition, last_index) = (
+                submission.first,
+                submission.last,
+            )
+            replayed = not any(record.written for record in records.values())
+            self.requests_replayed += replayed
+            submission.future.set_result(
+                Receipt(
+                    submission.count,
+                    records[first_partition].event_id(first_partition, first_index),
+                    records[last_partition].event_id(last_partition, last_index),
+                    replayed=replayed,
+                )
+            )
+
+    def _records(
+        self, submission: Submission, where: dict[int, int], replies: list[object]
+    ) -> dict[int, WrittenRecord]:
+        """Each partition's record of a keyed submission; counts what was written now."""
+        records: dict[int, WrittenRecord] = {}
+        for partition, index in where.items():
+            reply = replies[index]
+            if isinstance(reply, RespError):
+                raise reply
+            record = WrittenRecord.parse(reply)
+            if record.written:
+                self.entries_written += len(record.entries)
+                self.events_written += sum(count for _, count in record.entries)
+            elif record.digest != digest(submission.groups[partition]):
+                raise IdempotencyConflictError(
+                    f"{HEADER} {submission.idempotency_key!r} was used for a different body "
+                    f"within the idempotency window; use a new key for a new request"
+                )
+            records[partition] = record
+        return records
