@@ -179,3 +179,37 @@ async def test_load_counts_a_refusal_without_retry_after_apart_and_names_resent_
     assert [status for _, status in report.timeline] == ["503 without Retry-After", "503", "202"]
     assert report.acked_events == 10
     assert report.resent_batches == [(0, 10)]
+
+
+async def test_load_sends_a_batch_again_with_its_own_key_unique_to_the_run() -> None:
+    """A stand-in ingest (real HTTP server) refuses every first attempt: each batch comes again
+    with the key it had, batches have different keys, and a second run uses new ones."""
+    keys: list[str] = []
+
+    async def events(request: web.Request) -> web.Response:
+        await request.read()
+        keys.append(request.headers["Idempotency-Key"])
+        if keys.count(keys[-1]) == 1:
+            return web.Response(status=503, headers={"Retry-After": "0.05"})
+        return web.Response(status=202, headers={"Idempotent-Replayed": "true"})
+
+    app = web.Application()
+    app.router.add_post("/v1/streams/events/events", events)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        options = LoadOptions(f"http://127.0.0.1:{port}", "events", "t", events=20, batch=10,
+                              in_flight=1)  # fmt: skip
+        report = await load(options)
+        first_run = list(keys)
+        await load(options)
+    finally:
+        await runner.cleanup()
+
+    assert first_run[0] == first_run[1] != first_run[2] == first_run[3]
+    assert not set(first_run) & set(keys[4:])
+    assert report.replayed_batches == 2
+    assert report.resent_batches == [(0, 10), (10, 10)]

@@ -33,6 +33,9 @@ _token_option = click.option(
               help="Fail when no batch was acknowledged for this many seconds.")  # fmt: skip
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Events per second to aim at (default: as fast as they are acknowledged).")  # fmt: skip
+@click.option("--idempotency-keys/--no-idempotency-keys", default=True, show_default=True,
+              help="Send each batch with an Idempotency-Key, so a batch sent again after a "
+                   "refusal or a broken connection is stored once.")  # fmt: skip
 @_token_option
 def load(
     *,
@@ -45,6 +48,7 @@ def load(
     producer: str,
     give_up_after: float,
     rate: float | None,
+    idempotency_keys: bool,
     token: str | None,
 ) -> None:
     """Send EVENTS numbered events to the ingest service at BASE_URL (http://HOST:PORT) and wait
@@ -60,6 +64,7 @@ def load(
         token=token,
         give_up_after=give_up_after,
         rate=rate,
+        idempotency_keys=idempotency_keys,
     )
     try:
         report = asyncio.run(run_load(options))

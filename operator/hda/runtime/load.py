@@ -6,11 +6,17 @@ flight) or over one WebSocket (a window of frames in flight). Backpressure (429)
 that is not reachable (503) are answered by sending the same batch again after `Retry-After`;
 a connection that breaks mid-request is retried too and counted as `ambiguous`, since its batch
 may or may not have been accepted.
+
+Every batch carries an Idempotency-Key unique to the run (REST: one per request; WebSocket: one
+per run, frame N being the run's N-th batch), so a batch sent again is stored once: a refusal is
+not a promise that nothing was written. `--no-idempotency-keys` sends none, to measure what a
+producer without them gets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -49,9 +55,12 @@ class LoadReport:
     # began and ended, comparable with the clock of whoever caused it (same host or NTP).
     timeline: list[tuple[float, str]] = field(default_factory=list)
     # [first, count] of each batch acknowledged only after it was sent again (refused, or its
-    # connection broke): its events may be stored twice, since a refusal is not a promise that
-    # nothing was written. An event twice in output outside these was duplicated downstream.
+    # connection broke). Without idempotency keys its events may be stored twice, since a
+    # refusal is not a promise that nothing was written; with them, never.
     resent_batches: list[tuple[int, int]] = field(default_factory=list)
+    idempotency_keys: bool = True
+    # Acks that repeated an earlier receipt: the batch had been stored by an earlier attempt.
+    replayed_batches: int = 0
 
     @property
     def events_per_second(self) -> float:
@@ -87,12 +96,22 @@ class LoadOptions:
     token: str | None = None
     give_up_after: float = 300.0  # seconds without a single ack
     rate: float | None = None  # events per second over the whole run; None: as fast as acked
+    idempotency_keys: bool = True  # one Idempotency-Key per batch, unique to the run
 
 
 class _Producer:
     def __init__(self, options: LoadOptions) -> None:
         self.options = options
-        self.report = LoadReport(options.producer, options.transport, options.events)
+        self.report = LoadReport(
+            options.producer,
+            options.transport,
+            options.events,
+            idempotency_keys=options.idempotency_keys,
+        )
+        # Unique to this run: a producer name used again later must not replay old receipts.
+        self.run_key = (
+            f"{options.producer}-{secrets.token_hex(6)}" if options.idempotency_keys else None
+        )
         self.last_progress = time.monotonic()
         self.started = time.monotonic()
         self.scheduled_events = 0
@@ -108,10 +127,13 @@ class _Producer:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
+        headers = {}
         if self.options.token:
-            return {"Authorization": f"Bearer {self.options.token}"}
-        return {}
+            headers["Authorization"] = f"Bearer {self.options.token}"
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        return headers
 
     def _count(self, status: int | str) -> None:
         key = str(status)
@@ -127,7 +149,8 @@ class _Producer:
                 f"statuses so far: {self.report.statuses}"
             )
 
-    def _acked(self, first: int, count: int) -> None:
+    def _acked(self, first: int, count: int, *, replayed: bool = False) -> None:
+        self.report.replayed_batches += replayed
         if first in self.resent:
             self.report.resent_batches.append((first, count))
         self.report.acked_events += count
@@ -146,11 +169,12 @@ class _Producer:
     ) -> None:
         url = f"{self.options.base_url}/v1/streams/{self.options.stream}/events"
         body = batch_body(self.options.producer, first, count)
+        key = None if self.run_key is None else f"{self.run_key}-{first}"
         while True:
             self._check_stalled()
             try:
                 async with session.post(
-                    url, data=body, headers={**_NDJSON, **self._headers()}
+                    url, data=body, headers={**_NDJSON, **self._headers(key)}
                 ) as response:
                     text = await response.text()
                     retry_after_missing = (
@@ -164,7 +188,9 @@ class _Producer:
                         else response.status
                     )
                     if response.status == 202:
-                        self._acked(first, count)
+                        self._acked(
+                            first, count, replayed="Idempotent-Replayed" in response.headers
+                        )
                         return
                     if response.status not in _RETRYABLE_STATUS:
                         raise LoadError(f"POST {url}: HTTP {response.status} {text[:300]}")
@@ -196,6 +222,9 @@ class _Producer:
     async def run_ws(self, session: aiohttp.ClientSession) -> None:
         url = f"{self.options.base_url}/v1/streams/{self.options.stream}/ws"
         url = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        if self.run_key is not None:
+            await self._run_ws_keyed(session, url, self.run_key)
+            return
         pending = self._batches()
         while pending:
             self._check_stalled()
@@ -241,6 +270,69 @@ class _Producer:
                 else:
                     raise LoadError(f"WebSocket {url}: {reply}")
         return sorted([*retry, *in_flight.values(), *queue])
+
+    async def _run_ws_keyed(self, session: aiohttp.ClientSession, url: str, key: str) -> None:
+        """Frame N of every connection is the run's N-th batch: after a refusal or a lost
+        connection, a new connection resends from the first unacknowledged batch (`?seq=`), and
+        the batches stored before are acknowledged again rather than stored twice."""
+        batches = self._batches()
+        acked = [False] * len(batches)
+        sent: set[int] = set()  # indexes of the batches sent at least once
+        while not all(acked):
+            self._check_stalled()
+            start = acked.index(False)
+            try:
+                await self._ws_keyed_session(
+                    session, f"{url}?seq={start + 1}", key, batches=batches, acked=acked, sent=sent
+                )
+            except (aiohttp.ClientConnectionError, aiohttp.WSServerHandshakeError) as error:
+                self._count(type(error).__name__)
+            if not all(acked):
+                self.resent.update(batches[i][0] for i in sent if not acked[i])
+                await asyncio.sleep(_DEFAULT_RETRY_AFTER)
+
+    async def _ws_keyed_session(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        key: str,
+        *,
+        batches: list[tuple[int, int]],
+        acked: list[bool],
+        sent: set[int],
+    ) -> None:
+        """Send batches from the first unacknowledged one, in order, until one is refused or
+        the connection ends; marks what was acknowledged."""
+        next_index = acked.index(False)
+        in_flight = 0
+        async with session.ws_connect(url, headers=self._headers(key), heartbeat=30) as ws:
+            while next_index < len(batches) or in_flight:
+                while next_index < len(batches) and in_flight < max(1, self.options.in_flight):
+                    first, count = batches[next_index]
+                    if next_index not in sent:
+                        await self._pace(count)
+                        sent.add(next_index)
+                    await ws.send_bytes(batch_body(self.options.producer, first, count))
+                    next_index += 1
+                    in_flight += 1
+                message = await ws.receive(timeout=self.options.give_up_after)
+                if message.type not in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+                    self.report.ambiguous += in_flight  # closed (ingest restarting)
+                    return
+                reply = orjson.loads(message.data)
+                in_flight -= 1
+                index = int(reply["seq"]) - 1
+                status = int(reply.get("status", 202))
+                self._count(status)
+                if "error" not in reply:
+                    if not acked[index]:
+                        acked[index] = True
+                        self._acked(*batches[index], replayed=bool(reply.get("replayed")))
+                    continue
+                if status not in _RETRYABLE_STATUS:
+                    raise LoadError(f"WebSocket {url}: {reply}")
+                self.report.retries += 1
+                return  # resend from the first unacknowledged batch on a new connection
 
 
 async def run_load(options: LoadOptions) -> LoadReport:
