@@ -13,7 +13,10 @@ import aiohttp
 import pytest
 from tests.runtime.conftest import Processes
 
-from hda.runtime.topology.local import ReplicatedValkey
+from hda.api.v1alpha1 import load_manifest
+from hda.runtime.codec import input_key
+from hda.runtime.resp import RedisAddress, RespConnection
+from hda.runtime.topology.local import FailoverSettings, ReplicatedValkey, local_buffer
 
 pytestmark = pytest.mark.runtime
 
@@ -57,3 +60,35 @@ async def test_replica_acknowledge_refuses_while_no_replica_confirms(
             assert (await post(session, url))[0] == 202
     finally:
         processes.stop_all()
+
+
+async def test_replica_acknowledge_stores_nothing_on_a_primary_left_without_a_replica(
+    tmp_path: Path, write_manifest: Any
+) -> None:
+    """Built as `hda run` builds it (min-replicas-to-write 1): with its replica gone, the primary
+    refuses the write before storing it, so a refusal really means nothing was written."""
+    manifest = write_manifest(
+        "    - {name: events, partitions: 1}\n",
+        "  redis: {topology: replicated, replicas: 1, acknowledge: replica}\n",
+    )
+    spec = load_manifest(manifest.read_text(), source=str(manifest)).spec.redis
+    topology = local_buffer(spec, tmp_path / "valkey", "always", FailoverSettings())
+    assert isinstance(topology, ReplicatedValkey)
+    topology.start()
+    processes = Processes(tmp_path, topology)
+    try:
+        port = processes.ingest(manifest)
+        url = f"http://127.0.0.1:{port}/v1/streams/events/events"
+        (replica,) = [node for node in topology.nodes if node is not topology.primary()]
+        async with aiohttp.ClientSession() as session:
+            assert (await post(session, url))[0] == 202
+            replica.kill()
+            status, retry_after = await post(session, url)
+        primary = await RespConnection.connect(RedisAddress.from_url(topology.primary().url))
+        stored = int(await primary.execute("XLEN", input_key("events", 0)))
+        primary.close()
+        assert (status, retry_after is not None) == (503, True)
+        assert stored == 1, "the refused write was stored on the primary"
+    finally:
+        processes.stop_all()
+        topology.kill()

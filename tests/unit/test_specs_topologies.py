@@ -322,3 +322,18 @@ def test_standalone_liveness_is_unchanged() -> None:
     ][0]
 
     assert "MASTERDOWN" not in container["livenessProbe"]["exec"]["command"][2]
+
+
+@pytest.mark.parametrize("build", [replicated, cluster])
+def test_acknowledge_replica_makes_a_primary_without_a_replica_refuse_writes(build: Any) -> None:
+    lines = valkey_conf(build(acknowledge="replica")).splitlines()
+
+    assert "min-replicas-to-write 1" in lines
+    assert "min-replicas-max-lag 10" in lines
+
+
+@pytest.mark.parametrize("acknowledge", ["primary", "fsync"])
+def test_other_acknowledge_settings_let_a_lone_primary_write(acknowledge: str) -> None:
+    conf = valkey_conf(replicated(acknowledge=acknowledge))
+
+    assert "min-replicas-to-write" not in conf

@@ -36,6 +36,8 @@ SENTINEL_QUORUM: Final = 2
 # Valkey's memory ceiling as a share of the container limit: headroom for the AOF rewrite fork
 # and client buffers, so writes get OOM errors (ingest pushes back) before the kernel kills it.
 VALKEY_MAXMEMORY_SHARE: Final = 0.75
+# Valkey's default: replicas ping every second, so 10 s is well past a healthy one's lag.
+MIN_REPLICAS_MAX_LAG_SECONDS: Final = 10
 
 
 def valkey_conf(hda: HyperDriveAccelerator) -> str:
@@ -64,6 +66,12 @@ def _topology_lines(hda: HyperDriveAccelerator) -> list[str]:
         return []
     # Replicas and cluster peers are found by DNS name: a pod's IP changes when it restarts.
     lines = ["replica-serve-stale-data no", "replica-read-only yes"]
+    if hda.spec.redis.min_replicas_to_write:
+        lines += [
+            f"min-replicas-to-write {hda.spec.redis.min_replicas_to_write}",
+            # A replica that has not acknowledged the stream for this long no longer counts.
+            f"min-replicas-max-lag {MIN_REPLICAS_MAX_LAG_SECONDS}",
+        ]
     if topology == "cluster":
         lines += [
             "cluster-enabled yes",

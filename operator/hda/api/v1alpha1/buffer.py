@@ -140,7 +140,9 @@ class RedisSpec(ApiModel):
         description=(
             "When ingest answers 202 and when a worker acknowledges its input. primary: after "
             "the primary's write. fsync: after the primary's AOF fsync (WAITAOF 1 0). replica: "
-            "after the primary's fsync and one replica has the write too (WAITAOF 1 1)."
+            "after the primary's fsync and one replica has the write too (WAITAOF 1 1); a "
+            "primary without a connected replica then refuses writes before storing them "
+            "(min-replicas-to-write 1), so nothing is written that could not be acknowledged."
         ),
     )
 
@@ -192,6 +194,13 @@ class RedisSpec(ApiModel):
         if self.replicas is not None:
             return self.replicas
         return {"standalone": 0, "replicated": 2, "cluster": 1}[self.topology]
+
+    @property
+    def min_replicas_to_write(self) -> int:
+        """Valkey's min-replicas-to-write: under `replica`, a primary cut off from its replicas
+        (or left without one) refuses a write instead of storing what it cannot acknowledge,
+        which a failover would then drop or a resend would store twice."""
+        return 1 if self.acknowledge == "replica" else 0
 
     @property
     def shard_count(self) -> int:

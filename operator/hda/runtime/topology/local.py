@@ -31,6 +31,14 @@ DEFAULT_FAILOVER_TIMEOUT_MS = 10_000
 NODE_ARGS = ("--repl-diskless-sync-delay", "0")
 
 
+def node_arguments(min_replicas_to_write: int) -> tuple[str, ...]:
+    """Every node's arguments: NODE_ARGS, and under `acknowledge: replica` the refusal of a
+    write no replica would get (what the operator's valkey.conf says too)."""
+    if not min_replicas_to_write:
+        return NODE_ARGS
+    return (*NODE_ARGS, "--min-replicas-to-write", str(min_replicas_to_write))
+
+
 @dataclass(frozen=True)
 class FailoverSettings:
     down_after_ms: int = DEFAULT_DOWN_AFTER_MS
@@ -76,19 +84,21 @@ class ReplicatedValkey:
         replicas: int,
         appendfsync: str = "everysec",
         settings: FailoverSettings | None = None,
+        min_replicas_to_write: int = 0,
     ) -> None:
         if replicas < 1:
             raise ValueError(f"a replicated topology needs replicas >= 1, got {replicas}")
         self.data_dir = data_dir
         self.settings = settings or FailoverSettings()
         primary_port = free_port()
+        node_args = node_arguments(min_replicas_to_write)
         self.nodes = [
             EmbeddedValkey(
                 data_dir / "primary",
                 port=primary_port,
                 appendfsync=appendfsync,
                 role="primary",
-                extra_args=NODE_ARGS,
+                extra_args=node_args,
             )
         ]
         self.nodes += [
@@ -96,7 +106,7 @@ class ReplicatedValkey:
                 data_dir / f"replica-{n}",
                 appendfsync=appendfsync,
                 role=f"replica-{n}",
-                extra_args=(*NODE_ARGS, "--replicaof", "127.0.0.1", str(primary_port)),
+                extra_args=(*node_args, "--replicaof", "127.0.0.1", str(primary_port)),
             )
             for n in range(1, replicas + 1)
         ]
@@ -208,9 +218,11 @@ class ClusterValkey:
         replicas: int,
         appendfsync: str = "everysec",
         settings: FailoverSettings | None = None,
+        min_replicas_to_write: int = 0,
     ) -> None:
         self.data_dir = data_dir
         self.appendfsync = appendfsync
+        self.node_args = node_arguments(min_replicas_to_write)
         self.settings = settings or FailoverSettings()
         self.replica_count = replicas
         self.bus_ports: dict[int, int] = {}
@@ -223,7 +235,7 @@ class ClusterValkey:
             appendfsync=self.appendfsync,
             role=role,
             extra_args=(
-                *NODE_ARGS,
+                *self.node_args,
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-port", str(bus_port),
@@ -376,7 +388,11 @@ def local_buffer(
     """The topology `spec.redis` asks for, not started yet."""
     if spec.topology == "replicated":
         return ReplicatedValkey(
-            data_dir, replicas=spec.replica_count, appendfsync=appendfsync, settings=settings
+            data_dir,
+            replicas=spec.replica_count,
+            appendfsync=appendfsync,
+            settings=settings,
+            min_replicas_to_write=spec.min_replicas_to_write,
         )
     if spec.topology == "cluster":
         return ClusterValkey(
@@ -385,5 +401,6 @@ def local_buffer(
             replicas=spec.replica_count,
             appendfsync=appendfsync,
             settings=settings,
+            min_replicas_to_write=spec.min_replicas_to_write,
         )
     return EmbeddedValkey(data_dir, appendfsync=appendfsync)
