@@ -92,3 +92,36 @@ async def test_replica_acknowledge_stores_nothing_on_a_primary_left_without_a_re
     finally:
         processes.stop_all()
         topology.kill()
+
+
+async def test_a_batch_stored_then_refused_is_stored_once_when_sent_again_with_its_key(
+    replicated: ReplicatedValkey, tmp_path: Path, write_manifest: Any
+) -> None:
+    """The replica is stopped, not gone: the primary stores the write, WAITAOF times out and
+    ingest answers 503. The producer's resend with the same Idempotency-Key, once the replica
+    is back, gets the first write's receipt, and the stream holds the batch once."""
+    manifest = write_manifest(
+        "    - {name: events, partitions: 1}\n",
+        "  redis: {topology: replicated, replicas: 1, acknowledge: replica}\n",
+    )
+    processes = Processes(tmp_path, replicated)
+    try:
+        port = processes.ingest(manifest)
+        url = f"http://127.0.0.1:{port}/v1/streams/events/events"
+        headers = {"Idempotency-Key": "batch-1"}
+        (replica,) = [node for node in replicated.nodes if node is not replicated.primary()]
+        assert replica.process is not None
+        async with aiohttp.ClientSession() as session:
+            os.kill(replica.process.pid, signal.SIGSTOP)
+            async with session.post(url, json={"seq": 1}, headers=headers) as refused:
+                assert refused.status == 503
+            os.kill(replica.process.pid, signal.SIGCONT)
+            async with session.post(url, json={"seq": 1}, headers=headers) as resent:
+                assert resent.status == 202
+                assert resent.headers.get("Idempotent-Replayed") == "true"
+        primary = await RespConnection.connect(RedisAddress.from_url(replicated.primary().url))
+        stored = int(await primary.execute("XLEN", input_key("events", 0)))
+        primary.close()
+        assert stored == 1
+    finally:
+        processes.stop_all()
