@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import itertools
 import os
 import re
 import statistics
@@ -60,6 +61,7 @@ class BenchOptions:
     shards: int = 3
     replicas: int | None = None  # unset: the topology's default (spec.redis.replicas)
     trace_ratio: float | None = None  # None: tracing off
+    idempotency_keys: bool = False  # every request with its own Idempotency-Key
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,12 @@ async def _output_events(port: int) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def _with_key(options: BenchOptions, headers: dict[str, str], key: str) -> dict[str, str]:
+    if not options.idempotency_keys:
+        return headers
+    return {**headers, "Idempotency-Key": key}
+
+
 async def _throughput(
     options: BenchOptions, ingest_port: int, output_port: int, cpu: Callable[[], CpuSeconds]
 ) -> tuple[float, float, CpuSeconds]:
@@ -281,17 +289,20 @@ async def _throughput(
     connector = aiohttp.TCPConnector(limit=options.connections)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def producer() -> None:
+        async def producer(number: int) -> None:
             nonlocal accepted
-            while time.perf_counter() < stop_at:
-                async with session.post(url, data=body, headers=headers) as response:
+            for sent in itertools.count():
+                if time.perf_counter() >= stop_at:
+                    break
+                keyed = _with_key(options, headers, f"bench-{number}-{sent}")
+                async with session.post(url, data=body, headers=keyed) as response:
                     await response.read()
                     if response.status == accepted_status:
                         accepted += options.events_per_request
                     else:
                         await asyncio.sleep(0.05)  # 429: backlog above the watermark
 
-        producers = [asyncio.create_task(producer()) for _ in range(options.connections)]
+        producers = [asyncio.create_task(producer(n)) for n in range(options.connections)]
         await asyncio.sleep(2.0)  # warm-up
         accepted_start, durable_start = accepted, await _output_events(output_port)
         cpu_start = cpu()
@@ -343,6 +354,10 @@ async def _latency(
         # OTLP: record i of request p has attribute seq p*n+i, and only its first is timed.
         firsts = [p * options.events_per_request if options.otlp else p for p in range(total)]
         requests = [(first, *_request(options, ingest_port, first)) for first in firsts]
+        requests = [
+            (first, url, body, _with_key(options, headers, f"probe-{first}"))
+            for first, url, body, headers in requests
+        ]
 
         async def send(first: int, url: str, body: bytes, headers: dict[str, str]) -> None:
             async with session.post(url, data=body, headers=headers) as response:
@@ -497,6 +512,7 @@ def run_bench(options: BenchOptions) -> Iterator[str]:
                 if options.trace_ratio is not None
                 else "tracing off"
             )
+            + (", an Idempotency-Key on every request" if options.idempotency_keys else "")
             + (
                 f", also on topology {options.topology}"
                 + (f" ({options.shards} shards)" if options.topology == "cluster" else "")

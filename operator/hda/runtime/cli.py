@@ -316,6 +316,8 @@ def run(
 @click.option("--trace-ratio", type=click.FloatRange(0.0, 1.0), default=None,
               help="Trace the pipeline at this sampleRatio into a loopback OTLP sink "
               "(default: tracing off).")  # fmt: skip
+@click.option("--idempotency-keys", is_flag=True,
+              help="Send every request with its own Idempotency-Key (measures what it costs).")  # fmt: skip
 @click.option("--topology", type=click.Choice(["standalone", "replicated", "cluster"]),
               default="standalone", show_default=True,
               help="Also measure the pipeline on this Valkey topology, next to standalone.")  # fmt: skip
@@ -337,6 +339,7 @@ def bench(
     pipeline_steps: bool,
     otlp: bool,
     trace_ratio: float | None,
+    idempotency_keys: bool,
     topology: str,
     shards: int,
     replicas: int | None,
@@ -358,6 +361,7 @@ def bench(
         pipeline_steps=pipeline_steps,
         otlp=otlp,
         trace_ratio=trace_ratio,
+        idempotency_keys=idempotency_keys,
         topology=topology,
         shards=shards,
         replicas=replicas,
