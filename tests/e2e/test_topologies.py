@@ -13,6 +13,9 @@ Each topology runs twice:
   its data and node ID, inside the 5 s failure detection, so Valkey may keep it as the primary
   (a cluster does: no failover at all); no failover is required, the rest is.
 
+A third test rolls every Valkey pod (a pod template change) while events flow: each primary
+is failed over before its pod is deleted.
+
 One HDA per test, deleted after it, with small requests (the real nodes report the host's two
 CPUs, and the whole tier shares them).
 """
@@ -28,6 +31,7 @@ from typing import Any
 import orjson
 import pytest
 from tests.e2e.test_pipeline import (
+    OPERATOR_NAMESPACE,
     client_pod,
     condition,
     events_in_files,
@@ -115,10 +119,10 @@ def deploy(cluster: ClusterHandle, manifest: dict[str, Any]) -> str:
     return name
 
 
-def start_producer(cluster: ClusterHandle, hda: str) -> str:
+def start_producer(cluster: ClusterHandle, hda: str, events: int = EVENTS) -> str:
     image: str = get_hda(cluster, hda)["status"]["images"]["runtime"]
     pod = f"producer-{hda}"
-    args = ["load", f"http://{hda}-ingest.{NAMESPACE}.svc:8080", "--events", str(EVENTS),
+    args = ["load", f"http://{hda}-ingest.{NAMESPACE}.svc:8080", "--events", str(events),
             "--producer", hda, "--transport", "rest", "--rate", str(RATE), "--batch", "100"]  # fmt: skip
     cluster.kubectl("-n", NAMESPACE, "apply", "-f", "-",
                     input=json.dumps(client_pod(pod, image, args)))  # fmt: skip
@@ -166,12 +170,7 @@ def kill_primary_and_check(
         if hold_replacement:
             cluster.kubectl("uncordon", node)
 
-    wait_for(lambda: pod_phase(cluster, producer) in ("Succeeded", "Failed"), timeout=900,
-             interval=3, message=f"{producer} did not finish")  # fmt: skip
-    log = cluster.kubectl("-n", NAMESPACE, "logs", producer).stdout
-    assert pod_phase(cluster, producer) == "Succeeded", log[-2000:]
-    report = orjson.loads(log.strip().splitlines()[-1])
-    log_figure(f"{hda}: producer", {k: v for k, v in report.items() if k != "timeline"})
+    report = check_every_event_once(cluster, hda, producer)
     log_figure(f"{hda}: answers after the kill (s after it, status)",
                [(round(at - killed_at, 1), status) for at, status in report["timeline"]
                 if at >= killed_at])  # fmt: skip
@@ -179,23 +178,36 @@ def kill_primary_and_check(
                first_ack_after_outage(report["timeline"], killed_at))  # fmt: skip
     if not hold_replacement:
         log_figure(f"{hda}: status.redis at the end", redis_status(cluster, hda))
+
+
+def check_every_event_once(cluster: ClusterHandle, hda: str, producer: str) -> dict[str, Any]:
+    """Wait for the producer; check it saw only allowed answers and that every event it sent
+    is in output exactly once. Returns its report."""
+    wait_for(lambda: pod_phase(cluster, producer) in ("Succeeded", "Failed"), timeout=900,
+             interval=3, message=f"{producer} did not finish")  # fmt: skip
+    log = cluster.kubectl("-n", NAMESPACE, "logs", producer).stdout
+    assert pod_phase(cluster, producer) == "Succeeded", log[-2000:]
+    report: dict[str, Any] = orjson.loads(log.strip().splitlines()[-1])
+    events = report["events"]
+    log_figure(f"{hda}: producer", {k: v for k, v in report.items() if k != "timeline"})
     assert set(report["statuses"]) <= ALLOWED_STATUSES, report["statuses"]
-    assert report["acked_events"] == EVENTS, report
+    assert report["acked_events"] == events, report
 
     def delivered() -> collections.Counter[tuple[str, int]] | None:
         seen = events_in_files(fc_segment_files(cluster))
         ours = collections.Counter({k: n for k, n in seen.items() if k[0] == hda})
-        return ours if len(ours) >= EVENTS else None
+        return ours if len(ours) >= events else None
 
     seen = wait_for(delivered, timeout=600, interval=5,
                     message=lambda: f"{hda}: not every acknowledged event landed")  # fmt: skip
-    assert sorted({s for _, s in seen}) == list(range(EVENTS)), "acknowledged events lost"
+    assert sorted({s for _, s in seen}) == list(range(events)), "acknowledged events lost"
     # A batch refused (503) may have been stored before the refusal (WAITAOF or the connection
     # failed); the producer sends it again with its Idempotency-Key, so it is stored once.
     duplicated = sorted(s for (_, s), count in seen.items() if count > 1)
     log_figure(f"{hda}: resent batches, of them replayed (stored by an earlier attempt)",
                (len(report["resent_batches"]), report["replayed_batches"]))  # fmt: skip
     assert not duplicated, f"{len(duplicated)} events twice in output: {duplicated[:5]}"
+    return report
 
 
 def first_ack_after_outage(timeline: list[list[Any]], killed_at: float) -> float | str:
@@ -247,5 +259,77 @@ def test_cluster_shard_primary_deleted_while_events_flow(
         kill_primary_and_check(
             real_cluster, hda, f"{hda}-valkey-shard-1", hold_replacement=hold_replacement
         )
+    finally:
+        delete_hda(real_cluster, hda)
+
+
+#: Events for a rollout: ~2 min at RATE, so every pod of a topology restarts under load.
+ROLLOUT_EVENTS = 60_000
+
+
+def operator_actions(cluster: ClusterHandle, hda: str) -> list[str]:
+    """The buffer actions (`DeletePod(...)`, `Failover(...)`, ...) the operator logged for
+    `hda`, in order."""
+    text = cluster.kubectl("-n", OPERATOR_NAMESPACE, "logs", "deployment/hda-operator",
+                           "--tail=-1").stdout  # fmt: skip
+    actions = []
+    for line in text.splitlines():
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if entry.get("msg") == "buffer action" and str(entry.get("hda", "")).endswith(f"/{hda}"):
+            actions.append(str(entry["action"]))
+    return actions
+
+
+def rolled_out(cluster: ClusterHandle, statefulsets: list[str]) -> bool:
+    for statefulset in statefulsets:
+        live = kubectl_json(cluster, "-n", NAMESPACE, "get", "statefulset", statefulset)
+        wanted, status = live["spec"]["replicas"], live["status"]
+        if status.get("updatedReplicas", 0) != wanted or status.get("readyReplicas", 0) != wanted:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("topology", ["replicated", "cluster"])
+def test_valkey_rollout_fails_over_before_it_restarts_a_primary(
+    real_cluster: ClusterHandle, topology_namespace: str, topology: str
+) -> None:
+    """A change to the Valkey pod template rolls every Valkey pod while events flow: each
+    primary is failed over before its pod is deleted, ingest answers only 202 or 503 with
+    Retry-After, and every event lands once."""
+    redis = (
+        {"topology": "replicated", "replicas": 2}
+        if topology == "replicated"
+        else {"topology": "cluster", "shards": 3, "replicas": 1}
+    )
+    hda = deploy(real_cluster, hda_manifest(f"roll-{topology[:3]}", redis))
+    try:
+        before = primaries(real_cluster, hda)
+        producer = start_producer(real_cluster, hda, ROLLOUT_EVENTS)
+        wait_for(lambda: pod_phase(real_cluster, producer) == "Running", timeout=180,
+                 message=f"{producer} never ran")  # fmt: skip
+        time.sleep(10)  # events flowing through the whole pipeline
+        earlier = len(operator_actions(real_cluster, hda))
+        started = time.monotonic()
+        patch = {"spec": {"redis": {"resources": {"requests": {"cpu": "12m", "memory": "64Mi"}}}}}
+        real_cluster.kubectl("-n", NAMESPACE, "patch", "hda", hda, "--type=merge",
+                             "-p", json.dumps(patch))  # fmt: skip
+        wait_for(lambda: rolled_out(real_cluster, list(before)), timeout=900, interval=3,
+                 message=lambda: f"{hda}: rollout unfinished: {redis_status(real_cluster, hda)}")  # fmt: skip
+        log_figure(f"{hda}: patch -> every Valkey pod rolled (s)",
+                   round(time.monotonic() - started, 1))  # fmt: skip
+        actions = operator_actions(real_cluster, hda)[earlier:]
+        log_figure(f"{hda}: operator actions during the rollout", actions)
+        for statefulset, primary in before.items():
+            deleted = f"DeletePod(pod='{primary}')"
+            assert deleted in actions, f"{primary} (primary of {statefulset}) was not rolled"
+            failovers = [
+                i for i, a in enumerate(actions) if a.startswith(f"Failover(group='{statefulset}'")
+            ]
+            assert failovers, f"{statefulset}: no failover in {actions}"
+            assert failovers[0] < actions.index(deleted), f"{primary} deleted before a failover"
+        check_every_event_once(real_cluster, hda, producer)
     finally:
         delete_hda(real_cluster, hda)
