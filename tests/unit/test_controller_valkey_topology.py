@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from tests.unit.test_specs_support import edited, example
 
 from hda.api.v1alpha1 import HyperDriveAccelerator
@@ -19,7 +20,7 @@ from hda.controller.buffer_watch import (
 )
 from hda.controller.observe import PodSummary, pod_summary
 from hda.controller.status import Observation, RedisObservation, compute_status
-from hda.controller.valkey_nodes import ClusterView, parse_cluster_nodes
+from hda.controller.valkey_nodes import ClusterView, cluster_view
 from hda.controller.valkey_topology import (
     AssignSlots,
     BufferProbe,
@@ -98,12 +99,23 @@ def test_cluster_nodes_give_own_slots_primary_and_peers_down() -> None:
         "ddd 10.0.0.4:6379@16379,v-3.h master - 0 0 3 disconnected\n"
     )
 
-    assert parse_cluster_nodes(text) == ClusterView("bbb", (), ("ccc", "ddd"), ("ccc",))
+    assert cluster_view(text) == ClusterView("bbb", (), ("ccc", "ddd"), ("ccc",))
     mine = text.replace("myself,slave bbb", "slave bbb").replace(
         "v-1.h master", "v-1.h myself,master"
     )
-    view = parse_cluster_nodes(mine)
+    view = cluster_view(mine)
     assert (view.follows_id, view.slot_ranges) == (None, ((0, 99), (200, 200)))
+
+
+def test_cluster_view_of_a_reply_without_myself_is_refused() -> None:
+    with pytest.raises(ValueError, match="no `myself` line"):
+        cluster_view("bbb 10.0.0.2:6379@16379 master - 0 0 1 connected 0-16383\n")
+
+
+def test_cluster_view_of_a_malformed_reply_names_the_line() -> None:
+    text = "aaa 10.0.0.1:6379@16379 myself,master - 0 0 1 connected 0-16383\nbbb 10.0.0.2\n"
+    with pytest.raises(ValueError, match="CLUSTER NODES line 2: expected 8 or more fields"):
+        cluster_view(text)
 
 
 # --- cluster formation -------------------------------------------------------------------------------

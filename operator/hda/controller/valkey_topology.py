@@ -45,6 +45,7 @@ class NodeState:
     role: Role | None = None
     follows: tuple[str, int] | None = None  # a replica's primary, as configured (host, port)
     link_up: bool = False  # a replica's link to its primary is up and the initial sync is done
+    reply_error: str | None = None  # it answered something unreadable (a malformed reply)
     # Cluster only.
     node_id: str | None = None
     known_nodes: int = 0
