@@ -370,6 +370,51 @@ async def test_probe_reports_unreachable_nodes_without_waiting_forever(servers: 
     )
 
 
+async def _answer_with_malformed_cluster_nodes(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """A RESP server that answers like a fresh cluster node, except for one CLUSTER NODES line
+    cut short: the only way to get a malformed reply in front of the probe."""
+    replies = {
+        "INFO": "# Replication\r\nrole:master\r\n",
+        "CLUSTER MYID": "aaaa",
+        "CLUSTER INFO": "cluster_known_nodes:2\r\ncluster_slots_assigned:16384\r\n",
+        "CLUSTER NODES": (
+            "aaaa 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-16383\n"
+            "bbbb 127.0.0.1:7001@17001 master\n"
+        ),
+    }
+    try:
+        while header := await reader.readline():
+            words = []
+            for _ in range(int(header[1:])):
+                length = int((await reader.readline())[1:])
+                words.append((await reader.readexactly(length + 2))[:-2].decode())
+            command = " ".join(words[:2]).upper()
+            reply = replies.get(command, replies.get(words[0].upper()))
+            if reply is None:
+                writer.write(b"+OK\r\n")
+            else:
+                writer.write(b"$%d\r\n%s\r\n" % (len(reply), reply.encode()))
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+async def test_a_malformed_cluster_nodes_reply_is_a_probe_error_naming_the_line() -> None:
+    server = await asyncio.start_server(_answer_with_malformed_cluster_nodes, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    address = NodeAddress("v-shard-0-0", "v-shard-0", "127.0.0.1", port)
+    async with server:
+        probe = await probe_buffer("cluster", [address], password=None)
+
+    line = "CLUSTER NODES line 2: expected 8 or more fields, got 3"
+    assert probe.error is not None
+    assert probe.error.startswith(f"unreadable Valkey reply from v-shard-0-0: {line}"), probe.error
+    assert not probe.nodes[0].reachable
+    assert cluster_plan([[address]], probe) == Wait(probe.error)
+
+
 # --- lag on a cluster ---------------------------------------------------------------------------
 
 CLUSTER_MANIFEST = """

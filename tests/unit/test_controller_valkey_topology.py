@@ -3,8 +3,11 @@ with a failover before a primary restarts, and status.redis."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from tests.unit.test_specs_support import edited, example
 
 from hda.api.v1alpha1 import HyperDriveAccelerator
@@ -12,6 +15,7 @@ from hda.controller.buffer_watch import (
     PROBE_OFF,
     BufferWatch,
     buffer_nodes,
+    buffer_pass,
     group_rollouts,
     leaving_nodes,
     next_buffer_step,
@@ -19,7 +23,7 @@ from hda.controller.buffer_watch import (
 )
 from hda.controller.observe import PodSummary, pod_summary
 from hda.controller.status import Observation, RedisObservation, compute_status
-from hda.controller.valkey_nodes import ClusterView, parse_cluster_nodes
+from hda.controller.valkey_nodes import ClusterView, cluster_view
 from hda.controller.valkey_topology import (
     AssignSlots,
     BufferProbe,
@@ -33,13 +37,19 @@ from hda.controller.valkey_topology import (
     PodView,
     Replicate,
     Reshard,
+    Resharded,
     SlotMove,
     Wait,
     cluster_plan,
+    last_resharding,
     orphan_node_ids,
     primaries_seen,
     redis_status,
+    reshard_backoff,
+    reshard_failure_event,
     reshard_moves,
+    reshard_retry_delay,
+    resharding_ended,
     retire_plan,
     retired,
     rollout_plan,
@@ -98,12 +108,23 @@ def test_cluster_nodes_give_own_slots_primary_and_peers_down() -> None:
         "ddd 10.0.0.4:6379@16379,v-3.h master - 0 0 3 disconnected\n"
     )
 
-    assert parse_cluster_nodes(text) == ClusterView("bbb", (), ("ccc", "ddd"), ("ccc",))
+    assert cluster_view(text) == ClusterView("bbb", (), ("ccc", "ddd"), ("ccc",))
     mine = text.replace("myself,slave bbb", "slave bbb").replace(
         "v-1.h master", "v-1.h myself,master"
     )
-    view = parse_cluster_nodes(mine)
+    view = cluster_view(mine)
     assert (view.follows_id, view.slot_ranges) == (None, ((0, 99), (200, 200)))
+
+
+def test_cluster_view_of_a_reply_without_myself_is_refused() -> None:
+    with pytest.raises(ValueError, match="no `myself` line"):
+        cluster_view("bbb 10.0.0.2:6379@16379 master - 0 0 1 connected 0-16383\n")
+
+
+def test_cluster_view_of_a_malformed_reply_names_the_line() -> None:
+    text = "aaa 10.0.0.1:6379@16379 myself,master - 0 0 1 connected 0-16383\nbbb 10.0.0.2\n"
+    with pytest.raises(ValueError, match="CLUSTER NODES line 2: expected 8 or more fields"):
+        cluster_view(text)
 
 
 # --- cluster formation -------------------------------------------------------------------------------
@@ -402,15 +423,106 @@ def test_status_keeps_the_last_resharding_until_a_new_one_ends() -> None:
     groups, states = formed_cluster()
     probe = BufferProbe(tuple(states))
 
-    ended = redis_status(
-        "cluster", groups, probe, None, "t1", resharded=("2026-11-30T09:00:00Z", "moved 1 slots")
-    )
+    resharded = Resharded("2026-11-30T09:00:00Z", "failed after 1.0s: refused", 2, 4)
+    ended = redis_status("cluster", groups, probe, None, "t1", resharded=resharded)
     later = redis_status("cluster", groups, probe, ended.to_wire(), "t2")
 
-    assert (later.last_reshard_time, later.last_reshard) == (
-        "2026-11-30T09:00:00Z",
-        "moved 1 slots",
+    assert (
+        later.last_reshard_time,
+        later.last_reshard,
+        later.reshard_failures,
+        later.reshard_shards,
+    ) == ("2026-11-30T09:00:00Z", "failed after 1.0s: refused", 2, 4)
+    assert last_resharding(later.to_wire()) == resharded
+
+
+# --- back-off of failed reshardings ------------------------------------------------------------------
+
+ENDED = "2026-11-30T09:00:00Z"
+
+
+def at(seconds: float) -> datetime:
+    """`seconds` after ENDED."""
+    return datetime(2026, 11, 30, 9, 0, 0, tzinfo=UTC) + timedelta(seconds=seconds)
+
+
+def failed(failures: int, shards: int = 4) -> Resharded:
+    return Resharded(ENDED, "failed after 0.1s: MIGRATESLOTS refused", failures, shards)
+
+
+def test_retry_delay_doubles_from_the_base_per_failure_in_a_row() -> None:
+    assert [reshard_retry_delay(n) for n in range(5)] == [0.0, 15.0, 30.0, 60.0, 120.0]
+
+
+def test_retry_delay_stops_at_the_cap() -> None:
+    assert reshard_retry_delay(6) == 480.0
+    assert reshard_retry_delay(7) == 600.0
+    assert reshard_retry_delay(10_000) == 600.0
+
+
+def test_a_failed_resharding_waits_and_says_until_when() -> None:
+    wait = reshard_backoff(failed(3), 4, at(59))
+    assert wait == Wait("resharding failed 3 times in a row; next attempt at 2026-11-30T09:01:00Z")
+
+
+def test_a_failed_resharding_is_due_once_its_wait_is_over() -> None:
+    assert reshard_backoff(failed(1), 4, at(14)) is not None
+    assert reshard_backoff(failed(1), 4, at(15)) is None
+
+
+def test_the_wait_is_capped() -> None:
+    assert reshard_backoff(failed(40), 4, at(599)) is not None
+    assert reshard_backoff(failed(40), 4, at(600)) is None
+
+
+def test_a_success_does_not_hold_the_next_resharding_back() -> None:
+    succeeded = Resharded(ENDED, "moved 4096 slots", 0, 4)
+    assert reshard_backoff(succeeded, 4, at(0)) is None
+    assert reshard_backoff(None, 4, at(0)) is None
+
+
+def test_a_changed_shard_count_retries_at_once() -> None:
+    assert reshard_backoff(failed(5, shards=4), 5, at(1)) is None
+
+
+def test_a_status_from_before_the_count_was_kept_does_not_hold_back() -> None:
+    assert reshard_backoff(Resharded(ENDED, "failed", 1, None), 4, at(1)) is None
+
+
+def test_failures_count_on_for_the_same_shards_and_reset_on_success() -> None:
+    first = resharding_ended(None, ENDED, "failed", failed=True, shards=4)
+    second = resharding_ended(first, ENDED, "failed", failed=True, shards=4)
+    done = resharding_ended(second, ENDED, "moved", failed=False, shards=4)
+    assert (first.failures, second.failures, done.failures) == (1, 2, 0)
+
+
+def test_failures_count_anew_after_the_shard_count_changed() -> None:
+    ended = resharding_ended(failed(3, shards=4), ENDED, "failed", failed=True, shards=5)
+    assert (ended.failures, ended.shards) == (1, 5)
+
+
+def test_the_event_of_a_failed_resharding_says_why_and_when_the_next_is_due() -> None:
+    assert reshard_failure_event(failed(2)) == (
+        "resharding failed 2 times in a row; next attempt at 2026-11-30T09:00:30Z "
+        "(last: failed after 0.1s: MIGRATESLOTS refused)"
     )
+
+
+def test_a_resharding_that_succeeded_is_no_failure_event() -> None:
+    assert reshard_failure_event(Resharded(ENDED, "moved 4096 slots", 0, 4)) is None
+
+
+def test_a_backed_off_resharding_waits_and_nothing_else_is_done() -> None:
+    hda = edited(cluster_hda(), lambda wire: wire["spec"]["redis"].update(shards=4))
+    groups = buffer_nodes(hda, child_names(hda))
+    probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+    rollouts = group_rollouts(groups, statefulsets(groups), live_pods(groups, "old"))
+    wait = reshard_backoff(failed(2), 4, at(1))
+
+    actions, activity = next_buffer_step(hda, groups, probe, rollouts, reshard_wait=wait)
+
+    assert actions == []
+    assert activity == "resharding failed 2 times in a row; next attempt at 2026-11-30T09:00:30Z"
 
 
 # --- rollouts ----------------------------------------------------------------------------------------
@@ -757,3 +869,47 @@ def test_resharding_waits_for_every_kept_shard_s_replicas_to_be_in_sync() -> Non
 
     assert actions == []
     assert activity == "resharding waits for the replicas of logs-valkey-shard-3 to be in sync"
+
+
+# --- back-off, wired into the operator's pass ---------------------------------------------------------
+
+
+async def test_a_failed_resharding_counts_on_from_the_last_failure() -> None:
+    watch = BufferWatch()
+    ended = asyncio.Event()
+
+    async def refused() -> None:
+        raise RuntimeError("MIGRATESLOTS refused")
+
+    hda = edited(cluster_hda(), lambda wire: wire["spec"]["redis"].update(shards=4))
+    groups = buffer_nodes(hda, child_names(hda))
+    probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+    action = reshard_moves(groups, [], probe)
+    assert action is not None
+    watch.start_reshard("ns/logs", action, refused, ended.set, previous=failed(2), shards=4)
+    await asyncio.wait_for(ended.wait(), 5)
+
+    resharded = watch.resharded("ns/logs")
+    assert resharded is not None
+    assert (resharded.failures, resharded.shards) == (3, 4)
+    assert resharded.outcome.endswith("MIGRATESLOTS refused")
+
+
+async def test_the_operator_pass_holds_a_failed_resharding_back_until_due() -> None:
+    hda = edited(cluster_hda(), lambda wire: wire["spec"]["redis"].update(shards=4))
+    groups = buffer_nodes(hda, child_names(hda))
+    probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+    watch = BufferWatch()
+
+    done, activity = await buffer_pass(
+        watch, "ns/logs", hda, probe, [], groups=groups, sentinels=[], password=None,
+        kube=_NoPods(), last_reshard=failed(1), now=at(10),
+    )  # fmt: skip
+
+    assert (done, watch.resharding("ns/logs")) == ([], None)
+    assert activity == "resharding failed once; next attempt at 2026-11-30T09:00:15Z"
+
+
+class _NoPods:
+    async def delete(self, kind: object, namespace: str | None, name: str) -> bool:
+        raise AssertionError(f"no pod is deleted here, asked for {name}")

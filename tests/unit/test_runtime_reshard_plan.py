@@ -1,11 +1,11 @@
-"""Resharding plans: even shares, lowest slots kept, drained primaries emptied; CLUSTER NODES."""
+"""Resharding plans: even shares, lowest slots kept, drained primaries emptied."""
 
 from __future__ import annotations
 
 import pytest
 
 from hda.runtime.topology.local import SLOTS, slot_ranges
-from hda.runtime.topology.reshard import as_ranges, parse_cluster_nodes, plan_moves
+from hda.runtime.topology.reshard import as_ranges, plan_moves
 
 
 def owned_by(ranges: dict[str, tuple[int, int]]) -> dict[str, tuple[int, ...]]:
@@ -51,22 +51,3 @@ def test_keeping_an_unknown_primary_is_refused() -> None:
 
 def test_as_ranges_joins_runs() -> None:
     assert as_ranges([7, 1, 2, 3]) == ((1, 3), (7, 7))
-
-
-def test_cluster_nodes_parsing_keeps_slots_and_skips_failed_nodes() -> None:
-    text = (
-        "aa 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-2 5 [6->-bb]\n"
-        "bb 127.0.0.1:7001@17001 master - 0 0 2 connected\n"
-        "cc 127.0.0.1:7002@17002 slave aa 0 0 1 connected\n"
-        "dd 127.0.0.1:7003@17003 master,fail - 0 0 3 disconnected 9\n"
-    )
-    nodes = {node.node_id: node for node in parse_cluster_nodes(text)}
-    assert set(nodes) == {"aa", "bb", "cc"}
-    assert nodes["aa"].slots == (0, 1, 2, 5)
-    assert nodes["aa"].address == ("127.0.0.1", 7000)
-    assert (nodes["bb"].primary, nodes["cc"].primary) == (True, False)
-
-
-def test_cluster_nodes_short_line_names_it() -> None:
-    with pytest.raises(ValueError, match="line 1"):
-        parse_cluster_nodes("aa 127.0.0.1:7000 master")

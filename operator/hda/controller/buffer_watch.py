@@ -15,6 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from hda.api.consts import REDIS_PORT, SENTINEL_PORT
@@ -35,12 +36,15 @@ from .valkey_topology import (
     NodeAddress,
     PodView,
     Reshard,
+    Resharded,
     Wait,
     cluster_plan,
     orphan_node_ids,
     primary_of,
     replicas_behind,
+    reshard_backoff,
     reshard_moves,
+    resharding_ended,
     retire_plan,
     retired,
     rollout_plan,
@@ -133,14 +137,6 @@ class _Seen:
     probe: BufferProbe
 
 
-@dataclasses.dataclass(frozen=True)
-class Resharded:
-    """How the last resharding of an HDA ended: when (RFC 3339) and what it did or why not."""
-
-    at: str
-    outcome: str
-
-
 class BufferWatch:
     """Probes each HDA's Valkey nodes in the background, at most every `interval` seconds."""
 
@@ -188,12 +184,19 @@ class BufferWatch:
         action: Reshard,
         run: Callable[[], Awaitable[None]],
         wake: Callable[[], None],
+        *,
+        previous: Resharded | None,
+        shards: int,
     ) -> None:
-        """Run `run` (the resharding) in the background unless one runs already; when it ends,
-        record how, and wake the HDA to probe the new slot map."""
+        """Run `run` (the resharding to `shards` shards) in the background unless one runs
+        already; when it ends, record how (counting failures in a row on from `previous`), and
+        wake the HDA to probe the new slot map."""
         if key in self._reshards:
             return
-        self._reshards[key] = (action, asyncio.create_task(self._reshard(key, action, run, wake)))
+        task = asyncio.create_task(
+            self._reshard(key, action, run, wake, previous=previous, shards=shards)
+        )
+        self._reshards[key] = (action, task)
 
     async def _reshard(
         self,
@@ -201,18 +204,25 @@ class BufferWatch:
         action: Reshard,
         run: Callable[[], Awaitable[None]],
         wake: Callable[[], None],
+        *,
+        previous: Resharded | None,
+        shards: int,
     ) -> None:
         started = time.monotonic()
+        failed = False
         try:
             await run()
             outcome = f"moved {action.describe()} in {time.monotonic() - started:.1f}s"
             log.info("resharding done", extra={"hda": key, "outcome": outcome})
-        except Exception as error:  # reported in status; re-planned from the live map next pass
+        except Exception as error:  # reported in status; re-planned from the live map later
+            failed = True
             outcome = f"failed after {time.monotonic() - started:.1f}s: {error}"
             log.warning("resharding failed", extra={"hda": key, "error": str(error)})
         finally:
             self._reshards.pop(key, None)
-        self._resharded[key] = Resharded(rfc3339_now(), outcome)
+        self._resharded[key] = resharding_ended(
+            previous, rfc3339_now(), outcome, failed=failed, shards=shards
+        )
         self.acted(key)
         wake()
 
@@ -316,12 +326,14 @@ def next_buffer_step(
     *,
     leaving: Sequence[Sequence[NodeAddress]] = (),
     resharding: Reshard | None = None,
+    reshard_wait: Wait | None = None,
 ) -> tuple[list[Action], str | None]:
     """The actions of this pass, and what the operator is doing to the buffer, for status.
 
     Cluster, in order: while a resharding runs (`resharding`), nothing else; form it; forget
-    failed node IDs no pod has any more; reshard (once every shard's replicas are in sync) when
-    the slots are not even over `groups` or removed shards (`leaving`) still serve some; take drained removed shards out. Then one
+    failed node IDs no pod has any more; reshard (once every shard's replicas are in sync, and
+    unless failed ones back off: `reshard_wait`) when the slots are not even over `groups` or
+    removed shards (`leaving`) still serve some; take drained removed shards out. Then one
     rollout step.
     """
     topology = hda.spec.redis.topology
@@ -346,6 +358,8 @@ def next_buffer_step(
         behind = replicas_behind(groups, probe)
         if reshard is not None and behind:
             return [], f"resharding waits for the replicas of {', '.join(behind)} to be in sync"
+        if reshard is not None and reshard_wait is not None:
+            return [], reshard_wait.reason
         if reshard is not None:
             return [reshard], f"resharding: moving {reshard.describe()}"
         retire = retire_plan(groups, leaving, probe)
@@ -385,12 +399,18 @@ async def buffer_pass(
     kube: PodDeleter,
     leaving: Sequence[Sequence[NodeAddress]] = (),
     wake: Callable[[], None] = lambda: None,
+    last_reshard: Resharded | None = None,
+    now: datetime | None = None,
 ) -> tuple[list[Action], str | None]:
     """One pass on a fresh probe: decide (`next_buffer_step`), act (a resharding in the
-    background, `wake` when it ends), remember a requested failover. Returns what was done or
-    started (without what failed) and the activity for status."""
+    background, `wake` when it ends), remember a requested failover. `last_reshard`: how the
+    last resharding ended as status recorded it, when this operator has not run one yet (for
+    the back-off of failed ones). Returns what was done or started (without what failed) and
+    the activity for status."""
     topology = hda.spec.redis.topology
+    shards = hda.spec.redis.shard_count
     failing_over = watch.failing_over(key, topology, groups, probe)
+    last_reshard = watch.resharded(key) or last_reshard
     actions, activity = next_buffer_step(
         hda,
         groups,
@@ -399,6 +419,7 @@ async def buffer_pass(
         failing_over,
         leaving=leaving,
         resharding=watch.resharding(key),
+        reshard_wait=reshard_backoff(last_reshard, shards, now or datetime.now(UTC)),
     )
     every = [*groups, *leaving]
     nodes = [a for group in every for a in group]
@@ -409,6 +430,8 @@ async def buffer_pass(
                 action,
                 functools.partial(execute, action, nodes, password=password),
                 wake,
+                previous=last_reshard,
+                shards=shards,
             )
     started: list[Action] = [a for a in actions if isinstance(a, Reshard)]
     done, errors = await run_buffer_step(

@@ -67,7 +67,12 @@ from .state import (
 )
 from .status import CONFLICT_MARKER, Observation, RedisObservation
 from .status_write import write_status
-from .valkey_topology import NodeAddress, primaries_seen
+from .valkey_topology import (
+    NodeAddress,
+    last_resharding,
+    primaries_seen,
+    reshard_failure_event,
+)
 
 __all__ = ["Controller"]
 
@@ -301,7 +306,13 @@ class Controller:
         redis = None
         if hda.spec.redis.topology != "standalone":
             redis = await self._buffer_step(
-                hda, names, key, state, found.value(names.valkey_password_secret, PASSWORD_KEY)
+                body,
+                hda,
+                names,
+                key,
+                state,
+                password=found.value(names.valkey_password_secret, PASSWORD_KEY),
+                previous_redis=(raw.get("status") or {}).get("redis"),
             )
 
         # 5. Observe the result and write the status if it changed.
@@ -348,14 +359,18 @@ class Controller:
 
     async def _buffer_step(
         self,
+        body: kopf.Body,
         hda: HyperDriveAccelerator,
         names: ChildNames,
         key: Key,
         state: HdaState,
+        *,
         password: str | None,
+        previous_redis: dict[str, Any] | None,
     ) -> RedisObservation:
         """Probe the Valkey nodes in the background; on a probe taken after the last action,
-        take the next step (`buffer_watch`)."""
+        take the next step (`buffer_watch`). A resharding that failed is an Event saying when
+        the next attempt is due (`previous_redis`: status.redis, for the back-off)."""
         watch_key = f"{key[0]}/{key[1]}"
         groups = buffer_nodes(hda, names)
         leaving = self._leaving(hda, names, key)
@@ -384,8 +399,14 @@ class Controller:
                 kube=self.kube,
                 leaving=leaving,
                 wake=lambda: self.wake(key),
+                last_reshard=last_resharding(previous_redis),
             )
         resharded = self.buffer_watch.resharded(watch_key)
+        if resharded is not None and resharded != state.reshard_reported:
+            state.reshard_reported = resharded
+            failure = reshard_failure_event(resharded)
+            if failure is not None:
+                events.error(body, "ReshardFailed", failure)
         moved, state.buffer_primaries = primaries_seen(
             hda.spec.redis.topology, groups, probe, state.buffer_primaries
         )
@@ -394,7 +415,7 @@ class Controller:
             groups=tuple(tuple(group) for group in [*groups, *leaving]),
             probe=probe,
             activity=state.buffer_activity,
-            resharded=(resharded.at, resharded.outcome) if resharded is not None else None,
+            resharded=resharded,
             primary_moved=moved,
         )
 

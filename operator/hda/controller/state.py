@@ -16,6 +16,7 @@ from hda.specs import LABEL_NAMESPACE
 from hda.specs.names import label_value
 
 from .scaling import ScalingState
+from .valkey_topology import Resharded
 
 Key = tuple[str, str]  # (namespace, accelerator label value)
 # (kind plural, namespace, name) -> (applied hash, monotonic time of the apply)
@@ -69,6 +70,7 @@ class HdaState:
     # StatefulSet -> its last known Valkey primary (valkey_topology.primaries_seen)
     buffer_primaries: dict[str, str] = dataclasses.field(default_factory=dict)
     buffer_activity: str | None = None  # what the operator last did to a replicated/cluster buffer
+    reshard_reported: Resharded | None = None  # the last ended resharding told in an Event
     #: The StorageClass of the HDA's Fibre Channel volumes ("" until the first valid spec is
     #: seen): volume events of other classes do not wake it.
     fc_storage_class: str = ""

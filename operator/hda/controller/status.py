@@ -24,7 +24,7 @@ from hda.api.v1alpha1.status import (
 )
 
 from .reasons import COMPONENT_REASONS, PROBLEM_REASONS, Reason
-from .valkey_topology import BufferProbe, NodeAddress, redis_status
+from .valkey_topology import BufferProbe, NodeAddress, Resharded, redis_status
 
 Status = Literal["True", "False", "Unknown"]
 
@@ -175,7 +175,7 @@ class RedisObservation:
     groups: tuple[tuple[NodeAddress, ...], ...]
     probe: BufferProbe | None
     activity: str | None = None
-    resharded: tuple[str, str] | None = None  # when the last resharding ended, and how
+    resharded: Resharded | None = None  # how the last resharding this operator ran ended
     primary_moved: bool = False  # valkey_topology.primaries_seen on this probe
 
 

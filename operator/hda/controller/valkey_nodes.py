@@ -18,6 +18,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from hda.api.v1alpha1 import Topology
+from hda.runtime.topology.nodes import SlotRange, myself, parse_cluster_nodes
 from hda.runtime.topology.reshard import reshard
 from hda.specs.names import VALKEY_MASTER_NAME
 
@@ -50,7 +51,6 @@ class PodDeleter(Protocol):
 
 # Sentinels that must name the same primary before the operator believes them (of 3).
 SENTINEL_AGREEMENT = 2
-_DOWN_FLAGS = frozenset({"fail", "fail?", "noaddr"})
 
 
 def _client(host: str, port: int, password: str | None, seconds: float) -> redis.Redis:
@@ -68,47 +68,28 @@ async def _command(client: redis.Redis, *args: str | int) -> Any:
     return await client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
-def _slot_ranges(fields: Sequence[str]) -> tuple[tuple[int, int], ...]:
-    """The slot fields of a CLUSTER NODES line (`0-5460`, `5461`) as inclusive ranges; `[...]`
-    are slots in migration, still served by their owner."""
-    ranges = []
-    for field in fields:
-        if field.startswith("["):
-            continue
-        first, _, last = field.partition("-")
-        ranges.append((int(first), int(last or first)))
-    return tuple(ranges)
-
-
 @dataclasses.dataclass(frozen=True)
 class ClusterView:
     """One node's CLUSTER NODES, as far as the operator needs it."""
 
     follows_id: str | None  # the ID this node replicates (None for a primary)
-    slot_ranges: tuple[tuple[int, int], ...]  # the slots it serves
+    slot_ranges: tuple[SlotRange, ...]  # the slots it serves
     down: tuple[str, ...]  # IDs of the nodes it sees failing or disconnected
     down_serving: tuple[str, ...]  # of those, the ones it sees serving slots
 
 
-def parse_cluster_nodes(text: str) -> ClusterView:
-    """From CLUSTER NODES: what this node replicates and serves, and who it sees down."""
-    follows_id: str | None = None
-    slots: tuple[tuple[int, int], ...] = ()
-    down: list[str] = []
-    down_serving: list[str] = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 8:
-            continue
-        flags = set(fields[2].split(","))
-        if "myself" in flags:
-            follows_id = None if fields[3] == "-" else fields[3]
-            slots = _slot_ranges(fields[8:])
-        elif flags & _DOWN_FLAGS or fields[7] != "connected":
-            down.append(fields[0])
-            if _slot_ranges(fields[8:]):
-                down_serving.append(fields[0])
-    return ClusterView(follows_id, slots, tuple(down), tuple(down_serving))
+def cluster_view(text: str) -> ClusterView:
+    """From CLUSTER NODES: what this node replicates and serves, and who it sees down;
+    ValueError (naming the line) on a malformed reply."""
+    nodes = parse_cluster_nodes(text)
+    me = myself(nodes)
+    down = [node for node in nodes if not node.myself and node.seen_down]
+    return ClusterView(
+        follows_id=me.follows_id,
+        slot_ranges=me.slot_ranges,
+        down=tuple(node.node_id for node in down),
+        down_serving=tuple(node.node_id for node in down if node.slot_ranges),
+    )
 
 
 def _info_field(info: dict[str, Any], name: str) -> str:
@@ -136,7 +117,7 @@ async def _probe_node(
                 return state
             node_id = str(await _command(client, "CLUSTER", "MYID"))
             cluster_info = await client.cluster("INFO")
-            view = parse_cluster_nodes(str(await _command(client, "CLUSTER", "NODES")))
+            view = cluster_view(str(await _command(client, "CLUSTER", "NODES")))
             return NodeState(
                 pod=address.pod,
                 role=role,
@@ -151,7 +132,10 @@ async def _probe_node(
                 peers_down=view.down,
                 peers_serving=view.down_serving,
             )
-    except (OSError, RedisError, TimeoutError, ValueError) as error:
+    except ValueError as error:  # it answered, but not in a form we read: say so in status
+        log.warning("Valkey node reply unreadable", extra={"pod": address.pod, "error": str(error)})
+        return NodeState(pod=address.pod, reachable=False, reply_error=str(error))
+    except (OSError, RedisError, TimeoutError) as error:
         log.debug("Valkey node probe failed", extra={"pod": address.pod, "error": repr(error)})
         return NodeState(pod=address.pod, reachable=False)
     finally:
@@ -193,8 +177,11 @@ async def probe_buffer(
     )
     votes = Counter(answer for answer in answers if answer is not None)
     agreed = [primary for primary, count in votes.most_common(1) if count >= SENTINEL_AGREEMENT]
+    unreadable = [f"{state.pod}: {state.reply_error}" for state in states if state.reply_error]
     error = None
-    if not any(state.reachable for state in states):
+    if unreadable:
+        error = "unreadable Valkey reply from " + "; ".join(unreadable)
+    elif not any(state.reachable for state in states):
         error = "no Valkey pod reachable"
     elif sentinels and not agreed:
         error = f"fewer than {SENTINEL_AGREEMENT} sentinels agree on a primary"

@@ -9,6 +9,7 @@ clock). `valkey_nodes` asks the nodes and carries out what is decided here.
   no pod has any more (to forget).
 - `rollout_plan`: the next step of an OnDelete rollout: replicas first, then a failover, then
   the old primary; one StatefulSet at a time.
+- `reshard_backoff`: how long a resharding that failed waits before it is tried again.
 - `redis_status`: `status.redis` (the primary of each shard, replicas in sync, last failover).
 """
 
@@ -16,7 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Literal
+
+from pydantic import ValidationError
 
 from hda.api.v1alpha1 import Topology
 from hda.api.v1alpha1.status import RedisShardStatus, RedisStatus
@@ -24,6 +28,10 @@ from hda.runtime.topology.reshard import plan_moves
 
 CLUSTER_SLOTS = 16384
 Role = Literal["primary", "replica"]
+# After n failed reshardings in a row the next waits min(base * 2^(n-1), cap): a resharding
+# that cannot succeed (a source refusing MIGRATESLOTS, a node gone) is not retried every pass.
+RESHARD_RETRY_BASE_SECONDS = 15.0
+RESHARD_RETRY_CAP_SECONDS = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +53,7 @@ class NodeState:
     role: Role | None = None
     follows: tuple[str, int] | None = None  # a replica's primary, as configured (host, port)
     link_up: bool = False  # a replica's link to its primary is up and the initial sync is done
+    reply_error: str | None = None  # it answered something unreadable (a malformed reply)
     # Cluster only.
     node_id: str | None = None
     known_nodes: int = 0
@@ -299,6 +308,101 @@ def reshard_moves(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Resharded:
+    """How the last resharding of an HDA ended: when (RFC 3339), what it did or why not, the
+    reshardings failed in a row up to and with it (0: it succeeded), and the
+    `spec.redis.shards` it aimed at (None: not recorded)."""
+
+    at: str
+    outcome: str
+    failures: int = 0
+    shards: int | None = None
+
+
+def resharding_ended(
+    previous: Resharded | None, at: str, outcome: str, *, failed: bool, shards: int
+) -> Resharded:
+    """The record of a resharding that just ended: a failure counts on from the last one
+    when that aimed at the same shard count; a success starts the count over."""
+    failures = 0
+    if failed:
+        failures = 1
+        if previous is not None and previous.shards == shards:
+            failures += previous.failures
+    return Resharded(at, outcome, failures, shards)
+
+
+def last_resharding(redis: Mapping[str, object] | None) -> Resharded | None:
+    """The last resharding as `status.redis` (wire form) recorded it; None without one, or
+    when that status does not parse (written by another version: start afresh)."""
+    if not redis:
+        return None
+    try:
+        status = RedisStatus.model_validate(redis)
+    except ValidationError:
+        return None
+    if status.last_reshard_time is None:
+        return None
+    return Resharded(
+        status.last_reshard_time,
+        status.last_reshard or "",
+        status.reshard_failures or 0,
+        status.reshard_shards,
+    )
+
+
+def reshard_retry_delay(
+    failures: int,
+    *,
+    base: float = RESHARD_RETRY_BASE_SECONDS,
+    cap: float = RESHARD_RETRY_CAP_SECONDS,
+) -> float:
+    """Seconds between the end of the `failures`-th failed resharding in a row and the next."""
+    if failures <= 0:
+        return 0.0
+    return min(base * 2.0 ** min(failures - 1, 64), cap)
+
+
+def reshard_retry_at(last: Resharded | None, shards: int | None) -> datetime | None:
+    """When a resharding may start again after `last` failed; None: at once (none failed, or
+    `spec.redis.shards` is no longer what the failed one aimed at)."""
+    if last is None or last.failures == 0 or last.shards != shards:
+        return None
+    try:
+        ended = datetime.fromisoformat(last.at)
+    except ValueError:  # not a time we wrote: do not hold the resharding back on it
+        return None
+    if ended.tzinfo is None:
+        ended = ended.replace(tzinfo=UTC)
+    return ended + timedelta(seconds=reshard_retry_delay(last.failures))
+
+
+def _retry_reason(failures: int, due: datetime) -> str:
+    times = "once" if failures == 1 else f"{failures} times in a row"
+    return f"resharding failed {times}; next attempt at {due.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def reshard_backoff(last: Resharded | None, shards: int, now: datetime) -> Wait | None:
+    """Wait (saying until when) while the reshardings that failed in a row back off; None when
+    one may start now."""
+    due = reshard_retry_at(last, shards)
+    if last is None or due is None or now >= due:
+        return None
+    return Wait(_retry_reason(last.failures, due))
+
+
+def reshard_failure_event(resharded: Resharded) -> str | None:
+    """The Event for a resharding that just ended: None when it succeeded; else why it failed
+    and when the next attempt is due."""
+    if resharded.failures == 0:
+        return None
+    due = reshard_retry_at(resharded, resharded.shards)
+    if due is None:
+        return f"resharding {resharded.outcome}"
+    return f"{_retry_reason(resharded.failures, due)} (last: {resharded.outcome})"
+
+
 def replicas_behind(groups: Sequence[Sequence[NodeAddress]], probe: BufferProbe) -> list[str]:
     """The StatefulSets of `groups` whose replicas are not all in sync with their primary:
     slots moved there now would be written without a copy (and `acknowledge: replica` would
@@ -482,14 +586,14 @@ def redis_status(
     now: str,
     *,
     activity: str | None = None,
-    resharded: tuple[str, str] | None = None,
+    resharded: Resharded | None = None,
     primary_moved: bool = False,
 ) -> RedisStatus:
     """`status.redis`: per StatefulSet its primary pod and replicas in sync; the last time a
     primary changed (kept from `previous` while none does; `primary_moved`: `primaries_seen`
     saw one change across a probe that left it unknown). `activity` says what the operator
     is doing to the buffer (forming the cluster, resharding, rolling a shard), when anything;
-    `resharded` (when, outcome) how its last resharding ended (kept from `previous` without)."""
+    `resharded` how its last resharding ended (kept from `previous` without)."""
     before = RedisStatus.model_validate(previous) if previous else None
     primaries_before = {shard.name: shard.primary for shard in (before.shards if before else [])}
     last_failover = now if primary_moved else (before.last_failover_time if before else None)
@@ -520,13 +624,15 @@ def redis_status(
             )
         )
     error = None if probe is None else probe.error
-    if resharded is None and before is not None and before.last_reshard_time is not None:
-        resharded = (before.last_reshard_time, before.last_reshard or "")
+    if resharded is None:
+        resharded = last_resharding(previous)
     return RedisStatus(
         topology=topology,
         shards=shards,
         last_failover_time=last_failover,
-        last_reshard_time=resharded[0] if resharded else None,
-        last_reshard=resharded[1][:1024] if resharded else None,
+        last_reshard_time=resharded.at if resharded else None,
+        last_reshard=resharded.outcome[:1024] if resharded else None,
+        reshard_failures=resharded.failures if resharded else None,
+        reshard_shards=resharded.shards if resharded else None,
         message=(error or activity or "")[:1024] or None,
     )

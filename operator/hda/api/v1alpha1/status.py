@@ -161,6 +161,19 @@ class RedisStatus(ApiModel):
         max_length=1024,
         description="What the last resharding moved, or why it failed.",
     )
+    reshard_failures: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Reshardings that failed in a row (0 after one succeeds). The next attempt waits "
+            "min(15s * 2^(n-1), 10m) after lastReshardTime, unless spec.redis.shards changes."
+        ),
+    )
+    reshard_shards: int | None = Field(
+        default=None,
+        ge=1,
+        description="The spec.redis.shards the last resharding aimed at.",
+    )
     message: str | None = Field(
         default=None,
         max_length=1024,

@@ -22,20 +22,12 @@ from dataclasses import dataclass
 
 from ..resp import RedisAddress, RespConnection
 from .local import SLOTS
+from .nodes import ClusterNode, SlotRange, parse_cluster_nodes
 from .sentinel import HostPort
 
 log = logging.getLogger(__name__)
 
-SlotRange = tuple[int, int]  # first, last (inclusive)
 MIGRATION_POLL_SECONDS = 0.1
-
-
-@dataclass(frozen=True)
-class ClusterNodeInfo:
-    node_id: str
-    address: HostPort
-    primary: bool
-    slots: tuple[int, ...]  # the slots it serves, ascending (primaries only)
 
 
 @dataclass(frozen=True)
@@ -47,30 +39,6 @@ class SlotMove:
     @property
     def slot_count(self) -> int:
         return sum(last - first + 1 for first, last in self.ranges)
-
-
-def parse_cluster_nodes(text: str) -> list[ClusterNodeInfo]:
-    """CLUSTER NODES: `id ip:port@bus flags primary ping pong epoch link slot...` per line;
-    slots are `N` or `A-B`; `[...]` entries (a legacy migration's state) are skipped."""
-    nodes = []
-    for number, line in enumerate(text.strip().splitlines(), start=1):
-        fields = line.split()
-        if len(fields) < 8:
-            raise ValueError(f"CLUSTER NODES line {number}: expected 8+ fields, got {line!r}")
-        host, _, port = fields[1].split("@")[0].rpartition(":")
-        flags = fields[2].split(",")
-        if "fail" in flags or "noaddr" in flags:
-            continue
-        slots: list[int] = []
-        for token in fields[8:]:
-            if token.startswith("["):
-                continue
-            first, _, last = token.partition("-")
-            slots.extend(range(int(first), int(last or first) + 1))
-        nodes.append(
-            ClusterNodeInfo(fields[0], (host, int(port)), "master" in flags, tuple(sorted(slots)))
-        )
-    return nodes
 
 
 def as_ranges(slots: list[int]) -> tuple[SlotRange, ...]:
@@ -116,7 +84,8 @@ async def _connect(address: HostPort, password: str | None) -> RespConnection:
     )
 
 
-async def cluster_nodes(address: HostPort, password: str | None = None) -> list[ClusterNodeInfo]:
+async def cluster_nodes(address: HostPort, password: str | None = None) -> list[ClusterNode]:
+    """Every node the node at `address` knows (`parse_cluster_nodes`), failed ones included."""
     connection = await _connect(address, password)
     try:
         text = await connection.execute("CLUSTER", "NODES")
@@ -136,7 +105,7 @@ async def reshard(
     `address` knows, so a newly joined empty one gets its share) with atomic slot migration,
     one source at a time. Returns the moves made (none when already even)."""
     nodes = await cluster_nodes(address, password)
-    primaries = [node for node in nodes if node.primary]
+    primaries = [node for node in nodes if node.primary and not node.failed]
     owned = {node.node_id: node.slots for node in primaries}
     if sum(map(len, owned.values())) != SLOTS:
         raise RuntimeError(
