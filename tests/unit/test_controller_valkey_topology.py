@@ -913,3 +913,21 @@ async def test_the_operator_pass_holds_a_failed_resharding_back_until_due() -> N
 class _NoPods:
     async def delete(self, kind: object, namespace: str | None, name: str) -> bool:
         raise AssertionError(f"no pod is deleted here, asked for {name}")
+
+
+def test_a_probe_with_every_node_up_and_no_peer_down_is_settled() -> None:
+    probe = BufferProbe((NodeState("a-0", role="primary"), NodeState("a-1", role="replica")))
+    assert not probe.unsettled
+
+
+@pytest.mark.parametrize(
+    "probe",
+    [
+        BufferProbe((NodeState("a-0", role="primary"), NodeState("a-1", reachable=False))),
+        BufferProbe((NodeState("a-0", role="primary", peers_down=("id-1",)),)),
+        BufferProbe((), error="sentinels disagree"),
+    ],
+    ids=["node-unreachable", "peer-seen-down", "probe-error"],
+)
+def test_a_node_down_or_a_failed_probe_is_unsettled(probe: BufferProbe) -> None:
+    assert probe.unsettled

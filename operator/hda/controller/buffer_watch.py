@@ -55,6 +55,10 @@ log = logging.getLogger("hda.controller")
 PROBE_OFF = "not asked: the operator runs with --no-valkey-probe"
 # Sentinel's failover-timeout: a failover that has not moved the primary by then is over.
 FAILOVER_TIMEOUT_SECONDS = SENTINEL_FAILOVER_TIMEOUT_MILLISECONDS / 1000
+# While a probe is unsettled (a node down: a failover may be under way) the next one comes this
+# soon, for at most UNSETTLED_FAST_SECONDS; then at the usual interval (a node lost for good).
+UNSETTLED_PROBE_SECONDS = 2.0
+UNSETTLED_FAST_SECONDS = 120.0
 
 
 def buffer_nodes(hda: HyperDriveAccelerator, names: ChildNames) -> list[list[NodeAddress]]:
@@ -159,10 +163,12 @@ class BufferWatch:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._reshards: dict[str, tuple[Reshard, asyncio.Task[None]]] = {}
         self._resharded: dict[str, Resharded] = {}
+        self._unsettled_since: dict[str, float] = {}
 
     def forget(self, key: str) -> None:
         self._seen.pop(key, None)
         self._acted.pop(key, None)
+        self._unsettled_since.pop(key, None)
         self._failovers.pop(key, None)
         self._resharded.pop(key, None)
         for task in (self._tasks.pop(key, None), self._reshards.pop(key, (None, None))[1]):
@@ -242,7 +248,7 @@ class BufferWatch:
             return BufferProbe((), error=PROBE_OFF)
         seen = self._seen.get(key)
         acted = self._acted.get(key, 0.0)
-        stale = seen is None or time.monotonic() - seen.at >= self._interval or seen.at < acted
+        stale = seen is None or time.monotonic() - seen.at >= self._due(key) or seen.at < acted
         if stale and key not in self._tasks:
             self._tasks[key] = asyncio.create_task(
                 self._refresh(key, hda, names, password, wake, leaving=leaving)
@@ -312,9 +318,24 @@ class BufferWatch:
         finally:
             self._tasks.pop(key, None)
         previous = self._seen.get(key)
-        self._seen[key] = _Seen(time.monotonic(), probe)
+        now = time.monotonic()
+        self._seen[key] = _Seen(now, probe)
+        if probe.unsettled:
+            self._unsettled_since.setdefault(key, now)
+        else:
+            self._unsettled_since.pop(key, None)
         if previous is None or previous.probe != probe:
             wake()
+        if self._due(key) < self._interval:
+            # A failover may be under way: a pass soon probes again.
+            asyncio.get_running_loop().call_later(self._due(key), wake)
+
+    def _due(self, key: str) -> float:
+        """Seconds a probe of `key` stays fresh: short while it is newly unsettled."""
+        since = self._unsettled_since.get(key)
+        if since is None or time.monotonic() - since > UNSETTLED_FAST_SECONDS:
+            return self._interval
+        return min(self._interval, UNSETTLED_PROBE_SECONDS)
 
 
 def next_buffer_step(

@@ -76,6 +76,12 @@ class BufferProbe:
     def node(self, pod: str) -> NodeState | None:
         return next((n for n in self.nodes if n.pod == pod), None)
 
+    @property
+    def unsettled(self) -> bool:
+        """A node is unreachable, or sees a peer down, or the probe failed: a failover may be
+        under way, and its outcome is worth seeing soon."""
+        return self.error is not None or any(not n.reachable or n.peers_down for n in self.nodes)
+
 
 # --- actions ------------------------------------------------------------------------------------
 
