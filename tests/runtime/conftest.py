@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from hda.runtime.codec import input_key, output_key
+from hda.runtime.config import OUTPUT_GROUP, WORKER_GROUP
 from hda.runtime.embedded import EmbeddedValkey, free_port
 from hda.runtime.local import Component, wait_ready
 from hda.runtime.resp import RedisAddress, RespConnection
@@ -208,6 +209,19 @@ async def group_idle(redis: RespConnection, keys: list[str], group: str) -> bool
             if int(info[b"pending"]) or info[b"last-delivered-id"] != last_generated:
                 return False
     return True
+
+
+async def wait_until_drained(url: str, stream: str, partitions: int) -> None:
+    """Wait until the workers and output have acknowledged everything in `stream`'s input and
+    output keys, through a connection of its own to the buffer at `url`."""
+    redis = await RespConnection.connect(RedisAddress.from_url(url))
+    try:
+        inputs = [input_key(stream, p) for p in range(partitions)]
+        outputs = [output_key(stream, p) for p in range(partitions)]
+        await wait_for(lambda: group_idle(redis, inputs, WORKER_GROUP))
+        await wait_for(lambda: group_idle(redis, outputs, OUTPUT_GROUP))
+    finally:
+        redis.close()
 
 
 class AckingProducers:

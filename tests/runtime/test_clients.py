@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import re
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +150,24 @@ def test_tail_brief_prints_one_short_line_per_record(
     assert sum(int(line.split()[1]) for line in lines) == 100
 
 
+@contextlib.asynccontextmanager
+async def stand_in_ingest(
+    events: Callable[[web.Request], Awaitable[web.Response]],
+) -> AsyncIterator[str]:
+    """A real HTTP server on loopback answering POSTs to stream `events` with `events`; yields
+    its base URL."""
+    app = web.Application()
+    app.router.add_post("/v1/streams/events/events", events)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 async def test_load_counts_a_refusal_without_retry_after_apart_and_names_resent_batches() -> None:
     """A stand-in ingest (real HTTP server) refuses once without Retry-After, once with it, then
     accepts: the report tells the two refusals apart, records each change of answer and names
@@ -161,19 +181,9 @@ async def test_load_counts_a_refusal_without_retry_after_apart_and_names_resent_
         await request.read()
         return answers.pop(0) if answers else web.Response(status=202)
 
-    app = web.Application()
-    app.router.add_post("/v1/streams/events/events", events)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        options = LoadOptions(f"http://127.0.0.1:{port}", "events", "t", events=10, batch=10,
-                              in_flight=1)  # fmt: skip
+    async with stand_in_ingest(events) as base_url:
+        options = LoadOptions(base_url, "events", "t", events=10, batch=10, in_flight=1)
         report = await load(options)
-    finally:
-        await runner.cleanup()
 
     assert report.statuses == {"503 without Retry-After": 1, "503": 1, "202": 1}
     assert [status for _, status in report.timeline] == ["503 without Retry-After", "503", "202"]
@@ -193,21 +203,11 @@ async def test_load_sends_a_batch_again_with_its_own_key_unique_to_the_run() -> 
             return web.Response(status=503, headers={"Retry-After": "0.05"})
         return web.Response(status=202, headers={"Idempotent-Replayed": "true"})
 
-    app = web.Application()
-    app.router.add_post("/v1/streams/events/events", events)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        options = LoadOptions(f"http://127.0.0.1:{port}", "events", "t", events=20, batch=10,
-                              in_flight=1)  # fmt: skip
+    async with stand_in_ingest(events) as base_url:
+        options = LoadOptions(base_url, "events", "t", events=20, batch=10, in_flight=1)
         report = await load(options)
         first_run = list(keys)
         await load(options)
-    finally:
-        await runner.cleanup()
 
     assert first_run[0] == first_run[1] != first_run[2] == first_run[3]
     assert not set(first_run) & set(keys[4:])

@@ -24,17 +24,15 @@ from redis.crc import key_slot
 from tests.runtime.conftest import (
     AckingProducers,
     Processes,
-    group_idle,
     read_output_events,
     wait_for,
+    wait_until_drained,
 )
 
 from hda.api.v1alpha1 import load_manifest
-from hda.runtime.codec import input_key, output_key
-from hda.runtime.config import OUTPUT_GROUP, WORKER_GROUP
+from hda.runtime.codec import input_key
 from hda.runtime.embedded import EmbeddedValkey
 from hda.runtime.load import LoadOptions, run_load
-from hda.runtime.resp import RedisAddress, RespConnection
 from hda.runtime.topology.local import (
     ClusterValkey,
     FailoverSettings,
@@ -168,12 +166,7 @@ async def kill_primary_under_load(
     # the first event acknowledged on a partition of the killed primary after the first refusal
     seconds_to_first_ack = victim_acks()[0] - killed_at
 
-    redis = await RespConnection.connect(RedisAddress.from_url(topology.url))
-    inputs = [input_key("events", p) for p in range(PARTITIONS)]
-    outputs = [output_key("events", p) for p in range(PARTITIONS)]
-    await wait_for(lambda: group_idle(redis, inputs, WORKER_GROUP))
-    await wait_for(lambda: group_idle(redis, outputs, OUTPUT_GROUP))
-    redis.close()
+    await wait_until_drained(topology.url, "events", PARTITIONS)
     events, _ = read_output_events(data_dir / "events")
     run = FailoverRun(
         acked,
@@ -261,13 +254,7 @@ async def test_batches_a_producer_sends_again_through_a_failover_are_stored_once
         await asyncio.sleep(3)
         kill_a_primary(topology)
         report = await load
-
-        redis = await RespConnection.connect(RedisAddress.from_url(topology.url))
-        inputs = [input_key("events", p) for p in range(PARTITIONS)]
-        outputs = [output_key("events", p) for p in range(PARTITIONS)]
-        await wait_for(lambda: group_idle(redis, inputs, WORKER_GROUP))
-        await wait_for(lambda: group_idle(redis, outputs, OUTPUT_GROUP))
-        redis.close()
+        await wait_until_drained(topology.url, "events", PARTITIONS)
     finally:
         processes.stop_all()
     events, _ = read_output_events(tmp_path / "data" / "events")

@@ -17,14 +17,12 @@ from redis.crc import key_slot
 from tests.runtime.conftest import (
     AckingProducers,
     Processes,
-    group_idle,
     read_output_events,
     wait_for,
+    wait_until_drained,
 )
 
-from hda.runtime.codec import input_key, output_key
-from hda.runtime.config import OUTPUT_GROUP, WORKER_GROUP
-from hda.runtime.resp import RedisAddress, RespConnection
+from hda.runtime.codec import input_key
 from hda.runtime.topology.local import ClusterValkey
 from hda.runtime.topology.reshard import cluster_nodes, reshard
 
@@ -67,12 +65,7 @@ async def test_resharding_3_to_4_under_load_loses_and_duplicates_nothing(
             at_reshard_end = len(acked)
             await wait_for(lambda: len(acked) >= at_reshard_end + 5_000)
             await producers.stop()
-        redis = await RespConnection.connect(RedisAddress.from_url(cluster.url))
-        inputs = [input_key("events", p) for p in range(PARTITIONS)]
-        outputs = [output_key("events", p) for p in range(PARTITIONS)]
-        await wait_for(lambda: group_idle(redis, inputs, WORKER_GROUP))
-        await wait_for(lambda: group_idle(redis, outputs, OUTPUT_GROUP))
-        redis.close()
+        await wait_until_drained(cluster.url, "events", PARTITIONS)
     finally:
         processes.stop_all()
 
