@@ -283,10 +283,21 @@ def operator_actions(cluster: ClusterHandle, hda: str) -> list[str]:
     return actions
 
 
-def rolled_out(cluster: ClusterHandle, statefulsets: list[str]) -> bool:
-    for statefulset in statefulsets:
+def update_revisions(cluster: ClusterHandle, statefulsets: list[str]) -> dict[str, str]:
+    return {
+        name: str(kubectl_json(cluster, "-n", NAMESPACE, "get", "statefulset", name)["status"]
+                  .get("updateRevision"))
+        for name in statefulsets
+    }  # fmt: skip
+
+
+def rolled_out(cluster: ClusterHandle, revisions_before: dict[str, str]) -> bool:
+    """Every StatefulSet has a new update revision, and all its pods run it and are ready."""
+    for statefulset, before in revisions_before.items():
         live = kubectl_json(cluster, "-n", NAMESPACE, "get", "statefulset", statefulset)
         wanted, status = live["spec"]["replicas"], live["status"]
+        if status.get("updateRevision") == before:
+            return False
         if status.get("updatedReplicas", 0) != wanted or status.get("readyReplicas", 0) != wanted:
             return False
     return True
@@ -312,11 +323,12 @@ def test_valkey_rollout_fails_over_before_it_restarts_a_primary(
                  message=f"{producer} never ran")  # fmt: skip
         time.sleep(10)  # events flowing through the whole pipeline
         earlier = len(operator_actions(real_cluster, hda))
+        revisions = update_revisions(real_cluster, list(before))
         started = time.monotonic()
         patch = {"spec": {"redis": {"resources": {"requests": {"cpu": "12m", "memory": "64Mi"}}}}}
         real_cluster.kubectl("-n", NAMESPACE, "patch", "hda", hda, "--type=merge",
                              "-p", json.dumps(patch))  # fmt: skip
-        wait_for(lambda: rolled_out(real_cluster, list(before)), timeout=900, interval=3,
+        wait_for(lambda: rolled_out(real_cluster, revisions), timeout=900, interval=3,
                  message=lambda: f"{hda}: rollout unfinished: {redis_status(real_cluster, hda)}")  # fmt: skip
         log_figure(f"{hda}: patch -> every Valkey pod rolled (s)",
                    round(time.monotonic() - started, 1))  # fmt: skip
