@@ -278,7 +278,8 @@ def operator_actions(cluster: ClusterHandle, hda: str) -> list[str]:
             entry = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue
-        if entry.get("msg") == "buffer action" and str(entry.get("hda", "")).endswith(f"/{hda}"):
+        # kopf's JSON log lines carry the message as "message"
+        if entry.get("message") == "buffer action" and str(entry.get("hda")).endswith(f"/{hda}"):
             actions.append(str(entry["action"]))
     return actions
 
