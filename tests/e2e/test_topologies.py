@@ -346,3 +346,64 @@ def test_valkey_rollout_fails_over_before_it_restarts_a_primary(
         check_every_event_once(real_cluster, hda, producer)
     finally:
         delete_hda(real_cluster, hda)
+
+
+#: Events while a cluster grows and shrinks: ~200 s at RATE.
+SCALING_EVENTS = 100_000
+
+
+def shard_slots(cluster: ClusterHandle, hda: str) -> dict[str, int]:
+    """StatefulSet -> slots its primary serves, as status.redis says."""
+    return {s["name"]: s.get("slots", 0) for s in redis_status(cluster, hda).get("shards", [])}
+
+
+def statefulset_exists(cluster: ClusterHandle, name: str) -> bool:
+    found = cluster.kubectl("-n", NAMESPACE, "get", "statefulset", name, "--ignore-not-found",
+                            "-o", "name").stdout  # fmt: skip
+    return bool(found.strip())
+
+
+def test_cluster_grows_to_four_shards_and_back_to_three_under_load(
+    real_cluster: ClusterHandle, topology_namespace: str
+) -> None:
+    """spec.redis.shards 3 -> 4 -> 3 while events flow: the slots are spread over the fourth
+    shard, then moved off it before its StatefulSet goes; every event lands once."""
+    hda = deploy(
+        real_cluster, hda_manifest("scale", {"topology": "cluster", "shards": 3, "replicas": 1})
+    )
+    fourth = f"{hda}-valkey-shard-3"
+    try:
+        producer = start_producer(real_cluster, hda, SCALING_EVENTS)
+        wait_for(lambda: pod_phase(real_cluster, producer) == "Running", timeout=180,
+                 message=f"{producer} never ran")  # fmt: skip
+        time.sleep(10)
+        started = time.monotonic()
+        real_cluster.kubectl("-n", NAMESPACE, "patch", "hda", hda, "--type=merge",
+                             "-p", json.dumps({"spec": {"redis": {"shards": 4}}}))  # fmt: skip
+
+        def spread_over_four() -> dict[str, int] | None:
+            slots = shard_slots(real_cluster, hda)
+            even = len(slots) == 4 and all(4000 <= n <= 4200 for n in slots.values())
+            return slots if even else None
+
+        slots = wait_for(spread_over_four, timeout=600, interval=3,
+                         message=lambda: f"{hda}: not resharded: {redis_status(real_cluster, hda)}")  # fmt: skip
+        log_figure(f"{hda}: shards 3 -> 4, patch -> slots even (s)",
+                   round(time.monotonic() - started, 1))  # fmt: skip
+        log_figure(f"{hda}: slots per shard", slots)
+        log_figure(f"{hda}: last resharding", redis_status(real_cluster, hda).get("lastReshard"))
+
+        started = time.monotonic()
+        real_cluster.kubectl("-n", NAMESPACE, "patch", "hda", hda, "--type=merge",
+                             "-p", json.dumps({"spec": {"redis": {"shards": 3}}}))  # fmt: skip
+        wait_for(lambda: not statefulset_exists(real_cluster, fourth), timeout=600, interval=3,
+                 message=lambda: f"{hda}: {fourth} kept: {redis_status(real_cluster, hda)}")  # fmt: skip
+        log_figure(f"{hda}: shards 4 -> 3, patch -> {fourth} deleted (s)",
+                   round(time.monotonic() - started, 1))  # fmt: skip
+        slots = shard_slots(real_cluster, hda)
+        log_figure(f"{hda}: slots per shard after shrinking", slots)
+        assert sorted(slots) == [f"{hda}-valkey-shard-{n}" for n in range(3)]
+        assert sum(slots.values()) == 16384
+        check_every_event_once(real_cluster, hda, producer)
+    finally:
+        delete_hda(real_cluster, hda)
