@@ -189,14 +189,34 @@ def test_cluster_pods_announce_their_dns_name_and_open_the_bus_port() -> None:
     assert {"name": "cluster-bus", "containerPort": 16379, "protocol": "TCP"} in container["ports"]
 
 
-def test_runtime_pods_get_every_cluster_node_as_a_seed() -> None:
+def test_runtime_pods_get_the_first_pod_of_the_first_three_shards_as_seeds() -> None:
     env = container_env(children(cluster(shards=3, replicas=1)), "-workers")
 
     scheme, _, rest = env[ENV_REDIS_URL].partition("://")
-    nodes = rest.removesuffix("/0").split(",")
     assert scheme == "redis+cluster"
-    assert len(nodes) == 6
-    assert "logs-valkey-shard-2-1.logs-valkey-headless.pipelines.svc:6379" in nodes
+    assert rest.removesuffix("/0").split(",") == [
+        f"logs-valkey-shard-{n}-0.logs-valkey-headless.pipelines.svc:6379" for n in range(3)
+    ]
+
+
+@pytest.mark.parametrize("changed", [{"shards": 4}, {"replicas": 2}])
+def test_scaling_the_cluster_leaves_the_runtime_pod_templates_alone(
+    changed: dict[str, int],
+) -> None:
+    """Ingest, workers and output keep their pod templates, so a scaling restarts none of them."""
+
+    def runtime_templates(hda: HyperDriveAccelerator) -> dict[str, Any]:
+        return {
+            o["metadata"]["name"]: o["spec"]["template"]
+            for o in children(hda)
+            if o["kind"] in ("Deployment", "StatefulSet") and "-valkey" not in o["metadata"]["name"]
+        }
+
+    before = runtime_templates(cluster(shards=3, replicas=1))
+    after = runtime_templates(cluster(**{"shards": 3, "replicas": 1, **changed}))
+
+    assert sorted(before) == ["logs-ingest", "logs-output", "logs-workers"]
+    assert after == before
 
 
 @pytest.mark.parametrize(

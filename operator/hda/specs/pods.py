@@ -158,19 +158,26 @@ def http_probes(port_name: str) -> dict[str, Any]:
     }
 
 
+# The shards every cluster has (spec.redis.shards >= 3): their first pods seed the runtime's
+# cluster client.
+SEED_SHARDS = 3
+
+
 def redis_url(hda: HyperDriveAccelerator) -> str:
     """Where runtime pods find Valkey (the form `hda.runtime.resp.RedisAddress.from_url` reads),
     namespace-qualified and cluster-domain free: standalone, the client Service; replicated,
     the sentinels and the name of the primary they monitor
-    (`redis+sentinel://s0:26379,s1:26379,s2:26379/buffer/0`); cluster, every Valkey pod as a
-    seed (`redis+cluster://v0:6379,v1:6379,.../0`)."""
+    (`redis+sentinel://s0:26379,s1:26379,s2:26379/buffer/0`); cluster, pod 0 of the first
+    three shards as seeds (`redis+cluster://s0-0:6379,s1-0:6379,s2-0:6379/0`): every cluster has
+    them (shards >= 3), and the slot map names the rest, so changing `shards` or `replicas`
+    does not change the runtime pods' template, and does not restart them."""
     topology = hda.spec.redis.topology
     if topology == "replicated":
         sentinels = ",".join(f"{host}:{SENTINEL_PORT}" for host in sentinel_hosts(hda))
         return f"redis+sentinel://{sentinels}/{VALKEY_MASTER_NAME}/0"
     if topology == "cluster":
-        nodes = ",".join(f"{host}:{REDIS_PORT}" for shard in valkey_pods(hda) for _, host in shard)
-        return f"redis+cluster://{nodes}/0"
+        seeds = [shard[0][1] for shard in valkey_pods(hda)[:SEED_SHARDS]]
+        return "redis+cluster://" + ",".join(f"{host}:{REDIS_PORT}" for host in seeds) + "/0"
     service = child_names(hda).valkey_service
     return f"redis://{service}.{hda.namespace}.svc:{REDIS_PORT}/0"
 
