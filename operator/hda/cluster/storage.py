@@ -28,15 +28,17 @@ _FS_TYPE: Final = "ext4"
 #: Marks every PV the plane made, so `down` and tests can tell them from a user's.
 PLANE_VOLUME_LABEL: Final = "hda.shitops.dev/local-plane-volume"
 #: FC stand-in LUNs per FC-labelled real node: enough for the e2e tier's HDAs (a claim's volume
-#: is retained after its HDA is gone, so each HDA of a run takes fresh ones).
-FC_VOLUMES_PER_NODE: Final = 8
+#: is retained after its HDA is gone, so each HDA of a run takes fresh ones): 10 in one run of
+#: the whole tier (its topology tests deploy 7 HDAs, one output claim each).
+FC_VOLUMES_PER_NODE: Final = 12
 #: Sparse: a LUN takes the disk space its ext4 metadata and data use, not its size.
 FC_VOLUME_SIZE: Final = "128Gi"
 _FC_VOLUME_BYTES: Final = 128 * 1024**3
 #: Directory volumes of the default class (Valkey's claims), all on one node: a standalone HDA
-#: takes one, a replicated one 3, a cluster of 3 shards with 1 replica each 6 (the e2e tier
-#: deploys two of each); a claim's volume is retained after its HDA is gone.
-LOCAL_VOLUMES: Final = 24
+#: takes one, a replicated one 3, a cluster of 3 shards with 1 replica each 6 (8 while it grows
+#: to 4); a claim's volume is retained after its HDA is gone. One run of the whole e2e tier
+#: takes 37 (24 ran out in its seventh topology test).
+LOCAL_VOLUMES: Final = 48
 LOCAL_VOLUME_SIZE: Final = "64Gi"
 
 
