@@ -245,6 +245,10 @@ async def execute(
         await client.aclose()
 
 
+# How long a planned Sentinel failover holds the old primary's writes: the switch takes a second
+# or two; the held writes then fail on what is a replica by then, unacknowledged.
+FAILOVER_WRITE_PAUSE_MS = 10_000
+
 # Valkey's answer to forgetting a node it does not know: nothing to do there.
 _UNKNOWN_NODE = "unknown node"
 
@@ -273,10 +277,35 @@ async def _forget(
             await client.aclose()
 
 
+async def _pause_writes(
+    sentinels: Sequence[tuple[str, int]], password: str | None, seconds: float
+) -> None:
+    """Hold writes on the primary the sentinels name for FAILOVER_WRITE_PAUSE_MS: a write it
+    took after the promotion, confirmed by the replica not promoted, would be lost when that
+    replica resyncs from the new primary. Held writes fail once it is a replica (READONLY),
+    unacknowledged, and their clients reconnect to the new primary."""
+    for host, port in sentinels:
+        primary = await _ask_sentinel(host, port, password, seconds)
+        if primary is None:
+            continue
+        client = _client(primary[0], primary[1], password, seconds)
+        try:
+            async with asyncio.timeout(seconds * 2):
+                await _command(client, "CLIENT", "PAUSE", FAILOVER_WRITE_PAUSE_MS, "WRITE")
+                return
+        except (OSError, RedisError, TimeoutError) as error:
+            log.warning("could not pause writes before a failover", extra={"error": str(error)})
+            return
+        finally:
+            await client.aclose()
+
+
 async def _sentinel_failover(
     sentinels: Sequence[tuple[str, int]], password: str | None, seconds: float
 ) -> None:
-    """`SENTINEL FAILOVER` through the first sentinel that accepts it."""
+    """`SENTINEL FAILOVER` through the first sentinel that accepts it, with the primary's
+    writes paused first (`_pause_writes`)."""
+    await _pause_writes(sentinels, password, seconds)
     errors: list[str] = []
     for host, port in sentinels:
         client = _client(host, port, password, seconds)
