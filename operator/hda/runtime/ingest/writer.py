@@ -215,11 +215,11 @@ class EntryWriter:
 
     def _write_once_commands(
         self, submission: Submission, commands: list[tuple[Arg, ...]]
-    ) -> dict[int, int]:
+    ) -> dict[int, tuple[int, str]]:
         """Append one write-once script call per partition of a keyed submission; returns
-        partition -> its command's index."""
+        partition -> (its command's index, the digest of its lines)."""
         assert submission.idempotency_key is not None
-        where: dict[int, int] = {}
+        where: dict[int, tuple[int, str]] = {}
         trace = submission.trace or b""
         for partition, lines in submission.groups.items():
             alone = Submission(
@@ -231,10 +231,11 @@ class EntryWriter:
                 submission.future,
             )
             entries, _, _ = layout_entries([alone], self.max_events_per_entry, MAX_ENTRY_BYTES)
-            arguments: list[Arg] = [self.idempotency_window_seconds, digest(lines)]
+            lines_digest = digest(lines)
+            arguments: list[Arg] = [self.idempotency_window_seconds, lines_digest]
             for chunk in entries[(submission.stream, partition)]:
                 arguments += [len(chunk), b"\n".join(chunk), trace]
-            where[partition] = len(commands)
+            where[partition] = (len(commands), lines_digest)
             commands.append(
                 (
                     "EVAL",
@@ -289,7 +290,7 @@ class EntryWriter:
         self,
         done: asyncio.Future[list[object]],
         submissions: list[Submission],
-        keyed_commands: list[dict[int, int]],
+        keyed_commands: list[dict[int, tuple[int, str]]],
     ) -> None:
         error = done.exception()
         replies: list[object] = [] if error is not None else done.result()
@@ -320,19 +321,22 @@ class EntryWriter:
             )
 
     def _records(
-        self, submission: Submission, where: dict[int, int], replies: list[object]
+        self, submission: Submission, where: dict[int, tuple[int, str]], replies: list[object]
     ) -> dict[int, WrittenRecord]:
         """Each partition's record of a keyed submission; counts what was written now."""
         records: dict[int, WrittenRecord] = {}
-        for partition, index in where.items():
+        for partition, (index, lines_digest) in where.items():
             reply = replies[index]
             if isinstance(reply, RespError):
                 raise reply
-            record = WrittenRecord.parse(reply)
+            try:
+                record = WrittenRecord.parse(reply)
+            except ValueError as unreadable:  # answered 503 like any Valkey error, never hung
+                raise RespError(str(unreadable)) from None
             if record.written:
                 self.entries_written += len(record.entries)
                 self.events_written += sum(count for _, count in record.entries)
-            elif record.digest != digest(submission.groups[partition]):
+            elif record.digest != lines_digest:
                 raise IdempotencyConflictError(
                     f"{HEADER} {submission.idempotency_key!r} was used for a different body "
                     f"within the idempotency window; use a new key for a new request"
