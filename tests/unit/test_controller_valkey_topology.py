@@ -895,6 +895,40 @@ async def test_a_failed_resharding_counts_on_from_the_last_failure() -> None:
     assert resharded.outcome.endswith("MIGRATESLOTS refused")
 
 
+async def test_the_operator_pass_schedules_a_wake_for_when_a_failed_resharding_is_due() -> None:
+    hda = edited(cluster_hda(), lambda wire: wire["spec"]["redis"].update(shards=4))
+    groups = buffer_nodes(hda, child_names(hda))
+    probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+    watch = BufferWatch()
+
+    await buffer_pass(
+        watch, "ns/logs", hda, probe, [], groups=groups, sentinels=[], password=None,
+        kube=_NoPods(), last_reshard=failed(2), now=at(10),
+    )  # fmt: skip
+
+    # Two failures in a row back off 30 s from ENDED: the retry's pass comes 20 s later, not
+    # at the next resync.
+    wake_in = watch.retry_wake_in("ns/logs")
+    assert wake_in is not None
+    assert 19 < wake_in <= 20
+    watch.forget("ns/logs")
+    assert watch.retry_wake_in("ns/logs") is None
+
+
+async def test_the_operator_pass_schedules_no_wake_once_a_failed_resharding_is_due() -> None:
+    hda = edited(cluster_hda(), lambda wire: wire["spec"]["redis"].update(shards=4))
+    groups = buffer_nodes(hda, child_names(hda))
+    probe = with_ranges(groups, [[(0, 4095)], [(4096, 8191)], [(8192, 12287)], [(12288, 16383)]])
+    watch = BufferWatch()
+
+    await buffer_pass(
+        watch, "ns/logs", hda, probe, [], groups=groups, sentinels=[], password=None,
+        kube=_NoPods(), last_reshard=failed(1), now=at(16),
+    )  # fmt: skip
+
+    assert watch.retry_wake_in("ns/logs") is None
+
+
 async def test_the_operator_pass_holds_a_failed_resharding_back_until_due() -> None:
     hda = edited(cluster_hda(), lambda wire: wire["spec"]["redis"].update(shards=4))
     groups = buffer_nodes(hda, child_names(hda))

@@ -44,6 +44,7 @@ from .valkey_topology import (
     replicas_behind,
     reshard_backoff,
     reshard_moves,
+    reshard_retry_at,
     resharding_ended,
     retire_plan,
     retired,
@@ -164,11 +165,14 @@ class BufferWatch:
         self._reshards: dict[str, tuple[Reshard, asyncio.Task[None]]] = {}
         self._resharded: dict[str, Resharded] = {}
         self._unsettled_since: dict[str, float] = {}
+        # HDA -> the wake at which a failed resharding is due again
+        self._retry_wakes: dict[str, asyncio.TimerHandle] = {}
 
     def forget(self, key: str) -> None:
         self._seen.pop(key, None)
         self._acted.pop(key, None)
         self._unsettled_since.pop(key, None)
+        self._cancel_retry_wake(key)
         self._failovers.pop(key, None)
         self._resharded.pop(key, None)
         for task in (self._tasks.pop(key, None), self._reshards.pop(key, (None, None))[1]):
@@ -231,6 +235,24 @@ class BufferWatch:
         )
         self.acted(key)
         wake()
+
+    def wake_for_retry(self, key: str, seconds: float, wake: Callable[[], None]) -> None:
+        """Call `wake` in `seconds`, when a failed resharding of `key` is due again (replacing
+        any earlier such wake): a pass before then only reports the back-off."""
+        self._cancel_retry_wake(key)
+        self._retry_wakes[key] = asyncio.get_running_loop().call_later(max(seconds, 0.0), wake)
+
+    def retry_wake_in(self, key: str) -> float | None:
+        """Seconds until the wake that retries a failed resharding of `key` (None: none due)."""
+        handle = self._retry_wakes.get(key)
+        if handle is None or handle.cancelled():
+            return None
+        return max(handle.when() - asyncio.get_running_loop().time(), 0.0)
+
+    def _cancel_retry_wake(self, key: str) -> None:
+        handle = self._retry_wakes.pop(key, None)
+        if handle is not None:
+            handle.cancel()
 
     def probe(
         self,
@@ -432,6 +454,10 @@ async def buffer_pass(
     shards = hda.spec.redis.shard_count
     failing_over = watch.failing_over(key, topology, groups, probe)
     last_reshard = watch.resharded(key) or last_reshard
+    now = now or datetime.now(UTC)
+    retry_at = reshard_retry_at(last_reshard, shards)
+    if retry_at is not None and retry_at > now:
+        watch.wake_for_retry(key, (retry_at - now).total_seconds(), wake)
     actions, activity = next_buffer_step(
         hda,
         groups,
@@ -440,7 +466,7 @@ async def buffer_pass(
         failing_over,
         leaving=leaving,
         resharding=watch.resharding(key),
-        reshard_wait=reshard_backoff(last_reshard, shards, now or datetime.now(UTC)),
+        reshard_wait=reshard_backoff(last_reshard, shards, now),
     )
     every = [*groups, *leaving]
     nodes = [a for group in every for a in group]
