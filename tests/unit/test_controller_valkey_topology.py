@@ -14,8 +14,10 @@ from hda.api.v1alpha1 import HyperDriveAccelerator
 from hda.controller.buffer_watch import (
     PROBE_OFF,
     BufferWatch,
+    ProbeSeen,
     buffer_nodes,
     buffer_pass,
+    buffer_pods_view,
     group_rollouts,
     leaving_nodes,
     next_buffer_step,
@@ -803,6 +805,35 @@ def test_with_the_probe_off_nothing_is_asked_and_status_says_so() -> None:
 
     assert probe == BufferProbe((), error=PROBE_OFF)
     assert watch.fresh("ns/logs") is None
+
+
+def test_the_pods_view_is_each_valkey_pod_s_readiness_and_nothing_else() -> None:
+    hda = cluster_hda()
+    groups = buffer_nodes(hda, child_names(hda))
+    pods = [
+        *live_pods(groups, "r1"),
+        PodSummary("logs-ingest-abc", "ingest", (), ready=False),
+    ]
+    pods[1] = PodSummary(pods[1].name, "valkey", (), revision="r1", ready=False, terminating=True)
+
+    view = buffer_pods_view(groups, pods)
+
+    assert len(view) == 6
+    assert ("logs-valkey-shard-0-1", False, True) in view
+    assert all(name.startswith("logs-valkey-shard-") for name, _, _ in view)
+
+
+def test_a_probe_is_stale_once_a_valkey_pod_changed_however_young_it_is() -> None:
+    hda = cluster_hda()
+    groups = buffer_nodes(hda, child_names(hda))
+    before = buffer_pods_view(groups, live_pods(groups, "r1"))
+    deleted = buffer_pods_view(groups, live_pods(groups, "r1")[1:])
+    seen = ProbeSeen(100.0, BufferProbe(()), before)
+
+    assert not seen.stale(101.0, due=15.0, acted=0.0, pods=before)
+    assert seen.stale(101.0, due=15.0, acted=0.0, pods=deleted)
+    assert seen.stale(115.0, due=15.0, acted=0.0, pods=before)
+    assert seen.stale(101.0, due=15.0, acted=100.5, pods=before)
 
 
 def test_no_second_failover_while_the_first_has_not_moved_the_primary() -> None:

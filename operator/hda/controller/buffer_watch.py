@@ -136,10 +136,33 @@ def group_rollouts(
     return rollouts
 
 
-@dataclasses.dataclass
-class _Seen:
+# Each Valkey pod's (name, ready, terminating), of those that exist.
+PodsView = tuple[tuple[str, bool, bool], ...]
+
+
+def buffer_pods_view(
+    groups: Sequence[Sequence[NodeAddress]], pods: Sequence[PodSummary]
+) -> PodsView:
+    """What the API server says of `groups`' pods: when it changes (a pod deleted, not ready,
+    back), the last probe is out of date, whatever its age."""
+    wanted = {address.pod for group in groups for address in group}
+    return tuple(
+        sorted((pod.name, pod.ready, pod.terminating) for pod in pods if pod.name in wanted)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSeen:
+    """A probe, when it was taken (monotonic), and the pods it was taken with."""
+
     at: float
     probe: BufferProbe
+    pods: PodsView = ()
+
+    def stale(self, now: float, *, due: float, acted: float, pods: PodsView) -> bool:
+        """Whether a new probe is needed: this one is `due` seconds old, older than the last
+        action's effect (`acted`), or the pods changed since."""
+        return now - self.at >= due or self.at < acted or pods != self.pods
 
 
 class BufferWatch:
@@ -157,7 +180,7 @@ class BufferWatch:
         self._interval = interval
         self._settle = settle  # after an action, what a probe must wait for to see its effect
         self._timeout = timeout
-        self._seen: dict[str, _Seen] = {}
+        self._seen: dict[str, ProbeSeen] = {}
         self._acted: dict[str, float] = {}
         # HDA -> StatefulSet -> (the primary a failover was asked to replace, until when)
         self._failovers: dict[str, dict[str, tuple[str, float]]] = {}
@@ -263,17 +286,20 @@ class BufferWatch:
         password: str | None,
         wake: Callable[[], None],
         leaving: Sequence[Sequence[NodeAddress]] = (),
+        pods: PodsView = (),
     ) -> BufferProbe | None:
         """The last probe (None before the first); a stale one starts a new one. `leaving`:
-        the pods of removed shards, probed too until they are out of the cluster."""
+        the pods of removed shards, probed too until they are out of the cluster. `pods`:
+        `buffer_pods_view` now; a probe taken with another is stale."""
         if not self._enabled:
             return BufferProbe((), error=PROBE_OFF)
         seen = self._seen.get(key)
-        acted = self._acted.get(key, 0.0)
-        stale = seen is None or time.monotonic() - seen.at >= self._due(key) or seen.at < acted
+        stale = seen is None or seen.stale(
+            time.monotonic(), due=self._due(key), acted=self._acted.get(key, 0.0), pods=pods
+        )
         if stale and key not in self._tasks:
             self._tasks[key] = asyncio.create_task(
-                self._refresh(key, hda, names, password, wake, leaving=leaving)
+                self._refresh(key, hda, names, password, wake, leaving=leaving, pods=pods)
             )
         return seen.probe if seen is not None else None
 
@@ -323,6 +349,7 @@ class BufferWatch:
         wake: Callable[[], None],
         *,
         leaving: Sequence[Sequence[NodeAddress]],
+        pods: PodsView,
     ) -> None:
         try:
             # An action's effect (a failover, a meet) takes a moment to show.
@@ -341,7 +368,7 @@ class BufferWatch:
             self._tasks.pop(key, None)
         previous = self._seen.get(key)
         now = time.monotonic()
-        self._seen[key] = _Seen(now, probe)
+        self._seen[key] = ProbeSeen(now, probe, pods)
         if probe.unsettled:
             self._unsettled_since.setdefault(key, now)
         else:

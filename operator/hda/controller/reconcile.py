@@ -41,6 +41,7 @@ from .buffer_watch import (
     BufferWatch,
     buffer_nodes,
     buffer_pass,
+    buffer_pods_view,
     group_rollouts,
     leaving_nodes,
     removed_shards_kept,
@@ -374,19 +375,26 @@ class Controller:
         watch_key = f"{key[0]}/{key[1]}"
         groups = buffer_nodes(hda, names)
         leaving = self._leaving(hda, names, key)
+        cache = self._require_cache()
+        pods = cache.pods(hda.namespace, key[1])
         probe = self.buffer_watch.probe(
-            watch_key, hda, names, password=password, wake=lambda: self.wake(key), leaving=leaving
+            watch_key,
+            hda,
+            names,
+            password=password,
+            wake=lambda: self.wake(key),
+            leaving=leaving,
+            pods=buffer_pods_view([*groups, *leaving], pods),
         )
         fresh = self.buffer_watch.fresh(watch_key)
         if fresh is not None:
-            cache = self._require_cache()
             statefulsets = {
                 name: live
                 for name in names.valkey_statefulsets
                 if (live := find_child(cache, _STATEFULSET, hda.namespace, key[1], name))
             }
             # Removed shards are not rolled: they only wait to be drained and deleted.
-            rollouts = group_rollouts(groups, statefulsets, cache.pods(hda.namespace, key[1]))
+            rollouts = group_rollouts(groups, statefulsets, pods)
             _, state.buffer_activity = await buffer_pass(
                 self.buffer_watch,
                 watch_key,
