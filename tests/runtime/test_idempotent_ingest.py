@@ -11,7 +11,7 @@ import orjson
 import pytest
 from tests.runtime.conftest import Processes, stream_events, total_length
 
-from hda.runtime.codec import input_key
+from hda.runtime.codec import input_key, partition_for_key
 from hda.runtime.ingest.idempotency import record_key
 from hda.runtime.resp import RespConnection
 
@@ -117,6 +117,30 @@ async def test_a_request_over_several_partitions_is_stored_once_on_each(
     assert sorted(e["n"] for e in stored) == list(range(40))
     written = [p for p in range(4) if int(await redis.execute("XLEN", input_key("keyed", p)))]
     assert len(written) > 1, "the request should have spanned partitions"
+
+
+def devices_on(partitions: set[int], count: int) -> bytes:
+    """An NDJSON body of `count` events whose partition keys (`id`) all route to `partitions`
+    of the 4-partition `keyed` stream."""
+    ids = (f"device-{n}" for n in range(10_000))
+    chosen = [d for d in ids if partition_for_key(d, 4) in partitions][:count]
+    return b"\n".join(b'{"id":"%s","n":%d}' % (d.encode(), n) for n, d in enumerate(chosen))
+
+
+@pytest.mark.parametrize(
+    ("second_partitions", "case"),
+    [({2, 3}, "partitions the first never touched"), ({1, 2}, "partly the same partitions")],
+)
+async def test_a_key_reused_on_a_routed_stream_is_422_with_nothing_written(
+    ingest_port: int, redis: RespConnection, second_partitions: set[int], case: str
+) -> None:
+    assert (await post(ingest_port, devices_on({0, 1}, 10), "routed", stream="keyed"))[0] == 202
+    status, reply, _ = await post(
+        ingest_port, devices_on(second_partitions, 10), "routed", stream="keyed"
+    )
+    assert status == 422, case
+    assert "Idempotency-Key 'routed' was used for a different body" in reply["error"]
+    assert len(await stream_events(redis, "keyed", 4)) == 10, case
 
 
 async def test_websocket_frames_sent_again_on_a_new_connection_from_seq_are_stored_once(

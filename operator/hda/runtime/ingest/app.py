@@ -52,6 +52,7 @@ class IngestServer:
             config.acknowledge,
             self.tracing.current_context if self.tracing.enabled else None,
             config.idempotency_window_seconds,
+            routed_streams=frozenset(s.name for s in config.streams if s.partition_key),
         )
         self.readiness = Readiness(self.metrics.registry, valkey="connecting to Valkey")
         self.liveness = Liveness(liveness_window(address.command_timeout))

@@ -10,6 +10,13 @@ adds the entries and the record together. Both live in the partition's slot, so 
 The record is per (key, partition): `DIGEST ENTRY_ID/COUNT ...`, the body's digest on that
 partition and the entries it became, so the same request sent again gets the same receipt, and a
 key used again for a different body is refused instead of answered with someone else's receipt.
+
+On a stream that routes events by partition key, another body under the same key may touch
+partitions the first never did, and no partition's record would see it. There a keyed request
+also records its whole body's digest under the key alone, and ingest reads that record before
+it writes anything: a different body is refused with nothing written. (Two requests with one
+key and different bodies at the same moment can both pass that read; then each partition's
+script still refuses the second on the partitions both touch.)
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from ..codec import FIELD_TRACE, event_id, partition_tag
 
 HEADER: Final = "Idempotency-Key"
 QUERY: Final = "idempotencyKey"  # WebSocket clients that cannot set headers (browsers)
+# On a success that repeats the receipt of an earlier request with the same key.
+REPLAYED_HEADER: Final = "Idempotent-Replayed"
 MAX_KEY_LENGTH: Final = 200
 
 # KEYS: the partition's input stream, the key's record. ARGV: seconds to remember, the digest,
@@ -55,6 +64,12 @@ class BadIdempotencyKeyError(ValueError):
 class IdempotencyConflictError(Exception):
     """The key was used before for a different body: answered 422, nothing written."""
 
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"{HEADER} {key!r} was used for a different body within the idempotency window; "
+            f"use a new key for a new request"
+        )
+
 
 def check_key(value: str, *, source: str = HEADER) -> str:
     """The key as given, or BadIdempotencyKeyError naming `source` and what is wrong."""
@@ -75,6 +90,12 @@ def check_key(value: str, *, source: str = HEADER) -> str:
 def record_key(stream: str, partition: int, key: str) -> str:
     """Where the key's record for one partition lives: in that partition's slot."""
     return f"{partition_tag(stream, partition)}:idem:{key}"
+
+
+def request_record_key(stream: str, key: str) -> str:
+    """Where the digest of a whole keyed request lives, on a stream that routes events by
+    partition key (its slot is the key's own, apart from any partition)."""
+    return f"hda:{stream}:idem-request:{key}"
 
 
 def keyed_partition(key: str, partitions: int) -> int:

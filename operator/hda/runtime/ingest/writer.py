@@ -12,12 +12,12 @@ from ..codec import FIELD_TRACE, ParsedBatch, event_id, input_key
 from ..durability import check_durable, wait_command
 from ..resp import Arg, Reconnecting, RespError
 from .idempotency import (
-    HEADER,
     WRITE_ONCE_SCRIPT,
     IdempotencyConflictError,
     WrittenRecord,
     digest,
     record_key,
+    request_record_key,
 )
 
 MAX_ENTRY_BYTES = 4 * 1024 * 1024
@@ -51,6 +51,7 @@ class Submission:
     future: asyncio.Future[Receipt]
     trace: bytes | None = None  # the request's sampled trace context (tracing.py)
     idempotency_key: str | None = None  # written once per key (idempotency.py)
+    request_digest: str | None = None  # of the whole body: a keyed request on a routed stream
 
 
 Slot = tuple[str, int]  # (stream, partition)
@@ -128,6 +129,8 @@ class EntryWriter:
         acknowledge: Acknowledge = "primary",
         trace_context: Callable[[], bytes | None] | None = None,
         idempotency_window_seconds: int = 600,
+        *,
+        routed_streams: frozenset[str] = frozenset(),
     ) -> None:
         self.connection = connection
         self.max_events_per_entry = max_events_per_entry
@@ -135,6 +138,10 @@ class EntryWriter:
         self._durable = wait_command(acknowledge)  # appended to every pipeline of XADDs
         self.trace_context = trace_context  # None: tracing off
         self.idempotency_window_seconds = idempotency_window_seconds
+        # Streams that route events by partition key: a keyed request there is checked against
+        # the record of its whole body before anything is written (idempotency.py).
+        self.routed_streams = routed_streams
+        self._checks: set[asyncio.Task[None]] = set()
         self._pending: list[Submission] = []
         self._scheduled = False
         self.entries_written = 0
@@ -170,11 +177,38 @@ class EntryWriter:
         )
         if self.trace_context is not None:
             submission.trace = self.trace_context()
+        if idempotency_key is not None and stream in self.routed_streams:
+            submission.request_digest = digest(lines)
+            check = loop.create_task(self._queue_unless_conflict(submission))
+            self._checks.add(check)
+            check.add_done_callback(self._checks.discard)
+        else:
+            self._queue(submission)
+        return submission.future
+
+    def _queue(self, submission: Submission) -> None:
         self._pending.append(submission)
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)
-        return submission.future
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _queue_unless_conflict(self, submission: Submission) -> None:
+        """Queue a keyed request on a routed stream unless its key's whole-body record names
+        another body (then 422, with nothing written)."""
+        assert submission.idempotency_key is not None
+        where = request_record_key(submission.stream, submission.idempotency_key)
+        try:
+            connection = await self.connection.get()
+            (record,) = await connection.pipeline([("GET", where)])
+            if isinstance(record, RespError):
+                raise record
+        except (OSError, RespError) as failure:
+            submission.future.set_exception(failure)
+            return
+        if isinstance(record, bytes) and record.decode() != submission.request_digest:
+            submission.future.set_exception(IdempotencyConflictError(submission.idempotency_key))
+            return
+        self._queue(submission)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -244,6 +278,17 @@ class EntryWriter:
                     input_key(submission.stream, partition),
                     record_key(submission.stream, partition, submission.idempotency_key),
                     *arguments,
+                )
+            )
+        if submission.request_digest is not None:
+            commands.append(
+                (
+                    "SET",
+                    request_record_key(submission.stream, submission.idempotency_key),
+                    submission.request_digest,
+                    "EX",
+                    self.idempotency_window_seconds,
+                    "NX",
                 )
             )
         return where
@@ -337,9 +382,6 @@ class EntryWriter:
                 self.entries_written += len(record.entries)
                 self.events_written += sum(count for _, count in record.entries)
             elif record.digest != lines_digest:
-                raise IdempotencyConflictError(
-                    f"{HEADER} {submission.idempotency_key!r} was used for a different body "
-                    f"within the idempotency window; use a new key for a new request"
-                )
+                raise IdempotencyConflictError(str(submission.idempotency_key))
             records[partition] = record
         return records
