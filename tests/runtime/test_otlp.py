@@ -267,6 +267,46 @@ async def test_gzip_body_that_is_not_gzip_is_400(ingest_port: int, redis: RespCo
     assert await total_length(redis, "spans", 2) == 1
 
 
+async def test_an_export_sent_again_with_its_idempotency_key_is_stored_once(
+    ingest_port: int, redis: RespConnection
+) -> None:
+    body = span_request(bytes(range(16)), bytes(range(16, 32))).SerializeToString()
+    key = {"Idempotency-Key": "export-0001"}
+    first = await post(ingest_port, "traces", body, "application/x-protobuf", **key)
+    again = await post(ingest_port, "traces", body, "application/x-protobuf", **key)
+    assert first[0] == again[0] == 200
+    assert again[2].get("Idempotent-Replayed") == "true"
+    assert "Idempotent-Replayed" not in first[2]
+    assert await total_length(redis, "spans", 2) == 2
+
+
+async def test_an_idempotency_key_reused_for_another_export_is_422_and_nothing_written(
+    ingest_port: int, redis: RespConnection
+) -> None:
+    key = {"Idempotency-Key": "export-0002"}
+    one = span_request(bytes(range(16))).SerializeToString()
+    other = span_request(bytes(range(16, 32))).SerializeToString()
+    assert (await post(ingest_port, "traces", one, "application/x-protobuf", **key))[0] == 200
+    status, reply, _ = await post(ingest_port, "traces", other, "application/x-protobuf", **key)
+    assert status == 422
+    refusal = Status.FromString(reply)
+    assert refusal.code == 3  # INVALID_ARGUMENT: not to be retried as it is
+    assert "Idempotency-Key 'export-0002' was used for a different body" in refusal.message
+    assert await total_length(redis, "spans", 2) == 1
+
+
+async def test_a_malformed_idempotency_key_on_an_export_is_400_naming_the_header(
+    ingest_port: int, redis: RespConnection
+) -> None:
+    body = span_request(bytes(range(16))).SerializeToString()
+    status, reply, _ = await post(
+        ingest_port, "traces", body, "application/x-protobuf", **{"Idempotency-Key": "x" * 201}
+    )
+    assert status == 400
+    assert "Idempotency-Key" in Status.FromString(reply).message
+    assert await total_length(redis, "spans", 2) == 0
+
+
 async def test_refused_spans_are_counted_in_partial_success_and_the_rest_written(
     ingest_port: int, redis: RespConnection
 ) -> None:

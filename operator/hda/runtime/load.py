@@ -25,6 +25,8 @@ from typing import Final, Literal
 import aiohttp
 import orjson
 
+from hda.runtime.ingest.idempotency import REPLAYED_HEADER
+
 Transport = Literal["rest", "ws"]
 _NDJSON: Final = {"Content-Type": "application/x-ndjson"}
 _RETRYABLE_STATUS: Final = frozenset({429, 502, 503, 504})
@@ -188,9 +190,7 @@ class _Producer:
                         else response.status
                     )
                     if response.status == 202:
-                        self._acked(
-                            first, count, replayed="Idempotent-Replayed" in response.headers
-                        )
+                        self._acked(first, count, replayed=REPLAYED_HEADER in response.headers)
                         return
                     if response.status not in _RETRYABLE_STATUS:
                         raise LoadError(f"POST {url}: HTTP {response.status} {text[:300]}")

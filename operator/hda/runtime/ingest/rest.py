@@ -13,7 +13,7 @@ from ..codec import BadInputError, parse_json_body, parse_ndjson
 from ..resp import RespError
 from .admission import Admission
 from .backlog import BacklogMonitor
-from .idempotency import BadIdempotencyKeyError, IdempotencyConflictError
+from .idempotency import REPLAYED_HEADER, BadIdempotencyKeyError, IdempotencyConflictError
 from .writer import EntryWriter
 
 log = logging.getLogger(__name__)
@@ -22,8 +22,6 @@ NDJSON_TYPES = frozenset(
     {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
 )
 JSON_TYPES = frozenset({"application/json"})
-# On a 202 that repeats the receipt of an earlier request with the same Idempotency-Key.
-REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 class RestHandler:

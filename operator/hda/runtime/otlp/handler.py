@@ -4,7 +4,10 @@
   event; items refused by the mapping are counted in `partial_success`, the rest written;
 - 400 with a google.rpc.Status for a body that does not decode, and nothing written;
 - 429 (backlog over the watermark) and 503 (Valkey unreachable) with Retry-After, which OTLP
-  exporters honour, before the body is read, so a retried request is written exactly once;
+  exporters honour, before the body is read;
+- a 503 can also follow a write Valkey took (a failover in its middle): a request sent with an
+  `Idempotency-Key` header is stored once however often it is sent again, answered 200 with
+  `Idempotent-Replayed: true` (400 for a malformed key, 422 for a key reused with another body);
 - 401, 404 (a signal the spec maps to no stream), 413 and 415 with a Status too.
 The bearer token, the watermark and the writer are the ones of the JSON ingest.
 """
@@ -35,6 +38,7 @@ from ..auth import REFUSAL_HEADERS
 from ..codec import ParsedBatch, lookup
 from ..ingest.admission import UNAVAILABLE_RETRY_AFTER, Admission
 from ..ingest.backlog import BacklogMonitor
+from ..ingest.idempotency import REPLAYED_HEADER, BadIdempotencyKeyError, IdempotencyConflictError
 from ..ingest.writer import EntryWriter
 from ..resp import RespError
 from .decode import (
@@ -56,6 +60,7 @@ _RPC_CODES = {
     404: NOT_FOUND,
     413: RESOURCE_EXHAUSTED,
     415: INVALID_ARGUMENT,
+    422: INVALID_ARGUMENT,
     429: RESOURCE_EXHAUSTED,
     503: UNAVAILABLE,
 }
@@ -118,6 +123,10 @@ class OtlpHandler:
                 {"Retry-After": str(self.config.retry_after_seconds)},
             )
         try:
+            idempotency_key = self.admission.idempotency_key(request)
+        except BadIdempotencyKeyError as bad:
+            return error(400, str(bad))
+        try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return error(413, f"body (decompressed) exceeds maxRequestBytes ({max_bytes})")
@@ -127,30 +136,39 @@ class OtlpHandler:
             mapped = map_request(decode_request(signal, body, encoding))
         except MalformedRequestError as bad:
             return error(400, str(bad))
+        replayed = False
         if mapped.events:
             lines = [orjson.dumps(event) for event in mapped.events]
             key_field = stream.partition_key
             keys = [lookup(event, key_field) for event in mapped.events] if key_field else []
             batch = ParsedBatch(lines=lines, objects=mapped.events, keys=keys)
             try:
-                await self.writer.submit(
-                    stream.name, batch, self.admission.partition_groups(stream, batch)
+                receipt = await self.writer.submit(
+                    stream.name,
+                    batch,
+                    self.admission.partition_groups(stream, batch, idempotency_key),
+                    idempotency_key,
                 )
+            except IdempotencyConflictError as conflict:
+                return error(422, str(conflict))
             except (OSError, RespError) as failure:
                 log.error("write to Valkey failed", extra={"error": str(failure)})
                 return error(
                     503, "Valkey unavailable; retry", {"Retry-After": UNAVAILABLE_RETRY_AFTER}
                 )
-        self._count(signal, stream.name, mapped)
+            replayed = receipt.replayed
+        self.metrics.reply(200, stream.name)
+        if not replayed:  # counted when first accepted
+            self._count(signal, stream.name, mapped)
         return web.Response(
             status=200,
             body=encode_message(self._response(signal, mapped), encoding),
             content_type=encoding.value,
+            headers={REPLAYED_HEADER: "true"} if replayed else None,
         )
 
     def _count(self, signal: str, stream: str, mapped: Mapped) -> None:
         self.metrics.events.labels(stream=stream).inc(len(mapped.events))
-        self.metrics.reply(200, stream)
         self.items.labels(signal=signal, outcome="accepted").inc(len(mapped.events))
         if mapped.rejected:
             self.items.labels(signal=signal, outcome="rejected").inc(mapped.rejected)
