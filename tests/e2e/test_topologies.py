@@ -180,13 +180,9 @@ def kill_primary_and_check(
         log_figure(f"{hda}: status.redis at the end", redis_status(cluster, hda))
 
 
-def check_every_event_once(
-    cluster: ClusterHandle, hda: str, producer: str, *, duplicates_known: bool = False
-) -> dict[str, Any]:
+def check_every_event_once(cluster: ClusterHandle, hda: str, producer: str) -> dict[str, Any]:
     """Wait for the producer; check it saw only allowed answers and that every event it sent
-    is in output exactly once. `duplicates_known`: a known defect may store some twice (see
-    the caller); they are counted in the log, and everything else is still checked. Returns
-    the producer's report."""
+    is in output exactly once. Returns the producer's report."""
     wait_for(lambda: pod_phase(cluster, producer) in ("Succeeded", "Failed"), timeout=900,
              interval=3, message=f"{producer} did not finish")  # fmt: skip
     log = cluster.kubectl("-n", NAMESPACE, "logs", producer).stdout
@@ -211,8 +207,7 @@ def check_every_event_once(
     log_figure(f"{hda}: resent batches, of them replayed (stored by an earlier attempt)",
                (len(report["resent_batches"]), report["replayed_batches"]))  # fmt: skip
     log_figure(f"{hda}: events twice in output", len(duplicated))
-    if not duplicates_known:
-        assert not duplicated, f"{len(duplicated)} events twice in output: {duplicated[:5]}"
+    assert not duplicated, f"{len(duplicated)} events twice in output: {duplicated[:5]}"
     return report
 
 
@@ -349,14 +344,10 @@ def test_valkey_rollout_fails_over_before_it_restarts_a_primary(
             ]
             assert failovers, f"{statefulset}: no failover in {actions}"
             assert failovers[0] < actions.index(deleted), f"{primary} deleted before a failover"
-        # A defect seen once in three runs (docs/topologies.md, "What is not done yet"): during
-        # SENTINEL FAILOVER the old primary went on accepting writes that only the other
-        # replica got, lost when it resynced; output wrote a redone commit twice. The operator
-        # now pauses the old primary's writes first; until repeated runs show no duplicate,
-        # they are counted here, not failed on. CLUSTER FAILOVER is coordinated: held to once.
-        check_every_event_once(
-            real_cluster, hda, producer, duplicates_known=topology == "replicated"
-        )
+        # Before SENTINEL FAILOVER the operator pauses the old primary's writes: without that,
+        # writes it took during the failover reached only the other replica and were lost when
+        # it resynced (docs/topologies.md, "Rolling updates"). CLUSTER FAILOVER is coordinated.
+        check_every_event_once(real_cluster, hda, producer)
     finally:
         delete_hda(real_cluster, hda)
 
