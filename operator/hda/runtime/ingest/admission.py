@@ -3,6 +3,7 @@ and error replies that are counted in the metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ from ..codec import ParsedBatch, split_by_partition
 from ..config import RuntimeConfig, StreamConfig
 from .idempotency import HEADER, QUERY, check_key, keyed_partition
 from .metrics import IngestMetrics
+from .writer import EntryWriter, Receipt
 
 # While Valkey is unreachable (not up yet, or stalled) every request is 503 after this many seconds.
 UNAVAILABLE_RETRY_AFTER = "1"
@@ -60,8 +62,19 @@ class Admission:
             headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
         )
 
-    def partition_groups(
-        self, stream: StreamConfig, batch: ParsedBatch, idempotency_key: str | None = None
+    def submit(
+        self,
+        writer: EntryWriter,
+        stream: StreamConfig,
+        batch: ParsedBatch,
+        idempotency_key: str | None,
+    ) -> asyncio.Future[Receipt]:
+        """Hand `batch` to `writer`, its events split over the stream's partitions."""
+        groups = self._partition_groups(stream, batch, idempotency_key)
+        return writer.submit(stream.name, batch, groups, idempotency_key)
+
+    def _partition_groups(
+        self, stream: StreamConfig, batch: ParsedBatch, idempotency_key: str | None
     ) -> dict[int, list[int]]:
         """Events without a partition key go round robin, or, for a keyed request, to the
         partition its key picks (the same one when it is sent again)."""

@@ -69,12 +69,7 @@ class RestHandler:
         except BadInputError as bad:
             return error(400, str(bad), stream.name)
         try:
-            receipt = await self.writer.submit(
-                stream.name,
-                batch,
-                self.admission.partition_groups(stream, batch, idempotency_key),
-                idempotency_key,
-            )
+            receipt = await self.admission.submit(self.writer, stream, batch, idempotency_key)
         except IdempotencyConflictError as conflict:
             return error(422, str(conflict), stream.name)
         except (OSError, RespError) as failure:

@@ -103,12 +103,7 @@ class WebSocketHandler:
                     )
                     continue
                 frame_key = None if idempotency_key is None else f"{idempotency_key}/{sequence}"
-                future = self.writer.submit(
-                    stream.name,
-                    batch,
-                    self.admission.partition_groups(stream, batch, frame_key),
-                    frame_key,
-                )
+                future = self.admission.submit(self.writer, stream, batch, frame_key)
                 await acks.put((sequence, future))
         finally:
             await acks.put(None)

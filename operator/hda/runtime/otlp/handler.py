@@ -143,12 +143,7 @@ class OtlpHandler:
             keys = [lookup(event, key_field) for event in mapped.events] if key_field else []
             batch = ParsedBatch(lines=lines, objects=mapped.events, keys=keys)
             try:
-                receipt = await self.writer.submit(
-                    stream.name,
-                    batch,
-                    self.admission.partition_groups(stream, batch, idempotency_key),
-                    idempotency_key,
-                )
+                receipt = await self.admission.submit(self.writer, stream, batch, idempotency_key)
             except IdempotencyConflictError as conflict:
                 return error(422, str(conflict))
             except (OSError, RespError) as failure:
