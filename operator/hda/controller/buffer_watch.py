@@ -357,6 +357,7 @@ class BufferWatch:
             if delay > 0:
                 await asyncio.sleep(delay)
             nodes = [a for group in [*buffer_nodes(hda, names), *leaving] for a in group]
+            started = time.monotonic()
             probe = await probe_buffer(
                 hda.spec.redis.topology,
                 nodes,
@@ -374,6 +375,19 @@ class BufferWatch:
         else:
             self._unsettled_since.pop(key, None)
         if previous is None or previous.probe != probe:
+            log.info(
+                "buffer probe changed",
+                extra={
+                    "hda": key,
+                    "seconds": round(now - started, 3),
+                    "unreachable": [n.pod for n in probe.nodes if not n.reachable],
+                    "primaries": [
+                        n.pod for n in probe.nodes if n.reachable and n.role == "primary"
+                    ],
+                    "sentinel_primary": probe.sentinel_primary,
+                    "error": probe.error,
+                },
+            )
             wake()
         if self._due(key) < self._interval:
             # A failover may be under way: a pass soon probes again.
