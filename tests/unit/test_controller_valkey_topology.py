@@ -21,6 +21,7 @@ from hda.controller.buffer_watch import (
     group_rollouts,
     leaving_nodes,
     next_buffer_step,
+    probe_interval,
     removed_shards_kept,
 )
 from hda.controller.observe import PodSummary, pod_summary
@@ -834,6 +835,21 @@ def test_a_probe_is_stale_once_a_valkey_pod_changed_however_young_it_is() -> Non
     assert seen.stale(101.0, due=15.0, acted=0.0, pods=deleted)
     assert seen.stale(115.0, due=15.0, acted=0.0, pods=before)
     assert seen.stale(101.0, due=15.0, acted=100.5, pods=before)
+
+
+def test_probes_come_every_2_s_for_30_s_after_a_valkey_pod_changed() -> None:
+    def interval(now: float) -> float:
+        return probe_interval(now, 15.0, unsettled_since=None, pods_changed_at=100.0)
+
+    assert (interval(101.0), interval(130.0), interval(131.0)) == (2.0, 2.0, 15.0)
+
+
+def test_probes_come_every_2_s_for_2_min_while_unsettled() -> None:
+    def interval(now: float) -> float:
+        return probe_interval(now, 15.0, unsettled_since=100.0, pods_changed_at=None)
+
+    assert (interval(101.0), interval(220.0), interval(221.0)) == (2.0, 2.0, 15.0)
+    assert probe_interval(0.0, 15.0, unsettled_since=None, pods_changed_at=None) == 15.0
 
 
 def test_no_second_failover_while_the_first_has_not_moved_the_primary() -> None:

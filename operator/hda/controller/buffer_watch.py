@@ -60,6 +60,9 @@ FAILOVER_TIMEOUT_SECONDS = SENTINEL_FAILOVER_TIMEOUT_MILLISECONDS / 1000
 # soon, for at most UNSETTLED_FAST_SECONDS; then at the usual interval (a node lost for good).
 UNSETTLED_PROBE_SECONDS = 2.0
 UNSETTLED_FAST_SECONDS = 120.0
+# After a Valkey pod changed (deleted, unready, back) probes come as often, for this long: the
+# API often says a pod is gone before its process is, so the first probe may still find it.
+POD_CHANGE_FAST_SECONDS = 30.0
 
 
 def buffer_nodes(hda: HyperDriveAccelerator, names: ChildNames) -> list[list[NodeAddress]]:
@@ -188,6 +191,7 @@ class BufferWatch:
         self._reshards: dict[str, tuple[Reshard, asyncio.Task[None]]] = {}
         self._resharded: dict[str, Resharded] = {}
         self._unsettled_since: dict[str, float] = {}
+        self._pods_changed_at: dict[str, float] = {}
         # HDA -> the wake at which a failed resharding is due again
         self._retry_wakes: dict[str, asyncio.TimerHandle] = {}
 
@@ -195,6 +199,7 @@ class BufferWatch:
         self._seen.pop(key, None)
         self._acted.pop(key, None)
         self._unsettled_since.pop(key, None)
+        self._pods_changed_at.pop(key, None)
         self._cancel_retry_wake(key)
         self._failovers.pop(key, None)
         self._resharded.pop(key, None)
@@ -294,8 +299,11 @@ class BufferWatch:
         if not self._enabled:
             return BufferProbe((), error=PROBE_OFF)
         seen = self._seen.get(key)
+        now = time.monotonic()
+        if seen is not None and pods != seen.pods:
+            self._pods_changed_at[key] = now
         stale = seen is None or seen.stale(
-            time.monotonic(), due=self._due(key), acted=self._acted.get(key, 0.0), pods=pods
+            now, due=self._due(key), acted=self._acted.get(key, 0.0), pods=pods
         )
         if stale and key not in self._tasks:
             self._tasks[key] = asyncio.create_task(
@@ -394,11 +402,26 @@ class BufferWatch:
             asyncio.get_running_loop().call_later(self._due(key), wake)
 
     def _due(self, key: str) -> float:
-        """Seconds a probe of `key` stays fresh: short while it is newly unsettled."""
-        since = self._unsettled_since.get(key)
-        if since is None or time.monotonic() - since > UNSETTLED_FAST_SECONDS:
-            return self._interval
-        return min(self._interval, UNSETTLED_PROBE_SECONDS)
+        return probe_interval(
+            time.monotonic(),
+            self._interval,
+            unsettled_since=self._unsettled_since.get(key),
+            pods_changed_at=self._pods_changed_at.get(key),
+        )
+
+
+def probe_interval(
+    now: float, interval: float, *, unsettled_since: float | None, pods_changed_at: float | None
+) -> float:
+    """Seconds a probe stays fresh: short while it is newly unsettled, or soon after a Valkey pod
+    changed; else `interval`."""
+    newly_unsettled = (
+        unsettled_since is not None and now - unsettled_since <= UNSETTLED_FAST_SECONDS
+    )
+    pods_changed = pods_changed_at is not None and now - pods_changed_at <= POD_CHANGE_FAST_SECONDS
+    if newly_unsettled or pods_changed:
+        return min(interval, UNSETTLED_PROBE_SECONDS)
+    return interval
 
 
 def next_buffer_step(
