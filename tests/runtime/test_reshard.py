@@ -24,7 +24,7 @@ from tests.runtime.conftest import (
 
 from hda.runtime.codec import input_key
 from hda.runtime.topology.local import ClusterValkey
-from hda.runtime.topology.reshard import cluster_nodes, reshard
+from hda.runtime.topology.reshard import ReshardProgress, cluster_nodes, reshard
 
 pytestmark = pytest.mark.runtime
 log = logging.getLogger(__name__)
@@ -92,3 +92,20 @@ async def test_resharding_3_to_4_under_load_loses_and_duplicates_nothing(
     )
     assert acked - set(written) == set(), "acknowledged events were lost in the resharding"
     assert max(written.values()) == 1, "an event was written twice"
+
+
+async def test_resharding_reports_its_progress_move_by_move(cluster: ClusterValkey) -> None:
+    await asyncio.to_thread(cluster.add_shard)
+    seed = ("127.0.0.1", cluster.shards[0].primary.port)
+    heard: list[ReshardProgress] = []
+
+    moves = await reshard(seed, progress=heard.append)
+
+    total = sum(m.slot_count for m in moves)
+    assert heard[0] == ReshardProgress(0, len(moves), 0, total)
+    assert heard[-1] == ReshardProgress(len(moves), len(moves), total, total)
+    assert [p.slots_done for p in heard] == sorted(p.slots_done for p in heard)
+    states = {p.state for p in heard}
+    assert "success" in states, states
+    between_moves = [p for p in heard if not p.state]
+    assert [p.moves_done for p in between_moves] == list(range(len(moves) + 1))

@@ -58,6 +58,7 @@ from hda.controller.valkey_topology import (
     rollout_plan,
     slot_ranges,
 )
+from hda.runtime.topology.reshard import ReshardProgress
 from hda.specs import child_names
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -392,6 +393,41 @@ def test_while_a_resharding_runs_nothing_else_is_done() -> None:
     assert actions == []
     assert activity is not None
     assert activity.startswith("resharding: moving ")
+
+
+def test_status_says_how_far_a_running_resharding_is() -> None:
+    hda = edited(cluster_hda(), lambda wire: wire["spec"]["redis"].update(shards=4))
+    groups = buffer_nodes(hda, child_names(hda))
+    probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+    running = reshard_moves(groups, [], probe)
+    so_far = ReshardProgress(moves_done=1, moves=3, slots_done=1365, slots=4096, state="streaming")
+
+    _, activity = next_buffer_step(
+        hda, groups, probe, [], resharding=running, reshard_progress=so_far
+    )
+
+    assert activity is not None
+    assert activity.endswith("; 1365 of 4096 slots moved (1 of 3 moves); move 2: streaming")
+
+
+def test_progress_wakes_the_hda_only_when_a_move_starts_ends_or_changes_state() -> None:
+    watch = BufferWatch()
+    wakes: list[int] = []
+
+    def wake() -> None:
+        wakes.append(1)
+
+    for progress in [
+        ReshardProgress(0, 3, 0, 4096),
+        ReshardProgress(0, 3, 0, 4096, "snapshotting"),
+        ReshardProgress(0, 3, 0, 4096, "snapshotting"),
+        ReshardProgress(0, 3, 0, 4096, "snapshotting"),
+        ReshardProgress(0, 3, 0, 4096, "success"),
+        ReshardProgress(1, 3, 1365, 4096),
+    ]:
+        watch.reshard_progressed("ns/logs", wake, progress)
+
+    assert len(wakes) == 4
 
 
 def test_a_removed_shard_is_drained_then_forgotten_then_reported_out() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from hda.api.consts import REDIS_PORT, SENTINEL_PORT
 from hda.api.v1alpha1 import HyperDriveAccelerator, Topology
+from hda.runtime.topology.reshard import ReshardProgress
 from hda.specs import ChildNames
 from hda.specs.configmaps import SENTINEL_FAILOVER_TIMEOUT_MILLISECONDS
 from hda.specs.names import valkey_shard_statefulset
@@ -190,6 +191,7 @@ class BufferWatch:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._reshards: dict[str, tuple[Reshard, asyncio.Task[None]]] = {}
         self._resharded: dict[str, Resharded] = {}
+        self._reshard_progress: dict[str, ReshardProgress] = {}
         self._unsettled_since: dict[str, float] = {}
         self._pods_changed_at: dict[str, float] = {}
         # HDA -> the wake at which a failed resharding is due again
@@ -203,6 +205,7 @@ class BufferWatch:
         self._cancel_retry_wake(key)
         self._failovers.pop(key, None)
         self._resharded.pop(key, None)
+        self._reshard_progress.pop(key, None)
         for task in (self._tasks.pop(key, None), self._reshards.pop(key, (None, None))[1]):
             if task is not None:
                 task.cancel()
@@ -211,6 +214,23 @@ class BufferWatch:
         """The resharding running in the background for `key`, if any."""
         running = self._reshards.get(key)
         return running[0] if running is not None else None
+
+    def reshard_progress(self, key: str) -> ReshardProgress | None:
+        """How far the resharding running for `key` is (None: none runs, or not started)."""
+        return self._reshard_progress.get(key) if key in self._reshards else None
+
+    def reshard_progressed(
+        self, key: str, wake: Callable[[], None], progress: ReshardProgress
+    ) -> None:
+        """Remember how far the resharding is; wake the HDA (for status) when a move starts,
+        ends, or changes state (not at every poll)."""
+        before = self._reshard_progress.get(key)
+        self._reshard_progress[key] = progress
+        if before is None or (before.moves_done, before.state) != (
+            progress.moves_done,
+            progress.state,
+        ):
+            wake()
 
     def resharded(self, key: str) -> Resharded | None:
         """How the last resharding this operator ran for `key` ended (None: none ended yet)."""
@@ -258,6 +278,7 @@ class BufferWatch:
             log.warning("resharding failed", extra={"hda": key, "error": str(error)})
         finally:
             self._reshards.pop(key, None)
+            self._reshard_progress.pop(key, None)
         self._resharded[key] = resharding_ended(
             previous, rfc3339_now(), outcome, failed=failed, shards=shards
         )
@@ -433,6 +454,7 @@ def next_buffer_step(
     *,
     leaving: Sequence[Sequence[NodeAddress]] = (),
     resharding: Reshard | None = None,
+    reshard_progress: ReshardProgress | None = None,
     reshard_wait: Wait | None = None,
 ) -> tuple[list[Action], str | None]:
     """The actions of this pass, and what the operator is doing to the buffer, for status.
@@ -447,7 +469,8 @@ def next_buffer_step(
     notes = []
     if topology == "cluster":
         if resharding is not None:
-            return [], f"resharding: moving {resharding.describe()}"
+            so_far = f"; {reshard_progress.describe()}" if reshard_progress is not None else ""
+            return [], f"resharding: moving {resharding.describe()}{so_far}"
         formation = cluster_plan(groups, probe)
         if isinstance(formation, Wait):
             return [], f"forming the cluster: {formation.reason}"
@@ -530,6 +553,7 @@ async def buffer_pass(
         failing_over,
         leaving=leaving,
         resharding=watch.resharding(key),
+        reshard_progress=watch.reshard_progress(key),
         reshard_wait=reshard_backoff(last_reshard, shards, now),
     )
     every = [*groups, *leaving]
@@ -539,7 +563,13 @@ async def buffer_pass(
             watch.start_reshard(
                 key,
                 action,
-                functools.partial(execute, action, nodes, password=password),
+                functools.partial(
+                    execute,
+                    action,
+                    nodes,
+                    password=password,
+                    reshard_progress=functools.partial(watch.reshard_progressed, key, wake),
+                ),
                 wake,
                 previous=last_reshard,
                 shards=shards,

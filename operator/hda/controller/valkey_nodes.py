@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from hda.api.v1alpha1 import Topology
 from hda.runtime.topology.nodes import SlotRange, myself, parse_cluster_nodes
-from hda.runtime.topology.reshard import reshard
+from hda.runtime.topology.reshard import ProgressCallback, reshard
 from hda.specs.names import VALKEY_MASTER_NAME
 
 from .kube import Kind
@@ -214,8 +214,10 @@ async def execute(
     kube: PodDeleter | None = None,
     namespace: str = "",
     seconds: float = 5.0,
+    reshard_progress: ProgressCallback | None = None,
 ) -> None:
-    """Carry out one action; raises when Valkey, a sentinel or the API refuses it."""
+    """Carry out one action; raises when Valkey, a sentinel or the API refuses it.
+    `reshard_progress` hears how far a resharding is."""
     if isinstance(action, Wait):
         return
     if isinstance(action, DeletePod):
@@ -231,7 +233,12 @@ async def execute(
         return
     if isinstance(action, Reshard):
         seed = next(a for a in nodes if a.pod == action.seed)
-        await reshard((seed.host, seed.port), keep=list(action.keep), password=password)
+        await reshard(
+            (seed.host, seed.port),
+            keep=list(action.keep),
+            password=password,
+            progress=reshard_progress,
+        )
         return
     pod = action.replica if isinstance(action, Failover) else action.pod
     address = next(a for a in nodes if a.pod == pod)

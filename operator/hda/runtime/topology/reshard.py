@@ -16,8 +16,10 @@ loses and duplicates nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..resp import RedisAddress, RespConnection
@@ -84,6 +86,28 @@ async def _connect(address: HostPort, password: str | None) -> RespConnection:
     )
 
 
+@dataclass(frozen=True)
+class ReshardProgress:
+    """How far a running resharding is: moves and slots done, and the running move's state as
+    CLUSTER GETSLOTMIGRATIONS reports it."""
+
+    moves_done: int
+    moves: int
+    slots_done: int
+    slots: int
+    state: str = ""  # of the running move; "" between moves
+
+    def describe(self) -> str:
+        running = f"; move {self.moves_done + 1}: {self.state}" if self.state else ""
+        return (
+            f"{self.slots_done} of {self.slots} slots moved "
+            f"({self.moves_done} of {self.moves} moves){running}"
+        )
+
+
+ProgressCallback = Callable[[ReshardProgress], None]
+
+
 async def cluster_nodes(address: HostPort, password: str | None = None) -> list[ClusterNode]:
     """Every node the node at `address` knows (`parse_cluster_nodes`), failed ones included."""
     connection = await _connect(address, password)
@@ -100,10 +124,12 @@ async def reshard(
     keep: list[str] | None = None,
     password: str | None = None,
     migration_timeout: float = 600.0,
+    progress: ProgressCallback | None = None,
 ) -> list[SlotMove]:
     """Spread all slots evenly over `keep` (node IDs; default: every primary the node at
     `address` knows, so a newly joined empty one gets its share) with atomic slot migration,
-    one source at a time. Returns the moves made (none when already even)."""
+    one source at a time. Returns the moves made (none when already even). `progress` hears
+    how far it is at every poll of the running move."""
     nodes = await cluster_nodes(address, password)
     primaries = [node for node in nodes if node.primary and not node.failed]
     owned = {node.node_id: node.slots for node in primaries}
@@ -116,13 +142,33 @@ async def reshard(
         keep = [n.node_id for n in sorted(primaries, key=lambda n: n.slots[:1] or (SLOTS,))]
     moves = plan_moves(owned, keep)
     by_id = {node.node_id: node for node in primaries}
-    for move in moves:
-        await _migrate(by_id[move.source].address, move, password, migration_timeout)
+    total = sum(move.slot_count for move in moves)
+    done = 0
+
+    def report(moves_done: int, state: str = "") -> None:
+        if progress is not None:
+            progress(ReshardProgress(moves_done, len(moves), done, total, state))
+
+    report(0)
+    for number, move in enumerate(moves):
+        await _migrate(
+            by_id[move.source].address,
+            move,
+            password,
+            migration_timeout,
+            functools.partial(report, number),
+        )
+        done += move.slot_count
+        report(number + 1)
     return moves
 
 
 async def _migrate(
-    source: HostPort, move: SlotMove, password: str | None, migration_timeout: float
+    source: HostPort,
+    move: SlotMove,
+    password: str | None,
+    migration_timeout: float,
+    on_state: Callable[[str], None],
 ) -> None:
     ranges = [bound for pair in move.ranges for bound in pair]
     wanted = " ".join(f"{first}-{last}" for first, last in move.ranges)
@@ -136,6 +182,7 @@ async def _migrate(
         )
         while True:
             state, message = await _migration_state(client, move.target, wanted)
+            on_state(state)
             if state == "success":
                 break
             if state in ("failed", "cancelled"):
