@@ -357,3 +357,16 @@ def test_other_acknowledge_settings_let_a_lone_primary_write(acknowledge: str) -
     conf = valkey_conf(replicated(acknowledge=acknowledge))
 
     assert "min-replicas-to-write" not in conf
+
+
+@pytest.mark.parametrize("topology", ["standalone", "replicated", "cluster"])
+def test_every_pod_waits_at_most_1_s_per_dns_try(topology: str) -> None:
+    # A Sentinel blocked over 2 s in a lookup enters TILT (pods.DNS_CONFIG).
+    objects = children(with_redis(topology=topology))
+    templates = [
+        obj["spec"]["template"] for obj in objects if obj["kind"] in ("StatefulSet", "Deployment")
+    ]
+    assert len(templates) >= 3
+    for template in templates:
+        options = {o["name"]: o.get("value") for o in template["spec"]["dnsConfig"]["options"]}
+        assert options == {"timeout": "1", "attempts": "3"}

@@ -282,6 +282,15 @@ def _spread_over_nodes(affinity: dict[str, Any], labels: dict[str, str]) -> dict
     return merged
 
 
+# A DNS query or answer lost costs glibc's 5 s resolver timeout, spent blocked where the lookup
+# is synchronous: Valkey resolves its primary's name, and a Sentinel (resolve-hostnames) that
+# waits over 2 s enters TILT for 30 s and may then find no replica good enough to promote.
+# One second per try, three tries, keeps every lookup's stall under Sentinel's TILT trigger.
+DNS_CONFIG: Final[dict[str, Any]] = {
+    "options": [{"name": "timeout", "value": "1"}, {"name": "attempts", "value": "3"}]
+}
+
+
 def pod_template(
     hda: HyperDriveAccelerator,
     images: Images,
@@ -319,6 +328,7 @@ def pod_template(
         "enableServiceLinks": False,
         "securityContext": pod_security_context(uid),
         "terminationGracePeriodSeconds": termination_grace_seconds,
+        "dnsConfig": DNS_CONFIG,
         "containers": containers,
         "volumes": volumes,
     }
