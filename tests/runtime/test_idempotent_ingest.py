@@ -3,6 +3,7 @@ real `hda ingest` process, a real Valkey and real HTTP/WebSocket clients."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,24 @@ async def test_a_key_reused_on_a_routed_stream_is_422_with_nothing_written(
     assert status == 422, case
     assert "Idempotency-Key 'routed' was used for a different body" in reply["error"]
     assert len(await stream_events(redis, "keyed", 4)) == 10, case
+
+
+async def test_concurrent_keyed_requests_on_a_routed_stream_are_each_stored_once(
+    ingest_port: int, redis: RespConnection
+) -> None:
+    bodies = [
+        b"\n".join(b'{"id":"device-%d","n":%d}' % (n % 7, 10 * r + n) for n in range(10))
+        for r in range(20)
+    ]
+    sends = [post(ingest_port, body, f"burst-{r}", stream="keyed") for r, body in enumerate(bodies)]
+    first = await asyncio.gather(*sends)
+    again = await asyncio.gather(
+        *(post(ingest_port, body, f"burst-{r}", stream="keyed") for r, body in enumerate(bodies))
+    )
+    assert {status for status, _, _ in first + again} == {202}
+    assert all(reply.get("replayed") for _, reply, _ in again)
+    stored = await stream_events(redis, "keyed", 4)
+    assert sorted(e["n"] for e in stored) == list(range(200))
 
 
 async def test_websocket_frames_sent_again_on_a_new_connection_from_seq_are_stored_once(

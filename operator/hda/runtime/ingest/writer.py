@@ -141,6 +141,7 @@ class EntryWriter:
         # Streams that route events by partition key: a keyed request there is checked against
         # the record of its whole body before anything is written (idempotency.py).
         self.routed_streams = routed_streams
+        self._unchecked: list[Submission] = []  # waiting for the read of their key's record
         self._checks: set[asyncio.Task[None]] = set()
         self._pending: list[Submission] = []
         self._scheduled = False
@@ -179,9 +180,9 @@ class EntryWriter:
             submission.trace = self.trace_context()
         if idempotency_key is not None and stream in self.routed_streams:
             submission.request_digest = digest(lines)
-            check = loop.create_task(self._queue_unless_conflict(submission))
-            self._checks.add(check)
-            check.add_done_callback(self._checks.discard)
+            self._unchecked.append(submission)
+            if len(self._unchecked) == 1:
+                loop.call_soon(self._check_unchecked)
         else:
             self._queue(submission)
         return submission.future
@@ -192,23 +193,36 @@ class EntryWriter:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    async def _queue_unless_conflict(self, submission: Submission) -> None:
-        """Queue a keyed request on a routed stream unless its key's whole-body record names
+    def _check_unchecked(self) -> None:
+        """Read the whole-body records of this loop turn's keyed requests on routed streams, in
+        one pipeline."""
+        submissions, self._unchecked = self._unchecked, []
+        check = asyncio.ensure_future(self._queue_unless_conflict(submissions))
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+
+    async def _queue_unless_conflict(self, submissions: list[Submission]) -> None:
+        """Queue each keyed request on a routed stream unless its key's whole-body record names
         another body (then 422, with nothing written)."""
-        assert submission.idempotency_key is not None
-        where = request_record_key(submission.stream, submission.idempotency_key)
+        keys = [str(s.idempotency_key) for s in submissions]
+        reads: list[tuple[Arg, ...]] = [
+            ("GET", request_record_key(s.stream, key))
+            for s, key in zip(submissions, keys, strict=True)
+        ]
         try:
             connection = await self.connection.get()
-            (record,) = await connection.pipeline([("GET", where)])
-            if isinstance(record, RespError):
-                raise record
+            records: list[object] = list(await connection.pipeline(reads))
         except (OSError, RespError) as failure:
-            submission.future.set_exception(failure)
-            return
-        if isinstance(record, bytes) and record.decode() != submission.request_digest:
-            submission.future.set_exception(IdempotencyConflictError(submission.idempotency_key))
-            return
-        self._queue(submission)
+            records = [failure] * len(submissions)
+        for submission, key, record in zip(submissions, keys, records, strict=True):
+            if submission.future.done():  # its client is gone
+                continue
+            if isinstance(record, (OSError, RespError)):
+                submission.future.set_exception(record)
+            elif isinstance(record, bytes) and record.decode() != submission.request_digest:
+                submission.future.set_exception(IdempotencyConflictError(key))
+            else:
+                self._queue(submission)
 
     def _flush(self) -> None:
         self._scheduled = False
