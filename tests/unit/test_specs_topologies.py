@@ -361,7 +361,7 @@ def test_other_acknowledge_settings_let_a_lone_primary_write(acknowledge: str) -
 
 @pytest.mark.parametrize("topology", ["standalone", "replicated", "cluster"])
 def test_every_pod_waits_at_most_1_s_per_dns_try(topology: str) -> None:
-    # A Sentinel blocked over 2 s in a lookup enters TILT (pods.DNS_CONFIG).
+    # A Sentinel blocked over 2 s in a lookup enters TILT (pods.dns_config).
     objects = children(with_redis(topology=topology))
     templates = [
         obj["spec"]["template"] for obj in objects if obj["kind"] in ("StatefulSet", "Deployment")

@@ -217,7 +217,7 @@ class BufferWatch:
 
     def reshard_progress(self, key: str) -> ReshardProgress | None:
         """How far the resharding running for `key` is (None: none runs, or not started)."""
-        return self._reshard_progress.get(key) if key in self._reshards else None
+        return self._reshard_progress.get(key)
 
     def reshard_progressed(
         self, key: str, wake: Callable[[], None], progress: ReshardProgress

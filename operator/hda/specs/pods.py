@@ -286,9 +286,8 @@ def _spread_over_nodes(affinity: dict[str, Any], labels: dict[str, str]) -> dict
 # is synchronous: Valkey resolves its primary's name, and a Sentinel (resolve-hostnames) that
 # waits over 2 s enters TILT for 30 s and may then find no replica good enough to promote.
 # One second per try, three tries, keeps every lookup's stall under Sentinel's TILT trigger.
-DNS_CONFIG: Final[dict[str, Any]] = {
-    "options": [{"name": "timeout", "value": "1"}, {"name": "attempts", "value": "3"}]
-}
+def dns_config() -> dict[str, Any]:
+    return {"options": [{"name": "timeout", "value": "1"}, {"name": "attempts", "value": "3"}]}
 
 
 def pod_template(
@@ -328,7 +327,7 @@ def pod_template(
         "enableServiceLinks": False,
         "securityContext": pod_security_context(uid),
         "terminationGracePeriodSeconds": termination_grace_seconds,
-        "dnsConfig": DNS_CONFIG,
+        "dnsConfig": dns_config(),
         "containers": containers,
         "volumes": volumes,
     }
