@@ -34,7 +34,7 @@ NEEDED_BUT_NOT_EXERCISED: dict[Permission, str] = {
         "replicated and cluster Valkey StatefulSets roll OnDelete: the operator deletes a replica, "
         "fails the primary over, then deletes the old primary. That needs its Valkey probe, which "
         "kwok pods cannot answer; the rollouts run on the runtime tier "
-        "(tests/runtime/test_valkey_topology.py) and the e2e tier"
+        "(tests/runtime/test_buffer_topology.py) and the e2e tier"
     ),
 }
 

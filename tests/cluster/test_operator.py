@@ -155,7 +155,7 @@ def test_create_gives_every_child_ready_status_and_fc_placement(
         else:
             owners = live["metadata"].get("ownerReferences") or []
             assert any(o["uid"] == uid and o.get("controller") for o in owners), kind
-    secret = get_json(cluster, "secret", names.valkey_password_secret, "-n", ns)
+    secret = get_json(cluster, "secret", names.buffer_password_secret, "-n", ns)
     assert secret["data"]["password"], "the generated Valkey password Secret exists"
 
     # Output pods run only on Fibre Channel nodes, on Bound claims backed by the LUN volumes.

@@ -84,14 +84,14 @@ def test_replicated_hda_gets_valkey_replicas_sentinels_budgets_and_on_delete(
 
     # status.redis names the set; outside the cluster the operator does not ask Valkey, and
     # says so rather than guessing a primary.
-    redis_status = wait_for(
+    buffer_status = wait_for(
         lambda: (get_json(cluster, HDA_RESOURCE, name, "-n", ns).get("status") or {}).get("redis"),
         timeout=TIMEOUT,
         message="status.redis was never written",
     )
-    assert redis_status["topology"] == "replicated"
-    assert redis_status["shards"] == [{"name": f"{name}-valkey", "replicas": 2}]
-    assert redis_status["message"] == PROBE_OFF
+    assert buffer_status["topology"] == "replicated"
+    assert buffer_status["shards"] == [{"name": f"{name}-valkey", "replicas": 2}]
+    assert buffer_status["message"] == PROBE_OFF
 
     # Restricted Pod Security admitted every Valkey and Sentinel pod (kwok only pretends to run).
     wait_for(

@@ -80,14 +80,14 @@ def get_hda(cluster: ClusterHandle, name: str) -> dict[str, Any]:
     return kubectl_json(cluster, "-n", NAMESPACE, "get", "hda", name)
 
 
-def redis_status(cluster: ClusterHandle, name: str) -> dict[str, Any]:
+def buffer_status(cluster: ClusterHandle, name: str) -> dict[str, Any]:
     status: dict[str, Any] = get_hda(cluster, name).get("status", {}).get("redis", {})
     return status
 
 
 def primaries(cluster: ClusterHandle, name: str) -> dict[str, str | None]:
     """StatefulSet -> the pod status.redis names its primary."""
-    return {s["name"]: s.get("primary") for s in redis_status(cluster, name).get("shards", [])}
+    return {s["name"]: s.get("primary") for s in buffer_status(cluster, name).get("shards", [])}
 
 
 @pytest.fixture(scope="module")
@@ -108,13 +108,13 @@ def deploy(cluster: ClusterHandle, manifest: dict[str, Any]) -> str:
                     "--timeout=900s", timeout=920)  # fmt: skip
 
     def formed() -> bool:
-        shards = redis_status(cluster, name).get("shards", [])
+        shards = buffer_status(cluster, name).get("shards", [])
         return bool(shards) and all(
             s.get("primary") and s.get("replicasInSync", 0) >= 1 for s in shards
         )
 
     wait_for(formed, timeout=300, interval=2,
-             message=lambda: f"{name}: buffer not formed: {redis_status(cluster, name)}")  # fmt: skip
+             message=lambda: f"{name}: buffer not formed: {buffer_status(cluster, name)}")  # fmt: skip
     log_figure(f"{name}: apply -> Ready and formed (s)", round(time.monotonic() - started, 1))
     return name
 
@@ -147,7 +147,7 @@ def kill_primary_and_check(
     assert victim, before
 
     def failed_over() -> dict[str, Any] | None:
-        status = redis_status(cluster, hda)
+        status = buffer_status(cluster, hda)
         now = {s["name"]: s.get("primary") for s in status.get("shards", [])}
         moved = now.get(statefulset) not in (None, victim)
         return status if moved and status.get("lastFailoverTime") else None
@@ -162,7 +162,7 @@ def kill_primary_and_check(
         log_figure(f"{hda}: killed primary", victim)
         if hold_replacement:
             status = wait_for(failed_over, timeout=180, interval=1,
-                              message=lambda: f"{hda}: no failover seen: {redis_status(cluster, hda)}")  # fmt: skip
+                              message=lambda: f"{hda}: no failover seen: {buffer_status(cluster, hda)}")  # fmt: skip
             log_figure(f"{hda}: kill -> failover seen in status.redis (s)",
                        round(time.time() - killed_at, 1))  # fmt: skip
             log_figure(f"{hda}: status.redis after the failover", status)
@@ -177,7 +177,7 @@ def kill_primary_and_check(
     log_figure(f"{hda}: kill -> first 202 after failover (s)",
                first_ack_after_outage(report["timeline"], killed_at))  # fmt: skip
     if not hold_replacement:
-        log_figure(f"{hda}: status.redis at the end", redis_status(cluster, hda))
+        log_figure(f"{hda}: status.redis at the end", buffer_status(cluster, hda))
 
 
 def check_every_event_once(cluster: ClusterHandle, hda: str, producer: str) -> dict[str, Any]:
@@ -331,7 +331,7 @@ def test_valkey_rollout_fails_over_before_it_restarts_a_primary(
         real_cluster.kubectl("-n", NAMESPACE, "patch", "hda", hda, "--type=merge",
                              "-p", json.dumps(patch))  # fmt: skip
         wait_for(lambda: rolled_out(real_cluster, revisions), timeout=900, interval=3,
-                 message=lambda: f"{hda}: rollout unfinished: {redis_status(real_cluster, hda)}")  # fmt: skip
+                 message=lambda: f"{hda}: rollout unfinished: {buffer_status(real_cluster, hda)}")  # fmt: skip
         log_figure(f"{hda}: patch -> every Valkey pod rolled (s)",
                    round(time.monotonic() - started, 1))  # fmt: skip
         actions = operator_actions(real_cluster, hda)[earlier:]
@@ -358,7 +358,7 @@ SCALING_EVENTS = 100_000
 
 def shard_slots(cluster: ClusterHandle, hda: str) -> dict[str, int]:
     """StatefulSet -> slots its primary serves, as status.redis says."""
-    return {s["name"]: s.get("slots", 0) for s in redis_status(cluster, hda).get("shards", [])}
+    return {s["name"]: s.get("slots", 0) for s in buffer_status(cluster, hda).get("shards", [])}
 
 
 def statefulset_exists(cluster: ClusterHandle, name: str) -> bool:
@@ -391,17 +391,17 @@ def test_cluster_grows_to_four_shards_and_back_to_three_under_load(
             return slots if even else None
 
         slots = wait_for(spread_over_four, timeout=600, interval=3,
-                         message=lambda: f"{hda}: not resharded: {redis_status(real_cluster, hda)}")  # fmt: skip
+                         message=lambda: f"{hda}: not resharded: {buffer_status(real_cluster, hda)}")  # fmt: skip
         log_figure(f"{hda}: shards 3 -> 4, patch -> slots even (s)",
                    round(time.monotonic() - started, 1))  # fmt: skip
         log_figure(f"{hda}: slots per shard", slots)
-        log_figure(f"{hda}: last resharding", redis_status(real_cluster, hda).get("lastReshard"))
+        log_figure(f"{hda}: last resharding", buffer_status(real_cluster, hda).get("lastReshard"))
 
         started = time.monotonic()
         real_cluster.kubectl("-n", NAMESPACE, "patch", "hda", hda, "--type=merge",
                              "-p", json.dumps({"spec": {"redis": {"shards": 3}}}))  # fmt: skip
         wait_for(lambda: not statefulset_exists(real_cluster, fourth), timeout=600, interval=3,
-                 message=lambda: f"{hda}: {fourth} kept: {redis_status(real_cluster, hda)}")  # fmt: skip
+                 message=lambda: f"{hda}: {fourth} kept: {buffer_status(real_cluster, hda)}")  # fmt: skip
         log_figure(f"{hda}: shards 4 -> 3, patch -> {fourth} deleted (s)",
                    round(time.monotonic() - started, 1))  # fmt: skip
         slots = shard_slots(real_cluster, hda)

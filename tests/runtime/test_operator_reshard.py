@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisError
-from tests.runtime.test_valkey_topology import (
+from tests.runtime.test_buffer_topology import (
     CLUSTER_MANIFEST,
     PASSWORD,
     Servers,
@@ -32,9 +32,9 @@ from tests.runtime.test_valkey_topology import (
 )
 
 from hda.api.v1alpha1 import HyperDriveAccelerator, load_manifest
+from hda.controller.buffer_commands import probe_buffer
+from hda.controller.buffer_topology import BufferProbe, NodeAddress, buffer_status, retired
 from hda.controller.buffer_watch import BufferWatch, buffer_pass
-from hda.controller.valkey_nodes import probe_buffer
-from hda.controller.valkey_topology import BufferProbe, NodeAddress, redis_status, retired
 from hda.runtime.codec import input_key
 
 pytestmark = pytest.mark.runtime
@@ -200,7 +200,7 @@ async def test_a_shard_added_under_load_gets_its_share_losing_and_duplicating_no
     await producer.client.aclose()
 
     probe = await settled(groups)
-    status = redis_status("cluster", groups, probe, None, "t")
+    status = buffer_status("cluster", groups, probe, None, "t")
     assert [s.slots for s in status.shards] == [4096] * 4
     assert steps[-1] == "Reshard"
     assert "Meet" in steps
@@ -250,7 +250,7 @@ async def test_a_removed_shard_is_drained_forgotten_and_reset(nodes: Servers) ->
     assert activities[-1] == (
         "removed shards v-shard-3 drained and out of the cluster: deleting them"
     )
-    status = redis_status("cluster", kept, probe, None, "t")
+    status = buffer_status("cluster", kept, probe, None, "t")
     assert sorted(s.slots or 0 for s in status.shards) == [5461, 5461, 5462]
     await asyncio.sleep(3)  # gossip rounds: a forgotten node must not come back
     for address in every(kept):
@@ -315,7 +315,9 @@ async def test_a_resharding_cut_off_by_an_operator_restart_is_finished_by_the_ne
     steps, _, _ = await operate(cluster_hda(4), groups)
 
     probe = await settled(groups)
-    assert [s.slots for s in redis_status("cluster", groups, probe, None, "t").shards] == [4096] * 4
+    assert [s.slots for s in buffer_status("cluster", groups, probe, None, "t").shards] == [
+        4096
+    ] * 4
     log.info("after the restart the operator took %s", steps)
     try:
         assert [len(await entries(writer, key)) for key in keys] == [200] * PARTITIONS

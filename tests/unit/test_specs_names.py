@@ -26,7 +26,7 @@ def test_default_names() -> None:
     names = child_names(example())
 
     assert names.valkey_statefulset == "logs-valkey"
-    assert names.valkey_password_secret == "logs-valkey-password"
+    assert names.buffer_password_secret == "logs-valkey-password"
     assert names.ingest_deployment == "logs-ingest"
     assert names.workers_deployment == "logs-workers"
     assert names.output_statefulset == "logs-output"
@@ -42,7 +42,7 @@ def test_long_names_stay_within_limits(name: str, namespace: str) -> None:
         value = getattr(names, field.name)
         if field.name == "fc_volumes":
             assert all(len(pv) <= 253 for pv in value)
-        elif isinstance(value, str) and field.name != "valkey_password_secret":
+        elif isinstance(value, str) and field.name != "buffer_password_secret":
             assert len(value) <= 52, field.name
 
 

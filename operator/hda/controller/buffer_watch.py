@@ -1,6 +1,6 @@
 """The operator's hands on a replicated or cluster buffer: a background probe of the Valkey nodes
 (fail-soft and rate-limited, like the lag probe), and one step per reconcile that forms the
-cluster, reshards it, takes removed shards out, or rolls a Valkey pod, as `valkey_topology`
+cluster, reshards it, takes removed shards out, or rolls a Valkey pod, as `buffer_topology`
 decides. A resharding runs as a background task (one per HDA): it can take minutes.
 
 A step acts only on a probe taken after its previous action, so a failover is never asked for
@@ -26,10 +26,8 @@ from hda.specs.configmaps import SENTINEL_FAILOVER_TIMEOUT_MILLISECONDS
 from hda.specs.names import valkey_shard_statefulset
 from hda.specs.pods import pod_address, sentinel_hosts, valkey_pods
 
-from .observe import PodSummary
-from .status_write import rfc3339_now
-from .valkey_nodes import Action, PodDeleter, execute, probe_buffer
-from .valkey_topology import (
+from .buffer_commands import Action, PodDeleter, execute, probe_buffer
+from .buffer_topology import (
     BufferProbe,
     Failover,
     ForgetNodes,
@@ -51,10 +49,12 @@ from .valkey_topology import (
     retired,
     rollout_plan,
 )
+from .observe import PodSummary
+from .status_write import rfc3339_now
 
 log = logging.getLogger("hda.controller")
 
-PROBE_OFF = "not asked: the operator runs with --no-valkey-probe"
+PROBE_OFF = "not asked: the operator runs with --no-buffer-probe"
 # Sentinel's failover-timeout: a failover that has not moved the primary by then is over.
 FAILOVER_TIMEOUT_SECONDS = SENTINEL_FAILOVER_TIMEOUT_MILLISECONDS / 1000
 # While a probe is unsettled (a node down: a failover may be under way) the next one comes this

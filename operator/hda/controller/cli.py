@@ -97,7 +97,7 @@ def _image_reference(ctx: click.Context, param: click.Parameter, value: str) -> 
     ),
 )
 @click.option(
-    "--valkey-probe/--no-valkey-probe",
+    "--buffer-probe/--no-buffer-probe",
     envvar="HDA_VALKEY_PROBE",
     default=True,
     show_default=True,
@@ -121,7 +121,7 @@ def operator(  # noqa: PLR0917 - click passes options positionally
     default_runtime_image: str,
     default_valkey_image: str,
     lag_probe_address: str | None,
-    valkey_probe: bool,
+    buffer_probe: bool,
     verbose: bool,
 ) -> None:
     """Run the HyperDriveAccelerator operator (standalone: one replica, no peering)."""
@@ -154,7 +154,7 @@ def operator(  # noqa: PLR0917 - click passes options positionally
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         lag_probe_address=_address(lag_probe_address),
-        valkey_probe=valkey_probe,
+        buffer_probe=buffer_probe,
     )
     kopf.run(
         standalone=True,

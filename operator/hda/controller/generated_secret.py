@@ -30,8 +30,8 @@ async def ensure_password_secret(  # noqa: PLR0917
 ) -> dict[str, Any] | None:
     """Create the generated password Secret if the HDA needs one and it does not exist; the
     created Secret, or None when nothing was created."""
-    name = names.valkey_password_secret
-    if not names.valkey_password_secret_is_generated:
+    name = names.buffer_password_secret
+    if not names.buffer_password_secret_is_generated:
         return None
     live = found.bodies.get(name)
     if live is not None:

@@ -122,7 +122,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             resync_seconds=resync,
             default_images=memo.get("default_images"),
             lag_probe=LagProbe(interval=resync, address=memo.get("lag_probe_address")),
-            buffer_watch=BufferWatch(interval=resync, enabled=memo.get("valkey_probe", True)),
+            buffer_watch=BufferWatch(interval=resync, enabled=memo.get("buffer_probe", True)),
         )
     metrics_port = memo.get("metrics_port")
     if metrics_port is not None and "metrics_runner" not in memo:

@@ -47,7 +47,7 @@ from hda.runtime.config import OUTPUT_GROUP, WORKER_GROUP
 from .status import StreamLag
 
 # A cluster's client routes each partition's commands to the shard serving its slot.
-ValkeyClient = redis.Redis | RedisCluster
+BufferClient = redis.Redis | RedisCluster
 
 RATE_DIGITS = 2  # significant digits of a reported rate
 
@@ -221,7 +221,7 @@ def _reading(length: Any, dead: Any, groups: Any) -> PartitionReading:
     )
 
 
-async def sample_streams(client: ValkeyClient, streams: Sequence[Stream], now: float) -> Sample:
+async def sample_streams(client: BufferClient, streams: Sequence[Stream], now: float) -> Sample:
     """Read every partition in one round trip (plus one for the rare NULL counters)."""
     keys = [(s.name, p) for s in streams for p in range(s.partitions)]
     pipe = client.pipeline(transaction=False)
@@ -262,7 +262,7 @@ async def sample_streams(client: ValkeyClient, streams: Sequence[Stream], now: f
 
 
 async def measure_streams(
-    client: ValkeyClient, streams: Sequence[Stream], previous: Sample | None, now: float
+    client: BufferClient, streams: Sequence[Stream], previous: Sample | None, now: float
 ) -> tuple[Sample, tuple[StreamLag, ...]]:
     """Sample `streams` now; the sample (keep it for the next call) and what status reports."""
     sample = await sample_streams(client, streams, now)

@@ -23,15 +23,15 @@ from hda.specs import ChildNames, Images, worker_selector
 from hda.specs.names import VALKEY_DATA_VOLUME
 
 from .kube import KINDS, Kind, kind_of
-from .lag import Sample, ValkeyClient, measure_streams
+from .lag import BufferClient, Sample, measure_streams
 from .reasons import Reason
 from .status import (
     LAG_UNKNOWN_PREFIX,
+    BufferObservation,
     Claim,
     Lag,
     Observation,
     Problem,
-    RedisObservation,
     StreamLag,
     Workload,
 )
@@ -318,7 +318,7 @@ def observe(
     apply_errors: tuple[str, ...],
     lag: Lag,
     secret_errors: tuple[str, ...] = (),
-    redis: RedisObservation | None = None,
+    buffer_topology: BufferObservation | None = None,
 ) -> Observation:
     """Build the Observation of one HDA from the cache (no I/O)."""
     namespace = hda.namespace
@@ -406,12 +406,12 @@ def observe(
         endpoints=Endpoints(
             ingest=f"http://{names.ingest_service}.{namespace}.svc:{ingest_port}",
             subscribe=f"ws://{names.output_service}.{namespace}.svc:{OUTPUT_PORT}",
-            redis=f"{names.valkey_service}.{namespace}.svc:{REDIS_PORT}",
+            redis=f"{names.buffer_service}.{namespace}.svc:{REDIS_PORT}",
         ),
         images=ImagesStatus(runtime=images.runtime, valkey=images.valkey),
         waiting_for_workers=tuple(sorted(component.value for component in images.held)),
         problems=tuple(problems),
-        redis=redis,
+        buffer_topology=buffer_topology,
     )
 
 
@@ -501,9 +501,9 @@ class LagProbe:
         self, key: str, hda: HyperDriveAccelerator, names: ChildNames, password: str | None
     ) -> Lag:
         if password is None:
-            return Lag(error=f"password Secret {names.valkey_password_secret} not found")
-        host, port = self._address or (f"{names.valkey_service}.{hda.namespace}.svc", REDIS_PORT)
-        client: ValkeyClient
+            return Lag(error=f"password Secret {names.buffer_password_secret} not found")
+        host, port = self._address or (f"{names.buffer_service}.{hda.namespace}.svc", REDIS_PORT)
+        client: BufferClient
         if hda.spec.redis.topology == "cluster":
             # Any node is a seed; the slot map sends each partition to its shard.
             client = RedisCluster(

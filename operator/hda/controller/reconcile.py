@@ -37,6 +37,12 @@ from hda.specs.names import valkey_shard_statefulset
 
 from . import events
 from .apply import apply_children, prune
+from .buffer_topology import (
+    NodeAddress,
+    last_resharding,
+    primaries_seen,
+    reshard_failure_event,
+)
 from .buffer_watch import (
     BufferWatch,
     buffer_nodes,
@@ -66,14 +72,8 @@ from .state import (
     key_of,
     log_fields,
 )
-from .status import CONFLICT_MARKER, Observation, RedisObservation
+from .status import CONFLICT_MARKER, BufferObservation, Observation
 from .status_write import write_status
-from .valkey_topology import (
-    NodeAddress,
-    last_resharding,
-    primaries_seen,
-    reshard_failure_event,
-)
 
 __all__ = ["Controller"]
 
@@ -245,7 +245,7 @@ class Controller:
             f"{key[0]}/{key[1]}",
             hda,
             names,
-            password=found.value(names.valkey_password_secret, PASSWORD_KEY),
+            password=found.value(names.buffer_password_secret, PASSWORD_KEY),
             buffer_ready=buffer_ready,
             wake=lambda: self.wake(key),
         )
@@ -276,7 +276,7 @@ class Controller:
                 self.kube, hda, images, names, found, self.stats, writes
             )
             if created is not None:
-                found = found.with_body(names.valkey_password_secret, created)
+                found = found.with_body(names.buffer_password_secret, created)
         digests = found.digests
         desired = [
             with_applied_hash(with_secret_digests(_with_scaling(obj, names, state), digests))
@@ -304,16 +304,16 @@ class Controller:
             return
 
         # 4. Replicated and cluster buffers: form the cluster, roll Valkey pods with failovers.
-        redis = None
+        buffer_topology = None
         if hda.spec.redis.topology != "standalone":
-            redis = await self._buffer_step(
+            buffer_topology = await self._buffer_step(
                 body,
                 hda,
                 names,
                 key,
                 state,
-                password=found.value(names.valkey_password_secret, PASSWORD_KEY),
-                previous_redis=(raw.get("status") or {}).get("redis"),
+                password=found.value(names.buffer_password_secret, PASSWORD_KEY),
+                previous_buffer_status=(raw.get("status") or {}).get("redis"),
             )
 
         # 5. Observe the result and write the status if it changed.
@@ -328,7 +328,7 @@ class Controller:
             apply_errors=state.errors,
             secret_errors=found.errors,
             lag=lag,
-            redis=redis,
+            buffer_topology=buffer_topology,
         )
         await write_status(self.kube, body, raw, key, obs, self.stats)
 
@@ -367,11 +367,11 @@ class Controller:
         state: HdaState,
         *,
         password: str | None,
-        previous_redis: dict[str, Any] | None,
-    ) -> RedisObservation:
+        previous_buffer_status: dict[str, Any] | None,
+    ) -> BufferObservation:
         """Probe the Valkey nodes in the background; on a probe taken after the last action,
         take the next step (`buffer_watch`). A resharding that failed is an Event saying when
-        the next attempt is due (`previous_redis`: status.redis, for the back-off)."""
+        the next attempt is due (`previous_buffer_status`: status.redis, for the back-off)."""
         watch_key = f"{key[0]}/{key[1]}"
         groups = buffer_nodes(hda, names)
         leaving = self._leaving(hda, names, key)
@@ -407,7 +407,7 @@ class Controller:
                 kube=self.kube,
                 leaving=leaving,
                 wake=lambda: self.wake(key),
-                last_reshard=last_resharding(previous_redis),
+                last_reshard=last_resharding(previous_buffer_status),
             )
         resharded = self.buffer_watch.resharded(watch_key)
         if resharded is not None and resharded != state.reshard_reported:
@@ -418,7 +418,7 @@ class Controller:
         moved, state.buffer_primaries = primaries_seen(
             hda.spec.redis.topology, groups, probe, state.buffer_primaries
         )
-        return RedisObservation(
+        return BufferObservation(
             topology=hda.spec.redis.topology,
             groups=tuple(tuple(group) for group in [*groups, *leaving]),
             probe=probe,

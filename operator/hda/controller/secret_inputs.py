@@ -35,9 +35,9 @@ class WantedSecret:
 def wanted_secrets(hda: HyperDriveAccelerator, names: ChildNames) -> list[WantedSecret]:
     wanted = [
         WantedSecret(
-            names.valkey_password_secret,
+            names.buffer_password_secret,
             PASSWORD_KEY,
-            None if names.valkey_password_secret_is_generated else "spec.redis.auth.existingSecret",
+            None if names.buffer_password_secret_is_generated else "spec.redis.auth.existingSecret",
             "Valkey's start script drops it, so clients sending it would be refused",
         )
     ]

@@ -15,8 +15,8 @@ from hda.api.consts import LABEL_ACCELERATOR
 from hda.specs import LABEL_NAMESPACE
 from hda.specs.names import label_value
 
+from .buffer_topology import Resharded
 from .scaling import ScalingState
-from .valkey_topology import Resharded
 
 Key = tuple[str, str]  # (namespace, accelerator label value)
 # (kind plural, namespace, name) -> (applied hash, monotonic time of the apply)
@@ -67,7 +67,7 @@ class HdaState:
     secret_errors: tuple[str, ...] = ()
     paused_logged: bool = False
     failures: int = 0
-    # StatefulSet -> its last known Valkey primary (valkey_topology.primaries_seen)
+    # StatefulSet -> its last known Valkey primary (buffer_topology.primaries_seen)
     buffer_primaries: dict[str, str] = dataclasses.field(default_factory=dict)
     buffer_activity: str | None = None  # what the operator last did to a replicated/cluster buffer
     reshard_reported: Resharded | None = None  # the last ended resharding told in an Event

@@ -13,18 +13,18 @@ from typing import Any, Final, Literal
 
 from hda.api.v1alpha1 import HyperDriveAcceleratorStatus, Topology
 from hda.api.v1alpha1.status import (
+    BufferStatus,
     ComponentsStatus,
     ComponentStatus,
     Condition,
     Endpoints,
     ImagesStatus,
-    RedisStatus,
     StreamStatus,
     WorkersStatus,
 )
 
+from .buffer_topology import BufferProbe, NodeAddress, Resharded, buffer_status
 from .reasons import COMPONENT_REASONS, PROBLEM_REASONS, Reason
-from .valkey_topology import BufferProbe, NodeAddress, Resharded, redis_status
 
 Status = Literal["True", "False", "Unknown"]
 
@@ -164,11 +164,11 @@ class Observation:
     waiting_for_workers: tuple[str, ...] = ()
     # Pods, rollouts and the Valkey claim that cannot make progress (observe.py finds them).
     problems: tuple[Problem, ...] = ()
-    redis: RedisObservation | None = None  # replicated and cluster topologies only
+    buffer_topology: BufferObservation | None = None  # replicated and cluster topologies only
 
 
 @dataclasses.dataclass(frozen=True)
-class RedisObservation:
+class BufferObservation:
     """A replicated or cluster buffer as last probed, and what the operator is doing to it."""
 
     topology: Topology
@@ -176,7 +176,7 @@ class RedisObservation:
     probe: BufferProbe | None
     activity: str | None = None
     resharded: Resharded | None = None  # how the last resharding this operator ran ended
-    primary_moved: bool = False  # valkey_topology.primaries_seen on this probe
+    primary_moved: bool = False  # buffer_topology.primaries_seen on this probe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -475,22 +475,22 @@ def compute_status(
         streams=streams,
         endpoints=obs.endpoints,
         images=obs.images,
-        redis=_redis(obs.redis, previous, now),
+        redis=_buffer_status(obs.buffer_topology, previous, now),
     )
     return status.to_wire(), transitions
 
 
-def _redis(
-    observed: RedisObservation | None, previous: dict[str, Any] | None, now: str
-) -> RedisStatus | None:
+def _buffer_status(
+    observed: BufferObservation | None, previous: dict[str, Any] | None, now: str
+) -> BufferStatus | None:
     if observed is None:
         return None
     before = (previous or {}).get("redis")
     try:
-        RedisStatus.model_validate(before or {"topology": observed.topology})
+        BufferStatus.model_validate(before or {"topology": observed.topology})
     except ValueError:
         before = None
-    return redis_status(
+    return buffer_status(
         observed.topology,
         observed.groups,
         observed.probe,

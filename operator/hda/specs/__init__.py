@@ -8,11 +8,11 @@ functions only say what each child should look like.
 
 from .children import desired_children
 from .configmaps import (
+    buffer_configmap,
     runtime_configmap,
     runtime_manifest,
     sentinel_conf,
     valkey_conf,
-    valkey_configmap,
 )
 from .deployments import ingest_deployment, workers_deployment
 from .hashing import (
@@ -38,13 +38,13 @@ from .poddisruptionbudgets import pod_disruption_budget, valkey_pod_disruption_b
 from .secrets import PASSWORD_KEY, generated_password_secret
 from .serviceaccounts import runtime_service_account
 from .services import (
+    buffer_service,
     ingest_service,
     output_headless_service,
     output_service,
     sentinel_headless_service,
     sentinel_service,
     valkey_headless_service,
-    valkey_service,
 )
 from .statefulsets import (
     output_peer_url,
@@ -62,6 +62,8 @@ __all__ = [
     "ChildNames",
     "Component",
     "Images",
+    "buffer_configmap",
+    "buffer_service",
     "child_names",
     "config_hash",
     "desired_children",
@@ -88,11 +90,9 @@ __all__ = [
     "sentinel_statefulset",
     "standard_labels",
     "valkey_conf",
-    "valkey_configmap",
     "valkey_headless_service",
     "valkey_network_policy",
     "valkey_pod_disruption_budgets",
-    "valkey_service",
     "valkey_statefulset",
     "valkey_statefulsets",
     "with_secret_digests",

@@ -6,7 +6,7 @@ from typing import Any
 
 from hda.api.v1alpha1 import HyperDriveAccelerator
 
-from .configmaps import runtime_configmap, valkey_configmap
+from .configmaps import buffer_configmap, runtime_configmap
 from .deployments import ingest_deployment, workers_deployment
 from .images import Images
 from .labels import Component
@@ -15,13 +15,13 @@ from .persistentvolumes import fc_persistent_volumes
 from .poddisruptionbudgets import pod_disruption_budget, valkey_pod_disruption_budgets
 from .serviceaccounts import runtime_service_account
 from .services import (
+    buffer_service,
     ingest_service,
     output_headless_service,
     output_service,
     sentinel_headless_service,
     sentinel_service,
     valkey_headless_service,
-    valkey_service,
 )
 from .statefulsets import output_statefulset, sentinel_statefulset, valkey_statefulsets
 
@@ -38,10 +38,10 @@ def desired_children(
     return [
         runtime_service_account(hda, images),
         runtime_configmap(hda, images),
-        valkey_configmap(hda, images),
+        buffer_configmap(hda, images),
         valkey_network_policy(hda, images),
         valkey_headless_service(hda, images),
-        valkey_service(hda, images),
+        buffer_service(hda, images),
         *valkey_statefulsets(hda, images),
         *valkey_pod_disruption_budgets(hda, images),
         *_sentinels(hda, images),

@@ -110,12 +110,12 @@ def sentinel_conf(hda: HyperDriveAccelerator) -> str:
     )
 
 
-def valkey_configmap(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
+def buffer_configmap(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": object_metadata(
-            hda, images, child_names(hda).valkey_configmap, Component.VALKEY
+            hda, images, child_names(hda).buffer_configmap, Component.VALKEY
         ),
         "data": _valkey_config_data(hda),
     }
@@ -183,7 +183,7 @@ def runtime_config_hash(hda: HyperDriveAccelerator, component: Component) -> str
     return config_hash(runtime_config_inputs(hda, component))
 
 
-def valkey_config_hash(hda: HyperDriveAccelerator) -> str:
+def buffer_config_hash(hda: HyperDriveAccelerator) -> str:
     return config_hash(valkey_conf(hda))
 
 

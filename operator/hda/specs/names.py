@@ -69,10 +69,10 @@ class ChildNames:
 
     valkey_statefulset: str
     valkey_headless_service: str
-    valkey_service: str
-    valkey_configmap: str
-    valkey_password_secret: str
-    valkey_password_secret_is_generated: bool
+    buffer_service: str
+    buffer_configmap: str
+    buffer_password_secret: str
+    buffer_password_secret_is_generated: bool
     valkey_statefulsets: tuple[str, ...]
     """Every Valkey StatefulSet: the one of standalone and replicated, one per cluster shard."""
     valkey_pdb: str
@@ -114,10 +114,10 @@ def child_names(hda: HyperDriveAccelerator) -> ChildNames:
     return ChildNames(
         valkey_statefulset=valkey,
         valkey_headless_service=child_name(hda, "valkey-headless"),
-        valkey_service=child_name(hda, "valkey"),
-        valkey_configmap=child_name(hda, "valkey-config"),
-        valkey_password_secret=existing_secret or child_name(hda, "valkey-password"),
-        valkey_password_secret_is_generated=existing_secret is None,
+        buffer_service=child_name(hda, "valkey"),
+        buffer_configmap=child_name(hda, "valkey-config"),
+        buffer_password_secret=existing_secret or child_name(hda, "valkey-password"),
+        buffer_password_secret_is_generated=existing_secret is None,
         valkey_statefulsets=statefulsets,
         valkey_pdb=valkey,
         sentinel_statefulset=child_name(hda, "sentinel"),

@@ -178,7 +178,7 @@ def redis_url(hda: HyperDriveAccelerator) -> str:
     if topology == "cluster":
         seeds = [shard[0][1] for shard in valkey_pods(hda)[:SEED_SHARDS]]
         return "redis+cluster://" + ",".join(f"{host}:{REDIS_PORT}" for host in seeds) + "/0"
-    service = child_names(hda).valkey_service
+    service = child_names(hda).buffer_service
     return f"redis://{service}.{hda.namespace}.svc:{REDIS_PORT}/0"
 
 
@@ -212,7 +212,7 @@ def valkey_pods(hda: HyperDriveAccelerator) -> list[list[tuple[str, str]]]:
 
 def password_env(hda: HyperDriveAccelerator, env_name: str) -> dict[str, Any]:
     """An env var read from the Valkey password Secret (key `password`)."""
-    secret = child_names(hda).valkey_password_secret
+    secret = child_names(hda).buffer_password_secret
     return {
         "name": env_name,
         "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}},

@@ -22,7 +22,7 @@ def generated_password_secret(
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": object_metadata(
-            hda, images, child_names(hda).valkey_password_secret, Component.VALKEY
+            hda, images, child_names(hda).buffer_password_secret, Component.VALKEY
         ),
         "type": "Opaque",
         "data": {PASSWORD_KEY: base64.b64encode(password.encode()).decode()},

@@ -46,12 +46,12 @@ def valkey_headless_service(hda: HyperDriveAccelerator, images: Images) -> dict[
     )
 
 
-def valkey_service(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
+def buffer_service(hda: HyperDriveAccelerator, images: Images) -> dict[str, Any]:
     """What runtime pods connect to (HDA_REDIS_URL); only a ready Valkey gets traffic."""
     return _service(
         hda,
         images,
-        child_names(hda).valkey_service,
+        child_names(hda).buffer_service,
         Component.VALKEY,
         _valkey_ports(),
         type="ClusterIP",

@@ -21,9 +21,9 @@ from .configmaps import (
     VALKEY_AUTH_DIR,
     VALKEY_CONF_KEY,
     VALKEY_DATA_DIR,
+    buffer_config_hash,
     runtime_config_hash,
     sentinel_config_hash,
-    valkey_config_hash,
 )
 from .images import Images
 from .labels import Component, object_metadata, selector_labels
@@ -122,7 +122,7 @@ def _config_volumes(hda: HyperDriveAccelerator, key: str) -> list[dict[str, Any]
         {
             "name": "config",
             "configMap": {
-                "name": child_names(hda).valkey_configmap,
+                "name": child_names(hda).buffer_configmap,
                 "items": [{"key": key, "path": key}],
             },
         },
@@ -161,7 +161,7 @@ def valkey_statefulset(
         Component.VALKEY,
         containers=[_valkey_container(hda, images)],
         volumes=_config_volumes(hda, VALKEY_CONF_KEY),
-        config_digest=valkey_config_hash(hda),
+        config_digest=buffer_config_hash(hda),
         uid=VALKEY_UID,
         # A primary and its replicas preferably on different nodes.
         spread_from=None if standalone else labels,

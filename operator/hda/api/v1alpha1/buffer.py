@@ -1,4 +1,5 @@
-"""The buffer: the Valkey StatefulSet that holds every stream (`spec.redis` in the API)."""
+"""The buffer: the Valkey StatefulSets that hold every stream. Its API field keeps the name
+`spec.redis` for compatibility (README, "The buffer")."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from .common import PvcRetentionPolicy, ResourceRequirements
 from .types import ApiModel, ImageReference, ObjectName, Quantity, cel, cel_rules
 
 
-class RedisStorage(ApiModel):
+class BufferStorage(ApiModel):
     """The PersistentVolumeClaim that holds Valkey's append-only file."""
 
     # A StatefulSet's volumeClaimTemplates cannot change, so neither can what they are made of.
@@ -44,7 +45,7 @@ class RedisStorage(ApiModel):
     )
 
 
-class RedisPersistence(ApiModel):
+class BufferPersistence(ApiModel):
     """Valkey AOF durability."""
 
     append_fsync: Literal["everysec", "always"] = Field(
@@ -56,7 +57,7 @@ class RedisPersistence(ApiModel):
     )
 
 
-class RedisAuth(ApiModel):
+class BufferAuth(ApiModel):
     """Where the Valkey password comes from."""
 
     existing_secret: ObjectName | None = Field(
@@ -75,7 +76,7 @@ SENTINELS = 3  # a majority survives one lost sentinel
 MAX_SHARDS = 64  # the most Valkey StatefulSets a cluster topology may have
 
 
-class RedisSpec(ApiModel):
+class BufferSpec(ApiModel):
     """The Valkey StatefulSet that buffers every stream durably."""
 
     # Changing the layout of a running buffer would need every stream copied; it is refused.
@@ -153,18 +154,18 @@ class RedisSpec(ApiModel):
             "operator upgrade may move (the StatefulSet rolls; the AOF volume keeps the data)."
         ),
     )
-    storage: RedisStorage = Field(
-        default_factory=RedisStorage,
+    storage: BufferStorage = Field(
+        default_factory=BufferStorage,
         description="Persistent volume of the Valkey pod.",
         json_schema_extra={"default": {}},
     )
-    persistence: RedisPersistence = Field(
-        default_factory=RedisPersistence,
+    persistence: BufferPersistence = Field(
+        default_factory=BufferPersistence,
         description="AOF durability.",
         json_schema_extra={"default": {}},
     )
-    auth: RedisAuth = Field(
-        default_factory=RedisAuth,
+    auth: BufferAuth = Field(
+        default_factory=BufferAuth,
         description="Password source.",
         json_schema_extra={"default": {}},
     )

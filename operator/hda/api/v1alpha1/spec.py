@@ -9,7 +9,7 @@ from typing import Annotated, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from .buffer import RedisSpec
+from .buffer import BufferSpec
 from .common import Templates
 from .ingest import IngestSpec
 from .observability import ObservabilitySpec
@@ -43,8 +43,8 @@ class HyperDriveAcceleratorSpec(ApiModel):
             "x-kubernetes-list-map-keys": ["name"],
         },
     )
-    redis: RedisSpec = Field(
-        default_factory=RedisSpec,
+    redis: BufferSpec = Field(
+        default_factory=BufferSpec,
         description="The Valkey buffer.",
         # The apiserver checks a default against the CEL rules of its own schema without
         # defaulting inside it first: the rules read topology and acknowledge.

@@ -119,7 +119,7 @@ class ImagesStatus(ApiModel):
     valkey: str | None = Field(default=None, max_length=512, description="Image of Valkey.")
 
 
-class RedisShardStatus(ApiModel):
+class BufferShardStatus(ApiModel):
     """One Valkey StatefulSet: the replicated set, or one shard of a cluster."""
 
     name: str = Field(max_length=253, description="The StatefulSet.")
@@ -137,11 +137,11 @@ class RedisShardStatus(ApiModel):
     )
 
 
-class RedisStatus(ApiModel):
+class BufferStatus(ApiModel):
     """The buffer's topology as the operator last saw it from Valkey and Sentinel."""
 
     topology: Topology = Field(description="spec.redis.topology.")
-    shards: Annotated[list[RedisShardStatus], Field(max_length=64)] = Field(
+    shards: Annotated[list[BufferShardStatus], Field(max_length=64)] = Field(
         default_factory=list,
         description="Per StatefulSet (per shard of a cluster): primary and replicas.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
@@ -228,7 +228,7 @@ class HyperDriveAcceleratorStatus(ApiModel):
             "Progressing condition says which are waiting)."
         ),
     )
-    redis: RedisStatus | None = Field(
+    redis: BufferStatus | None = Field(
         default=None,
         description="Replicated and cluster topologies: primaries, replicas in sync, failovers.",
     )

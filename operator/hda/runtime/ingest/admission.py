@@ -26,11 +26,11 @@ class Admission:
         config: RuntimeConfig,
         metrics: IngestMetrics,
         tokens: list[str],
-        valkey_reachable: Callable[[], bool],
+        buffer_reachable: Callable[[], bool],
     ) -> None:
         self.config = config
         self.metrics = metrics
-        self.valkey_reachable = valkey_reachable
+        self.buffer_reachable = buffer_reachable
         self.tokens = BearerTokens(tokens, accept_in_query=config.accept_token_in_query)
         self._round_robin = {s.name: itertools.count() for s in config.streams}
 
@@ -50,7 +50,7 @@ class Admission:
         stream = self.config.stream(name)
         if stream is None:
             return None, self.error(404, f"unknown stream {name!r}")
-        if not self.valkey_reachable():
+        if not self.buffer_reachable():
             return None, self.unavailable(stream.name)
         return stream, None
 

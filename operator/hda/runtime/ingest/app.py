@@ -64,13 +64,13 @@ class IngestServer:
             liveness=self.liveness,
         )
         self.shutting_down = asyncio.Event()
-        admission = Admission(config, self.metrics, tokens or [], self.valkey_reachable)
+        admission = Admission(config, self.metrics, tokens or [], self.buffer_reachable)
         self.rest = RestHandler(admission, self.writer, self.monitor)
         self.websocket = WebSocketHandler(admission, self.writer, self.monitor, self.shutting_down)
         self.otlp = OtlpHandler(admission, self.writer, self.monitor)
         self.dead_letters = DeadLetterHandler(admission, self.admin_connection)
 
-    def valkey_reachable(self) -> bool:
+    def buffer_reachable(self) -> bool:
         """Groups exist and the last backlog poll succeeded: until then every request is 503."""
         return "valkey" not in self.readiness.causes
 

@@ -111,7 +111,7 @@ class OtlpHandler:
             return error(404, f"no stream receives OTLP {signal}: set spec.ingest.otlp.{signal}")
         if encoding is None:
             return error(415, "Content-Type must be application/x-protobuf or application/json")
-        if not self.admission.valkey_reachable():
+        if not self.admission.buffer_reachable():
             return error(503, "Valkey unavailable; retry", {"Retry-After": UNAVAILABLE_RETRY_AFTER})
         max_bytes = self.config.max_request_bytes
         if request.content_length is not None and request.content_length > max_bytes:

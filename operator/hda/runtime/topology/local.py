@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from hda.api.v1alpha1.buffer import RedisSpec
+from hda.api.v1alpha1.buffer import BufferSpec
 
 from ..embedded import PROC_TITLE, EmbeddedValkey, free_port, valkey_binary
 from ..resp import CLUSTER_SCHEME
@@ -383,7 +383,7 @@ LocalBuffer = EmbeddedValkey | ReplicatedValkey | ClusterValkey
 
 
 def local_buffer(
-    spec: RedisSpec, data_dir: Path, appendfsync: str, settings: FailoverSettings
+    spec: BufferSpec, data_dir: Path, appendfsync: str, settings: FailoverSettings
 ) -> LocalBuffer:
     """The topology `spec.redis` asks for, not started yet."""
     if spec.topology == "replicated":

@@ -79,7 +79,7 @@ def test_existing_secret_replaces_the_generated_one() -> None:
     env = {item["name"]: item for item in valkey_pod("hda-full.yaml")["containers"][0]["env"]}
 
     assert env["VALKEY_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "telemetry-valkey"
-    assert child_names(example("hda-full.yaml")).valkey_password_secret_is_generated is False
+    assert child_names(example("hda-full.yaml")).buffer_password_secret_is_generated is False
 
 
 def test_claim_template_uses_the_spec_size_and_class() -> None:

@@ -1,6 +1,6 @@
 """Talking to the Valkey nodes and sentinels of a replicated or cluster buffer: `probe_buffer`
 asks every node about itself (and the sentinels for the primary); `execute` carries out one
-action that `valkey_topology` decided. Every call has a deadline; failures become states
+action that `buffer_topology` decided. Every call has a deadline; failures become states
 (unreachable) or exceptions for the caller to log, never hangs.
 """
 
@@ -24,8 +24,7 @@ from hda.runtime.topology.nodes import SlotRange, myself, parse_cluster_nodes
 from hda.runtime.topology.reshard import ProgressCallback, reshard
 from hda.specs.names import VALKEY_MASTER_NAME
 
-from .kube import Kind
-from .valkey_topology import (
+from .buffer_topology import (
     AssignSlots,
     BufferProbe,
     DeletePod,
@@ -39,6 +38,7 @@ from .valkey_topology import (
     Role,
     Wait,
 )
+from .kube import Kind
 
 log = logging.getLogger("hda.controller")
 

@@ -1,5 +1,5 @@
 """Replicated and cluster buffers, decided from what the Valkey nodes said (pure: no I/O, no
-clock). `valkey_nodes` asks the nodes and carries out what is decided here.
+clock). `buffer_commands` asks the nodes and carries out what is decided here.
 
 - `cluster_plan`: what still forms the cluster (meet, assign slots, attach replicas); nothing
   when it is formed, so running it on every pass is idempotent.
@@ -10,7 +10,7 @@ clock). `valkey_nodes` asks the nodes and carries out what is decided here.
 - `rollout_plan`: the next step of an OnDelete rollout: replicas first, then a failover, then
   the old primary; one StatefulSet at a time.
 - `reshard_backoff`: how long a resharding that failed waits before it is tried again.
-- `redis_status`: `status.redis` (the primary of each shard, replicas in sync, last failover).
+- `buffer_status`: `status.redis` (the primary of each shard, replicas in sync, last failover).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from hda.api.v1alpha1 import Topology
-from hda.api.v1alpha1.status import RedisShardStatus, RedisStatus
+from hda.api.v1alpha1.status import BufferShardStatus, BufferStatus
 from hda.runtime.topology.reshard import plan_moves
 
 CLUSTER_SLOTS = 16384
@@ -345,7 +345,7 @@ def last_resharding(redis: Mapping[str, object] | None) -> Resharded | None:
     if not redis:
         return None
     try:
-        status = RedisStatus.model_validate(redis)
+        status = BufferStatus.model_validate(redis)
     except ValidationError:
         return None
     if status.last_reshard_time is None:
@@ -584,7 +584,7 @@ def primaries_seen(
     return moved, updated
 
 
-def redis_status(
+def buffer_status(
     topology: Topology,
     groups: Sequence[Sequence[NodeAddress]],
     probe: BufferProbe | None,
@@ -594,16 +594,16 @@ def redis_status(
     activity: str | None = None,
     resharded: Resharded | None = None,
     primary_moved: bool = False,
-) -> RedisStatus:
+) -> BufferStatus:
     """`status.redis`: per StatefulSet its primary pod and replicas in sync; the last time a
     primary changed (kept from `previous` while none does; `primary_moved`: `primaries_seen`
     saw one change across a probe that left it unknown). `activity` says what the operator
     is doing to the buffer (forming the cluster, resharding, rolling a shard), when anything;
     `resharded` how its last resharding ended (kept from `previous` without)."""
-    before = RedisStatus.model_validate(previous) if previous else None
+    before = BufferStatus.model_validate(previous) if previous else None
     primaries_before = {shard.name: shard.primary for shard in (before.shards if before else [])}
     last_failover = now if primary_moved else (before.last_failover_time if before else None)
-    shards: list[RedisShardStatus] = []
+    shards: list[BufferShardStatus] = []
     for group in groups:
         name = group[0].group
         primary: str | None = None
@@ -621,7 +621,7 @@ def redis_status(
             if topology == "cluster" and node is not None:
                 slots = node.slots
         shards.append(
-            RedisShardStatus(
+            BufferShardStatus(
                 name=name,
                 primary=primary,
                 replicas=len(group) - 1,
@@ -632,7 +632,7 @@ def redis_status(
     error = None if probe is None else probe.error
     if resharded is None:
         resharded = last_resharding(previous)
-    return RedisStatus(
+    return BufferStatus(
         topology=topology,
         shards=shards,
         last_failover_time=last_failover,

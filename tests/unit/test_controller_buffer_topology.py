@@ -11,23 +11,8 @@ import pytest
 from tests.unit.test_specs_support import edited, example
 
 from hda.api.v1alpha1 import HyperDriveAccelerator
-from hda.controller.buffer_watch import (
-    PROBE_OFF,
-    BufferWatch,
-    ProbeSeen,
-    buffer_nodes,
-    buffer_pass,
-    buffer_pods_view,
-    group_rollouts,
-    leaving_nodes,
-    next_buffer_step,
-    probe_interval,
-    removed_shards_kept,
-)
-from hda.controller.observe import PodSummary, pod_summary
-from hda.controller.status import Observation, RedisObservation, compute_status
-from hda.controller.valkey_nodes import ClusterView, cluster_view
-from hda.controller.valkey_topology import (
+from hda.controller.buffer_commands import ClusterView, cluster_view
+from hda.controller.buffer_topology import (
     AssignSlots,
     BufferProbe,
     DeletePod,
@@ -43,11 +28,11 @@ from hda.controller.valkey_topology import (
     Resharded,
     SlotMove,
     Wait,
+    buffer_status,
     cluster_plan,
     last_resharding,
     orphan_node_ids,
     primaries_seen,
-    redis_status,
     reshard_backoff,
     reshard_failure_event,
     reshard_moves,
@@ -58,6 +43,21 @@ from hda.controller.valkey_topology import (
     rollout_plan,
     slot_ranges,
 )
+from hda.controller.buffer_watch import (
+    PROBE_OFF,
+    BufferWatch,
+    ProbeSeen,
+    buffer_nodes,
+    buffer_pass,
+    buffer_pods_view,
+    group_rollouts,
+    leaving_nodes,
+    next_buffer_step,
+    probe_interval,
+    removed_shards_kept,
+)
+from hda.controller.observe import PodSummary, pod_summary
+from hda.controller.status import BufferObservation, Observation, compute_status
 from hda.runtime.topology.reshard import ReshardProgress
 from hda.specs import child_names
 
@@ -463,8 +463,8 @@ def test_status_keeps_the_last_resharding_until_a_new_one_ends() -> None:
     probe = BufferProbe(tuple(states))
 
     resharded = Resharded("2026-11-30T09:00:00Z", "failed after 1.0s: refused", 2, 4)
-    ended = redis_status("cluster", groups, probe, None, "t1", resharded=resharded)
-    later = redis_status("cluster", groups, probe, ended.to_wire(), "t2")
+    ended = buffer_status("cluster", groups, probe, None, "t1", resharded=resharded)
+    later = buffer_status("cluster", groups, probe, ended.to_wire(), "t2")
 
     assert (
         later.last_reshard_time,
@@ -675,7 +675,7 @@ def test_a_shard_without_replicas_restarts_its_primary() -> None:
 def test_status_names_each_shards_primary_slots_and_replicas_in_sync() -> None:
     groups, states = formed_cluster()
 
-    status = redis_status("cluster", groups, BufferProbe(tuple(states)), None, "t0")
+    status = buffer_status("cluster", groups, BufferProbe(tuple(states)), None, "t0")
 
     assert [
         (s.name, s.primary, s.replicas, s.replicas_in_sync, s.slots) for s in status.shards
@@ -689,10 +689,10 @@ def test_status_names_each_shards_primary_slots_and_replicas_in_sync() -> None:
 
 def test_a_changed_primary_sets_the_failover_time_and_an_unchanged_one_keeps_it() -> None:
     nodes = group("v", 3)
-    before = redis_status("replicated", [nodes], replicated_probe("v-0", 3), None, "t0").to_wire()
+    before = buffer_status("replicated", [nodes], replicated_probe("v-0", 3), None, "t0").to_wire()
 
-    moved = redis_status("replicated", [nodes], replicated_probe("v-1", 3), before, "t1")
-    kept = redis_status("replicated", [nodes], replicated_probe("v-1", 3), moved.to_wire(), "t2")
+    moved = buffer_status("replicated", [nodes], replicated_probe("v-1", 3), before, "t1")
+    kept = buffer_status("replicated", [nodes], replicated_probe("v-1", 3), moved.to_wire(), "t2")
 
     assert moved.last_failover_time == "t1"
     assert kept.last_failover_time == "t1"
@@ -704,9 +704,9 @@ def test_a_primary_change_across_a_probe_that_knew_no_primary_is_a_failover() ->
     unknown = BufferProbe((), error="fewer than 2 sentinels agree on a primary")
     during, known = primaries_seen("replicated", [nodes], unknown, known)
     after, known = primaries_seen("replicated", [nodes], replicated_probe("v-1", 3), known)
-    before = redis_status("replicated", [nodes], unknown, None, "t1").to_wire()
+    before = buffer_status("replicated", [nodes], unknown, None, "t1").to_wire()
 
-    status = redis_status(
+    status = buffer_status(
         "replicated", [nodes], replicated_probe("v-1", 3), before, "t2", primary_moved=after
     )
 
@@ -716,9 +716,9 @@ def test_a_primary_change_across_a_probe_that_knew_no_primary_is_a_failover() ->
 
 def test_before_any_probe_the_last_known_primary_stays() -> None:
     nodes = group("v", 2)
-    before = redis_status("replicated", [nodes], replicated_probe("v-1", 2), None, "t0").to_wire()
+    before = buffer_status("replicated", [nodes], replicated_probe("v-1", 2), None, "t0").to_wire()
 
-    status = redis_status("replicated", [nodes], None, before, "t1")
+    status = buffer_status("replicated", [nodes], None, before, "t1")
 
     assert status.shards[0].primary == "v-1"
     assert status.shards[0].replicas_in_sync is None
@@ -727,7 +727,7 @@ def test_before_any_probe_the_last_known_primary_stays() -> None:
 def test_a_failed_probe_says_why_and_claims_no_primary() -> None:
     nodes = group("v", 2)
 
-    status = redis_status(
+    status = buffer_status(
         "replicated", [nodes], BufferProbe((), error="no Valkey pod reachable"), None, "t"
     )
 
@@ -806,9 +806,9 @@ def test_pod_summary_carries_revision_readiness_and_deletion() -> None:
 
 def test_status_carries_the_redis_topology_only_when_observed() -> None:
     nodes = tuple(group("v", 2))
-    observed = RedisObservation("replicated", (nodes,), replicated_probe("v-0", 2), None)
+    observed = BufferObservation("replicated", (nodes,), replicated_probe("v-0", 2), None)
 
-    with_redis, _ = compute_status(Observation(generation=1, redis=observed), None, "t0")
+    with_redis, _ = compute_status(Observation(generation=1, buffer_topology=observed), None, "t0")
     without, _ = compute_status(Observation(generation=1), None, "t0")
 
     assert with_redis["redis"]["shards"] == [

@@ -17,23 +17,23 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from hda.api.v1alpha1 import HyperDriveAccelerator, Topology, load_manifest
+from hda.controller.buffer_commands import execute, probe_buffer
+from hda.controller.buffer_topology import (
+    BufferProbe,
+    Failover,
+    NodeAddress,
+    Wait,
+    buffer_status,
+    cluster_plan,
+    primary_of,
+    reshard_moves,
+)
 from hda.controller.buffer_watch import (
     BufferWatch,
     buffer_pass,
     group_rollouts,
 )
 from hda.controller.observe import LagProbe, PodSummary
-from hda.controller.valkey_nodes import execute, probe_buffer
-from hda.controller.valkey_topology import (
-    BufferProbe,
-    Failover,
-    NodeAddress,
-    Wait,
-    cluster_plan,
-    primary_of,
-    redis_status,
-    reshard_moves,
-)
 from hda.runtime.codec import input_key
 from hda.runtime.config import WORKER_GROUP
 from hda.runtime.embedded import free_port, valkey_binary
@@ -192,7 +192,7 @@ async def form_cluster(groups: list[list[NodeAddress]]) -> BufferProbe:
 
 def formed(groups: list[list[NodeAddress]]) -> object:
     def check(probe: BufferProbe) -> bool:
-        status = redis_status("cluster", groups, probe, None, "t")
+        status = buffer_status("cluster", groups, probe, None, "t")
         return all(shard.replicas_in_sync == 1 for shard in status.shards)
 
     return check
@@ -209,7 +209,7 @@ async def test_plan_forms_a_cluster_of_real_nodes_shard_by_statefulset(servers: 
         "replicas never came in sync",
     )
 
-    status = redis_status("cluster", groups, probe, None, "2026-11-30T00:00:00Z")
+    status = buffer_status("cluster", groups, probe, None, "2026-11-30T00:00:00Z")
     assert [(s.name, s.primary, s.slots) for s in status.shards] == [
         ("v-shard-0", "v-shard-0-0", 5461),
         ("v-shard-1", "v-shard-1-0", 5461),
@@ -237,7 +237,7 @@ async def test_a_shard_added_later_gets_its_replica_and_no_slots(servers: Server
         ("v-shard-1-0", "v-shard-3-0", 1365),
         ("v-shard-2-0", "v-shard-3-0", 1366),
     ]
-    new_shard = redis_status("cluster", groups, probe, None, "t").shards[3]
+    new_shard = buffer_status("cluster", groups, probe, None, "t").shards[3]
     assert (new_shard.primary, new_shard.slots, new_shard.replicas_in_sync) == (
         "v-shard-3-0",
         0,
@@ -254,7 +254,7 @@ async def test_cluster_failover_promotes_the_replica_and_status_records_it(
     probe = await until(
         lambda: probe_buffer("cluster", nodes, password=PASSWORD), formed(groups), "no sync"
     )
-    before = redis_status("cluster", groups, probe, None, "2026-11-30T00:00:00Z").to_wire()
+    before = buffer_status("cluster", groups, probe, None, "2026-11-30T00:00:00Z").to_wire()
 
     await execute(Failover("v-shard-1", "v-shard-1-1"), nodes, password=PASSWORD)
     probe = await until(
@@ -263,7 +263,7 @@ async def test_cluster_failover_promotes_the_replica_and_status_records_it(
         "the replica was never promoted",
     )
 
-    after = redis_status("cluster", groups, probe, before, "2026-11-30T00:01:00Z")
+    after = buffer_status("cluster", groups, probe, before, "2026-11-30T00:01:00Z")
     assert after.shards[1].primary == "v-shard-1-1"
     assert after.shards[1].slots == 5461
     assert after.last_failover_time == "2026-11-30T00:01:00Z"
@@ -322,11 +322,13 @@ async def test_probe_names_the_sentinels_primary_and_the_replicas_in_sync(
 
     probe = await until(
         lambda: probe_buffer("replicated", group, sentinels=sentinels, password=PASSWORD),
-        lambda p: redis_status("replicated", [group], p, None, "t").shards[0].replicas_in_sync == 2,
+        lambda p: (
+            buffer_status("replicated", [group], p, None, "t").shards[0].replicas_in_sync == 2
+        ),
         "the replicas never came in sync",
     )
 
-    [shard] = redis_status("replicated", [group], probe, None, "t").shards
+    [shard] = buffer_status("replicated", [group], probe, None, "t").shards
     assert (shard.primary, shard.replicas, shard.slots) == ("v-0", 2, None)
 
 
@@ -336,10 +338,12 @@ async def test_sentinel_failover_moves_the_primary_and_status_records_the_time(
     group, sentinels = start_replicated(servers, replicas=2)
     probe = await until(
         lambda: probe_buffer("replicated", group, sentinels=sentinels, password=PASSWORD),
-        lambda p: redis_status("replicated", [group], p, None, "t").shards[0].replicas_in_sync == 2,
+        lambda p: (
+            buffer_status("replicated", [group], p, None, "t").shards[0].replicas_in_sync == 2
+        ),
         "the replicas never came in sync",
     )
-    before = redis_status("replicated", [group], probe, None, "2026-11-30T00:00:00Z").to_wire()
+    before = buffer_status("replicated", [group], probe, None, "2026-11-30T00:00:00Z").to_wire()
 
     # Sentinels learn the replicas from the primary every few seconds; until then they answer
     # NOGOODSLAVE, and the operator retries on its next pass.
@@ -350,7 +354,7 @@ async def test_sentinel_failover_moves_the_primary_and_status_records_the_time(
         "the sentinels never moved the primary",
     )
 
-    after = redis_status("replicated", [group], probe, before, "2026-11-30T00:02:00Z")
+    after = buffer_status("replicated", [group], probe, before, "2026-11-30T00:02:00Z")
     assert after.shards[0].primary in {"v-1", "v-2"}
     assert after.last_failover_time == "2026-11-30T00:02:00Z"
 
@@ -366,7 +370,7 @@ async def test_probe_reports_unreachable_nodes_without_waiting_forever(servers: 
     assert probe.error == "no Valkey pod reachable"
     assert not any(node.reachable for node in probe.nodes)
     assert (
-        redis_status("replicated", [group], probe, None, "t").message == "no Valkey pod reachable"
+        buffer_status("replicated", [group], probe, None, "t").message == "no Valkey pod reachable"
     )
 
 
@@ -615,7 +619,7 @@ async def test_a_cluster_rollout_fails_each_shard_over_before_restarting_its_pri
         formed(groups),
         "the shards' replicas never came back in sync",
     )
-    assert [s.primary for s in redis_status("cluster", groups, probe, None, "t").shards] == [
+    assert [s.primary for s in buffer_status("cluster", groups, probe, None, "t").shards] == [
         "v-shard-0-1",
         "v-shard-1-1",
         "v-shard-2-1",
@@ -657,5 +661,5 @@ async def test_a_cluster_whose_every_node_came_back_on_a_new_address_is_met_agai
         "the cluster never healed",
     )
 
-    status = redis_status("cluster", moved, probe, None, "t")
+    status = buffer_status("cluster", moved, probe, None, "t")
     assert sorted(s.slots or 0 for s in status.shards) == [5461, 5461, 5462]
