@@ -62,6 +62,7 @@ class BenchOptions:
     replicas: int | None = None  # unset: the topology's default (spec.redis.replicas)
     trace_ratio: float | None = None  # None: tracing off
     idempotency_keys: bool = False  # every request with its own Idempotency-Key
+    partition_key: bool = False  # the stream routes events by their `host` (NDJSON only)
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,15 @@ class PipelineFigures:
     samples: int
 
 
+# Distinct `host` values in a request's events: what `--partition-key` routes by.
+HOSTS = 64
+
+
 def sample_event(sequence: int, size: int) -> bytes:
-    """A log-like JSON event of about `size` bytes."""
+    """A log-like JSON event of about `size` bytes; `host` is one of HOSTS values."""
     event = {
         "ts": 1_700_000_000.123,
-        "host": "web-017",
+        "host": f"web-{sequence % HOSTS:03d}",
         "service": "checkout",
         "level": "info",
         "msg": "GET /api/v1/items/123456 200",
@@ -225,7 +230,9 @@ class SpanSink:
         self.server.server_close()
 
 
-def _manifest(options: BenchOptions, topology: str = "standalone", trace_endpoint: str = "") -> str:
+def bench_manifest(
+    options: BenchOptions, topology: str = "standalone", trace_endpoint: str = ""
+) -> str:
     redis = ""
     if topology != "standalone":
         shards = f", shards: {options.shards}" if topology == "cluster" else ""
@@ -239,6 +246,7 @@ def _manifest(options: BenchOptions, topology: str = "standalone", trace_endpoin
       - setFields: {fields: {env: bench}}
       - dropFields: {fields: [pad]}"""
     otlp = "\n    otlp: {logs: bench}" if options.otlp else ""
+    routing = ", partitionKey: host" if options.partition_key else ""
     tracing = ""
     if options.trace_ratio is not None:
         tracing = f"""
@@ -249,7 +257,7 @@ kind: HyperDriveAccelerator
 metadata: {{name: bench}}
 spec:
   streams:
-    - {{name: bench, partitions: {options.partitions}}}
+    - {{name: bench, partitions: {options.partitions}{routing}}}
   ingest:
     maxRequestBytes: 67108864{otlp}
     backpressure: {{maxBacklog: 2000000}}
@@ -448,7 +456,7 @@ def _pipeline_run(
 ) -> TopologyRun:
     """(b) on one topology: sustained rate, latency, and the CPU every process spent per event."""
     manifest = root / f"bench-{topology}.yaml"
-    manifest.write_text(_manifest(options, topology, sink.endpoint if sink else ""))
+    manifest.write_text(bench_manifest(options, topology, sink.endpoint if sink else ""))
     ingest_port, output_port = free_port(), free_port()
     local = LocalPipeline(
         manifest,
@@ -513,6 +521,7 @@ def run_bench(options: BenchOptions) -> Iterator[str]:
                 else "tracing off"
             )
             + (", an Idempotency-Key on every request" if options.idempotency_keys else "")
+            + (f", routed by partitionKey host ({HOSTS} hosts)" if options.partition_key else "")
             + (
                 f", also on topology {options.topology}"
                 + (f" ({options.shards} shards)" if options.topology == "cluster" else "")

@@ -318,6 +318,9 @@ def run(
               "(default: tracing off).")  # fmt: skip
 @click.option("--idempotency-keys", is_flag=True,
               help="Send every request with its own Idempotency-Key (measures what it costs).")  # fmt: skip
+@click.option("--partition-key", is_flag=True,
+              help="Route events by their `host` field (partitionKey: host, 64 hosts per request) "
+              "instead of round-robin batches. NDJSON only.")  # fmt: skip
 @click.option("--topology", type=click.Choice(["standalone", "replicated", "cluster"]),
               default="standalone", show_default=True,
               help="Also measure the pipeline on this Valkey topology, next to standalone.")  # fmt: skip
@@ -340,6 +343,7 @@ def bench(
     otlp: bool,
     trace_ratio: float | None,
     idempotency_keys: bool,
+    partition_key: bool,
     topology: str,
     shards: int,
     replicas: int | None,
@@ -348,6 +352,9 @@ def bench(
     """Raw Valkey XADD ceiling, then the whole pipeline: throughput and ack->durable latency
     (and with --topology, the same on that topology with the CPU per event of each)."""
 
+    if partition_key and otlp:
+        # every record of a bench OTLP request shares one resource: nothing to route by
+        raise click.UsageError("--partition-key measures NDJSON requests; drop --otlp")
     setup_logging("bench", "WARNING" if log_level == "INFO" else log_level)
     options = BenchOptions(
         seconds=seconds,
@@ -362,6 +369,7 @@ def bench(
         otlp=otlp,
         trace_ratio=trace_ratio,
         idempotency_keys=idempotency_keys,
+        partition_key=partition_key,
         topology=topology,
         shards=shards,
         replicas=replicas,
