@@ -312,14 +312,51 @@ async def test_a_resharding_cut_off_by_an_operator_restart_is_finished_by_the_ne
     with contextlib.suppress(asyncio.CancelledError):
         await operator
 
-    steps, _, _ = await operate(cluster_hda(4), groups)
+    steps, activities, _ = await operate(cluster_hda(4), groups)
 
     probe = await settled(groups)
     assert [s.slots for s in buffer_status("cluster", groups, probe, None, "t").shards] == [
         4096
     ] * 4
+    # the migration left running is waited for, not collided with (that failed and backed off)
+    assert not [a for a in activities if "failed" in a], activities
     log.info("after the restart the operator took %s", steps)
     try:
         assert [len(await entries(writer, key)) for key in keys] == [200] * PARTITIONS
     finally:
         await writer.aclose()
+
+
+async def test_a_slot_migration_running_before_the_operator_came_is_seen_then_finished(
+    nodes: Servers,
+) -> None:
+    groups = start_cluster(nodes, shards=3, pods=2)
+    await form_cluster(groups)
+    await settled(groups)
+    groups += start_cluster(nodes, shards=1, pods=2, first=3)
+    probe = await form_cluster(groups)  # the new shard joined, empty
+    target = next(server for server in nodes.started if server.name == "v-shard-3-0")
+    target_id = probe.node("v-shard-3-0").node_id  # type: ignore[union-attr]
+    source = groups[0][0]
+    # Someone (an operator process since gone) moves 100 slots to a target that hangs for now.
+    target.process.send_signal(signal.SIGSTOP)
+    try:
+        client = aioredis.Redis(host="127.0.0.1", port=source.port, password=PASSWORD)
+        await client.execute_command(  # type: ignore[no-untyped-call]
+            "CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", 0, 99, "NODE", target_id
+        )
+        await client.aclose()
+        seen = await probe_buffer("cluster", [source], password=PASSWORD)
+    finally:
+        target.process.send_signal(signal.SIGCONT)
+    (export,) = seen.node(source.pod).exports  # type: ignore[union-attr]
+    assert export.startswith(f"slots 0-99 to {target_id} (")
+
+    steps, activities, _ = await operate(cluster_hda(4), groups)
+
+    probe = await settled(groups)
+    assert [s.slots for s in buffer_status("cluster", groups, probe, None, "t").shards] == [
+        4096
+    ] * 4
+    assert not [a for a in activities if "failed" in a], activities
+    log.info("with a migration already running the operator took %s: %s", steps, activities)

@@ -4,6 +4,7 @@ with a failover before a primary restarts, and status.redis."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +35,7 @@ from hda.controller.buffer_topology import (
     orphan_node_ids,
     primaries_seen,
     reshard_backoff,
+    reshard_blocker,
     reshard_failure_event,
     reshard_moves,
     reshard_retry_delay,
@@ -379,6 +381,51 @@ def test_a_grown_cluster_reshards_before_any_rollout() -> None:
     assert [type(a) for a in actions] == [Reshard]
     assert activity is not None
     assert activity.startswith("resharding: moving 1365 slots logs-valkey-shard-0-0 -> ")
+
+
+def test_a_slot_migration_an_earlier_operator_started_is_waited_for() -> None:
+    hda = edited(cluster_hda(), lambda wire: wire["spec"]["redis"].update(shards=4))
+    groups = buffer_nodes(hda, child_names(hda))
+    probe = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+    export = "slots 0-1364 to id-logs-valkey-shard-3-0 (snapshotting)"
+    probe = BufferProbe(
+        tuple(
+            dataclasses.replace(n, exports=(export,)) if n.pod == "logs-valkey-shard-0-0" else n
+            for n in probe.nodes
+        )
+    )
+    rollouts = group_rollouts(groups, statefulsets(groups), live_pods(groups, "new"))
+
+    actions, activity = next_buffer_step(hda, groups, probe, rollouts)
+
+    assert actions == []
+    assert activity == (
+        "resharding waits: a slot migration started earlier is still running "
+        f"(logs-valkey-shard-0-0: {export})"
+    )
+
+
+def test_slots_not_all_served_block_planning_a_resharding() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(4)]
+    handing_over = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], [(0, 9)]])
+    partly = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16000)], []])
+
+    assert reshard_blocker(groups, [], handing_over) == "the primaries serve 16394 of 16384 slots"
+    assert reshard_blocker(groups, [], partly) == "the primaries serve 16001 of 16384 slots"
+
+
+def test_a_settled_slot_map_or_an_unreachable_node_blocks_nothing_here() -> None:
+    groups = [group(f"v-shard-{s}", 2) for s in range(4)]
+    uneven = with_ranges(groups, [[(0, 5460)], [(5461, 10921)], [(10922, 16383)], []])
+    gone = BufferProbe(
+        tuple(
+            NodeState(pod=n.pod, reachable=False) if n.pod == "v-shard-3-1" else n
+            for n in uneven.nodes
+        )
+    )
+
+    assert reshard_blocker(groups, [], uneven) is None
+    assert reshard_blocker(groups, [], gone) is None
 
 
 def test_while_a_resharding_runs_nothing_else_is_done() -> None:

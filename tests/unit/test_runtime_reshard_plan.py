@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hda.runtime.topology.local import SLOTS, slot_ranges
-from hda.runtime.topology.reshard import as_ranges, plan_moves
+from hda.runtime.topology.reshard import SlotMigration, as_ranges, plan_moves, slot_migrations
 
 
 def owned_by(ranges: dict[str, tuple[int, int]]) -> dict[str, tuple[int, ...]]:
@@ -51,3 +51,45 @@ def test_keeping_an_unknown_primary_is_refused() -> None:
 
 def test_as_ranges_joins_runs() -> None:
     assert as_ranges([7, 1, 2, 3]) == ((1, 3), (7, 7))
+
+
+def test_slot_migrations_reads_each_entry_and_knows_which_still_run() -> None:
+    # RESP gives an entry as a flat field/value list; redis-py hands it over as a dict
+    reply = [
+        [
+            b"name",
+            b"a" * 40,
+            b"operation",
+            b"EXPORT",
+            b"slot_ranges",
+            b"0-9 20-29",
+            b"target_node",
+            b"t" * 40,
+            b"state",
+            b"success",
+            b"message",
+            b"",
+        ],
+        {
+            "operation": "EXPORT",
+            "slot_ranges": "30-39",
+            "target_node": "u" * 40,
+            "state": "snapshotting",
+            "message": "",
+            "cow_size": 0,
+        },
+    ]
+
+    migrations = slot_migrations(reply)
+
+    assert migrations == [
+        SlotMigration("EXPORT", "t" * 40, "0-9 20-29", "success", ""),
+        SlotMigration("EXPORT", "u" * 40, "30-39", "snapshotting", ""),
+    ]
+    assert [m.running for m in migrations] == [False, True]
+
+
+@pytest.mark.parametrize("reply", [b"OK", [[b"operation"]], [b"EXPORT"]])
+def test_a_slot_migrations_reply_of_another_shape_is_a_value_error(reply: object) -> None:
+    with pytest.raises(ValueError, match="CLUSTER GETSLOTMIGRATIONS"):
+        slot_migrations(reply)

@@ -17,11 +17,11 @@ from typing import Any, Protocol
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from hda.api.v1alpha1 import Topology
 from hda.runtime.topology.nodes import SlotRange, myself, parse_cluster_nodes
-from hda.runtime.topology.reshard import ProgressCallback, reshard
+from hda.runtime.topology.reshard import ProgressCallback, reshard, slot_migrations
 from hda.specs.names import VALKEY_MASTER_NAME
 
 from .buffer_topology import (
@@ -123,6 +123,7 @@ async def _probe_node(
             node_id = str(await _command(client, "CLUSTER", "MYID"))
             cluster_info = await client.cluster("INFO")
             view = cluster_view(str(await _command(client, "CLUSTER", "NODES")))
+            exports = await _running_exports(client) if role == "primary" else ()
             return NodeState(
                 pod=address.pod,
                 role=role,
@@ -136,6 +137,7 @@ async def _probe_node(
                 follows_id=view.follows_id,
                 peers_down=view.down,
                 peers_serving=view.down_serving,
+                exports=exports,
             )
     except ValueError as error:  # it answered, but not in a form we read: say so in status
         log.warning("Valkey node reply unreadable", extra={"pod": address.pod, "error": str(error)})
@@ -145,6 +147,22 @@ async def _probe_node(
         return NodeState(pod=address.pod, reachable=False)
     finally:
         await client.aclose()
+
+
+async def _running_exports(client: redis.Redis) -> tuple[str, ...]:
+    """The slot migrations this primary runs as their source, described for status; none on a
+    Valkey without atomic slot migration (before 9.0), which cannot be running one."""
+    try:
+        reply = await _command(client, "CLUSTER", "GETSLOTMIGRATIONS")
+    except ResponseError as error:
+        if "unknown subcommand" not in str(error).lower():
+            raise
+        return ()
+    return tuple(
+        f"slots {m.ranges} to {m.target} ({m.state})"
+        for m in slot_migrations(reply)
+        if m.operation == "EXPORT" and m.running
+    )
 
 
 async def _ask_sentinel(

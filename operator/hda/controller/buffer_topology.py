@@ -63,6 +63,7 @@ class NodeState:
     follows_id: str | None = None  # a replica's primary's node ID
     peers_down: tuple[str, ...] = ()  # node IDs this node sees failing or disconnected
     peers_serving: tuple[str, ...] = ()  # of those, the ones it still sees serving slots
+    exports: tuple[str, ...] = ()  # slot migrations it runs as the source, described
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,6 +282,28 @@ def _owned_slots(
     if sum(len(slots) for slots in owned.values()) != CLUSTER_SLOTS:
         return None
     return owned
+
+
+def reshard_blocker(
+    groups: Sequence[Sequence[NodeAddress]],
+    leaving: Sequence[Sequence[NodeAddress]],
+    probe: BufferProbe,
+) -> str | None:
+    """Why no resharding may be planned from this probe although every node answered, or None:
+    a slot migration this operator did not start is still running (an earlier operator process
+    started it: planning around it would ask for slots already on the move), or the primaries
+    do not serve 16384 slots between them (a migration handing its slots over, or a shard lost)."""
+    exporting = [f"{node.pod}: {export}" for node in probe.nodes for export in node.exports]
+    if exporting:
+        return f"a slot migration started earlier is still running ({'; '.join(exporting)})"
+    every = [address for group in [*groups, *leaving] for address in group]
+    states = [probe.node(address.pod) for address in every]
+    if any(state is None or not state.reachable for state in states):
+        return None  # formation and removal say which node is missing
+    served = sum(state.slots for state in states if state is not None and state.role == "primary")
+    if served != CLUSTER_SLOTS:
+        return f"the primaries serve {served} of {CLUSTER_SLOTS} slots"
+    return None
 
 
 def reshard_moves(

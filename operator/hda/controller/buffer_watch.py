@@ -42,6 +42,7 @@ from .buffer_topology import (
     primary_of,
     replicas_behind,
     reshard_backoff,
+    reshard_blocker,
     reshard_moves,
     reshard_retry_at,
     resharding_ended,
@@ -461,9 +462,9 @@ def next_buffer_step(
 
     Cluster, in order: while a resharding runs (`resharding`), nothing else; form it; forget
     failed node IDs no pod has any more; reshard (once every shard's replicas are in sync, and
-    unless failed ones back off: `reshard_wait`) when the slots are not even over `groups` or
-    removed shards (`leaving`) still serve some; take drained removed shards out. Then one
-    rollout step.
+    unless failed ones back off: `reshard_wait`, and not from a slot map in motion:
+    `reshard_blocker`) when the slots are not even over `groups` or removed shards (`leaving`)
+    still serve some; take drained removed shards out. Then one rollout step.
     """
     topology = hda.spec.redis.topology
     notes = []
@@ -484,7 +485,10 @@ def next_buffer_step(
             return [ForgetNodes(orphans, on=on)], (
                 f"forgetting failed node IDs no pod has any more: {', '.join(orphans)}"
             )
-        reshard = reshard_moves(groups, leaving, probe)
+        blocker = reshard_blocker(groups, leaving, probe)
+        reshard = reshard_moves(groups, leaving, probe) if blocker is None else None
+        if blocker is not None:
+            notes.append(f"resharding waits: {blocker}")
         behind = replicas_behind(groups, probe)
         if reshard is not None and behind:
             return [], f"resharding waits for the replicas of {', '.join(behind)} to be in sync"

@@ -19,7 +19,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..resp import RedisAddress, RespConnection
@@ -207,18 +207,60 @@ async def _migrate(
     )
 
 
+# States in which a slot migration job is over (CLUSTER GETSLOTMIGRATIONS keeps a log of them).
+MIGRATION_ENDED = frozenset({"success", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class SlotMigration:
+    """One entry of CLUSTER GETSLOTMIGRATIONS, as the node asked sees its part in it."""
+
+    operation: str  # EXPORT (this node is the source) or IMPORT (the target)
+    target: str  # node ID of the primary receiving the slots
+    ranges: str  # "first-last first-last ..."
+    state: str
+    message: str
+
+    @property
+    def running(self) -> bool:
+        return self.state not in MIGRATION_ENDED
+
+
+def slot_migrations(reply: object) -> list[SlotMigration]:
+    """CLUSTER GETSLOTMIGRATIONS, oldest first: each entry a flat field/value list (RESP) or a
+    mapping (redis-py), bytes or str; ValueError on a reply of another shape."""
+    if not isinstance(reply, list):
+        raise ValueError(f"CLUSTER GETSLOTMIGRATIONS: expected a list, got {reply!r:.80}")
+    migrations = []
+    for entry in reply:
+        if isinstance(entry, Mapping):
+            pairs = list(entry.items())
+        elif isinstance(entry, list) and not len(entry) % 2:
+            pairs = list(zip(entry[0::2], entry[1::2], strict=True))
+        else:
+            raise ValueError(f"CLUSTER GETSLOTMIGRATIONS: malformed entry {entry!r:.80}")
+        text = {_text(k): _text(v) for k, v in pairs}
+        migrations.append(
+            SlotMigration(
+                operation=text.get("operation", ""),
+                target=text.get("target_node", ""),
+                ranges=text.get("slot_ranges", ""),
+                state=text.get("state", "unknown"),
+                message=text.get("message", ""),
+            )
+        )
+    return migrations
+
+
 async def _migration_state(client: RespConnection, target: str, ranges: str) -> tuple[str, str]:
     """(state, message) of the newest export of `ranges` to `target` on the source."""
     found = ("unknown", "")
-    for entry in await client.execute("CLUSTER", "GETSLOTMIGRATIONS"):
-        fields = dict(zip(entry[0::2], entry[1::2], strict=True))
-        text = {_text(k): _text(v) for k, v in fields.items()}
-        if (
-            text.get("operation") == "EXPORT"
-            and text.get("target_node") == target
-            and text.get("slot_ranges") == ranges
+    for migration in slot_migrations(await client.execute("CLUSTER", "GETSLOTMIGRATIONS")):
+        if migration.operation == "EXPORT" and (migration.target, migration.ranges) == (
+            target,
+            ranges,
         ):
-            found = (text.get("state", "unknown"), text.get("message", ""))
+            found = (migration.state, migration.message)
     return found
 
 
