@@ -114,6 +114,17 @@ async def settled(groups: list[list[NodeAddress]]) -> BufferProbe:
     )
 
 
+async def assert_even_without_a_failed_attempt(
+    groups: list[list[NodeAddress]], activities: list[str]
+) -> None:
+    """Once settled, each of the 4 shards serves 4096 slots, and no resharding attempt failed."""
+    probe = await settled(groups)
+    assert [s.slots for s in buffer_status("cluster", groups, probe, None, "t").shards] == [
+        4096
+    ] * 4
+    assert not [a for a in activities if "failed" in a], activities
+
+
 class Producer:
     """XADDs to every partition's input stream through a cluster client, one sequence number
     per attempt; a number is acknowledged when its XADD returned (never retried: a retry could
@@ -314,12 +325,8 @@ async def test_a_resharding_cut_off_by_an_operator_restart_is_finished_by_the_ne
 
     steps, activities, _ = await operate(cluster_hda(4), groups)
 
-    probe = await settled(groups)
-    assert [s.slots for s in buffer_status("cluster", groups, probe, None, "t").shards] == [
-        4096
-    ] * 4
     # the migration left running is waited for, not collided with (that failed and backed off)
-    assert not [a for a in activities if "failed" in a], activities
+    await assert_even_without_a_failed_attempt(groups, activities)
     log.info("after the restart the operator took %s", steps)
     try:
         assert [len(await entries(writer, key)) for key in keys] == [200] * PARTITIONS
@@ -354,9 +361,5 @@ async def test_a_slot_migration_running_before_the_operator_came_is_seen_then_fi
 
     steps, activities, _ = await operate(cluster_hda(4), groups)
 
-    probe = await settled(groups)
-    assert [s.slots for s in buffer_status("cluster", groups, probe, None, "t").shards] == [
-        4096
-    ] * 4
-    assert not [a for a in activities if "failed" in a], activities
+    await assert_even_without_a_failed_attempt(groups, activities)
     log.info("with a migration already running the operator took %s: %s", steps, activities)
