@@ -98,7 +98,7 @@ def _image_reference(ctx: click.Context, param: click.Parameter, value: str) -> 
 )
 @click.option(
     "--buffer-probe/--no-buffer-probe",
-    envvar="HDA_VALKEY_PROBE",
+    envvar="HDA_BUFFER_PROBE",
     default=True,
     show_default=True,
     show_envvar=True,

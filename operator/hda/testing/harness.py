@@ -403,7 +403,7 @@ class OperatorProcess:
             **os.environ,
             "HDA_LOG_FORMAT": "json",
             # Outside the cluster, pod DNS names do not resolve (nor may their lookups leave).
-            "HDA_VALKEY_PROBE": "off",
+            "HDA_BUFFER_PROBE": "off",
             **self.extra_env,
             "KUBECONFIG": str(self.kubeconfig),
             "PYTHONUNBUFFERED": "1",
