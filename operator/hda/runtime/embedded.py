@@ -6,11 +6,13 @@ flags, to SIGKILL it in tests and to restart it on the same data directory.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -29,11 +31,46 @@ def valkey_binary() -> Path:
     return path
 
 
-def free_port() -> int:
+# Ports free_port handed out lately: a caller binds its port later (a server it starts), and
+# until then the kernel may offer the same free port again (seen in CI: three cluster nodes given
+# one port).
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=1024)
+_HANDED_OUT_LOCK = threading.Lock()
+
+
+def free_port(*, bus_offset: int | None = None) -> int:
+    """A loopback port nothing listens on and that this process has not handed out lately.
+    With `bus_offset`, port + bus_offset is such a port too, and is handed out with it (a
+    Valkey cluster node's default bus port is port + 10000)."""
+    with _HANDED_OUT_LOCK:
+        while True:
+            port = _unbound_port()
+            if port in _HANDED_OUT:
+                continue
+            if bus_offset is None:
+                _HANDED_OUT.append(port)
+                return port
+            bus = port + bus_offset
+            if bus > 65535 or bus in _HANDED_OUT or not _bindable(bus):
+                continue
+            _HANDED_OUT.extend((port, bus))
+            return port
+
+
+def _unbound_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 class EmbeddedValkey:
